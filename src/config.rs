@@ -1,0 +1,473 @@
+//! Settings: from the environment, a `.env` file, or `--flags` (clap reads all three once
+//! `dotenvy` has loaded `.env`). Validation turns them into a [`Config`] or one plain sentence
+//! naming the setting to fix. Secrets are held in [`SecretString`] so they cannot be printed.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coder-slack-bridge",
+    version,
+    about = "Delivers Coder notifications to Slack as direct messages"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve Coder's webhook and Slack's Socket Mode (the default).
+    Serve,
+    /// Verify the tokens, their scopes and Socket Mode reachability, then exit.
+    Check,
+    /// Print the chat.postMessage arguments a Coder payload becomes, without contacting Slack.
+    Preview {
+        /// A webhook body as Coder sends it; `-` reads standard input.
+        file: PathBuf,
+    },
+    /// Send a sample notification through the full path to one person.
+    SendTest {
+        /// The Slack user's e-mail address.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Raw settings as given. `hide_env_values` keeps tokens out of `--help`.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Bot token (xoxb-…); required unless --dry-run.
+    #[arg(long, env = "SLACK_BOT_TOKEN", hide_env_values = true, global = true)]
+    pub slack_bot_token: Option<SecretString>,
+    /// App-level token (xapp-…) with connections:write; Socket Mode is off without it.
+    #[arg(long, env = "SLACK_APP_TOKEN", hide_env_values = true, global = true)]
+    pub slack_app_token: Option<SecretString>,
+    /// Slack Web API base URL.
+    #[arg(
+        long,
+        env = "SLACK_API_URL",
+        default_value = "https://slack.com/api",
+        global = true
+    )]
+    pub slack_api_url: String,
+    /// Coder's access URL, to resolve relative button URLs.
+    #[arg(long, env = "CODER_URL", global = true)]
+    pub coder_url: Option<String>,
+    /// Address the webhook listener binds.
+    #[arg(long, env = "LISTEN_ADDR", global = true)]
+    pub listen_addr: Option<String>,
+    /// Port on 127.0.0.1, when LISTEN_ADDR is not given.
+    #[arg(long, env = "PORT", global = true)]
+    pub port: Option<u16>,
+    /// Secret Coder must send as the Basic-auth password or a Bearer token.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    pub webhook_secret: Option<SecretString>,
+    /// Log rendered messages instead of sending them; no Slack needed.
+    #[arg(long, env = "DRY_RUN", global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub dry_run: bool,
+    /// Channel for notifications that cannot reach their person.
+    #[arg(long, env = "FALLBACK_CHANNEL", global = true)]
+    pub fallback_channel: Option<String>,
+    /// Concurrent Socket Mode connections (1–10).
+    #[arg(
+        long,
+        env = "SOCKET_MODE_CONNECTIONS",
+        default_value = "2",
+        global = true
+    )]
+    pub socket_mode_connections: String,
+    /// Budget for one webhook, Slack retries included (e.g. 30s, 1500ms).
+    #[arg(long, env = "DELIVERY_TIMEOUT", default_value = "30s", global = true)]
+    pub delivery_timeout: String,
+    /// How often the e-mail → Slack user directory is refreshed from users.list.
+    #[arg(long, env = "DIRECTORY_REFRESH", default_value = "1h", global = true)]
+    pub directory_refresh: String,
+    /// Log format; the level comes from RUST_LOG.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Allow a non-loopback LISTEN_ADDR without WEBHOOK_SECRET.
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED", global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub allow_unauthenticated: bool,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub slack_bot_token: Option<SecretString>,
+    pub slack_app_token: Option<SecretString>,
+    pub slack_api_url: Url,
+    pub coder_url: Option<Url>,
+    pub listen_addr: SocketAddr,
+    pub webhook_secret: Option<SecretString>,
+    pub dry_run: bool,
+    pub fallback_channel: Option<String>,
+    pub socket_mode_connections: usize,
+    pub delivery_timeout: Duration,
+    pub directory_refresh: Duration,
+    pub log_format: LogFormat,
+    pub allow_unauthenticated: bool,
+    /// Tuning that operators never need but tests shorten.
+    pub tuning: Tuning,
+}
+
+/// Intervals and limits with production defaults; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// How long an unknown e-mail address is remembered as unknown.
+    pub negative_cache_ttl: Duration,
+    /// How long a delivered `msg_id` is remembered.
+    pub dedupe_ttl: Duration,
+    pub dedupe_capacity: u64,
+    /// Deliveries talking to Slack at once.
+    pub max_concurrent_deliveries: usize,
+    /// Open client connections the listener serves at once.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Timeout for one Slack Web API call.
+    pub slack_call_timeout: Duration,
+    /// First wait before retrying a failed Slack call (doubles, full jitter).
+    pub retry_base_delay: Duration,
+    /// How long shutdown waits for deliveries in flight.
+    pub shutdown_grace: Duration,
+    pub socket_mode: crate::socket_mode::Tuning,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            negative_cache_ttl: Duration::from_secs(300),
+            dedupe_ttl: Duration::from_secs(24 * 3600),
+            dedupe_capacity: 1_000_000,
+            max_concurrent_deliveries: 64,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            slack_call_timeout: Duration::from_secs(10),
+            retry_base_delay: Duration::from_millis(250),
+            shutdown_grace: Duration::from_secs(25),
+            socket_mode: crate::socket_mode::Tuning::default(),
+        }
+    }
+}
+
+/// One plain sentence naming the setting to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(message.into()))
+}
+
+/// What the command about to run needs from Slack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// `serve`: a bot token unless dry run.
+    Serve,
+    /// `check` and `send-test`: a bot token always.
+    BotToken,
+    /// `preview`: nothing.
+    Nothing,
+}
+
+impl Settings {
+    /// Settings with every default and nothing from the environment; for tests.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["coder-slack-bridge"]).settings
+    }
+
+    pub fn validate(self, needs: Needs) -> Result<Config, ConfigError> {
+        let dry_run = self.dry_run;
+        let bot_token_required = match needs {
+            Needs::Serve => !dry_run,
+            Needs::BotToken => true,
+            Needs::Nothing => false,
+        };
+        let slack_bot_token = non_empty_secret(self.slack_bot_token);
+        match &slack_bot_token {
+            None if bot_token_required => {
+                return err(if needs == Needs::Serve {
+                    "SLACK_BOT_TOKEN is not set (set DRY_RUN=1 to run without Slack)"
+                } else {
+                    "SLACK_BOT_TOKEN is not set"
+                })
+            }
+            Some(t) if !t.expose_secret().starts_with("xoxb-") => {
+                return err("SLACK_BOT_TOKEN must start with xoxb- (a bot token)")
+            }
+            _ => {}
+        }
+        let slack_app_token = non_empty_secret(self.slack_app_token);
+        if let Some(t) = &slack_app_token {
+            if !t.expose_secret().starts_with("xapp-") {
+                return err("SLACK_APP_TOKEN must start with xapp- (an app-level token)");
+            }
+        }
+
+        let slack_api_url = http_url("SLACK_API_URL", &self.slack_api_url)?;
+        let coder_url = match self.coder_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => Some(http_url("CODER_URL", raw)?),
+        };
+
+        let listen_addr = match (self.listen_addr.as_deref().map(str::trim), self.port) {
+            (Some(addr), _) if !addr.is_empty() => match addr.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    return err(format!(
+                        "LISTEN_ADDR must be an address and port such as 127.0.0.1:6000 or 0.0.0.0:6000, not {addr:?}"
+                    ))
+                }
+            },
+            (_, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
+            _ => SocketAddr::from(([127, 0, 0, 1], 6000)),
+        };
+
+        let webhook_secret = non_empty_secret(self.webhook_secret);
+        if needs == Needs::Serve
+            && !listen_addr.ip().is_loopback()
+            && webhook_secret.is_none()
+            && !self.allow_unauthenticated
+        {
+            return err(format!(
+                "LISTEN_ADDR {listen_addr} is reachable from other hosts but WEBHOOK_SECRET is not set: \
+                 set WEBHOOK_SECRET (and put it in Coder's webhook URL as http://coder:SECRET@host/v1/webhook), \
+                 or pass --allow-unauthenticated to accept unauthenticated webhooks"
+            ));
+        }
+
+        let socket_mode_connections = match self.socket_mode_connections.trim().parse::<usize>() {
+            Ok(n) if (1..=10).contains(&n) => n,
+            _ => {
+                return err(format!(
+                    "SOCKET_MODE_CONNECTIONS must be a whole number from 1 to 10, not {:?}",
+                    self.socket_mode_connections
+                ))
+            }
+        };
+        let delivery_timeout = duration("DELIVERY_TIMEOUT", &self.delivery_timeout)?;
+        if delivery_timeout < Duration::from_secs(1) || delivery_timeout > Duration::from_secs(55) {
+            return err(
+                "DELIVERY_TIMEOUT must be from 1s to 55s: Coder abandons a webhook after 1 minute",
+            );
+        }
+        let directory_refresh = duration("DIRECTORY_REFRESH", &self.directory_refresh)?;
+        if directory_refresh < Duration::from_secs(60) {
+            return err("DIRECTORY_REFRESH must be at least 1m: users.list is rate-limited");
+        }
+
+        let fallback_channel = self
+            .fallback_channel
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty());
+
+        Ok(Config {
+            slack_bot_token,
+            slack_app_token,
+            slack_api_url,
+            coder_url,
+            listen_addr,
+            webhook_secret,
+            dry_run,
+            fallback_channel,
+            socket_mode_connections,
+            delivery_timeout,
+            directory_refresh,
+            log_format: self.log_format,
+            allow_unauthenticated: self.allow_unauthenticated,
+            tuning: Tuning::default(),
+        })
+    }
+}
+
+fn non_empty_secret(secret: Option<SecretString>) -> Option<SecretString> {
+    secret.filter(|s| !s.expose_secret().trim().is_empty())
+}
+
+fn http_url(name: &str, raw: &str) -> Result<Url, ConfigError> {
+    match Url::parse(raw.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        _ => err(format!(
+            "{name} must be an http(s) URL such as https://example.com"
+        )),
+    }
+}
+
+/// Parses `30s`, `1500ms`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = |factor: u64| n.checked_mul(factor).map(Duration::from_secs);
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => None,
+    }
+}
+
+fn duration(name: &str, raw: &str) -> Result<Duration, ConfigError> {
+    parse_duration(raw).ok_or_else(|| {
+        ConfigError(format!(
+            "{name} must be a duration such as 30s, 1500ms, 5m or 1h, not {raw:?}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        let mut s = Settings::defaults();
+        s.slack_bot_token = Some("xoxb-test".into());
+        s
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let c = settings().validate(Needs::Serve).expect("valid");
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:6000");
+        assert_eq!(c.socket_mode_connections, 2);
+        assert_eq!(c.delivery_timeout, Duration::from_secs(30));
+        assert_eq!(c.slack_api_url.as_str(), "https://slack.com/api");
+        assert!(!c.dry_run);
+    }
+
+    #[test]
+    fn missing_or_malformed_settings_are_named() {
+        let mut s = settings();
+        s.slack_bot_token = None;
+        assert!(s
+            .clone()
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("SLACK_BOT_TOKEN is not set"));
+        s.dry_run = true;
+        assert!(s.validate(Needs::Serve).is_ok());
+
+        let mut s = settings();
+        s.slack_bot_token = Some("xoxp-user".into());
+        assert_eq!(
+            s.validate(Needs::Serve).unwrap_err().0,
+            "SLACK_BOT_TOKEN must start with xoxb- (a bot token)"
+        );
+
+        let mut s = settings();
+        s.slack_app_token = Some("xoxb-wrong".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("SLACK_APP_TOKEN must start with xapp-"));
+
+        let mut s = settings();
+        s.socket_mode_connections = "11".into();
+        assert!(s
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("SOCKET_MODE_CONNECTIONS"));
+
+        let mut s = settings();
+        s.delivery_timeout = "soon".into();
+        assert!(s
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("DELIVERY_TIMEOUT"));
+
+        let mut s = settings();
+        s.coder_url = Some("ftp://x".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("CODER_URL"));
+
+        let mut s = settings();
+        s.listen_addr = Some("nonsense".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("LISTEN_ADDR"));
+    }
+
+    #[test]
+    fn port_alone_sets_the_port() {
+        let mut s = settings();
+        s.port = Some(7000);
+        assert_eq!(
+            s.validate(Needs::Serve)
+                .expect("ok")
+                .listen_addr
+                .to_string(),
+            "127.0.0.1:7000"
+        );
+    }
+
+    #[test]
+    fn public_listener_needs_a_secret_or_explicit_opt_out() {
+        let mut s = settings();
+        s.listen_addr = Some("0.0.0.0:6000".into());
+        let e = s.clone().validate(Needs::Serve).unwrap_err().0;
+        assert!(
+            e.contains("WEBHOOK_SECRET") && e.contains("--allow-unauthenticated"),
+            "{e}"
+        );
+        let mut with_secret = s.clone();
+        with_secret.webhook_secret = Some("s3cret".into());
+        assert!(with_secret.validate(Needs::Serve).is_ok());
+        s.allow_unauthenticated = true;
+        assert!(s.validate(Needs::Serve).is_ok());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1d"), None);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let mut s = settings();
+        s.webhook_secret = Some("hunter2-secret".into());
+        s.slack_app_token = Some("xapp-1-secret".into());
+        let c = s.clone().validate(Needs::Serve).expect("ok");
+        let shown = format!("{s:?} {c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("xoxb-test") && !shown.contains("xapp-1"),
+            "{shown}"
+        );
+    }
+}

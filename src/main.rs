@@ -1,0 +1,254 @@
+//! CLI and start-up only; everything else lives in the library.
+
+use clap::Parser;
+use coder_slack_bridge::coder::Notification;
+use coder_slack_bridge::config::{Cli, Command, Needs};
+use coder_slack_bridge::slack::SlackApi;
+use coder_slack_bridge::telemetry::{self, Metrics};
+use coder_slack_bridge::{render, App};
+use std::io::Read;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // `.env` first, so clap sees its values as environment variables. A missing file is fine;
+    // a malformed one is not.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("error: .env could not be read: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(cli.settings).await,
+            Command::Check => commands::check(cli.settings).await,
+            Command::Preview { file } => preview(&file),
+            Command::SendTest { email } => commands::send_test(cli.settings, &email).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: coder_slack_bridge::config::Settings) -> Result<(), String> {
+    let config = settings.validate(Needs::Serve).map_err(|e| e.0)?;
+    let app = App::build(config).await?;
+    let shutdown = app.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    app.run_until_stopped().await;
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes, systemd) or Ctrl-C.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn preview(file: &std::path::Path) -> Result<(), String> {
+    let mut body = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+    } else {
+        body = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    }
+    let notification = Notification::parse(&body, Some("preview")).map_err(|e| e.0)?;
+    let coder_url = std::env::var("CODER_URL")
+        .ok()
+        .and_then(|u| url::Url::parse(&u).ok());
+    let rendered = render::render(&notification, &render::RenderOptions { coder_url }, None);
+    for skipped in &rendered.skipped_actions {
+        eprintln!(
+            "note: button {} left out: {}",
+            skipped.index, skipped.reason
+        );
+    }
+    let channel = format!("<Slack user ID of {}>", notification.user_email);
+    let request = render::post_message_request(
+        slack_morphism::prelude::SlackChannelId(channel),
+        rendered.content,
+    );
+    let json = serde_json::to_string_pretty(&request).map_err(|e| e.to_string())?;
+    println!("{json}");
+    Ok(())
+}
+
+mod commands {
+    use super::*;
+    use coder_slack_bridge::config::Settings;
+    use coder_slack_bridge::delivery::{self, Answer, Delivery, Outcome};
+    use coder_slack_bridge::slack::directory::Directory;
+
+    const REQUIRED_SCOPES: [&str; 3] = ["chat:write", "users:read", "users:read.email"];
+
+    /// Verifies tokens, scopes and Socket Mode; prints a report; fails naming what to fix.
+    pub async fn check(settings: Settings) -> Result<(), String> {
+        let config = settings.validate(Needs::BotToken).map_err(|e| e.0)?;
+        let api = SlackApi::new(
+            &config.slack_api_url,
+            config.slack_bot_token.as_ref(),
+            config.slack_app_token.as_ref(),
+            config.tuning.slack_call_timeout,
+            Metrics::new(),
+        )?;
+        let mut problems = Vec::new();
+        match api.auth_test().await {
+            Ok(info) => {
+                println!(
+                    "ok    SLACK_BOT_TOKEN: bot @{} in workspace {}",
+                    info.user, info.team
+                );
+                match info.scopes {
+                    Some(scopes) => {
+                        let missing: Vec<_> = REQUIRED_SCOPES
+                            .iter()
+                            .filter(|s| !scopes.iter().any(|have| have == *s))
+                            .collect();
+                        if missing.is_empty() {
+                            println!("ok    bot scopes: {}", REQUIRED_SCOPES.join(", "));
+                        } else {
+                            let missing = missing
+                                .iter()
+                                .map(|s| s.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            println!("FAIL  bot scopes: missing {missing}");
+                            problems.push(format!("SLACK_BOT_TOKEN lacks the scopes {missing}: add them under OAuth & Permissions and reinstall the app"));
+                        }
+                    }
+                    None => println!("warn  bot scopes: Slack did not report them"),
+                }
+            }
+            Err(e) => {
+                println!("FAIL  SLACK_BOT_TOKEN: {e}");
+                problems.push(
+                    e.remedy()
+                        .unwrap_or_else(|| format!("SLACK_BOT_TOKEN could not be verified: {e}")),
+                );
+            }
+        }
+        match &config.slack_app_token {
+            None => println!("warn  SLACK_APP_TOKEN: not set, so Socket Mode is off"),
+            Some(_) => match api.open_socket_url().await {
+                Ok(url) => match coder_slack_bridge::socket_mode::probe(
+                    &url,
+                    &coder_slack_bridge::socket_mode::ProxyConfig::from_env(),
+                    &config.tuning.socket_mode,
+                )
+                .await
+                {
+                    Ok(()) => {
+                        println!("ok    SLACK_APP_TOKEN: Socket Mode connected and said hello")
+                    }
+                    Err(e) => {
+                        println!("FAIL  Socket Mode: {e}");
+                        problems.push(format!("Socket Mode is not reachable: {e} (check HTTPS_PROXY / the firewall's outbound rules)"));
+                    }
+                },
+                Err(e) => {
+                    println!("FAIL  SLACK_APP_TOKEN: {e}");
+                    problems.push(format!("SLACK_APP_TOKEN was refused ({}): create an app-level token with connections:write and turn Socket Mode on", e.code()));
+                }
+            },
+        }
+        if problems.is_empty() {
+            println!("all checks passed");
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// A sample notification through the full path: directory lookup, render, post.
+    pub async fn send_test(settings: Settings, email: &str) -> Result<(), String> {
+        let config = settings.validate(Needs::BotToken).map_err(|e| e.0)?;
+        let sample = include_str!(
+            "../tests/fixtures/coder-webhook-samples/TemplateTestNotification.json.golden"
+        );
+        let mut body: serde_json::Value =
+            serde_json::from_str(sample).map_err(|e| e.to_string())?;
+        body["msg_id"] = format!("send-test-{}", std::process::id()).into();
+        body["payload"]["user_email"] = email.into();
+        let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let notification = Notification::parse(&bytes, None).map_err(|e| e.0)?;
+
+        let metrics = Metrics::new();
+        let api = std::sync::Arc::new(SlackApi::new(
+            &config.slack_api_url,
+            config.slack_bot_token.as_ref(),
+            None,
+            config.tuning.slack_call_timeout,
+            metrics.clone(),
+        )?);
+        let directory = std::sync::Arc::new(Directory::new(
+            api.clone(),
+            config.tuning.negative_cache_ttl,
+            metrics,
+        ));
+        let delivery = Delivery::slack(
+            api,
+            directory,
+            delivery::Settings {
+                render: render::RenderOptions {
+                    coder_url: config.coder_url.clone(),
+                },
+                fallback_channel: None,
+                budget: config.delivery_timeout,
+                retry_base: config.tuning.retry_base_delay,
+                max_concurrent: 1,
+                dedupe_ttl: config.tuning.dedupe_ttl,
+                dedupe_capacity: 1,
+            },
+        );
+        match delivery.deliver(&notification).await {
+            Ok(Answer::Fresh(Outcome::Delivered { channel, ts })) => {
+                println!("delivered to {email}: channel {channel}, ts {ts}");
+                Ok(())
+            }
+            Ok(Answer::Fresh(Outcome::Undeliverable { reason, .. })) => {
+                Err(format!("{email} cannot be messaged: {reason}"))
+            }
+            Ok(other) => Err(format!("unexpected outcome: {other:?}")),
+            Err(e) => Err(format!("Slack failed: {}", e.reason)),
+        }
+    }
+}

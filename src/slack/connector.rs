@@ -1,0 +1,197 @@
+//! slack-morphism's HTTP connector, on reqwest: one pooled client for every Web API call,
+//! with timeouts and `HTTPS_PROXY`/`NO_PROXY` honoured (slack-morphism's own hyper connector
+//! supports neither a proxy nor a per-call timeout).
+
+use futures_util::future::{BoxFuture, FutureExt};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use slack_morphism::errors::*;
+use slack_morphism::multipart_form::FileMultipartData;
+use slack_morphism::prelude::*;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Clone, Debug)]
+pub struct ReqwestConnector {
+    client: reqwest::Client,
+    api_url: String,
+}
+
+impl ReqwestConnector {
+    pub fn new(client: reqwest::Client, api_url: &Url) -> Self {
+        ReqwestConnector {
+            client,
+            api_url: api_url.as_str().trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    async fn send<RS>(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: Option<&SlackApiToken>,
+    ) -> ClientResult<RS>
+    where
+        RS: for<'de> serde::de::Deserialize<'de>,
+    {
+        let request = match token {
+            Some(t) => request.header(AUTHORIZATION, format!("Bearer {}", t.token_value.0)),
+            None => request,
+        };
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport_error)?;
+        decode(status, &headers, &body)
+    }
+}
+
+/// Maps Slack's answer the way slack-morphism's own connector does, so its typed API works
+/// unchanged: 200 with `ok:false` → `ApiError`, 429 → `RateLimitError` with `Retry-After`.
+fn decode<RS>(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientResult<RS>
+where
+    RS: for<'de> serde::de::Deserialize<'de>,
+{
+    let body_text = || String::from_utf8_lossy(body).into_owned();
+    match status {
+        StatusCode::OK => {
+            let envelope: SlackEnvelopeMessage =
+                serde_json::from_slice(body).map_err(|e| protocol_error(e, body_text()))?;
+            let errors = envelope.errors_as_strings();
+            if let Some(code) = envelope.error {
+                return Err(SlackClientError::ApiError(
+                    SlackClientApiError::new(code)
+                        .opt_errors(errors)
+                        .opt_warnings(envelope.warnings)
+                        .with_http_response_body(body_text()),
+                ));
+            }
+            serde_json::from_slice(body).map_err(|e| protocol_error(e, body_text()))
+        }
+        StatusCode::TOO_MANY_REQUESTS => {
+            let retry_after = headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Err(SlackClientError::RateLimitError(
+                SlackRateLimitError::new().opt_retry_after(retry_after),
+            ))
+        }
+        _ => Err(SlackClientError::HttpError(
+            SlackClientHttpError::new(status).with_http_response_body(body_text()),
+        )),
+    }
+}
+
+fn protocol_error(json_error: serde_json::Error, body: String) -> SlackClientError {
+    SlackClientError::ProtocolError(SlackClientProtocolError::new(json_error).with_json_body(body))
+}
+
+/// reqwest's error without the URL: a query string can carry an e-mail address.
+fn transport_error(error: reqwest::Error) -> SlackClientError {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    SlackClientError::HttpProtocolError(SlackClientHttpProtocolError::new().with_cause(Box::new(
+        TransportError(format!("{kind}: {}", error.without_url())),
+    )))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+fn unsupported<'a, RS: Send + 'a>(what: &str) -> BoxFuture<'a, ClientResult<RS>> {
+    let error = SlackClientError::SystemError(
+        SlackClientSystemError::new().with_message(format!("{what} is not used by this bridge")),
+    );
+    std::future::ready(Err(error)).boxed()
+}
+
+impl SlackClientHttpConnector for ReqwestConnector {
+    fn create_method_uri_path(&self, method_relative_uri: &str) -> ClientResult<Url> {
+        Ok(format!("{}/{}", self.api_url, method_relative_uri).parse()?)
+    }
+
+    fn http_get_uri<'a, RS>(
+        &'a self,
+        full_uri: Url,
+        context: SlackClientApiCallContext<'a>,
+    ) -> BoxFuture<'a, ClientResult<RS>>
+    where
+        RS: for<'de> serde::de::Deserialize<'de> + Send + 'a,
+    {
+        async move { self.send(self.client.get(full_uri), context.token).await }.boxed()
+    }
+
+    fn http_get_with_client_secret<'a, RS>(
+        &'a self,
+        _full_uri: Url,
+        _client_id: &'a SlackClientId,
+        _client_secret: &'a SlackClientSecret,
+    ) -> BoxFuture<'a, ClientResult<RS>>
+    where
+        RS: for<'de> serde::de::Deserialize<'de> + Send + 'a,
+    {
+        unsupported("OAuth")
+    }
+
+    fn http_post_uri<'a, RQ, RS>(
+        &'a self,
+        full_uri: Url,
+        request_body: &'a RQ,
+        context: SlackClientApiCallContext<'a>,
+    ) -> BoxFuture<'a, ClientResult<RS>>
+    where
+        RQ: serde::ser::Serialize + Send + Sync,
+        RS: for<'de> serde::de::Deserialize<'de> + Send + 'a,
+    {
+        async move {
+            let body =
+                serde_json::to_vec(request_body).map_err(|e| protocol_error(e, String::new()))?;
+            let request = self
+                .client
+                .post(full_uri)
+                .header(CONTENT_TYPE, "application/json; charset=utf-8")
+                .body(body);
+            self.send(request, context.token).await
+        }
+        .boxed()
+    }
+
+    fn http_post_uri_multipart_form<'a, 'p, RS, PT, TS>(
+        &'a self,
+        _full_uri: Url,
+        _file: Option<FileMultipartData<'p>>,
+        _params: &'p PT,
+        _context: SlackClientApiCallContext<'a>,
+    ) -> BoxFuture<'a, ClientResult<RS>>
+    where
+        RS: for<'de> serde::de::Deserialize<'de> + Send + 'a,
+        PT: std::iter::IntoIterator<Item = (&'p str, Option<TS>)> + Clone,
+        TS: AsRef<str> + 'p + Send,
+    {
+        unsupported("file upload")
+    }
+
+    fn http_post_uri_binary<'a, 'p, RS>(
+        &'a self,
+        _full_uri: Url,
+        _content_type: String,
+        _data: &'a [u8],
+        _context: SlackClientApiCallContext<'a>,
+    ) -> BoxFuture<'a, ClientResult<RS>>
+    where
+        RS: for<'de> serde::de::Deserialize<'de> + Send + 'a,
+    {
+        unsupported("binary upload")
+    }
+}

@@ -1,0 +1,192 @@
+//! E-mail address → Slack user ID. Filled from `users.list` at start-up and on a timer, so a
+//! burst to many people needs no per-person lookups; a miss falls back to
+//! `users.lookupByEmail`, and an address Slack does not know is remembered briefly.
+
+use super::{SlackApi, SlackError};
+use crate::telemetry::{Lookup, LookupLabels, Metrics};
+use moka::future::Cache;
+use slack_morphism::prelude::SlackUserId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// `users.list` page size: Slack's maximum.
+const PAGE_SIZE: u16 = 1000;
+/// More than any workspace has; bounds memory if Slack misbehaves.
+const MAX_USERS: u64 = 2_000_000;
+/// Times one page is retried (after a 429's wait, or a transient error) before a sweep gives up.
+const PAGE_ATTEMPTS: u32 = 5;
+
+#[derive(Debug)]
+pub struct Directory {
+    api: Arc<SlackApi>,
+    users: Cache<String, SlackUserId>,
+    unknown: Cache<String, ()>,
+    metrics: Metrics,
+}
+
+/// Why a lookup found nobody, shared between coalesced callers.
+#[derive(Debug, Clone)]
+enum Miss {
+    NotFound,
+    Failed(SlackError),
+}
+
+impl Directory {
+    pub fn new(api: Arc<SlackApi>, negative_ttl: Duration, metrics: Metrics) -> Self {
+        Directory {
+            api,
+            users: Cache::builder().max_capacity(MAX_USERS).build(),
+            unknown: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(negative_ttl)
+                .build(),
+            metrics,
+        }
+    }
+
+    pub fn api(&self) -> &Arc<SlackApi> {
+        &self.api
+    }
+
+    /// The Slack user with this address; `Ok(None)` when Slack has nobody active with it.
+    /// Concurrent lookups of one address share one Slack call.
+    pub async fn resolve(&self, email: &str) -> Result<Option<SlackUserId>, SlackError> {
+        let key = email.to_lowercase();
+        if let Some(id) = self.users.get(&key).await {
+            self.count(Lookup::Hit);
+            return Ok(Some(id));
+        }
+        if self.unknown.contains_key(&key) {
+            self.count(Lookup::NegativeHit);
+            return Ok(None);
+        }
+        self.count(Lookup::Miss);
+        let api = &self.api;
+        let result = self
+            .users
+            .try_get_with(key.clone(), async {
+                match api.lookup_by_email(&key).await {
+                    Ok(Some(id)) => Ok(id),
+                    Ok(None) => Err(Miss::NotFound),
+                    Err(e) => Err(Miss::Failed(e)),
+                }
+            })
+            .await;
+        match result {
+            Ok(id) => {
+                self.publish_size();
+                Ok(Some(id))
+            }
+            Err(miss) => match miss.as_ref() {
+                Miss::NotFound => {
+                    self.unknown.insert(key, ()).await;
+                    Ok(None)
+                }
+                Miss::Failed(e) => Err(e.clone()),
+            },
+        }
+    }
+
+    fn count(&self, result: Lookup) {
+        self.metrics
+            .directory_lookups
+            .get_or_create(&LookupLabels { result })
+            .inc();
+    }
+
+    fn publish_size(&self) {
+        self.metrics
+            .directory_size
+            .set(i64::try_from(self.users.entry_count()).unwrap_or(i64::MAX));
+    }
+
+    /// Known users (approximate while the cache settles).
+    pub async fn len(&self) -> u64 {
+        self.users.run_pending_tasks().await;
+        self.users.entry_count()
+    }
+
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+
+    /// One sweep of `users.list`, page by page. Returns how many active users it saw.
+    pub async fn refresh(&self) -> Result<usize, SlackError> {
+        let mut cursor = None;
+        let mut seen = 0;
+        loop {
+            let (active, gone, next) = self.page_with_retries(cursor.take()).await?;
+            seen += active.len();
+            for (email, id) in active {
+                self.unknown.invalidate(&email).await;
+                self.users.insert(email, id).await;
+            }
+            for email in gone {
+                self.users.invalidate(&email).await;
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        self.users.run_pending_tasks().await;
+        self.publish_size();
+        Ok(seen)
+    }
+
+    async fn page_with_retries(
+        &self,
+        cursor: Option<String>,
+    ) -> Result<(Vec<(String, SlackUserId)>, Vec<String>, Option<String>), SlackError> {
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let mut attempt = 1;
+        loop {
+            match self.api.users_list_page(cursor.clone(), PAGE_SIZE).await {
+                Ok(page) => return Ok(page),
+                Err(e) if attempt < PAGE_ATTEMPTS => {
+                    let wait = match &e {
+                        SlackError::RateLimited { retry_after, .. } => {
+                            retry_after.unwrap_or(Duration::from_secs(30))
+                        }
+                        _ if e.class() == super::ErrorClass::Transient => backoff.next_delay(),
+                        _ => return Err(e),
+                    };
+                    tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "users.list page will be retried");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sweeps now and then every `every`, until `shutdown`.
+    pub fn spawn_refresher(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let started = std::time::Instant::now();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    result = self.refresh() => match result {
+                        Ok(users) => tracing::info!(users, elapsed_ms = started.elapsed().as_millis() as u64, "directory refreshed from users.list"),
+                        Err(e) => match e.remedy() {
+                            Some(remedy) => tracing::error!(error = %e, "directory refresh failed: {remedy}"),
+                            None => tracing::warn!(error = %e, "directory refresh failed; users are looked up one by one until the next refresh"),
+                        },
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,495 @@
+//! The Slack Web API as the bridge uses it: typed calls through slack-morphism on one pooled
+//! reqwest client, each counted in metrics, each error classified for the delivery code.
+
+mod connector;
+pub mod directory;
+
+pub use connector::ReqwestConnector;
+
+use crate::socket_mode::{OpenConnection, OpenError};
+use crate::telemetry::{MethodLabels, Metrics, SlackCallLabels};
+use futures_util::future::{BoxFuture, FutureExt};
+use secrecy::{ExposeSecret, SecretString};
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Installs ring as rustls's crypto provider, once per process (reqwest and the Socket Mode
+/// websocket both use rustls without choosing one).
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// How a failed call should be treated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retrying cannot help: the person cannot be messaged (or the message is malformed).
+    Permanent,
+    /// A setting must be fixed by an administrator; retrying later may work.
+    Configuration,
+    /// Slack said to wait this long.
+    RateLimited(Option<Duration>),
+    /// Outage, timeout, 5xx: retry with backoff.
+    Transient,
+}
+
+/// A failed Slack call. Its text names the method and Slack's error code, never a body
+/// (a `chat.postMessage` answer echoes the message, which can carry secrets).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SlackError {
+    #[error("{method}: {code}{}", needed.as_ref().map(|n| format!(" {n}")).unwrap_or_default())]
+    Api {
+        method: &'static str,
+        code: String,
+        /// For `missing_scope`: the scope Slack asked for.
+        needed: Option<String>,
+    },
+    #[error("{method}: rate limited (retry after {retry_after:?})")]
+    RateLimited {
+        method: &'static str,
+        retry_after: Option<Duration>,
+    },
+    #[error("{method}: HTTP status {status}")]
+    Http { method: &'static str, status: u16 },
+    #[error("{method}: {detail}")]
+    Transport {
+        method: &'static str,
+        detail: String,
+    },
+    #[error("{method}: unexpected answer from Slack ({detail})")]
+    Protocol {
+        method: &'static str,
+        detail: String,
+    },
+    #[error("{method}: {setting} is not set")]
+    NoToken {
+        method: &'static str,
+        setting: &'static str,
+    },
+}
+
+/// Slack error codes that mean the message can never reach that person.
+const PERMANENT_CODES: &[&str] = &[
+    "users_not_found",
+    "user_not_found",
+    "channel_not_found",
+    "cannot_dm_bot",
+    "user_disabled",
+    "is_archived",
+    "user_not_visible",
+    "invalid_blocks",
+    "invalid_blocks_format",
+    "msg_too_long",
+    "no_text",
+    "too_many_attachments",
+    "restricted_action",
+    "not_in_channel",
+];
+
+/// Slack error codes that name something an administrator must fix.
+const CONFIGURATION_CODES: &[&str] = &[
+    "not_authed",
+    "invalid_auth",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
+    "missing_scope",
+    "no_permission",
+    "not_allowed_token_type",
+    "messages_tab_disabled",
+    "ekm_access_denied",
+    "team_access_not_granted",
+    "org_login_required",
+];
+
+impl SlackError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SlackError::Api { code, .. } if PERMANENT_CODES.contains(&code.as_str()) => {
+                ErrorClass::Permanent
+            }
+            SlackError::Api { code, .. } if CONFIGURATION_CODES.contains(&code.as_str()) => {
+                ErrorClass::Configuration
+            }
+            SlackError::NoToken { .. } => ErrorClass::Configuration,
+            SlackError::RateLimited { retry_after, .. } => ErrorClass::RateLimited(*retry_after),
+            _ => ErrorClass::Transient,
+        }
+    }
+
+    /// Slack's error code, or a short tag for errors without one.
+    pub fn code(&self) -> &str {
+        match self {
+            SlackError::Api { code, .. } => code,
+            SlackError::RateLimited { .. } => "rate_limited",
+            SlackError::Http { .. } => "http_error",
+            SlackError::Transport { .. } => "transport_error",
+            SlackError::Protocol { .. } => "protocol_error",
+            SlackError::NoToken { .. } => "no_token",
+        }
+    }
+
+    /// For configuration errors: what the administrator should do.
+    pub fn remedy(&self) -> Option<String> {
+        let SlackError::Api { code, needed, .. } = self else {
+            return match self {
+                SlackError::NoToken { setting, .. } => Some(format!("set {setting}")),
+                _ => None,
+            };
+        };
+        Some(match code.as_str() {
+            "not_authed" | "invalid_auth" | "token_revoked" | "token_expired"
+            | "account_inactive" | "not_allowed_token_type" => {
+                "check SLACK_BOT_TOKEN: Slack no longer accepts it (reinstall the app and copy the new xoxb- token)".into()
+            }
+            "missing_scope" => format!(
+                "add the bot scope {} to the Slack app and reinstall it",
+                needed.as_deref().unwrap_or("named by Slack")
+            ),
+            "messages_tab_disabled" => {
+                "turn on App Home → Messages Tab in the Slack app settings".into()
+            }
+            "no_permission" | "ekm_access_denied" | "team_access_not_granted" | "org_login_required" => {
+                "the Slack workspace does not let this app do that: check the app's installation".into()
+            }
+            _ => return None,
+        })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PostedMessage {
+    channel: String,
+    ts: String,
+}
+
+/// What `auth.test` says of the bot token.
+#[derive(Debug, Clone)]
+pub struct AuthInfo {
+    pub team: String,
+    pub user: String,
+    pub bot_user_id: String,
+    /// From the `x-oauth-scopes` header; `None` when Slack did not send it.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The Web API client. Tokens are held as slack-morphism tokens, whose `Debug` shows only
+/// their length.
+#[derive(Debug)]
+pub struct SlackApi {
+    client: SlackClient<ReqwestConnector>,
+    http: reqwest::Client,
+    api_url: Url,
+    bot_token: Option<SlackApiToken>,
+    app_token: Option<SlackApiToken>,
+    metrics: Metrics,
+}
+
+impl SlackApi {
+    pub fn new(
+        api_url: &Url,
+        bot_token: Option<&SecretString>,
+        app_token: Option<&SecretString>,
+        call_timeout: Duration,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
+        install_crypto_provider();
+        // reqwest reads HTTPS_PROXY / NO_PROXY (and the lowercase forms) itself.
+        let http = reqwest::Client::builder()
+            .timeout(call_timeout)
+            .connect_timeout(call_timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("coder-slack-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let token =
+            |t: &SecretString| SlackApiToken::new(SlackApiTokenValue(t.expose_secret().to_owned()));
+        Ok(SlackApi {
+            client: SlackClient::new(ReqwestConnector::new(http.clone(), api_url)),
+            http,
+            api_url: api_url.clone(),
+            bot_token: bot_token.map(token),
+            app_token: app_token.map(token),
+            metrics,
+        })
+    }
+
+    pub fn has_app_token(&self) -> bool {
+        self.app_token.is_some()
+    }
+
+    fn bot_token(&self, method: &'static str) -> Result<&SlackApiToken, SlackError> {
+        self.bot_token.as_ref().ok_or(SlackError::NoToken {
+            method,
+            setting: "SLACK_BOT_TOKEN",
+        })
+    }
+
+    /// Counts and logs one finished call, and turns slack-morphism's error into ours.
+    fn finish<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        result: Result<T, SlackClientError>,
+    ) -> Result<T, SlackError> {
+        let result = result.map_err(|e| classify(method, e));
+        self.record(method, started, &result);
+        result
+    }
+
+    /// `chat.postMessage`; returns the channel and timestamp Slack assigned.
+    pub async fn post_message(
+        &self,
+        request: &SlackApiChatPostMessageRequest,
+    ) -> Result<(String, String), SlackError> {
+        const METHOD: &str = "chat.postMessage";
+        let token = self.bot_token(METHOD)?;
+        let started = Instant::now();
+        // Only `channel` and `ts` are read from the answer: Slack echoes the whole message
+        // back, and a block shape the typed model does not know must not turn a message
+        // that was posted into an error (Coder would retry and post it twice).
+        let result: Result<PostedMessage, _> = self
+            .client
+            .open_session(token)
+            .http_session_api
+            .http_post(METHOD, request, None)
+            .await;
+        self.finish(METHOD, started, result)
+            .map(|r| (r.channel, r.ts))
+    }
+
+    /// `users.lookupByEmail`; `Ok(None)` when Slack has no active user with that address.
+    pub async fn lookup_by_email(&self, email: &str) -> Result<Option<SlackUserId>, SlackError> {
+        const METHOD: &str = "users.lookupByEmail";
+        let token = self.bot_token(METHOD)?;
+        let started = Instant::now();
+        let request = SlackApiUsersLookupByEmailRequest::new(EmailAddress(email.to_owned()));
+        let result = self
+            .client
+            .open_session(token)
+            .users_lookup_by_email(&request)
+            .await;
+        match self.finish(METHOD, started, result) {
+            Ok(response) if response.user.deleted != Some(true) => Ok(Some(response.user.id)),
+            Ok(_) => Ok(None),
+            Err(SlackError::Api { code, .. }) if code == "users_not_found" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of `users.list`: (lowercased e-mail, user ID) of active humans, and the
+    /// cursor of the next page.
+    pub async fn users_list_page(
+        &self,
+        cursor: Option<String>,
+        limit: u16,
+    ) -> Result<(Vec<(String, SlackUserId)>, Vec<String>, Option<String>), SlackError> {
+        const METHOD: &str = "users.list";
+        let token = self.bot_token(METHOD)?;
+        let started = Instant::now();
+        let request = SlackApiUsersListRequest::new()
+            .with_limit(limit)
+            .opt_cursor(cursor.map(SlackCursorId));
+        let result = self.client.open_session(token).users_list(&request).await;
+        let response = self.finish(METHOD, started, result)?;
+        let mut active = Vec::with_capacity(response.members.len());
+        let mut gone = Vec::new();
+        for user in response.members {
+            let Some(email) = user.profile.as_ref().and_then(|p| p.email.as_ref()) else {
+                continue;
+            };
+            let email = email.0.to_lowercase();
+            let is_bot = user.flags.is_bot == Some(true) || user.id.0 == "USLACKBOT";
+            if user.deleted == Some(true) || is_bot {
+                gone.push(email);
+            } else {
+                active.push((email, user.id));
+            }
+        }
+        let next = response
+            .response_metadata
+            .and_then(|m| m.next_cursor)
+            .map(|c| c.0)
+            .filter(|c| !c.is_empty());
+        Ok((active, gone, next))
+    }
+
+    /// `auth.test` for the bot token, with the scopes Slack reports in `x-oauth-scopes`
+    /// (slack-morphism's typed answer does not expose headers, so this one call is made
+    /// directly on the shared HTTP client).
+    pub async fn auth_test(&self) -> Result<AuthInfo, SlackError> {
+        const METHOD: &str = "auth.test";
+        let token = self.bot_token(METHOD)?;
+        let started = Instant::now();
+        let url = format!("{}/auth.test", self.api_url.as_str().trim_end_matches('/'));
+        let result = async {
+            let response = self
+                .http
+                .post(url)
+                .bearer_auth(&token.token_value.0)
+                .send()
+                .await
+                .map_err(|e| transport(METHOD, e))?;
+            let scopes = response
+                .headers()
+                .get("x-oauth-scopes")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                });
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| transport(METHOD, e))?;
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Err(SlackError::RateLimited {
+                    method: METHOD,
+                    retry_after: None,
+                });
+            }
+            if !status.is_success() {
+                return Err(SlackError::Http {
+                    method: METHOD,
+                    status: status.as_u16(),
+                });
+            }
+            let value: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| SlackError::Protocol {
+                    method: METHOD,
+                    detail: e.to_string(),
+                })?;
+            if value["ok"] != serde_json::Value::Bool(true) {
+                return Err(SlackError::Api {
+                    method: METHOD,
+                    code: value["error"]
+                        .as_str()
+                        .unwrap_or("unknown_error")
+                        .to_owned(),
+                    needed: value["needed"].as_str().map(str::to_owned),
+                });
+            }
+            let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+            Ok(AuthInfo {
+                team: text("team"),
+                user: text("user"),
+                bot_user_id: text("user_id"),
+                scopes,
+            })
+        }
+        .await;
+        self.record(METHOD, started, &result);
+        result
+    }
+
+    fn record<T>(&self, method: &'static str, started: Instant, result: &Result<T, SlackError>) {
+        if let Err(SlackError::RateLimited { .. }) = result {
+            self.metrics
+                .slack_rate_limited
+                .get_or_create(&MethodLabels { method })
+                .inc();
+        }
+        let label = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code().to_owned(),
+        };
+        tracing::debug!(
+            method,
+            result = label.as_str(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "slack call"
+        );
+        self.metrics
+            .slack_calls
+            .get_or_create(&SlackCallLabels {
+                method,
+                result: label,
+            })
+            .inc();
+    }
+
+    /// `apps.connections.open` with the app-level token: a single-use Socket Mode URL.
+    pub async fn open_socket_url(&self) -> Result<Url, SlackError> {
+        const METHOD: &str = "apps.connections.open";
+        let token = self.app_token.as_ref().ok_or(SlackError::NoToken {
+            method: METHOD,
+            setting: "SLACK_APP_TOKEN",
+        })?;
+        let started = Instant::now();
+        let result = self
+            .client
+            .open_session(token)
+            .apps_connections_open(&SlackApiAppsConnectionOpenRequest::new())
+            .await;
+        let response = self.finish(METHOD, started, result)?;
+        Ok(response.url.0)
+    }
+}
+
+impl OpenConnection for SlackApi {
+    fn open(&self) -> BoxFuture<'_, Result<Url, OpenError>> {
+        async move {
+            self.open_socket_url().await.map_err(|e| match e {
+                SlackError::Api { code, .. } => OpenError::from_slack_error(&code),
+                SlackError::NoToken { .. } => OpenError::Auth(e.code().to_owned()),
+                other => OpenError::Other(other.to_string()),
+            })
+        }
+        .boxed()
+    }
+}
+
+fn transport(method: &'static str, error: reqwest::Error) -> SlackError {
+    SlackError::Transport {
+        method,
+        detail: error.without_url().to_string(),
+    }
+}
+
+fn classify(method: &'static str, error: SlackClientError) -> SlackError {
+    match error {
+        SlackClientError::ApiError(e) => {
+            let needed = e
+                .http_response_body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                .and_then(|v| v["needed"].as_str().map(str::to_owned));
+            SlackError::Api {
+                method,
+                code: e.code,
+                needed,
+            }
+        }
+        SlackClientError::RateLimitError(e) => SlackError::RateLimited {
+            method,
+            retry_after: e.retry_after,
+        },
+        SlackClientError::HttpError(e) => SlackError::Http {
+            method,
+            status: e.status_code.as_u16(),
+        },
+        SlackClientError::HttpProtocolError(e) => SlackError::Transport {
+            method,
+            detail: e
+                .cause
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "request failed".into()),
+        },
+        SlackClientError::ProtocolError(e) => SlackError::Protocol {
+            method,
+            detail: e.json_error.to_string(),
+        },
+        other => SlackError::Protocol {
+            method,
+            detail: match other {
+                SlackClientError::EndOfStream(_) => "connection closed early".into(),
+                _ => "unexpected client error".into(),
+            },
+        },
+    }
+}

@@ -1,0 +1,467 @@
+//! Socket Mode: the outbound websocket that carries button clicks.
+//!
+//! A supervisor keeps `connections` slots busy. Each slot asks [`OpenConnection`] for a fresh
+//! single-use URL, connects (through the proxy [`ProxyConfig`] picks, TLS for `wss`), waits for
+//! `hello`, then serves frames: envelopes are acked as soon as they are read and handled in
+//! their own tasks, once per envelope id. `disconnect` (`warning`, `refresh_requested`) makes the
+//! slot open a replacement that has received `hello` before it closes the old socket. Dead or
+//! silent connections are replaced with full-jitter backoff.
+//!
+//! Layout: [`envelope`] parses frames, [`handler`] is what runs after the ack, [`tunnel`] is the
+//! transport (proxy, TLS, websocket handshake), `connection` is one connection's loop.
+
+mod connection;
+pub mod envelope;
+pub mod handler;
+pub mod tunnel;
+
+pub use envelope::{DisconnectReason, Envelope, Frame};
+pub use handler::{DefaultHandler, EnvelopeHandler, BRIDGE_ACTION_PREFIX};
+pub use tunnel::ProxyConfig;
+
+use crate::backoff::Backoff;
+use crate::telemetry::Metrics;
+use connection::{ConnEvent, ConnHandle, Shared};
+use futures_util::future::BoxFuture;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+/// Slack allows up to 10 Socket Mode connections per app.
+pub const MAX_CONNECTIONS: usize = 10;
+
+/// Intervals with production defaults; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// How long a new connection may take to send `hello`.
+    pub hello_timeout: Duration,
+    /// How often the client pings.
+    pub ping_interval: Duration,
+    /// A connection without any frame for this long is replaced.
+    pub stale_after: Duration,
+    /// Reconnect backoff: the first ceiling, doubling up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// A connection that lived this long after `hello` resets the backoff.
+    pub healthy_after: Duration,
+    /// Bound on each network step: TCP connect, proxy CONNECT, TLS, websocket handshake,
+    /// `apps.connections.open`, sending a frame, waiting for the answer to a close frame.
+    pub io_timeout: Duration,
+    /// How long envelope ids are remembered to handle redeliveries once.
+    pub dedupe_ttl: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            hello_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            stale_after: Duration::from_secs(45),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            healthy_after: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(10),
+            dedupe_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Gets a Socket Mode URL.
+pub trait OpenConnection: Send + Sync + 'static {
+    /// Calls apps.connections.open with the app-level token; returns the single-use wss URL.
+    fn open(&self) -> BoxFuture<'_, Result<url::Url, OpenError>>;
+}
+
+/// Why no URL could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OpenError {
+    #[error("Slack rejected SLACK_APP_TOKEN: {0}")]
+    Auth(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Slack error codes that mean the app-level token itself is wrong.
+pub const AUTH_ERROR_CODES: [&str; 4] = [
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "account_inactive",
+];
+
+impl OpenError {
+    /// Classifies an `apps.connections.open` error code (`{"ok":false,"error":CODE}`).
+    pub fn from_slack_error(code: &str) -> Self {
+        if AUTH_ERROR_CODES.contains(&code) {
+            OpenError::Auth(code.to_owned())
+        } else {
+            OpenError::Other(format!("apps.connections.open failed: {code}"))
+        }
+    }
+
+    /// Whether retrying cannot help until the token is fixed.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            OpenError::Auth(_) => true,
+            OpenError::Other(msg) => AUTH_ERROR_CODES.iter().any(|code| msg.contains(code)),
+        }
+    }
+}
+
+/// What the supervisor needs besides the opener, handler and metrics.
+#[derive(Debug, Clone)]
+pub struct SocketModeConfig {
+    /// Concurrent connections, 1–10 (clamped).
+    pub connections: usize,
+    pub tuning: Tuning,
+    /// Passed explicitly (use [`ProxyConfig::from_env`] in production).
+    pub proxy: ProxyConfig,
+}
+
+/// For `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketModeState {
+    /// Connections that have received `hello` and are still open.
+    pub connections_open: usize,
+    /// Whether any connection has ever received `hello`.
+    pub ever_connected: bool,
+}
+
+/// The running supervisor.
+pub struct SocketMode {
+    shared: Arc<Shared>,
+    slots: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl SocketMode {
+    /// Starts the slots; they run until `shutdown` is cancelled.
+    pub fn spawn(
+        opener: Arc<dyn OpenConnection>,
+        config: SocketModeConfig,
+        handler: Arc<dyn EnvelopeHandler>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> SocketMode {
+        let connections = config.connections.clamp(1, MAX_CONNECTIONS);
+        if connections != config.connections {
+            tracing::warn!(
+                asked = config.connections,
+                using = connections,
+                "Socket Mode connections must be 1–{MAX_CONNECTIONS}"
+            );
+        }
+        let tuning = config.tuning;
+        let seen = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(tuning.dedupe_ttl)
+            .build();
+        let shared = Arc::new(Shared {
+            handler,
+            metrics,
+            tuning,
+            seen,
+            open: AtomicUsize::new(0),
+            ever_connected: AtomicBool::new(false),
+            connections: TaskTracker::new(),
+        });
+        let stop = shutdown.child_token();
+        let next_id = Arc::new(AtomicU64::new(1));
+        let proxy = Arc::new(config.proxy);
+        let slots = (0..connections)
+            .map(|slot| {
+                let supervisor = Slot {
+                    slot,
+                    shared: shared.clone(),
+                    opener: opener.clone(),
+                    proxy: proxy.clone(),
+                    stop: stop.clone(),
+                    next_id: next_id.clone(),
+                };
+                let span = tracing::info_span!("socket_mode", slot);
+                tokio::spawn(supervisor.run().instrument(span))
+            })
+            .collect();
+        SocketMode {
+            shared,
+            slots,
+            stop,
+        }
+    }
+
+    pub fn state(&self) -> SocketModeState {
+        SocketModeState {
+            connections_open: self.shared.open.load(Ordering::SeqCst),
+            ever_connected: self.shared.ever_connected.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Waits until the shutdown token was cancelled and every socket was closed (each with a
+    /// normal close frame, bounded by `io_timeout`).
+    pub async fn join(self) {
+        for slot in self.slots {
+            if let Err(e) = slot.await {
+                tracing::error!(error = %e, "Socket Mode slot task failed");
+            }
+        }
+        let tracker = &self.shared.connections;
+        tracker.close();
+        let bound = self.shared.tuning.io_timeout.saturating_mul(2) + Duration::from_millis(100);
+        if tokio::time::timeout(bound, tracker.wait()).await.is_err() {
+            tracing::warn!("Socket Mode connections did not close in time");
+        }
+    }
+
+    /// Stops this supervisor (without cancelling the token it was given) and waits as
+    /// [`join`](Self::join) does.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.join().await;
+    }
+}
+
+/// How serving a connection ended, from its slot's point of view.
+enum Next {
+    /// Replace it, keeping it open until the replacement has hello.
+    Replace,
+    /// Socket Mode was switched off: wait long.
+    LinkDisabled,
+    /// It is gone: back off.
+    Gone,
+    Shutdown,
+}
+
+/// One of the `connections` supervisors: keeps one connection open.
+struct Slot {
+    slot: usize,
+    shared: Arc<Shared>,
+    opener: Arc<dyn OpenConnection>,
+    proxy: Arc<ProxyConfig>,
+    stop: CancellationToken,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Slot {
+    async fn run(self) {
+        let tuning = self.shared.tuning.clone();
+        let mut backoff = Backoff::new(tuning.backoff_base, tuning.backoff_max);
+        let mut old: Option<ConnHandle> = None;
+        let mut delay: Option<Duration> = None;
+        let mut first = true;
+        tracing::debug!(slot = self.slot, "Socket Mode slot starting");
+        loop {
+            if let Some(wait) = delay.take() {
+                tracing::debug!(?wait, "waiting before the next Socket Mode connection");
+                tokio::select! {
+                    _ = self.stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            let conn = tokio::select! {
+                _ = self.stop.cancelled() => None,
+                conn = self.establish_retrying(&mut backoff) => conn,
+            };
+            let Some(conn) = conn else { break };
+            if !first {
+                self.shared.metrics.socket_reconnects.inc();
+            }
+            first = false;
+            tracing::info!(connection = conn.id, "Socket Mode connected");
+            if let Some(replaced) = old.take() {
+                let end = replaced.close().await;
+                tracing::debug!(connection_ended = %end, "replaced Socket Mode connection closed");
+            }
+            let (next, conn) = self.serve(conn).await;
+            match next {
+                Next::Shutdown => {
+                    conn.close().await;
+                    break;
+                }
+                Next::Replace => {
+                    if conn.was_healthy(tuning.healthy_after) {
+                        backoff.reset();
+                    }
+                    // It stays open (and keeps acking) until the replacement has hello.
+                    old = Some(conn);
+                }
+                Next::LinkDisabled => {
+                    tracing::error!(
+                        "Slack disabled Socket Mode for this app (link_disabled): Socket Mode was \
+                         switched off in the Slack app's settings (Settings → Socket Mode), or \
+                         SLACK_APP_TOKEN belongs to an app without it; button clicks will not \
+                         arrive. Retrying slowly."
+                    );
+                    conn.close().await;
+                    // Retry slowly: this wait and the following ones at the ceiling.
+                    while backoff.ceiling() < tuning.backoff_max {
+                        backoff.next_delay();
+                    }
+                    delay = Some(tuning.backoff_max);
+                }
+                Next::Gone => {
+                    let healthy = conn.was_healthy(tuning.healthy_after);
+                    let id = conn.id;
+                    let end = conn.finish().await;
+                    tracing::warn!(connection = id, reason = %end, "Socket Mode connection lost; reconnecting");
+                    if healthy {
+                        backoff.reset();
+                    }
+                    delay = Some(backoff.next_delay());
+                }
+            }
+        }
+        if let Some(replaced) = old.take() {
+            replaced.close().await;
+        }
+        tracing::debug!(slot = self.slot, "Socket Mode slot stopped");
+    }
+
+    /// Serves `conn` until it needs replacing or ends; the connection task acks on its own.
+    async fn serve(&self, mut conn: ConnHandle) -> (Next, ConnHandle) {
+        loop {
+            let event = tokio::select! {
+                _ = self.stop.cancelled() => return (Next::Shutdown, conn),
+                event = conn.events.recv() => event,
+            };
+            match event {
+                None => return (Next::Gone, conn),
+                Some(ConnEvent::Hello) => {}
+                Some(ConnEvent::Disconnect(DisconnectReason::LinkDisabled)) => {
+                    return (Next::LinkDisabled, conn)
+                }
+                Some(ConnEvent::Disconnect(reason)) => {
+                    tracing::info!(
+                        ?reason,
+                        "replacing Socket Mode connection at Slack's request"
+                    );
+                    return (Next::Replace, conn);
+                }
+            }
+        }
+    }
+
+    /// Opens connections until one receives hello, backing off between failures.
+    async fn establish_retrying(&self, backoff: &mut Backoff) -> Option<ConnHandle> {
+        loop {
+            match self.establish().await {
+                Ok(conn) => return Some(conn),
+                Err(EstablishError::Open(e)) if e.is_auth() => {
+                    tracing::error!(
+                        error = %e,
+                        "configuration error: Slack rejected SLACK_APP_TOKEN for apps.connections.open \
+                         (it must be the app-level xapp-… token with connections:write); retrying with backoff"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Socket Mode connection failed; retrying with backoff");
+                }
+            }
+            let wait = backoff.next_delay();
+            tokio::select! {
+                _ = self.stop.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One attempt: a fresh URL, the websocket, then hello.
+    async fn establish(&self) -> Result<ConnHandle, EstablishError> {
+        let io_timeout = self.shared.tuning.io_timeout;
+        let url = tokio::time::timeout(io_timeout, self.opener.open())
+            .await
+            .map_err(|_| {
+                EstablishError::Open(OpenError::Other(
+                    "apps.connections.open timed out".to_owned(),
+                ))
+            })?
+            .map_err(EstablishError::Open)?;
+        let ws = tunnel::connect(&url, &self.proxy, io_timeout)
+            .await
+            .map_err(|e| EstablishError::Connect(e.to_string()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut conn = connection::spawn(ws, self.shared.clone(), id);
+        // The connection enforces hello_timeout itself and then ends (events → None).
+        match conn.events.recv().await {
+            Some(ConnEvent::Hello) => {
+                conn.hello_at = Some(Instant::now());
+                Ok(conn)
+            }
+            Some(ConnEvent::Disconnect(reason)) => {
+                conn.close().await;
+                Err(EstablishError::Connect(format!(
+                    "Slack sent disconnect ({reason:?}) before hello"
+                )))
+            }
+            None => Err(EstablishError::Connect(format!(
+                "connection ended before hello: {}",
+                conn.finish().await
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum EstablishError {
+    #[error("{0}")]
+    Open(OpenError),
+    #[error("{0}")]
+    Connect(String),
+}
+
+/// Connects once to `url` and waits for `hello`, then closes normally: what `check` uses to
+/// prove Socket Mode is reachable through the firewall and proxy.
+pub async fn probe(url: &url::Url, proxies: &ProxyConfig, tuning: &Tuning) -> Result<(), String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut socket = tunnel::connect(url, proxies, tuning.io_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hello = tokio::time::timeout(tuning.hello_timeout, async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Text(text)) => {
+                    if let Ok(Frame::Hello { .. }) = envelope::parse_frame(&text) {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("websocket error: {e}")),
+            }
+        }
+        Err("Slack closed the connection before hello".to_owned())
+    })
+    .await
+    .unwrap_or_else(|_| Err("no hello within the hello timeout".to_owned()));
+    let _ = tokio::time::timeout(tuning.io_timeout, socket.close(None)).await;
+    let _ = socket.flush().await;
+    hello
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_errors_are_recognised() {
+        for code in AUTH_ERROR_CODES {
+            let e = OpenError::from_slack_error(code);
+            assert!(e.is_auth(), "{code}");
+            assert!(e.to_string().contains("SLACK_APP_TOKEN"));
+        }
+        assert!(!OpenError::from_slack_error("ratelimited").is_auth());
+        assert!(OpenError::Other("http 200: invalid_auth".into()).is_auth());
+    }
+
+    #[test]
+    fn production_defaults() {
+        let t = Tuning::default();
+        assert_eq!(t.hello_timeout, Duration::from_secs(10));
+        assert_eq!(t.stale_after, Duration::from_secs(45));
+        assert_eq!(t.backoff_max, Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests: the real server on 127.0.0.1:0 against a fake Slack on loopback.
+
+mod support;
+mod webhook;

@@ -1,0 +1,300 @@
+//! The main path: every Coder sample becomes exactly the chat.postMessage it should.
+
+use crate::support::*;
+use coder_slack_bridge::coder::Notification;
+use coder_slack_bridge::render;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn every_sample_is_delivered_as_the_expected_dm() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    slack.add_user("bobby/drop-table+user@coder.com", "UBOBBY2");
+    let bridge = Bridge::start(config(settings(&slack))).await;
+    bridge.wait_ready(200).await;
+
+    let samples = samples();
+    assert_eq!(samples.len(), 68);
+    for (name, body) in &samples {
+        let msg_id = fresh_id();
+        let mut body = body.clone();
+        body["msg_id"] = msg_id.clone().into();
+        let before = slack.calls_to("chat.postMessage").len();
+        let (status, _, answer) = bridge.post(&body).await;
+        assert_eq!(status, 200, "{name}: {answer}");
+        assert_eq!(answer["status"], "delivered", "{name}: {answer}");
+        let posts = slack.calls_to("chat.postMessage");
+        assert_eq!(posts.len(), before + 1, "{name}: one post per notification");
+        let sent = &posts[before];
+        assert_eq!(
+            sent.authorization.as_deref(),
+            Some(&*format!("Bearer {BOT_TOKEN}"))
+        );
+        let args = &sent.args;
+
+        let email = body["payload"]["user_email"].as_str().unwrap_or_default();
+        let user = if email.starts_with("bobby/") {
+            "UBOBBY2"
+        } else {
+            "UBOBBY"
+        };
+        assert_eq!(args["channel"], user, "{name}: sent to the user's ID");
+        assert_eq!(answer["channel"], format!("D{}", &user[1..]), "{name}");
+        assert_eq!(args["unfurl_links"], false, "{name}");
+        assert_eq!(args["unfurl_media"], false, "{name}");
+        assert!(
+            args.get("username").is_none()
+                && args.get("icon_emoji").is_none()
+                && args.get("icon_url").is_none()
+        );
+
+        // Header: the title, as plain text.
+        let blocks = args["blocks"].as_array().expect("blocks");
+        assert_eq!(blocks[0]["type"], "header", "{name}");
+        let title = body["title"].as_str().unwrap_or_default();
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        assert_eq!(blocks[0]["text"]["text"], title, "{name}");
+
+        // Body: the converted Markdown, in section blocks, in full.
+        let markdown = body["body_markdown"].as_str().unwrap_or_default();
+        let expected_body = render::mrkdwn::markdown_to_mrkdwn(markdown);
+        let sections: Vec<&str> = blocks
+            .iter()
+            .filter(|b| b["type"] == "section")
+            .map(|b| b["text"]["text"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            sections.concat().replace('\n', ""),
+            expected_body.replace('\n', ""),
+            "{name}"
+        );
+        for section in &sections {
+            assert!(
+                !section.contains("**"),
+                "{name}: Markdown bold left in {section}"
+            );
+        }
+
+        // Buttons: one per action, in order, with absolute URLs (relative ones resolved
+        // against CODER_URL).
+        let buttons: Vec<&Value> = blocks
+            .iter()
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+            .map(|e| Box::leak(Box::new(e)) as &Value)
+            .collect();
+        let actions = body["payload"]["actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(buttons.len(), actions.len(), "{name}");
+        for (i, (button, action)) in buttons.iter().zip(&actions).enumerate() {
+            assert_eq!(button["type"], "button");
+            assert_eq!(button["action_id"], format!("coder_action_{i}"));
+            assert_eq!(button["text"]["text"], action["label"], "{name}");
+            let raw = action["url"].as_str().unwrap_or_default();
+            let expected = url::Url::parse("http://test.com")
+                .and_then(|base| base.join(raw))
+                .expect("url");
+            assert_eq!(button["url"], expected.as_str(), "{name}");
+        }
+
+        // Within Block Kit's limits, and exactly what the renderer produces.
+        let content: slack_morphism::prelude::SlackMessageContent =
+            serde_json::from_value(args.clone()).expect("content");
+        render::check_limits(&content).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let notification = Notification::parse(body.to_string().as_bytes(), None).expect("parses");
+        let rendered = render::render(
+            &notification,
+            &render::RenderOptions {
+                coder_url: url::Url::parse("http://test.com").ok(),
+            },
+            None,
+        );
+        let expected_request = render::post_message_request(
+            slack_morphism::prelude::SlackChannelId(user.into()),
+            rendered.content,
+        );
+        assert_eq!(
+            args,
+            &serde_json::to_value(&expected_request).expect("json"),
+            "{name}"
+        );
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn one_sample_exactly_as_slack_receives_it() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let bridge = Bridge::start(config(settings(&slack))).await;
+    let body = notification(
+        sample("TemplateWorkspaceDeleted.json.golden"),
+        &fresh_id(),
+        "Bobby@Coder.com",
+    );
+    let (status, _, answer) = bridge.post(&body).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &json!("delivered")),
+        "{answer}"
+    );
+    let posts = slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1);
+    let expected = json!({
+        "channel": "UBOBBY",
+        "text": posts[0].args["text"].clone(),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": body["title"]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "Your workspace *bobby-workspace* was deleted.\n\nThe specified reason was \"*autodeleted due to dormancy (autobuild)*\"."}},
+            {"type": "actions", "elements": [
+                {"type": "button", "action_id": "coder_action_0", "text": {"type": "plain_text", "text": "View workspaces"}, "url": "http://test.com/workspaces"},
+                {"type": "button", "action_id": "coder_action_1", "text": {"type": "plain_text", "text": "View templates"}, "url": "http://test.com/templates"}
+            ]}
+        ],
+        "unfurl_links": false,
+        "unfurl_media": false
+    });
+    assert_eq!(posts[0].args, expected);
+    let text = posts[0].args["text"].as_str().expect("fallback text");
+    assert!(
+        text.starts_with("Workspace \"bobby-workspace\" deleted"),
+        "{text}"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_specific_errors_and_never_reach_slack() {
+    let slack = FakeSlack::start().await;
+    let bridge = Bridge::start(config(settings(&slack))).await;
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"payload": {"user_email": "a@b"}}),
+            "msg_id is missing",
+        ),
+        (json!({"msg_id": "m"}), "payload is missing"),
+        (
+            json!({"msg_id": "m", "payload": {"user_name": "x"}}),
+            "payload.user_email is missing",
+        ),
+        (
+            json!({"msg_id": "m", "payload": {"user_email": "a@b", "actions": "nope"}}),
+            "payload.actions must be a list",
+        ),
+        (
+            json!({"msg_id": "m", "payload": {"user_email": "a@b", "actions": [{"label": "x", "url": 3}]}}),
+            "payload.actions[0].url must be a string",
+        ),
+        (json!([1, 2]), "body must be a JSON object"),
+    ];
+    for (body, expected) in cases {
+        let (status, _, answer) = bridge.post(&body).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(answer["error"], expected, "{body}");
+    }
+
+    let raw = |body: Vec<u8>, content_type: &'static str| {
+        bridge
+            .client
+            .post(bridge.url("/v1/webhook"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let response = raw(b"{not json".to_vec(), "application/json")
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+    let answer: Value =
+        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("body is not valid JSON"),
+        "{answer}"
+    );
+
+    let response = raw(b"{}".to_vec(), "text/plain").await.expect("send");
+    assert_eq!(response.status(), 415);
+
+    let huge = format!(
+        "{{\"msg_id\":\"m\",\"pad\":\"{}\"}}",
+        "x".repeat(1024 * 1024)
+    );
+    let response = raw(huge.into_bytes(), "application/json")
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 413);
+    let answer: Value =
+        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("larger than"),
+        "{answer}"
+    );
+
+    let (status, _) = bridge.get("/v1/webhook").await;
+    assert_eq!(status, 405);
+    let (status, body) = bridge.get("/nope").await;
+    assert_eq!((status, body.as_str()), (404, r#"{"error":"not found"}"#));
+
+    assert!(slack.calls_to("chat.postMessage").is_empty());
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn dry_run_needs_no_slack_and_sends_nothing() {
+    let slack = FakeSlack::start().await;
+    let mut s = settings(&slack);
+    s.slack_bot_token = None;
+    s.dry_run = true;
+    let bridge = Bridge::start(config(s)).await;
+    bridge.wait_ready(200).await;
+    let body = notification(
+        sample("TemplateTestNotification.json.golden"),
+        &fresh_id(),
+        "bobby@coder.com",
+    );
+    let (status, _, answer) = bridge.post(&body).await;
+    assert_eq!((status, answer), (200, json!({"status": "dry_run"})));
+    bridge.stop().await;
+    assert!(slack.calls().is_empty(), "a dry run contacts no Slack");
+}
+
+#[test]
+fn preview_prints_the_message_without_slack() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/fixtures/coder-webhook-samples/TemplateWorkspaceBuildsFailedReport.json.golden",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"))
+        .arg("preview")
+        .arg(&path)
+        .env_remove("SLACK_BOT_TOKEN")
+        .env("SLACK_API_URL", "http://127.0.0.1:9/unreachable")
+        .output()
+        .expect("run preview");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("preview prints JSON");
+    assert_eq!(printed["channel"], "<Slack user ID of bobby@coder.com>");
+    assert_eq!(
+        printed["blocks"][0]["text"]["text"],
+        "Failed workspace builds report"
+    );
+    let body = printed["blocks"][1]["text"]["text"]
+        .as_str()
+        .expect("section");
+    assert!(
+        body.contains("• *Bobby First Template* failed to build 4/55 times"),
+        "{body}"
+    );
+    assert_eq!(printed["unfurl_links"], false);
+}

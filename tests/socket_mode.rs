@@ -1,0 +1,630 @@
+//! The Socket Mode client against a fake Slack on loopback.
+
+mod support_socket;
+
+use coder_slack_bridge::socket_mode::{
+    DefaultHandler, Envelope, EnvelopeHandler, ProxyConfig, SocketMode, SocketModeConfig, Tuning,
+};
+use coder_slack_bridge::telemetry::{EnvelopeLabels, Metrics};
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support_socket::{
+    disconnect, envelope, wait_until, Cmd, FakeOpener, FakeProxy, FakeSlack, Seen,
+};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn tuning() -> Tuning {
+    Tuning {
+        hello_timeout: Duration::from_secs(1),
+        ping_interval: Duration::from_millis(100),
+        stale_after: Duration::from_millis(500),
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(200),
+        healthy_after: Duration::from_secs(30),
+        io_timeout: Duration::from_secs(1),
+        dedupe_ttl: Duration::from_secs(60),
+    }
+}
+
+/// A handler that records envelope ids as it is called, then sleeps for `delay`.
+#[derive(Clone, Default)]
+struct Recorder {
+    handled: Arc<Mutex<Vec<String>>>,
+    delay: Duration,
+}
+
+impl Recorder {
+    fn slow(delay: Duration) -> Self {
+        Recorder {
+            handled: Arc::default(),
+            delay,
+        }
+    }
+    fn handled(&self) -> Vec<String> {
+        self.handled.lock().unwrap().clone()
+    }
+    fn count(&self, id: &str) -> usize {
+        self.handled().iter().filter(|h| *h == id).count()
+    }
+}
+
+impl EnvelopeHandler for Recorder {
+    fn handle(&self, envelope: Envelope) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.handled.lock().unwrap().push(envelope.envelope_id);
+            tokio::time::sleep(self.delay).await;
+        })
+    }
+}
+
+struct Harness {
+    fake: FakeSlack,
+    opener: Arc<FakeOpener>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    socket_mode: SocketMode,
+}
+
+impl Harness {
+    async fn start(connections: usize, tuning: Tuning, handler: Arc<dyn EnvelopeHandler>) -> Self {
+        Self::start_with(
+            FakeSlack::start().await,
+            connections,
+            tuning,
+            ProxyConfig::none(),
+            handler,
+        )
+        .await
+    }
+
+    async fn start_with(
+        fake: FakeSlack,
+        connections: usize,
+        tuning: Tuning,
+        proxy: ProxyConfig,
+        handler: Arc<dyn EnvelopeHandler>,
+    ) -> Self {
+        let opener = FakeOpener::new(fake.addr);
+        Self::start_full(fake, opener, connections, tuning, proxy, handler)
+    }
+
+    fn start_full(
+        fake: FakeSlack,
+        opener: Arc<FakeOpener>,
+        connections: usize,
+        tuning: Tuning,
+        proxy: ProxyConfig,
+        handler: Arc<dyn EnvelopeHandler>,
+    ) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let socket_mode = SocketMode::spawn(
+            opener.clone(),
+            SocketModeConfig {
+                connections,
+                tuning,
+                proxy,
+            },
+            handler,
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        Harness {
+            fake,
+            opener,
+            metrics,
+            shutdown,
+            socket_mode,
+        }
+    }
+
+    fn open(&self) -> usize {
+        self.socket_mode.state().connections_open
+    }
+
+    async fn wait_open(&self, n: usize) {
+        wait_until(WAIT, &format!("{n} connections are open"), || {
+            self.open() == n
+        })
+        .await;
+    }
+
+    async fn wait_ack(&self, id: &str) -> usize {
+        wait_until(WAIT, &format!("{id} is acked"), || {
+            self.fake.acks().iter().any(|(_, a)| a == id)
+        })
+        .await;
+        self.fake.acks().iter().filter(|(_, a)| a == id).count()
+    }
+
+    fn acked(&self, kind: &str) -> u64 {
+        self.metrics
+            .socket_envelopes_acked
+            .get_or_create(&EnvelopeLabels {
+                r#type: kind.to_owned(),
+            })
+            .get()
+    }
+
+    async fn stop(self) -> FakeSlack {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.socket_mode.join())
+            .await
+            .expect("join returns after shutdown");
+        assert!(self.fake.reused_urls().is_empty(), "a URL was used twice");
+        self.fake
+    }
+}
+
+fn block_actions() -> serde_json::Value {
+    json!({
+        "type": "block_actions",
+        "user": {"id": "U123"},
+        "actions": [{"action_id": "coder_action_0", "url": "https://coder.example/reset?token=secret"}]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_n_connections_and_closes_them_normally_on_shutdown() {
+    let h = Harness::start(3, tuning(), Arc::new(Recorder::default())).await;
+    h.wait_open(3).await;
+    let state = h.socket_mode.state();
+    assert!(state.ever_connected);
+    assert_eq!(state.connections_open, 3);
+    assert_eq!(h.metrics.socket_connections_open.get(), 3);
+    assert_eq!(h.opener.calls(), 3);
+    assert_eq!(h.metrics.socket_reconnects.get(), 0);
+
+    let metrics = h.metrics.clone();
+    let fake = h.stop().await;
+    for n in 1..=3 {
+        assert!(
+            fake.has_seen(&Seen::CloseFrame(n, Some(1000))),
+            "connection {n} got a normal close frame: {:?}",
+            fake.seen()
+        );
+    }
+    assert_eq!(metrics.socket_connections_open.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_envelope_type_is_acked_promptly_while_the_handler_is_slow() {
+    let handler = Recorder::slow(Duration::from_secs(60));
+    let h = Harness::start(1, tuning(), Arc::new(handler.clone())).await;
+    h.wait_open(1).await;
+    let kinds = [
+        ("e-interactive", "interactive"),
+        ("e-events", "events_api"),
+        ("e-slash", "slash_commands"),
+        ("e-new", "brand_new_type"),
+    ];
+    let sent = Instant::now();
+    for (id, kind) in kinds {
+        h.fake.send_text(1, envelope(id, kind, block_actions()));
+    }
+    for (id, _) in kinds {
+        assert_eq!(h.wait_ack(id).await, 1);
+    }
+    // Each handler sleeps a minute; the acks did not wait for any of them.
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    wait_until(WAIT, "every envelope reached the handler", || {
+        handler.handled().len() == 4
+    })
+    .await;
+    assert_eq!(h.acked("interactive"), 1);
+    assert_eq!(h.acked("events_api"), 1);
+    assert_eq!(h.acked("slash_commands"), 1);
+    assert_eq!(h.acked("other"), 1);
+    // The ack is exactly {"envelope_id": …}: nothing else was sent as text.
+    assert_eq!(h.fake.count(|s| matches!(s, Seen::Text(..))), 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_envelope_is_acked_twice_but_handled_once() {
+    let handler = Recorder::default();
+    let h = Harness::start(2, tuning(), Arc::new(handler.clone())).await;
+    h.wait_open(2).await;
+    let payload = block_actions();
+    h.fake
+        .send_text(1, envelope("dup", "interactive", payload.clone()));
+    h.wait_ack("dup").await;
+    // The redelivery arrives on the other connection: the store is shared.
+    h.fake
+        .send_text(2, envelope("dup", "interactive", payload.clone()));
+    // A later envelope on the same connection is processed after the redelivery.
+    h.fake
+        .send_text(2, envelope("after", "interactive", payload));
+    wait_until(WAIT, "dup acked twice", || {
+        h.fake.acks().iter().filter(|(_, id)| id == "dup").count() == 2
+    })
+    .await;
+    let acks = h.fake.acks();
+    assert!(acks.contains(&(1, "dup".into())) && acks.contains(&(2, "dup".into())));
+    wait_until(WAIT, "the later envelope was handled", || {
+        handler.count("after") == 1
+    })
+    .await;
+    // Give a wrongly spawned second handling time to show up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(handler.count("dup"), 1, "{:?}", handler.handled());
+    assert_eq!(h.acked("interactive"), 3);
+    h.stop().await;
+}
+
+async fn replacement_opens_before_the_old_socket_closes(reason: &str) {
+    let h = Harness::start(1, tuning(), Arc::new(Recorder::default())).await;
+    h.wait_open(1).await;
+    // The replacement gets its hello only when the test says so.
+    h.fake.hold_hello(2);
+    h.fake.send_text(1, disconnect(reason));
+    wait_until(WAIT, "the replacement connected", || {
+        h.fake.has_seen(&Seen::Accepted(2))
+    })
+    .await;
+    // Until the replacement has hello, the old connection stays open and keeps acking.
+    h.fake
+        .send_text(1, envelope("during", "events_api", json!({})));
+    h.wait_ack("during").await;
+    assert!(!h.fake.has_seen(&Seen::CloseFrame(1, Some(1000))));
+    assert_eq!(h.open(), 1);
+
+    h.fake.send_hello(2);
+    wait_until(WAIT, "the old connection was closed", || {
+        h.fake.has_seen(&Seen::CloseFrame(1, Some(1000)))
+    })
+    .await;
+    let hello2 = h.fake.position(&Seen::HelloSent(2)).unwrap();
+    let closed1 = h.fake.position(&Seen::CloseFrame(1, Some(1000))).unwrap();
+    assert!(hello2 < closed1, "{:?}", h.fake.seen());
+    h.wait_open(1).await;
+    assert_eq!(h.metrics.socket_reconnects.get(), 1);
+    assert_eq!(h.opener.calls(), 2);
+    // The new connection serves.
+    h.fake
+        .send_text(2, envelope("later", "interactive", json!({})));
+    assert_eq!(h.wait_ack("later").await, 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_requested_opens_the_replacement_before_closing_the_old_socket() {
+    replacement_opens_before_the_old_socket_closes("refresh_requested").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warning_opens_the_replacement_before_closing_the_old_socket() {
+    replacement_opens_before_the_old_socket_closes("warning").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_disabled_closes_and_reconnects_only_after_the_backoff_max() {
+    let mut t = tuning();
+    t.backoff_max = Duration::from_millis(400);
+    let h = Harness::start(1, t, Arc::new(Recorder::default())).await;
+    h.wait_open(1).await;
+    let sent = Instant::now();
+    h.fake.send_text(1, disconnect("link_disabled"));
+    wait_until(WAIT, "the disabled link was closed", || {
+        h.fake.has_seen(&Seen::CloseFrame(1, Some(1000)))
+    })
+    .await;
+    wait_until(WAIT, "a new URL was opened", || h.opener.calls() == 2).await;
+    let second_call = h.opener.call_times.lock().unwrap()[1];
+    assert!(
+        second_call.duration_since(sent) >= Duration::from_millis(400),
+        "reconnected after {:?}",
+        second_call.duration_since(sent)
+    );
+    h.wait_open(1).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abrupt_close_is_followed_by_a_new_connection() {
+    let h = Harness::start(1, tuning(), Arc::new(Recorder::default())).await;
+    h.wait_open(1).await;
+    h.fake.cmd(1, Cmd::DropAbruptly);
+    wait_until(WAIT, "a replacement has hello", || {
+        h.fake.has_seen(&Seen::HelloSent(2)) && h.open() == 1
+    })
+    .await;
+    assert_eq!(h.opener.calls(), 2);
+    assert_eq!(h.metrics.socket_reconnects.get(), 1);
+    h.fake.send_text(2, envelope("x", "events_api", json!({})));
+    h.wait_ack("x").await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_detected_as_stale_and_replaced() {
+    let h = Harness::start(1, tuning(), Arc::new(Recorder::default())).await;
+    h.wait_open(1).await;
+    let silent_since = Instant::now();
+    h.fake.cmd(1, Cmd::GoSilent);
+    wait_until(WAIT, "a replacement has hello", || {
+        h.fake.has_seen(&Seen::HelloSent(2))
+    })
+    .await;
+    let replaced_after = h.fake.when(&Seen::Accepted(2)).unwrap() - silent_since;
+    // Pings kept going out but went unanswered: stale after 500 ms, not before.
+    assert!(
+        replaced_after >= Duration::from_millis(450),
+        "{replaced_after:?}"
+    );
+    h.wait_open(1).await;
+    assert_eq!(h.opener.calls(), 2);
+    assert_eq!(h.metrics.socket_reconnects.get(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_and_pongs_keep_a_quiet_connection_alive() {
+    let h = Harness::start(1, tuning(), Arc::new(Recorder::default())).await;
+    h.wait_open(1).await;
+    // The fake sends no frames of its own, but its websocket answers the client's pings.
+    wait_until(
+        WAIT,
+        "the client pinged for longer than stale_after",
+        || h.fake.count(|s| *s == Seen::Ping(1)) >= 8,
+    )
+    .await;
+    assert_eq!(h.opener.calls(), 1, "{:?}", h.fake.seen());
+    // The client answers the server's pings.
+    h.fake.cmd(1, Cmd::Send(Message::Ping("p".into())));
+    wait_until(WAIT, "the client answered a ping", || {
+        h.fake.has_seen(&Seen::Pong(1))
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_opener_is_retried_with_backoff() {
+    let fake = FakeSlack::start().await;
+    let opener = FakeOpener::new(fake.addr);
+    opener
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let h = Harness::start_full(
+        fake,
+        opener,
+        1,
+        tuning(),
+        ProxyConfig::none(),
+        Arc::new(Recorder::default()),
+    );
+    wait_until(WAIT, "the opener was retried", || h.opener.calls() >= 4).await;
+    h.opener
+        .auth_failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let window_start = h.opener.calls();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let in_window = h.opener.calls() - window_start;
+    // Ceilings 80, 160, 200, 200… ms: a handful of calls, not a busy loop.
+    assert!(in_window <= 30, "{in_window} calls in 600 ms");
+    let times = h.opener.call_times.lock().unwrap().clone();
+    let spread = *times.last().unwrap() - times[0];
+    assert!(spread >= Duration::from_millis(100), "{spread:?}");
+
+    h.opener
+        .auth_failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    h.opener
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    h.wait_open(1).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_hello_is_replaced() {
+    let fake = FakeSlack::start().await;
+    fake.hold_hello(1);
+    let h = Harness::start_with(
+        fake,
+        1,
+        tuning(),
+        ProxyConfig::none(),
+        Arc::new(Recorder::default()),
+    )
+    .await;
+    wait_until(WAIT, "a second connection has hello", || {
+        h.fake.has_seen(&Seen::HelloSent(2))
+    })
+    .await;
+    h.wait_open(1).await;
+    assert!(h.socket_mode.state().ever_connected);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_are_skipped_without_dropping_the_connection() {
+    let h = Harness::start(1, tuning(), Arc::new(Recorder::default())).await;
+    h.wait_open(1).await;
+    h.fake.send_text(1, "not json at all xoxb-secret");
+    h.fake
+        .cmd(1, Cmd::Send(Message::binary(vec![0u8, 159, 146, 150])));
+    h.fake.send_text(1, r#"{"no":"type"}"#);
+    h.fake.send_text(1, "[1,2,3]");
+    h.fake.send_text(1, r#"{"type":"surprise"}"#);
+    h.fake.send_text(1, r#"{"type":"nonsense","reason":7}"#);
+    h.fake
+        .send_text(1, envelope("after-garbage", "events_api", json!({})));
+    h.wait_ack("after-garbage").await;
+    assert_eq!(h.opener.calls(), 1);
+    assert_eq!(h.open(), 1);
+    assert!(!h.fake.has_seen(&Seen::Ended(1)));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_handler_counts_button_clicks() {
+    let metrics_for_handler = Metrics::new();
+    let fake = FakeSlack::start().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let opener = FakeOpener::new(fake.addr);
+    let shutdown = CancellationToken::new();
+    let socket_mode = SocketMode::spawn(
+        opener,
+        SocketModeConfig {
+            connections: 1,
+            tuning: tuning(),
+            proxy: ProxyConfig::none(),
+        },
+        Arc::new(DefaultHandler::new(metrics_for_handler.clone())),
+        metrics_for_handler.clone(),
+        shutdown.clone(),
+    );
+    wait_until(WAIT, "connected", || {
+        socket_mode.state().connections_open == 1
+    })
+    .await;
+    fake.send_text(1, envelope("click", "interactive", block_actions()));
+    fake.send_text(
+        1,
+        envelope("event", "events_api", json!({"type": "event_callback"})),
+    );
+    wait_until(WAIT, "the click was counted", || {
+        metrics_for_handler.block_actions.get() == 1
+    })
+    .await;
+    wait_until(WAIT, "both acked", || fake.acks().len() == 2).await;
+    shutdown.cancel();
+    socket_mode.join().await;
+    assert_eq!(metrics_for_handler.block_actions.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_goes_through_an_http_connect_proxy() {
+    let proxy = FakeProxy::start().await;
+    let fake = FakeSlack::start().await;
+    let proxy_url = Url::parse(&format!("http://bridge:p%40ss@{}", proxy.addr)).unwrap();
+    let h = Harness::start_with(
+        fake,
+        1,
+        tuning(),
+        ProxyConfig::with_proxy(proxy_url),
+        Arc::new(Recorder::default()),
+    )
+    .await;
+    h.wait_open(1).await;
+    h.fake
+        .send_text(1, envelope("via-proxy", "interactive", json!({})));
+    h.wait_ack("via-proxy").await;
+    let requests = proxy.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let target = h.fake.addr.to_string();
+    assert!(
+        requests[0].starts_with(&format!("CONNECT {target} HTTP/1.1\r\n")),
+        "{}",
+        requests[0]
+    );
+    use base64::Engine as _;
+    let credentials = base64::engine::general_purpose::STANDARD.encode("bridge:p@ss");
+    assert!(
+        requests[0].contains(&format!("Proxy-Authorization: Basic {credentials}\r\n")),
+        "{}",
+        requests[0]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_proxy_bypasses_the_proxy() {
+    let proxy = FakeProxy::start().await;
+    let fake = FakeSlack::start().await;
+    let proxy_url = Url::parse(&format!("http://{}", proxy.addr)).unwrap();
+    let h = Harness::start_with(
+        fake,
+        1,
+        tuning(),
+        ProxyConfig::with_proxy(proxy_url).with_no_proxy("localhost,127.0.0.1"),
+        Arc::new(Recorder::default()),
+    )
+    .await;
+    h.wait_open(1).await;
+    assert!(proxy.requests.lock().unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_refuses_is_retried_like_any_failure() {
+    // A "proxy" that answers 407 to everything.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refused_count = refused.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            refused_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s
+                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+                .await;
+        }
+    });
+    let fake = FakeSlack::start().await;
+    let h = Harness::start_with(
+        fake,
+        1,
+        tuning(),
+        ProxyConfig::with_proxy(Url::parse(&format!("http://{addr}")).unwrap()),
+        Arc::new(Recorder::default()),
+    )
+    .await;
+    wait_until(WAIT, "the proxy was tried again", || {
+        refused.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    })
+    .await;
+    assert_eq!(h.open(), 0);
+    assert!(!h.socket_mode.state().ever_connected);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_urls_speak_tls_inside_the_proxy_tunnel() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // A "Slack" that records the first bytes it gets, then hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        if let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 5];
+            let _ = s.read_exact(&mut buf).await;
+            let _ = first_tx.send(buf);
+        }
+    });
+    let proxy = FakeProxy::start().await;
+    let proxies = ProxyConfig::with_proxy(Url::parse(&format!("http://{}", proxy.addr)).unwrap());
+    let url = Url::parse(&format!(
+        "wss://localhost:{}/link?ticket=secret",
+        addr.port()
+    ))
+    .unwrap();
+    let result =
+        coder_slack_bridge::socket_mode::tunnel::connect(&url, &proxies, Duration::from_secs(2))
+            .await;
+    let err = result
+        .err()
+        .expect("the fake cannot finish a TLS handshake");
+    assert!(!err.to_string().contains("secret"), "{err}");
+    let first = tokio::time::timeout(WAIT, first_rx).await.unwrap().unwrap();
+    // A TLS handshake record (0x16) with a TLS 1.x version: the ClientHello.
+    assert_eq!(first[0], 0x16, "{first:?}");
+    assert_eq!(first[1], 0x03, "{first:?}");
+    let requests = proxy.requests.lock().unwrap().clone();
+    assert!(requests[0].starts_with(&format!("CONNECT localhost:{} HTTP/1.1\r\n", addr.port())));
+}
