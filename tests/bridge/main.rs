@@ -1,4 +1,5 @@
 //! Integration tests: the real server on 127.0.0.1:0 against a fake Slack on loopback.
 
+mod delivery;
 mod support;
 mod webhook;

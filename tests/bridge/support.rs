@@ -557,3 +557,19 @@ pub fn fresh_id() -> String {
         NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
+
+/// Polls `condition` until it holds, or panics after 10 s.
+pub async fn wait_until<F, Fut>(condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
