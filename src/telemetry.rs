@@ -1,7 +1,7 @@
 //! Logs (tracing) and metrics (Prometheus text format).
 
 use crate::config::LogFormat;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,7 +15,9 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only on a terminal: journald and log shippers get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests) is harmless: keep the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -39,16 +41,11 @@ pub struct MethodLabels {
     pub method: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Lookup {
-    Hit,
-    Miss,
-    NegativeHit,
-}
-
+/// Result of an e-mail → user lookup: `hit`, `miss` (asked Slack) or `negative_hit`
+/// (remembered as unknown).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LookupLabels {
-    pub result: Lookup,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

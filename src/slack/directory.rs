@@ -3,7 +3,7 @@
 //! `users.lookupByEmail`, and an address Slack does not know is remembered briefly.
 
 use super::{SlackApi, SlackError};
-use crate::telemetry::{Lookup, LookupLabels, Metrics};
+use crate::telemetry::{LookupLabels, Metrics};
 use moka::future::Cache;
 use slack_morphism::prelude::SlackUserId;
 use std::sync::Arc;
@@ -54,14 +54,14 @@ impl Directory {
     pub async fn resolve(&self, email: &str) -> Result<Option<SlackUserId>, SlackError> {
         let key = email.to_lowercase();
         if let Some(id) = self.users.get(&key).await {
-            self.count(Lookup::Hit);
+            self.count("hit");
             return Ok(Some(id));
         }
         if self.unknown.contains_key(&key) {
-            self.count(Lookup::NegativeHit);
+            self.count("negative_hit");
             return Ok(None);
         }
-        self.count(Lookup::Miss);
+        self.count("miss");
         let api = &self.api;
         let result = self
             .users
@@ -88,7 +88,7 @@ impl Directory {
         }
     }
 
-    fn count(&self, result: Lookup) {
+    fn count(&self, result: &'static str) {
         self.metrics
             .directory_lookups
             .get_or_create(&LookupLabels { result })

@@ -1,5 +1,6 @@
 //! Integration tests: the real server on 127.0.0.1:0 against a fake Slack on loopback.
 
 mod delivery;
+mod ops;
 mod support;
 mod webhook;

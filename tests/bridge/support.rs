@@ -220,20 +220,22 @@ async fn answer(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // Recorded on arrival, so a test can see a request that Slack is still "working on".
     let delay = {
-        let s = state.lock().unwrap_or_else(|e| e.into_inner());
-        s.delay.get(&method).copied()
-    };
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-    }
-    let (status, extra_headers, reply) = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         s.calls.push(Call {
             method: method.clone(),
             args: args.clone(),
             authorization: authorization.clone(),
         });
+        s.delay.get(&method).copied()
+    };
+    changed.notify_waiters();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    let (status, extra_headers, reply) = {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         let canned = s
             .canned
             .get_mut(&method)
@@ -244,7 +246,6 @@ async fn answer(
             None => default_answer(&mut s, &method, authorization.as_deref(), &args),
         }
     };
-    changed.notify_waiters();
     let mut response = warp::reply::with_status(
         warp::reply::json(&reply),
         StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
@@ -437,7 +438,6 @@ pub fn config(settings: Settings) -> Config {
 pub struct Bridge {
     pub app_addr: SocketAddr,
     pub shutdown: tokio_util::sync::CancellationToken,
-    pub state: Arc<coder_slack_bridge::AppState>,
     pub app: Option<App>,
     pub client: reqwest::Client,
 }
@@ -448,7 +448,6 @@ impl Bridge {
         Bridge {
             app_addr: app.local_addr(),
             shutdown: app.shutdown_token(),
-            state: app.state().clone(),
             app: Some(app),
             client: reqwest::Client::new(),
         }

@@ -1,0 +1,457 @@
+//! Security and operations: webhook auth, start-up refusal, secrets kept out of logs,
+//! readiness, metrics, graceful shutdown, and the `check` command.
+
+use crate::support::*;
+use base64::Engine as _;
+use serde_json::json;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+const SECRET: &str = "webhook-s3cret-value-42";
+
+#[tokio::test]
+async fn webhook_auth_none_wrong_basic_and_bearer() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let mut s = settings(&slack);
+    s.webhook_secret = Some(SECRET.into());
+    let bridge = Bridge::start(config(s)).await;
+    let body = || {
+        notification(
+            sample("TemplateTestNotification.json.golden"),
+            &fresh_id(),
+            "bobby@coder.com",
+        )
+        .to_string()
+    };
+    let send = |auth: Option<String>| {
+        let mut request = bridge
+            .client
+            .post(bridge.url("/v1/webhook"))
+            .header("content-type", "application/json")
+            .body(body());
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        request.send()
+    };
+    let basic = |user_pass: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    };
+
+    for auth in [
+        None,
+        Some(basic("coder:wrong")),
+        Some("Bearer wrong".to_owned()),
+        Some(basic(SECRET)),
+    ] {
+        let response = send(auth.clone()).await.expect("send");
+        assert_eq!(response.status(), 401, "{auth:?}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Basic realm=\"coder-slack-bridge\""
+        );
+    }
+    assert!(slack.calls_to("chat.postMessage").is_empty());
+
+    for auth in [
+        basic(&format!("coder:{SECRET}")),
+        basic(&format!(":{SECRET}")),
+        format!("Bearer {SECRET}"),
+    ] {
+        let response = send(Some(auth.clone())).await.expect("send");
+        assert_eq!(response.status(), 200, "{auth}");
+    }
+    assert_eq!(slack.calls_to("chat.postMessage").len(), 3);
+    // Probes need no credentials.
+    assert_eq!(bridge.get("/healthz").await.0, 200);
+    bridge.stop().await;
+}
+
+fn bridge_command(slack: &FakeSlack) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env("SLACK_API_URL", slack.api_url())
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("CODER_URL", "http://test.com")
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn a_public_listener_without_a_secret_is_refused_at_start_up() {
+    let slack = FakeSlack::start().await;
+    let output = bridge_command(&slack)
+        .env("LISTEN_ADDR", "0.0.0.0:0")
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WEBHOOK_SECRET") && stderr.contains("--allow-unauthenticated"),
+        "{stderr}"
+    );
+
+    let output = bridge_command(&slack)
+        .env_remove("SLACK_BOT_TOKEN")
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SLACK_BOT_TOKEN is not set"));
+}
+
+/// Starts the binary and reads its address from the start-up log line.
+async fn spawn_bridge(
+    mut command: tokio::process::Command,
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::task::JoinHandle<String>,
+) {
+    let mut child = command.spawn().expect("spawn bridge");
+    let stderr = child.stderr.take().expect("stderr");
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let log = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut all = String::new();
+        let mut addr_tx = Some(addr_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(at) = line.find("local_addr=") {
+                let addr: String = line[at + 11..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\u{1b}')
+                    .collect();
+                if let Some(tx) = addr_tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+        .await
+        .expect("bridge starts")
+        .expect("address logged");
+    (child, addr, log)
+}
+
+async fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_even_at_trace() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketMode::start().await;
+    slack.set_socket_url(&socket.url());
+    let otp = "9f1c2e7a-otp-secret-5b3d";
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let mut command = bridge_command(&slack);
+    command
+        .env("RUST_LOG", "debug,coder_slack_bridge=trace")
+        .env("SLACK_APP_TOKEN", APP_TOKEN)
+        .env("WEBHOOK_SECRET", SECRET)
+        .env("FALLBACK_CHANNEL", "C0FALLBACK");
+    let (child, addr, log) = spawn_bridge(command).await;
+
+    let client = reqwest::Client::new();
+    let mut otp_body = sample("TemplateUserRequestedOneTimePasscode.json.golden");
+    otp_body["msg_id"] = fresh_id().into();
+    otp_body["payload"]["user_email"] = "bobby@coder.com".into();
+    otp_body["payload"]["labels"]["one_time_passcode"] = otp.into();
+    otp_body["payload"]["actions"][0]["url"] =
+        format!("http://test.com/reset-password/change?otp={otp}").into();
+    otp_body["body"] = format!("Your one-time passcode is {otp}").into();
+    otp_body["body_markdown"] = format!("Your one-time passcode is **{otp}**").into();
+    let mut unknown = otp_body.clone();
+    unknown["msg_id"] = fresh_id().into();
+    unknown["payload"]["user_email"] = "nobody@coder.com".into();
+    for body in [&otp_body, &unknown] {
+        let response = client
+            .post(format!("http://{addr}/v1/webhook"))
+            .bearer_auth(SECRET)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("webhook");
+        assert_eq!(response.status(), 200);
+    }
+    // A wrong secret is logged as a rejection, not echoed.
+    let response = client
+        .post(format!("http://{addr}/v1/webhook"))
+        .bearer_auth(format!("{SECRET}-wrong"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 401);
+    slack
+        .wait_for("the DM and the fallback post", |calls| {
+            calls
+                .iter()
+                .filter(|c| c.method == "chat.postMessage")
+                .count()
+                == 2
+        })
+        .await;
+    assert_eq!(
+        slack.calls_to("chat.postMessage")[0].args["blocks"][1]["text"]["text"],
+        format!("Your one-time passcode is *{otp}*")
+    );
+
+    sigterm(&child).await;
+    let log = tokio::time::timeout(Duration::from_secs(20), log)
+        .await
+        .expect("exits")
+        .expect("log");
+    assert!(
+        log.contains("DEBUG") || log.contains("TRACE"),
+        "debug logging was on: {log}"
+    );
+    for secret in [
+        otp,
+        BOT_TOKEN,
+        APP_TOKEN,
+        SECRET,
+        "reset-password",
+        "passcode is",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "{secret:?} leaked into the log:\n{log}"
+        );
+    }
+    // The token's distinctive tail must not appear either (e.g. in a Debug of a header).
+    assert!(!log.contains("0123456789"), "{log}");
+}
+
+#[tokio::test]
+async fn readiness_follows_socket_mode_connections() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketMode::start().await;
+    slack.set_socket_url(&socket.url());
+    let mut s = settings(&slack);
+    s.slack_app_token = Some(APP_TOKEN.into());
+    let mut c = config(s);
+    c.tuning.socket_mode.backoff_base = Duration::from_millis(10);
+    c.tuning.socket_mode.backoff_max = Duration::from_millis(100);
+    let bridge = Bridge::start(c).await;
+    bridge.wait_ready(200).await;
+    let (_, body) = bridge.get("/readyz").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+        json!({"status": "ready", "reason": "ok"})
+    );
+
+    // Every connection goes, and Slack will not hand out new ones for now.
+    slack.always(
+        "apps.connections.open",
+        Some(Canned::error("internal_error")),
+    );
+    socket.drop_all();
+    bridge.wait_ready(503).await;
+    let (_, body) = bridge.get("/readyz").await;
+    assert!(body.contains("no Socket Mode connection is open"), "{body}");
+
+    slack.always("apps.connections.open", None);
+    bridge.wait_ready(200).await;
+    wait_until(|| async {
+        let metrics = bridge.get("/metrics").await.1;
+        metrics.contains("coder_slack_bridge_socket_mode_connections_open 2")
+            && !metrics.contains("coder_slack_bridge_socket_mode_reconnects_total 0")
+    })
+    .await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_a_verified_bot_token() {
+    let slack = FakeSlack::start().await;
+    slack.revoke_token();
+    let bridge = Bridge::start(config(settings(&slack))).await;
+    slack
+        .wait_for("auth.test", |calls| {
+            calls.iter().any(|c| c.method == "auth.test")
+        })
+        .await;
+    let (status, body) = bridge.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("SLACK_BOT_TOKEN"), "{body}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_exported_after_traffic() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let bridge = Bridge::start(config(settings(&slack))).await;
+    bridge.wait_ready(200).await;
+    let directory = bridge
+        .app
+        .as_ref()
+        .and_then(|a| a.directory())
+        .expect("directory")
+        .clone();
+    wait_until(|| {
+        let d = directory.clone();
+        async move { d.len().await == 1 }
+    })
+    .await;
+    let body = notification(
+        sample("TemplateTestNotification.json.golden"),
+        &fresh_id(),
+        "bobby@coder.com",
+    );
+    bridge.post(&body).await;
+    bridge.post(&body).await;
+    bridge.post(&json!({"msg_id": "x"})).await;
+    let (status, metrics) = bridge.get("/metrics").await;
+    assert_eq!(status, 200);
+    for expected in [
+        "coder_slack_bridge_webhooks_total{outcome=\"delivered\"} 1",
+        "coder_slack_bridge_webhooks_total{outcome=\"duplicate\"} 1",
+        "coder_slack_bridge_webhooks_total{outcome=\"rejected\"} 1",
+        "coder_slack_bridge_delivery_seconds_count 3",
+        "coder_slack_bridge_slack_api_calls_total{method=\"chat.postMessage\",result=\"ok\"} 1",
+        "coder_slack_bridge_slack_api_calls_total{method=\"auth.test\",result=\"ok\"} 1",
+        "coder_slack_bridge_directory_users 1",
+        "coder_slack_bridge_directory_lookups_total{result=\"hit\"} 1",
+        "coder_slack_bridge_socket_mode_connections_open 0",
+        "# EOF",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    slack.delay("chat.postMessage", Duration::from_millis(800));
+    let (mut child, addr, log) = spawn_bridge(bridge_command(&slack)).await;
+    let body = notification(
+        sample("TemplateTestNotification.json.golden"),
+        &fresh_id(),
+        "bobby@coder.com",
+    );
+    let request = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/webhook"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("webhook");
+        (
+            response.status().as_u16(),
+            response.bytes().await.unwrap_or_default(),
+        )
+    });
+    slack
+        .wait_for("the post to reach Slack", |calls| {
+            calls.iter().any(|c| c.method == "chat.postMessage")
+        })
+        .await;
+    sigterm(&child).await;
+    let (status, answer) = request.await.expect("request task");
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    assert_eq!(answer["status"], "delivered");
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(exit.success(), "exit status {exit:?}");
+    let log = log.await.expect("log");
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
+async fn run_check(slack: &FakeSlack, socket: &FakeSocketMode) -> (bool, String, String) {
+    slack.set_socket_url(&socket.url());
+    let mut command = bridge_command(slack);
+    command.arg("check").env("SLACK_APP_TOKEN", APP_TOKEN);
+    let mut child = command.spawn().expect("spawn check");
+    let (mut out, mut err) = (String::new(), String::new());
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (a, b) = tokio::join!(
+        stdout.read_to_string(&mut out),
+        stderr.read_to_string(&mut err)
+    );
+    a.and(b).expect("read output");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("check exits")
+        .expect("status");
+    (status.success(), out, err)
+}
+
+#[tokio::test]
+async fn check_passes_against_a_healthy_slack() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketMode::start().await;
+    let (ok, out, err) = run_check(&slack, &socket).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("ok    SLACK_BOT_TOKEN")
+            && out.contains("ok    bot scopes")
+            && out.contains("Socket Mode connected"),
+        "{out}"
+    );
+    assert!(out.contains("all checks passed"));
+    assert_eq!(
+        *socket.accepted.lock().expect("lock"),
+        1,
+        "the websocket was really opened"
+    );
+}
+
+#[tokio::test]
+async fn check_fails_naming_the_setting_for_a_revoked_token_or_missing_scope() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketMode::start().await;
+    slack.revoke_token();
+    let (ok, out, err) = run_check(&slack, &socket).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  SLACK_BOT_TOKEN") && out.contains("token_revoked"),
+        "{out}"
+    );
+    assert!(err.contains("SLACK_BOT_TOKEN"), "{err}");
+
+    let slack = FakeSlack::start().await;
+    slack.set_scopes("chat:write,users:read");
+    let (ok, out, err) = run_check(&slack, &socket).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("users:read.email"), "{err}");
+}
