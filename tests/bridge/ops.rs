@@ -455,3 +455,24 @@ async fn check_fails_naming_the_setting_for_a_revoked_token_or_missing_scope() {
     assert!(!ok, "{out}");
     assert!(err.contains("users:read.email"), "{err}");
 }
+
+#[tokio::test]
+async fn send_test_delivers_a_sample_through_the_full_path() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let mut command = bridge_command(&slack);
+    command.args(["send-test", "--email", "bobby@coder.com"]);
+    let output = command.output().await.expect("run send-test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("delivered to bobby@coder.com"), "{stdout}");
+    assert_eq!(slack.calls_to("users.lookupByEmail").len(), 1);
+    let posts = slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].args["channel"], "UBOBBY");
+    assert_eq!(posts[0].args["blocks"][0]["text"]["text"], "A test notification");
+
+    let output = bridge_command(&slack).args(["send-test", "--email", "nobody@coder.com"]).output().await.expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("users_not_found"));
+}
