@@ -144,6 +144,11 @@ pub struct Tuning {
     pub max_connections: usize,
     /// Time a client has to send its request headers.
     pub header_read_timeout: Duration,
+    /// Time a client has to send a webhook body, once its headers are in.
+    pub body_read_timeout: Duration,
+    /// Webhook requests read and handled at once; bounds the memory bodies can take
+    /// (this many × 1 MiB at worst). Coder sends at most 20 at a time.
+    pub max_concurrent_requests: usize,
     /// Timeout for one Slack Web API call.
     pub slack_call_timeout: Duration,
     /// First wait before retrying a failed Slack call (doubles, full jitter).
@@ -162,6 +167,8 @@ impl Default for Tuning {
             max_concurrent_deliveries: 64,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 128,
             slack_call_timeout: Duration::from_secs(10),
             retry_base_delay: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(25),

@@ -100,7 +100,7 @@ async fn webhook(
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
 ) -> Response {
     let started = Instant::now();
-    let (outcome, response) = handle_webhook(&state, &headers, body).await;
+    let (outcome, response) = handle_webhook(&state, &headers, body, started).await;
     state
         .metrics
         .webhooks
@@ -117,6 +117,7 @@ async fn handle_webhook(
     state: &Arc<AppState>,
     headers: &warp::http::HeaderMap,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
+    started: Instant,
 ) -> (&'static str, Response) {
     if let Some(secret) = &state.webhook_secret {
         if !authorized(headers, secret.expose_secret().as_bytes()) {
@@ -140,9 +141,34 @@ async fn handle_webhook(
             ),
         );
     }
-    let body = match read_body(headers, body).await {
-        Ok(body) => body,
-        Err(response) => return ("rejected", response),
+    // A slot per request bounds the memory bodies take; a client that sends its body slowly
+    // loses its slot after `body_read_timeout`.
+    let Ok(Ok(_slot)) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.request_slots.acquire(),
+    )
+    .await
+    else {
+        return (
+            "retry",
+            retry_reply(
+                "too many webhook requests at once",
+                std::time::Duration::from_secs(5),
+            ),
+        );
+    };
+    let body = match tokio::time::timeout(state.body_read_timeout, read_body(headers, body)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(response)) => return ("rejected", response),
+        Err(_) => {
+            return (
+                "rejected",
+                error_reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body was not received in time",
+                ),
+            )
+        }
     };
     let header_msg_id = headers.get("x-message-id").and_then(|v| v.to_str().ok());
     let notification = match Notification::parse(&body, header_msg_id) {
@@ -189,6 +215,7 @@ async fn handle_webhook(
         msg_id = %notification.msg_id,
         template = %notification.notification_name,
         outcome = label,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "webhook answered"
     );
     (label, response)

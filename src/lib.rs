@@ -38,6 +38,9 @@ pub struct AppState {
     pub webhook_secret: Option<SecretString>,
     /// Deliveries in flight; shutdown waits for them.
     pub tasks: TaskTracker,
+    /// Webhook requests being read or handled.
+    pub request_slots: tokio::sync::Semaphore,
+    pub body_read_timeout: Duration,
     dry_run: bool,
     slack_verified: AtomicBool,
     socket_mode: Mutex<Option<SocketMode>>,
@@ -153,6 +156,8 @@ impl App {
             delivery: Arc::new(delivery),
             webhook_secret: config.webhook_secret.clone(),
             tasks: TaskTracker::new(),
+            request_slots: tokio::sync::Semaphore::new(tuning.max_concurrent_requests),
+            body_read_timeout: tuning.body_read_timeout,
             dry_run: config.dry_run,
             slack_verified: AtomicBool::new(false),
             socket_mode: Mutex::new(socket_mode),

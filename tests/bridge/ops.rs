@@ -464,15 +464,96 @@ async fn send_test_delivers_a_sample_through_the_full_path() {
     command.args(["send-test", "--email", "bobby@coder.com"]);
     let output = command.output().await.expect("run send-test");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("delivered to bobby@coder.com"), "{stdout}");
     assert_eq!(slack.calls_to("users.lookupByEmail").len(), 1);
     let posts = slack.calls_to("chat.postMessage");
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].args["channel"], "UBOBBY");
-    assert_eq!(posts[0].args["blocks"][0]["text"]["text"], "A test notification");
+    assert_eq!(
+        posts[0].args["blocks"][0]["text"]["text"],
+        "A test notification"
+    );
 
-    let output = bridge_command(&slack).args(["send-test", "--email", "nobody@coder.com"]).output().await.expect("run");
+    let output = bridge_command(&slack)
+        .args(["send-test", "--email", "nobody@coder.com"])
+        .output()
+        .await
+        .expect("run");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("users_not_found"));
+}
+
+#[tokio::test]
+async fn idle_half_open_and_slow_clients_do_not_block_real_requests() {
+    use tokio::io::AsyncWriteExt;
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let mut c = config(settings(&slack));
+    c.tuning.header_read_timeout = Duration::from_millis(300);
+    c.tuning.body_read_timeout = Duration::from_millis(300);
+    let bridge = Bridge::start(c).await;
+
+    // 150 idle connections and 150 that stop halfway through their headers.
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(bridge.app_addr)
+            .await
+            .expect("connect");
+        if i % 2 == 1 {
+            stream
+                .write_all(b"POST /v1/webhook HTTP/1.1\r\nHost: bridge\r\n")
+                .await
+                .expect("write");
+        }
+        held.push(stream);
+    }
+    let body = notification(
+        sample("TemplateTestNotification.json.golden"),
+        &fresh_id(),
+        "bobby@coder.com",
+    );
+    let (status, _, answer) = bridge.post(&body).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &json!("delivered")),
+        "{answer}"
+    );
+
+    // The server hangs up on a client that never finishes its headers.
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), held[1].read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "half-open connection was not closed"
+    );
+    if let Ok(Ok(n)) = read {
+        let rest = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut total = n;
+            loop {
+                match held[1].read(&mut buf).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(more) => total += more,
+                }
+            }
+        })
+        .await;
+        assert!(rest.is_ok(), "half-open connection stayed open");
+    }
+
+    // A body that trickles in loses its slot with 408.
+    let mut slow = tokio::net::TcpStream::connect(bridge.app_addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"POST /v1/webhook HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"msg").await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(held);
+    bridge.stop().await;
 }
