@@ -19,3 +19,9 @@ preview FILE:
 lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+
+# Criterion benches (parse + render + wire JSON) and the load driver against a fake Slack.
+# The driver takes N (webhooks, 5000), C (concurrency, 20), U (users, 50) from the environment.
+bench:
+    cargo bench --bench render
+    cargo run --release --example load

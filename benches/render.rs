@@ -1,0 +1,91 @@
+//! Parse + render + wire serialisation of the largest Coder samples: the CPU the bridge spends
+//! on one notification apart from HTTP. `cargo bench --bench render` (or `just bench`).
+
+use coder_slack_bridge::coder::Notification;
+use coder_slack_bridge::render::{self, RenderOptions};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use slack_morphism::prelude::SlackChannelId;
+use std::hint::black_box;
+use std::path::PathBuf;
+
+/// How many of the largest samples are benchmarked.
+const LARGEST: usize = 3;
+
+/// The largest webhook samples by file size, as (file name, body).
+fn largest_samples() -> Vec<(String, Vec<u8>)> {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coder-webhook-samples");
+    let mut samples: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let name = path.file_name()?.to_str()?.to_owned();
+            let body = std::fs::read(&path).ok()?;
+            // Only webhook bodies (the folder also holds notes); each must parse.
+            Notification::parse(&body, None).ok()?;
+            Some((name, body))
+        })
+        .collect();
+    samples.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    samples.truncate(LARGEST);
+    assert!(!samples.is_empty(), "no samples in {}", dir.display());
+    samples
+}
+
+fn options() -> RenderOptions {
+    RenderOptions {
+        coder_url: Some("https://coder.example.com".parse().expect("url")),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let options = options();
+    for (name, body) in largest_samples() {
+        let name = name
+            .strip_suffix(".json.golden")
+            .or_else(|| name.strip_suffix(".golden.json"))
+            .unwrap_or(&name);
+        let name = format!("{name} ({} B)", body.len());
+        let notification = Notification::parse(&body, None).expect("sample parses");
+        let rendered = render::render(&notification, &options, None);
+        let request =
+            render::post_message_request(SlackChannelId("U0123ABCD".into()), rendered.content);
+        let wire = serde_json::to_vec(&request).expect("serialises");
+
+        let mut group = c.benchmark_group("webhook");
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("parse", &name), &body, |b, body| {
+            b.iter(|| Notification::parse(black_box(body), None).expect("parses"))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("render", &name),
+            &notification,
+            |b, notification| b.iter(|| render::render(black_box(notification), &options, None)),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("serialize", &name),
+            &request,
+            |b, request| b.iter(|| serde_json::to_vec(black_box(request)).expect("serialises")),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("parse+render+serialize", &name),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let n = Notification::parse(black_box(body), None).expect("parses");
+                    let rendered = render::render(&n, &options, None);
+                    let request = render::post_message_request(
+                        SlackChannelId("U0123ABCD".into()),
+                        rendered.content,
+                    );
+                    serde_json::to_vec(&request).expect("serialises")
+                })
+            },
+        );
+        group.finish();
+        eprintln!("{name}: chat.postMessage body is {} bytes", wire.len());
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
