@@ -4,6 +4,7 @@
 //! (`targets` absent or null), `data` of any shape, unknown fields ignored. A body that is not
 //! a usable notification gets an error naming the offending field.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -64,17 +65,51 @@ impl fmt::Debug for Notification {
 #[error("{0}")]
 pub struct PayloadError(pub String);
 
+/// The body as Coder sends it. Every field is optional here: what is required is checked in
+/// [`Wire::validate`], so the error can name it. Fields not listed (`labels`, `data`,
+/// `targets`, anything new) are skipped without being built.
+#[derive(Deserialize)]
+struct Wire {
+    msg_id: Option<String>,
+    payload: Option<WirePayload>,
+    title: Option<String>,
+    body: Option<String>,
+    title_markdown: Option<String>,
+    body_markdown: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WirePayload {
+    notification_name: Option<String>,
+    notification_template_id: Option<String>,
+    user_email: Option<String>,
+    user_name: Option<String>,
+    user_username: Option<String>,
+    actions: Option<Vec<WireAction>>,
+}
+
+#[derive(Deserialize)]
+struct WireAction {
+    label: Option<String>,
+    url: Option<String>,
+}
+
 impl Notification {
     /// Parses a webhook body. `header_msg_id` is Coder's `X-Message-Id`, used when the body
     /// lacks `msg_id`.
     pub fn parse(body: &[u8], header_msg_id: Option<&str>) -> Result<Self, PayloadError> {
-        let root: Value = serde_json::from_slice(body)
-            .map_err(|e| PayloadError(format!("body is not valid JSON: {e}")))?;
-        let root = root
-            .as_object()
-            .ok_or_else(|| PayloadError("body must be a JSON object".into()))?;
+        let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        match serde_json::from_slice::<Wire>(body) {
+            Ok(wire) if is_object => wire.validate(header_msg_id),
+            // The typed parse says only that something is off; the tree says which field.
+            Ok(_) | Err(_) => Err(explain(body)),
+        }
+    }
+}
 
-        let msg_id = match opt_string(root, "msg_id", "msg_id")? {
+impl Wire {
+    fn validate(self, header_msg_id: Option<&str>) -> Result<Notification, PayloadError> {
+        let msg_id = match self.msg_id {
             Some(id) if !id.is_empty() => id,
             _ => header_msg_id
                 .filter(|id| !id.is_empty())
@@ -86,14 +121,11 @@ impl Notification {
                 "msg_id is longer than {MAX_MSG_ID_LEN} characters"
             )));
         }
-
-        let payload = match root.get("payload") {
-            Some(Value::Object(p)) => p,
-            Some(Value::Null) | None => return Err(PayloadError("payload is missing".into())),
-            Some(_) => return Err(PayloadError("payload must be an object".into())),
-        };
-
-        let user_email = opt_string(payload, "user_email", "payload.user_email")?
+        let payload = self
+            .payload
+            .ok_or_else(|| PayloadError("payload is missing".into()))?;
+        let user_email = payload
+            .user_email
             .map(|e| e.trim().to_owned())
             .filter(|e| !e.is_empty())
             .ok_or_else(|| PayloadError("payload.user_email is missing".into()))?;
@@ -102,65 +134,91 @@ impl Notification {
                 "payload.user_email is not an e-mail address".into(),
             ));
         }
-
+        let actions = payload
+            .actions
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, action)| {
+                Ok(Action {
+                    label: action.label.unwrap_or_default(),
+                    url: action.url.ok_or_else(|| {
+                        PayloadError(format!("payload.actions[{i}].url is missing"))
+                    })?,
+                })
+            })
+            .collect::<Result<_, PayloadError>>()?;
         Ok(Notification {
             msg_id,
-            notification_name: opt_string(
-                payload,
-                "notification_name",
-                "payload.notification_name",
-            )?
-            .unwrap_or_default(),
-            template_id: opt_string(
-                payload,
-                "notification_template_id",
-                "payload.notification_template_id",
-            )?,
+            notification_name: payload.notification_name.unwrap_or_default(),
+            template_id: payload.notification_template_id,
             user_email,
-            user_name: opt_string(payload, "user_name", "payload.user_name")?,
-            user_username: opt_string(payload, "user_username", "payload.user_username")?,
-            actions: parse_actions(payload.get("actions"))?,
-            title: opt_string(root, "title", "title")?.unwrap_or_default(),
-            body: opt_string(root, "body", "body")?.unwrap_or_default(),
-            title_markdown: opt_string(root, "title_markdown", "title_markdown")?,
-            body_markdown: opt_string(root, "body_markdown", "body_markdown")?,
+            user_name: payload.user_name,
+            user_username: payload.user_username,
+            actions,
+            title: self.title.unwrap_or_default(),
+            body: self.body.unwrap_or_default(),
+            title_markdown: self.title_markdown,
+            body_markdown: self.body_markdown,
         })
     }
 }
 
-/// A string field that may be absent or null, but is a string when present.
-fn opt_string(
-    object: &Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Option<String>, PayloadError> {
-    match object.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(PayloadError(format!("{path} must be a string"))),
-    }
-}
-
-fn parse_actions(value: Option<&Value>) -> Result<Vec<Action>, PayloadError> {
-    let items = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(PayloadError("payload.actions must be a list".into())),
+/// Names what is wrong with a body the typed parse refused: invalid JSON, or the first field
+/// of the wrong type.
+fn explain(body: &[u8]) -> PayloadError {
+    let root: Value = match serde_json::from_slice(body) {
+        Ok(root) => root,
+        Err(e) => return PayloadError(format!("body is not valid JSON: {e}")),
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let item = item
-                .as_object()
-                .ok_or_else(|| PayloadError(format!("payload.actions[{i}] must be an object")))?;
-            let label = opt_string(item, "label", &format!("payload.actions[{i}].label"))?
-                .unwrap_or_default();
-            let url = opt_string(item, "url", &format!("payload.actions[{i}].url"))?
-                .ok_or_else(|| PayloadError(format!("payload.actions[{i}].url is missing")))?;
-            Ok(Action { label, url })
-        })
-        .collect()
+    let Some(root) = root.as_object() else {
+        return PayloadError("body must be a JSON object".into());
+    };
+    let strings = |object: &Map<String, Value>, keys: &[&str], prefix: &str| {
+        keys.iter()
+            .find(|key| {
+                !matches!(
+                    object.get(**key),
+                    None | Some(Value::Null | Value::String(_))
+                )
+            })
+            .map(|key| PayloadError(format!("{prefix}{key} must be a string")))
+    };
+    const ROOT_STRINGS: [&str; 5] = ["msg_id", "title", "body", "title_markdown", "body_markdown"];
+    const PAYLOAD_STRINGS: [&str; 5] = [
+        "notification_name",
+        "notification_template_id",
+        "user_email",
+        "user_name",
+        "user_username",
+    ];
+    if let Some(e) = strings(root, &ROOT_STRINGS, "") {
+        return e;
+    }
+    let payload = match root.get("payload") {
+        None | Some(Value::Null) => return PayloadError("payload is missing".into()),
+        Some(Value::Object(p)) => p,
+        Some(_) => return PayloadError("payload must be an object".into()),
+    };
+    if let Some(e) = strings(payload, &PAYLOAD_STRINGS, "payload.") {
+        return e;
+    }
+    match payload.get("actions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let Some(item) = item.as_object() else {
+                    return PayloadError(format!("payload.actions[{i}] must be an object"));
+                };
+                if let Some(e) = strings(item, &["label", "url"], &format!("payload.actions[{i}]."))
+                {
+                    return e;
+                }
+            }
+        }
+        Some(_) => return PayloadError("payload.actions must be a list".into()),
+    }
+    PayloadError("body does not have the shape of a Coder notification".into())
 }
 
 #[cfg(test)]

@@ -137,6 +137,8 @@ pub struct Tuning {
     pub negative_cache_ttl: Duration,
     /// How long a delivered `msg_id` is remembered.
     pub dedupe_ttl: Duration,
+    /// How many `msg_id`s are remembered at most (oldest first out): far more than a day of
+    /// notifications for a large Coder deployment, at well under 1 KiB each.
     pub dedupe_capacity: u64,
     /// Deliveries talking to Slack at once.
     pub max_concurrent_deliveries: usize,
@@ -163,7 +165,7 @@ impl Default for Tuning {
         Tuning {
             negative_cache_ttl: Duration::from_secs(300),
             dedupe_ttl: Duration::from_secs(24 * 3600),
-            dedupe_capacity: 1_000_000,
+            dedupe_capacity: 200_000,
             max_concurrent_deliveries: 64,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),

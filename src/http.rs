@@ -206,8 +206,7 @@ async fn handle_webhook(
                 Outcome::Undeliverable { .. } => "undeliverable",
                 Outcome::DryRun => "dry_run",
             };
-            let body = serde_json::to_value(&outcome).unwrap_or_else(|_| json!({"status": label}));
-            (label, json_reply(StatusCode::OK, body))
+            (label, warp::reply::json(&outcome).into_response())
         }
         Err(retry) => ("retry", retry_reply(&retry.reason, retry.retry_after)),
     };

@@ -43,15 +43,17 @@ impl ReqwestConnector {
         };
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
-        let headers = response.headers().clone();
+        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| retry_after(response.headers()))
+            .flatten();
         let body = response.bytes().await.map_err(transport_error)?;
-        decode(status, &headers, &body)
+        decode(status, retry_after, &body)
     }
 }
 
 /// Maps Slack's answer the way slack-morphism's own connector does, so its typed API works
 /// unchanged: 200 with `ok:false` → `ApiError`, 429 → `RateLimitError` with `Retry-After`.
-fn decode<RS>(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientResult<RS>
+fn decode<RS>(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> ClientResult<RS>
 where
     RS: for<'de> serde::de::Deserialize<'de>,
 {
@@ -71,20 +73,22 @@ where
             }
             serde_json::from_slice(body).map_err(|e| protocol_error(e, body_text()))
         }
-        StatusCode::TOO_MANY_REQUESTS => {
-            let retry_after = headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            Err(SlackClientError::RateLimitError(
-                SlackRateLimitError::new().opt_retry_after(retry_after),
-            ))
-        }
+        StatusCode::TOO_MANY_REQUESTS => Err(SlackClientError::RateLimitError(
+            SlackRateLimitError::new().opt_retry_after(retry_after),
+        )),
         _ => Err(SlackClientError::HttpError(
             SlackClientHttpError::new(status).with_http_response_body(body_text()),
         )),
     }
+}
+
+/// Slack's `Retry-After`: whole seconds.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 fn protocol_error(json_error: serde_json::Error, body: String) -> SlackClientError {

@@ -346,11 +346,12 @@ impl SlackApi {
                         .collect()
                 });
             let status = response.status();
+            let retry_after = connector::retry_after(response.headers());
             let body = response.bytes().await.map_err(|e| transport(METHOD, e))?;
             if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(SlackError::RateLimited {
                     method: METHOD,
-                    retry_after: None,
+                    retry_after,
                 });
             }
             if !status.is_success() {
