@@ -44,6 +44,9 @@ struct Options {
     bridge_threads: usize,
     driver_threads: usize,
     log: bool,
+    /// Run this binary as a child process instead of the bridge in-process, so CPU and
+    /// memory are the bridge's alone.
+    bridge_bin: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -58,6 +61,7 @@ impl Options {
             "BRIDGE_THREADS",
             "DRIVER_THREADS",
             "LOG",
+            "BRIDGE_BIN",
         ] {
             if let Ok(v) = std::env::var(key) {
                 values.insert(key.to_owned(), v);
@@ -68,7 +72,7 @@ impl Options {
             let flag = arg.trim_start_matches('-').replace('-', "_").to_uppercase();
             if !arg.starts_with('-') || !is_known(&flag) {
                 return Err(format!(
-                    "unknown argument {arg:?}; use --n, --c, --u, --warmup, --bridge-threads, --driver-threads, --log"
+                    "unknown argument {arg:?}; use --n, --c, --u, --warmup, --bridge-threads, --driver-threads, --log, --bridge-bin"
                 ));
             }
             if flag == "LOG" {
@@ -97,6 +101,10 @@ impl Options {
             log: values
                 .get("LOG")
                 .is_some_and(|v| !matches!(v.trim(), "" | "0" | "false" | "off")),
+            bridge_bin: values
+                .get("BRIDGE_BIN")
+                .filter(|v| !v.trim().is_empty())
+                .map(std::path::PathBuf::from),
         })
     }
 }
@@ -104,7 +112,7 @@ impl Options {
 fn is_known(flag: &str) -> bool {
     matches!(
         flag,
-        "N" | "C" | "U" | "WARMUP" | "BRIDGE_THREADS" | "DRIVER_THREADS" | "LOG"
+        "N" | "C" | "U" | "WARMUP" | "BRIDGE_THREADS" | "DRIVER_THREADS" | "LOG" | "BRIDGE_BIN"
     )
 }
 
@@ -389,9 +397,32 @@ fn threads_cpu(prefix: &str) -> Duration {
     total
 }
 
+/// User + system CPU of process `pid`, from `/proc/PID/stat`.
+fn child_cpu(pid: u32) -> Duration {
+    let ticks_per_second = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as u64,
+        _ => 100,
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .map_or(Duration::ZERO, |ticks| {
+            Duration::from_nanos(ticks * 1_000_000_000 / ticks_per_second)
+        })
+}
+
 /// A `/proc/self/status` line such as VmRSS or VmHWM, in KiB.
 fn status_kib(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_status_kib("self", key)
+}
+
+/// The same line for process `pid` (`self` for this one).
+fn proc_status_kib(pid: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(key)?.strip_prefix(':')?;
         rest.trim().strip_suffix("kB")?.trim().parse().ok()
@@ -609,47 +640,106 @@ fn run(o: Options) -> Result<bool, String> {
     let fake = Arc::new(FakeSlack::new(o.u));
     let fake_addr = driver.block_on(fake.clone().start());
 
-    // The bridge on its own runtime.
-    let mut settings = Settings::defaults();
-    settings.slack_bot_token = Some(BOT_TOKEN.into());
-    settings.slack_app_token = None;
-    settings.slack_api_url = format!("http://{fake_addr}/api");
-    settings.listen_addr = Some("127.0.0.1:0".into());
-    settings.port = None;
-    settings.coder_url = Some("https://coder.example.com".into());
-    settings.webhook_secret = None;
-    settings.dry_run = false;
-    settings.fallback_channel = None;
-    let config = settings
-        .validate(Needs::Serve)
-        .map_err(|e| format!("settings: {e}"))?;
-    let app = bridge.block_on(App::build(config))?;
-    let webhook_url = format!("http://{}/v1/webhook", app.local_addr());
-    let directory = app
-        .directory()
-        .cloned()
-        .ok_or("the bridge has no directory (dry run?)")?;
+    // The bridge: a child process (BRIDGE_BIN), or in-process on its own runtime.
+    let mut child = None;
+    let mut app = None;
+    let webhook_url;
+    if let Some(bin) = &o.bridge_bin {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot pick a port: {e}"))?
+            .port();
+        let process = std::process::Command::new(bin)
+            .arg("serve")
+            .env_clear()
+            .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("SLACK_API_URL", format!("http://{fake_addr}/api"))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("CODER_URL", "https://coder.example.com")
+            .env("RUST_LOG", if o.log { "info" } else { "warn" })
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        child = Some(process);
+        let base = format!("http://127.0.0.1:{port}");
+        webhook_url = format!("{base}/v1/webhook");
+        let expected = format!("coder_slack_bridge_directory_users {}\n", o.u);
+        let warm = driver.block_on(async {
+            let client = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let ready = client.get(format!("{base}/readyz")).send().await;
+                let metrics = client.get(format!("{base}/metrics")).send().await;
+                if let (Ok(ready), Ok(metrics)) = (ready, metrics) {
+                    let text = metrics.bytes().await.unwrap_or_default();
+                    if ready.status() == 200 && String::from_utf8_lossy(&text).contains(&expected) {
+                        return Ok(());
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err(
+                        "the bridge process was not ready with a warm directory after 30 s"
+                            .to_owned(),
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        warm?;
+    } else {
+        let mut settings = Settings::defaults();
+        settings.slack_bot_token = Some(BOT_TOKEN.into());
+        settings.slack_app_token = None;
+        settings.slack_api_url = format!("http://{fake_addr}/api");
+        settings.listen_addr = Some("127.0.0.1:0".into());
+        settings.port = None;
+        settings.coder_url = Some("https://coder.example.com".into());
+        settings.webhook_secret = None;
+        settings.dry_run = false;
+        settings.fallback_channel = None;
+        let config = settings
+            .validate(Needs::Serve)
+            .map_err(|e| format!("settings: {e}"))?;
+        let started = bridge.block_on(App::build(config))?;
+        webhook_url = format!("http://{}/v1/webhook", started.local_addr());
+        let directory = started
+            .directory()
+            .cloned()
+            .ok_or("the bridge has no directory (dry run?)")?;
+        app = Some(started);
 
-    // Wait until the directory is warm and auth.test has been answered.
-    let warm = bridge.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let len = directory.len().await;
-            if len == o.u as u64 && fake.counts.auth_test.load(Ordering::Relaxed) > 0 {
-                return Ok(());
+        // Wait until the directory is warm and auth.test has been answered.
+        let warm = bridge.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let len = directory.len().await;
+                if len == o.u as u64 && fake.counts.auth_test.load(Ordering::Relaxed) > 0 {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the directory holds {len} of {} users after 30 s",
+                        o.u
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the directory holds {len} of {} users after 30 s",
-                    o.u
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    warm?;
-    let idle_rss = status_kib("VmRSS");
-    let idle_hwm = status_kib("VmHWM");
+        });
+        warm?;
+    }
+    let child_pid = child.as_ref().map(|c| c.id());
+    // CPU of the bridge alone: the child process, or the bridge runtime's threads.
+    let bridge_cpu = || match child_pid {
+        Some(pid) => child_cpu(pid),
+        None => threads_cpu("bridge-rt"),
+    };
+    let memory = |key: &str| match child_pid {
+        Some(pid) => proc_status_kib(&pid.to_string(), key),
+        None => status_kib(key),
+    };
+    let idle_rss = memory("VmRSS");
+    let idle_hwm = memory("VmHWM");
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -664,11 +754,11 @@ fn run(o: Options) -> Result<bool, String> {
         tokio::time::timeout(RUN_LIMIT, async {
             let warmup = send_all(&client, &webhook_url, &template, 0, o.warmup, o.c, o.u).await;
             let slack_before = fake.counts.snapshot();
-            let cpu_before = (process_cpu(), threads_cpu("bridge-rt"));
+            let cpu_before = (process_cpu(), bridge_cpu());
             let started = Instant::now();
             let load = send_all(&client, &webhook_url, &template, o.warmup, o.n, o.c, o.u).await;
             let elapsed = started.elapsed();
-            let cpu_after = (process_cpu(), threads_cpu("bridge-rt"));
+            let cpu_after = (process_cpu(), bridge_cpu());
             let slack = fake.counts.snapshot() - slack_before;
             (
                 warmup,
@@ -684,14 +774,26 @@ fn run(o: Options) -> Result<bool, String> {
     let Ok((warmup, load, elapsed, process_cpu_used, bridge_cpu_used, slack)) = outcome else {
         return Err(format!("the run did not finish within {RUN_LIMIT:?}"));
     };
-    let peak_rss = status_kib("VmHWM");
-    let end_rss = status_kib("VmRSS");
+    let peak_rss = memory("VmHWM");
+    let end_rss = memory("VmRSS");
 
     // Stop the bridge cleanly, then both runtimes.
-    app.shutdown_token().cancel();
-    let stopped = bridge.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), app.run_until_stopped()).await
-    });
+    let stopped = match (app, child) {
+        (Some(app), _) => {
+            app.shutdown_token().cancel();
+            bridge
+                .block_on(async {
+                    tokio::time::timeout(Duration::from_secs(30), app.run_until_stopped()).await
+                })
+                .is_ok()
+        }
+        (None, Some(mut child)) => {
+            // SAFETY: kill only sends a signal to our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            child.wait().is_ok_and(|status| status.success())
+        }
+        (None, None) => true,
+    };
     bridge.shutdown_timeout(Duration::from_secs(5));
     driver.shutdown_timeout(Duration::from_secs(5));
 
@@ -772,8 +874,8 @@ fn run(o: Options) -> Result<bool, String> {
         slack.auth_test,
         slack.other
     );
-    if stopped.is_err() {
-        println!("  note: the bridge did not stop within 30 s");
+    if !stopped {
+        println!("  note: the bridge did not stop cleanly");
     }
     println!(
         "  total run time {:.1} s",

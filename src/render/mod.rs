@@ -379,8 +379,14 @@ fn hard_cut(s: &str, max: usize) -> usize {
         }
     }
     if let Some(lt) = s[..end].rfind('<') {
-        if !s[lt..end].contains('>') && lt > 0 {
-            end = lt;
+        if !s[lt..end].contains('>') {
+            if lt > 0 {
+                end = lt;
+            } else if let Some(gt) = s[..limit].find('>') {
+                // The piece starts with a link: keep it whole (links are far shorter than a
+                // section, so its end is within the limit).
+                end = gt + 1;
+            }
         }
     }
     let safe = entity_safe(s, end);
@@ -813,6 +819,25 @@ mod tests {
         assert_eq!(&line[cut..], link);
         let line = format!("{} {}", "b".repeat(2000), "c".repeat(2000));
         assert_eq!(hard_cut(&line, 2992), 2001);
+    }
+
+    #[test]
+    fn a_long_line_starting_with_a_link_is_not_cut_inside_it() {
+        // Found while fuzzing: the cut preferred the space inside the link's label.
+        let markdown = format!(
+            "[a b](http://e.com/{}){}",
+            "x".repeat(1900),
+            "z".repeat(1100)
+        );
+        let n = Notification::parse(
+            serde_json::json!({"msg_id": "m", "payload": {"user_email": "a@b.c"}, "title": "T", "body_markdown": markdown})
+                .to_string()
+                .as_bytes(),
+            None,
+        )
+        .expect("parses");
+        let rendered = render(&n, &RenderOptions::default(), None);
+        check_limits(&rendered.content).expect("within limits, no link cut in half");
     }
 
     #[test]
