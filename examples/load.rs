@@ -4,6 +4,7 @@
 //! cargo run --release --example load                 # N=5000 C=20 U=50
 //! N=20000 C=50 cargo run --release --example load
 //! cargo run --release --example load -- --n 1000 --c 10 --u 5
+//! cargo build --release && BRIDGE_BIN=target/release/coder-slack-bridge cargo run --release --example load
 //! ```
 //!
 //! It starts the bridge with `App::build` on its own tokio runtime (threads named
@@ -627,12 +628,26 @@ fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, String
         .map_err(|e| format!("cannot start the {name} runtime: {e}"))
 }
 
+/// A bridge child process that is killed if the run ends early.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Returns whether every webhook was delivered.
 fn run(o: Options) -> Result<bool, String> {
     if o.log {
         coder_slack_bridge::telemetry::init_logging(LogFormat::Text);
     }
     let run_started = Instant::now();
+    // reqwest is built without a default crypto provider; the bridge installs ring.
+    coder_slack_bridge::slack::install_crypto_provider();
     let driver = runtime("driver-rt", o.driver_threads)?;
     let bridge = runtime("bridge-rt", o.bridge_threads)?;
 
@@ -656,12 +671,14 @@ fn run(o: Options) -> Result<bool, String> {
             .env("SLACK_API_URL", format!("http://{fake_addr}/api"))
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("CODER_URL", "https://coder.example.com")
-            .env("RUST_LOG", if o.log { "info" } else { "warn" })
+            // As operators run it: an info line per webhook, here to /dev/null.
+            .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        child = Some(process);
+        child = Some(KillOnDrop(Some(process)));
         let base = format!("http://127.0.0.1:{port}");
         webhook_url = format!("{base}/v1/webhook");
         let expected = format!("coder_slack_bridge_directory_users {}\n", o.u);
@@ -728,7 +745,7 @@ fn run(o: Options) -> Result<bool, String> {
         });
         warm?;
     }
-    let child_pid = child.as_ref().map(|c| c.id());
+    let child_pid = child.as_ref().and_then(|c| c.0.as_ref()).map(|c| c.id());
     // CPU of the bridge alone: the child process, or the bridge runtime's threads.
     let bridge_cpu = || match child_pid {
         Some(pid) => child_cpu(pid),
@@ -787,11 +804,14 @@ fn run(o: Options) -> Result<bool, String> {
                 })
                 .is_ok()
         }
-        (None, Some(mut child)) => {
-            // SAFETY: kill only sends a signal to our own child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            child.wait().is_ok_and(|status| status.success())
-        }
+        (None, Some(mut guard)) => match guard.0.take() {
+            Some(mut child) => {
+                // SAFETY: kill only sends a signal to our own child.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                child.wait().is_ok_and(|status| status.success())
+            }
+            None => true,
+        },
         (None, None) => true,
     };
     bridge.shutdown_timeout(Duration::from_secs(5));
@@ -805,7 +825,7 @@ fn run(o: Options) -> Result<bool, String> {
     );
     println!(
         "  setup: N={} webhooks, C={} concurrent, U={} users, {} warm-up webhooks not measured; \
-         sample {SAMPLE}; bridge runtime {} threads, driver+fake Slack runtime {} threads, {} CPUs; bridge logging {}",
+         sample {SAMPLE}; bridge runtime {} threads, driver+fake Slack runtime {} threads, {} CPUs; bridge {}",
         o.n,
         o.c,
         o.u,
@@ -813,7 +833,11 @@ fn run(o: Options) -> Result<bool, String> {
         o.bridge_threads,
         o.driver_threads,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if o.log { "on (RUST_LOG or info, stderr)" } else { "off (no subscriber)" },
+        match (&o.bridge_bin, o.log) {
+            (Some(bin), _) => format!("{} as a child process, logging at info to /dev/null", bin.display()),
+            (None, true) => "in-process, logging on (RUST_LOG or info, stderr)".to_owned(),
+            (None, false) => "in-process, logging off (no subscriber)".to_owned(),
+        },
     );
     println!(
         "  delivered:   {delivered}/{} (200 \"delivered\"){}",
@@ -839,25 +863,41 @@ fn run(o: Options) -> Result<bool, String> {
         ms(percentile(lat, 99.0)),
         ms(lat.last().copied().unwrap_or_default())
     );
-    println!(
-        "  CPU per DM:  {} whole process (getrusage user+sys: bridge + fake Slack + load client \
-         share this process, so an upper bound for the bridge)",
-        per_dm(process_cpu_used, delivered)
-    );
-    println!(
-        "               {} bridge runtime threads only (bridge-rt, /proc/self/task/*/schedstat); \
-         {} for the fake Slack, client and the rest",
-        per_dm(bridge_cpu_used, delivered),
-        per_dm(process_cpu_used.saturating_sub(bridge_cpu_used), delivered)
-    );
-    println!(
-        "  memory:      idle RSS {} (directory warm, before any webhook; VmHWM then {}), \
-         peak RSS {} (VmHWM), RSS after load {} — whole process, so upper bounds for the bridge",
-        mib(idle_rss),
-        mib(idle_hwm),
-        mib(peak_rss),
-        mib(end_rss)
-    );
+    if child_pid.is_some() {
+        println!(
+            "  CPU per DM:  {} bridge process (user+sys from /proc/PID/stat, 10 ms ticks); \
+             {} for the fake Slack and load client (this process)",
+            per_dm(bridge_cpu_used, delivered),
+            per_dm(process_cpu_used, delivered)
+        );
+        println!(
+            "  memory:      bridge process idle RSS {} (directory warm, before any webhook), \
+             peak RSS {} (VmHWM), RSS after load {}",
+            mib(idle_rss),
+            mib(peak_rss),
+            mib(end_rss)
+        );
+    } else {
+        println!(
+            "  CPU per DM:  {} whole process (getrusage user+sys: bridge + fake Slack + load client \
+             share this process, so an upper bound for the bridge)",
+            per_dm(process_cpu_used, delivered)
+        );
+        println!(
+            "               {} bridge runtime threads only (bridge-rt, /proc/self/task/*/schedstat); \
+             {} for the fake Slack, client and the rest",
+            per_dm(bridge_cpu_used, delivered),
+            per_dm(process_cpu_used.saturating_sub(bridge_cpu_used), delivered)
+        );
+        println!(
+            "  memory:      idle RSS {} (directory warm, before any webhook; VmHWM then {}), \
+             peak RSS {} (VmHWM), RSS after load {} — whole process, so upper bounds for the bridge",
+            mib(idle_rss),
+            mib(idle_hwm),
+            mib(peak_rss),
+            mib(end_rss)
+        );
+    }
     let per = |calls: u64| {
         if delivered == 0 {
             0.0
