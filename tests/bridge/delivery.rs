@@ -17,17 +17,7 @@ async fn bridge_with_bobby() -> (FakeSlack, Bridge) {
     slack.add_user("bobby@coder.com", "UBOBBY");
     let bridge = Bridge::start(config(settings(&slack))).await;
     bridge.wait_ready(200).await;
-    let directory = bridge
-        .app
-        .as_ref()
-        .and_then(|a| a.directory())
-        .expect("directory")
-        .clone();
-    wait_until(|| {
-        let d = directory.clone();
-        async move { d.len().await == 1 }
-    })
-    .await;
+    bridge.wait_for_directory(1).await;
     (slack, bridge)
 }
 
@@ -244,17 +234,7 @@ async fn forty_notifications_to_eight_users_cost_one_call_each() {
             calls.iter().any(|c| c.method == "users.list")
         })
         .await;
-    let directory = bridge
-        .app
-        .as_ref()
-        .and_then(|a| a.directory())
-        .expect("directory")
-        .clone();
-    wait_until(|| {
-        let d = directory.clone();
-        async move { d.len().await == 8 }
-    })
-    .await;
+    bridge.wait_for_directory(8).await;
 
     let bodies: Vec<_> = (0..40)
         .map(|i| workspace_deleted(&format!("USER{}@coder.com", i % 8)))
@@ -288,17 +268,7 @@ async fn a_directory_warmed_from_thousands_of_users_needs_no_lookups() {
         slack.add_user(&format!("person{i}@corp.example"), &format!("U{i:06}"));
     }
     let bridge = Bridge::start(config(settings(&slack))).await;
-    let directory = bridge
-        .app
-        .as_ref()
-        .and_then(|a| a.directory())
-        .expect("directory")
-        .clone();
-    wait_until(|| {
-        let d = directory.clone();
-        async move { d.len().await == 3500 }
-    })
-    .await;
+    bridge.wait_for_directory(3500).await;
     let pages = slack.calls_to("users.list");
     assert_eq!(pages.len(), 4, "1000 a page");
     assert!(pages.iter().all(|p| p.args["limit"] == "1000"));

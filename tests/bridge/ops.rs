@@ -309,17 +309,7 @@ async fn metrics_are_exported_after_traffic() {
     slack.add_user("bobby@coder.com", "UBOBBY");
     let bridge = Bridge::start(config(settings(&slack))).await;
     bridge.wait_ready(200).await;
-    let directory = bridge
-        .app
-        .as_ref()
-        .and_then(|a| a.directory())
-        .expect("directory")
-        .clone();
-    wait_until(|| {
-        let d = directory.clone();
-        async move { d.len().await == 1 }
-    })
-    .await;
+    bridge.wait_for_directory(1).await;
     let body = notification(
         sample("TemplateTestNotification.json.golden"),
         &fresh_id(),

@@ -502,6 +502,21 @@ impl Bridge {
         }
     }
 
+    /// Waits until the e-mail → user directory holds `users` people, or panics after 10 s.
+    pub async fn wait_for_directory(&self, users: u64) {
+        let directory = self
+            .app
+            .as_ref()
+            .and_then(|a| a.directory())
+            .expect("a directory (not a dry run)")
+            .clone();
+        wait_until(|| {
+            let d = directory.clone();
+            async move { d.len().await == users }
+        })
+        .await;
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(app) = self.app.take() {
