@@ -357,7 +357,9 @@ fn user_json(id: &str, email: &str) -> Value {
 #[derive(Clone)]
 pub struct FakeSocketMode {
     pub addr: SocketAddr,
-    drop_all: Arc<Notify>,
+    /// Bumped by `drop_all`; every connection open at that moment goes (a watch never misses
+    /// a change, whatever the connection was doing).
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
     pub accepted: Arc<Mutex<u32>>,
 }
 
@@ -367,15 +369,16 @@ impl FakeSocketMode {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let drop_all = Arc::new(Notify::new());
+        let generation = Arc::new(tokio::sync::watch::Sender::new(0u64));
         let accepted = Arc::new(Mutex::new(0));
-        let (d, a) = (drop_all.clone(), accepted.clone());
+        let (g, a) = (generation.clone(), accepted.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let drop_all = d.clone();
+                let mut drop_all = g.subscribe();
+                drop_all.mark_unchanged();
                 *a.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                 tokio::spawn(async move {
                     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
@@ -393,7 +396,7 @@ impl FakeSocketMode {
                     }
                     loop {
                         tokio::select! {
-                            _ = drop_all.notified() => return, // abrupt: no close frame
+                            _ = drop_all.changed() => return, // abrupt: no close frame
                             msg = ws.next() => if msg.is_none() { return },
                         }
                     }
@@ -402,7 +405,7 @@ impl FakeSocketMode {
         });
         FakeSocketMode {
             addr,
-            drop_all,
+            generation,
             accepted,
         }
     }
@@ -412,7 +415,7 @@ impl FakeSocketMode {
     }
 
     pub fn drop_all(&self) {
-        self.drop_all.notify_waiters();
+        self.generation.send_modify(|g| *g += 1);
     }
 }
 
