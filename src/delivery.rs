@@ -38,7 +38,7 @@ pub enum Answer {
     /// This request delivered it (or found it undeliverable).
     Fresh(Outcome),
     /// Another request with the same `msg_id` already did.
-    Duplicate(Outcome),
+    Duplicate,
 }
 
 /// Slack failed or rate-limited past the budget: Coder should try again later.
@@ -74,9 +74,13 @@ enum Route {
     },
 }
 
+/// What the dedupe store keeps per `msg_id`: that it was handled, nothing more.
+#[derive(Debug, Clone, Copy)]
+struct Handled;
+
 pub struct Delivery {
     route: Route,
-    delivered: Cache<String, Outcome>,
+    delivered: Cache<String, Handled>,
     permits: Semaphore,
     settings: Settings,
 }
@@ -105,16 +109,22 @@ impl Delivery {
     /// Delivers once per `msg_id`: a copy that arrives while the first is in flight waits
     /// for its outcome; a failure is not remembered, so Coder's retry tries again.
     pub async fn deliver(&self, notification: &Notification) -> Result<Answer, RetryLater> {
+        // Only that the id was handled is remembered (a byte); the full outcome goes to the
+        // request that did the work.
+        let mut fresh = None;
         let entry = self
             .delivered
             .entry_by_ref(&notification.msg_id)
-            .or_try_insert_with(self.deliver_once(notification))
+            .or_try_insert_with(async {
+                let outcome = self.deliver_once(notification).await?;
+                fresh = Some(outcome);
+                Ok::<_, RetryLater>(Handled)
+            })
             .await
             .map_err(|e| (*e).clone())?;
-        Ok(if entry.is_fresh() {
-            Answer::Fresh(entry.into_value())
-        } else {
-            Answer::Duplicate(entry.into_value())
+        Ok(match fresh {
+            Some(outcome) if entry.is_fresh() => Answer::Fresh(outcome),
+            _ => Answer::Duplicate,
         })
     }
 

@@ -196,7 +196,7 @@ async fn handle_webhook(
         }
     };
     let (label, response) = match result {
-        Ok(Answer::Duplicate(_)) => (
+        Ok(Answer::Duplicate) => (
             "duplicate",
             json_reply(StatusCode::OK, json!({"status": "duplicate"})),
         ),
