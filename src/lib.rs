@@ -109,7 +109,7 @@ impl App {
         let mut socket_mode = None;
         let delivery = if config.dry_run {
             tracing::warn!(
-                "DRY_RUN is on: notifications are rendered and logged, not sent to Slack"
+                "DRY_RUN is on: notifications are rendered, not sent to Slack (the log shows their shape; `preview` shows a whole message)"
             );
             Delivery::dry_run(settings)
         } else {
