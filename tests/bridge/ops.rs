@@ -547,3 +547,47 @@ async fn idle_half_open_and_slow_clients_do_not_block_real_requests() {
     drop(held);
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let slack = FakeSlack::start().await;
+    let mut command = bridge_command(&slack);
+    command
+        .env("LOG_FORMAT", "json")
+        .env("DRY_RUN", "1")
+        .env_remove("SLACK_BOT_TOKEN");
+    let mut child = command.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        let record: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            record["level"].is_string() && record["timestamp"].is_string(),
+            "{record}"
+        );
+        let listening = record["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("listening");
+        seen.push(record);
+        if listening {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|r| r["local_addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))),
+        "{seen:?}"
+    );
+    sigterm(&child).await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(status.success());
+}
