@@ -229,23 +229,12 @@ async fn forty_notifications_to_eight_users_cost_one_call_each() {
     }
     let bridge = Bridge::start(config(settings(&slack))).await;
     bridge.wait_ready(200).await;
-    slack
-        .wait_for("the directory sweep", |calls| {
-            calls.iter().any(|c| c.method == "users.list")
-        })
-        .await;
     bridge.wait_for_directory(8).await;
 
     let bodies: Vec<_> = (0..40)
         .map(|i| workspace_deleted(&format!("USER{}@coder.com", i % 8)))
         .collect();
-    let answers = futures_util::future::join_all(bodies.iter().map(|b| bridge.post(b))).await;
-    assert!(
-        answers
-            .iter()
-            .all(|(s, _, a)| *s == 200 && a["status"] == "delivered"),
-        "{answers:?}"
-    );
+    bridge.deliver_all(&bodies).await;
     let calls = slack.calls();
     let posts = calls
         .iter()
@@ -277,10 +266,7 @@ async fn a_directory_warmed_from_thousands_of_users_needs_no_lookups() {
     let bodies: Vec<_> = (0..200)
         .map(|i| workspace_deleted(&format!("person{}@corp.example", i * 17)))
         .collect();
-    let answers = futures_util::future::join_all(bodies.iter().map(|b| bridge.post(b))).await;
-    assert!(answers
-        .iter()
-        .all(|(s, _, a)| *s == 200 && a["status"] == "delivered"));
+    bridge.deliver_all(&bodies).await;
     assert_eq!(slack.calls_to("users.lookupByEmail").len(), 0);
     assert_eq!(slack.calls_to("chat.postMessage").len(), 200);
     // Deleted users and bots from the sweep are not in the directory.

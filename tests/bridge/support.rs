@@ -481,6 +481,18 @@ impl Bridge {
         (status, retry_after, json)
     }
 
+    /// POSTs every body at once and asserts each was answered `200 delivered`.
+    pub async fn deliver_all(&self, bodies: &[Value]) {
+        let answers = futures_util::future::join_all(bodies.iter().map(|b| self.post(b))).await;
+        for (status, _, answer) in &answers {
+            assert_eq!(
+                (*status, &answer["status"]),
+                (200, &json!("delivered")),
+                "{answer}"
+            );
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         let response = self.client.get(self.url(path)).send().await.expect("get");
         (
