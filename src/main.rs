@@ -49,36 +49,39 @@ fn main() -> ExitCode {
 
 async fn serve(settings: coder_slack_bridge::config::Settings) -> Result<(), String> {
     let config = settings.validate(Needs::Serve).map_err(|e| e.0)?;
+    // Listen for signals before anything starts, so a SIGTERM during start-up is a clean
+    // shutdown too rather than the default kill.
+    let signal = shutdown_signal()?;
     let app = App::build(config).await?;
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         shutdown.cancel();
     });
     app.run_until_stopped().await;
     Ok(())
 }
 
-/// SIGTERM (Kubernetes, systemd) or Ctrl-C.
-async fn wait_for_signal() {
+/// Resolves on SIGTERM (Kubernetes, systemd) or Ctrl-C; the handlers are installed at once.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+        let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+        let mut terminate = listen(SignalKind::terminate())?;
+        let mut interrupt = listen(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
