@@ -201,9 +201,15 @@ pub enum Needs {
 }
 
 impl Settings {
-    /// Settings with every default and nothing from the environment; for tests.
+    /// Settings with every default and nothing from the environment; for tests and tools.
     pub fn defaults() -> Self {
-        Cli::parse_from(["coder-slack-bridge"]).settings
+        use clap::{CommandFactory, FromArgMatches};
+        // The environment is left out, so tests see the same defaults on every machine.
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["coder-slack-bridge"]);
+        Cli::from_arg_matches(&matches)
+            .map(|cli| cli.settings)
+            .expect("the built-in defaults are valid settings")
     }
 
     pub fn validate(self, needs: Needs) -> Result<Config, ConfigError> {
@@ -426,6 +432,16 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("LISTEN_ADDR"));
+    }
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        // Only `defaults()` reads DIRECTORY_REFRESH in this test binary, so setting it here
+        // cannot disturb another test.
+        std::env::set_var("DIRECTORY_REFRESH", "2h");
+        let refresh = Settings::defaults().directory_refresh;
+        std::env::remove_var("DIRECTORY_REFRESH");
+        assert_eq!(refresh, "1h");
     }
 
     #[test]
