@@ -66,6 +66,23 @@ pub struct Settings {
     pub dedupe_capacity: u64,
 }
 
+impl Settings {
+    /// The delivery settings a validated configuration asks for.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Settings {
+            render: RenderOptions {
+                coder_url: config.coder_url.clone(),
+            },
+            fallback_channel: config.fallback_channel.clone(),
+            budget: config.delivery_timeout,
+            retry_base: config.tuning.retry_base_delay,
+            max_concurrent: config.tuning.max_concurrent_deliveries,
+            dedupe_ttl: config.tuning.dedupe_ttl,
+            dedupe_capacity: config.tuning.dedupe_capacity,
+        }
+    }
+}
+
 enum Route {
     DryRun,
     Slack {

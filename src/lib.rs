@@ -89,17 +89,7 @@ impl App {
         let metrics = Metrics::new();
         let shutdown = CancellationToken::new();
         let tuning = &config.tuning;
-        let settings = delivery::Settings {
-            render: render::RenderOptions {
-                coder_url: config.coder_url.clone(),
-            },
-            fallback_channel: config.fallback_channel.clone(),
-            budget: config.delivery_timeout,
-            retry_base: tuning.retry_base_delay,
-            max_concurrent: tuning.max_concurrent_deliveries,
-            dedupe_ttl: tuning.dedupe_ttl,
-            dedupe_capacity: tuning.dedupe_capacity,
-        };
+        let settings = delivery::Settings::from_config(&config);
         if config.coder_url.is_none() {
             tracing::warn!("CODER_URL is not set: buttons with relative URLs are left out");
         }

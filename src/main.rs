@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.settings).await,
             Command::Check => commands::check(cli.settings).await,
-            Command::Preview { file } => preview(&file),
+            Command::Preview { file } => preview(cli.settings, &file),
             Command::SendTest { email } => commands::send_test(cli.settings, &email).await,
         }
     });
@@ -85,7 +85,12 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     }
 }
 
-fn preview(file: &std::path::Path) -> Result<(), String> {
+fn preview(
+    settings: coder_slack_bridge::config::Settings,
+    file: &std::path::Path,
+) -> Result<(), String> {
+    // CODER_URL from the environment, `.env` or `--coder-url`, like every other setting.
+    let config = settings.validate(Needs::Nothing).map_err(|e| e.0)?;
     let mut body = Vec::new();
     if file.as_os_str() == "-" {
         std::io::stdin()
@@ -95,10 +100,10 @@ fn preview(file: &std::path::Path) -> Result<(), String> {
         body = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     }
     let notification = Notification::parse(&body, Some("preview")).map_err(|e| e.0)?;
-    let coder_url = std::env::var("CODER_URL")
-        .ok()
-        .and_then(|u| url::Url::parse(&u).ok());
-    let rendered = render::render(&notification, &render::RenderOptions { coder_url }, None);
+    let options = render::RenderOptions {
+        coder_url: config.coder_url,
+    };
+    let rendered = render::render(&notification, &options, None);
     for skipped in &rendered.skipped_actions {
         eprintln!(
             "note: button {} left out: {}",
@@ -230,16 +235,10 @@ mod commands {
         let delivery = Delivery::slack(
             api,
             directory,
+            // To the person or nowhere: a test send must not land in the fallback channel.
             delivery::Settings {
-                render: render::RenderOptions {
-                    coder_url: config.coder_url.clone(),
-                },
                 fallback_channel: None,
-                budget: config.delivery_timeout,
-                retry_base: config.tuning.retry_base_delay,
-                max_concurrent: 1,
-                dedupe_ttl: config.tuning.dedupe_ttl,
-                dedupe_capacity: 1,
+                ..delivery::Settings::from_config(&config)
             },
         );
         match delivery.deliver(&notification).await {

@@ -298,3 +298,29 @@ fn preview_prints_the_message_without_slack() {
     );
     assert_eq!(printed["unfurl_links"], false);
 }
+
+#[test]
+fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"))
+        .args(["preview", "--coder-url", "https://coder.example.com"])
+        .arg(&path)
+        .env_remove("CODER_URL")
+        .output()
+        .expect("run preview");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("preview prints JSON");
+    let actions = printed["blocks"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["type"] == "actions"))
+        .expect("an actions block");
+    assert_eq!(
+        actions["elements"][0]["url"],
+        "https://coder.example.com/changelog/2.30"
+    );
+}
