@@ -730,7 +730,7 @@ fn run(o: Options) -> Result<bool, String> {
         let warm = bridge.block_on(async {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let len = directory.len().await;
+                let len = directory.known_users().await;
                 if len == o.u as u64 && fake.counts.auth_test.load(Ordering::Relaxed) > 0 {
                     return Ok(());
                 }

@@ -156,7 +156,8 @@ pub struct Tuning {
     pub slack_call_timeout: Duration,
     /// First wait before retrying a failed Slack call (doubles, full jitter).
     pub retry_base_delay: Duration,
-    /// How long shutdown waits for deliveries in flight.
+    /// How long shutdown waits for requests and deliveries in flight; Socket Mode's close
+    /// frames get 3 s more, so a stop stays under 25 s (Kubernetes and systemd kill at 30 s).
     pub shutdown_grace: Duration,
     pub socket_mode: crate::socket_mode::Tuning,
 }
@@ -174,7 +175,7 @@ impl Default for Tuning {
             max_concurrent_requests: 128,
             slack_call_timeout: Duration::from_secs(10),
             retry_base_delay: Duration::from_millis(250),
-            shutdown_grace: Duration::from_secs(25),
+            shutdown_grace: Duration::from_secs(20),
             socket_mode: crate::socket_mode::Tuning::default(),
         }
     }

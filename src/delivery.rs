@@ -4,15 +4,21 @@
 
 use crate::coder::Notification;
 use crate::render::{self, RenderOptions};
+use crate::retry::Retry;
 use crate::slack::directory::Directory;
-use crate::slack::{ErrorClass, SlackApi, SlackError};
+use crate::slack::{ErrorClass, SlackApi, SlackError, METADATA_EVENT_TYPE};
+use crate::telemetry::Metrics;
 use moka::future::Cache;
+use moka::policy::EvictionPolicy;
 use serde::Serialize;
-use slack_morphism::prelude::SlackChannelId;
+use slack_morphism::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The final result of delivering one `msg_id`; remembered for retries and copies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,8 +57,6 @@ pub struct RetryLater {
 
 /// Retry-After suggested when Slack gave none; Coder waits 5 minutes between attempts anyway.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// Wait after a 429 that carried no Retry-After.
-const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
 /// The first wait of the backoff between failed calls is drawn under `retry_base`; never longer than this.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(8);
 
@@ -95,43 +99,95 @@ enum Route {
 #[derive(Debug, Clone, Copy)]
 struct Handled;
 
+/// A `msg_id` as a cache key: Coder's are UUIDs, kept as their 16 bytes; anything else
+/// (a hand-made test message) as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum MsgKey {
+    Uuid(u128),
+    Other(Arc<str>),
+}
+
+impl MsgKey {
+    fn of(msg_id: &str) -> Self {
+        match uuid::Uuid::try_parse(msg_id) {
+            Ok(id) => MsgKey::Uuid(id.as_u128()),
+            Err(_) => MsgKey::Other(msg_id.into()),
+        }
+    }
+}
+
+/// How long a post whose outcome is unknown is remembered, so that Coder's retries read
+/// the DM back first: Coder's five attempts span about 25 minutes.
+const UNSETTLED_TTL: Duration = Duration::from_secs(3600);
+/// Read-back starts this long before the first attempt, for clock skew between us and Slack.
+const READ_BACK_MARGIN: Duration = Duration::from_secs(120);
+
 pub struct Delivery {
     route: Route,
-    delivered: Cache<String, Handled>,
+    /// `msg_id`s handled in the dedupe window (delivered, undeliverable or dry run).
+    handled: Cache<MsgKey, Handled>,
+    /// Posts whose outcome is unknown (the answer was lost), with when the first started.
+    unsettled: Cache<MsgKey, SystemTime>,
+    /// Whether the log already said that reading a DM back is not possible.
+    read_back_unavailable: AtomicBool,
     permits: Semaphore,
     settings: Settings,
+    metrics: Metrics,
+    /// Once cancelled, deliveries stop retrying: a call in flight finishes, no new wait starts.
+    shutdown: CancellationToken,
 }
 
 impl Delivery {
-    pub fn dry_run(settings: Settings) -> Self {
-        Self::with_route(Route::DryRun, settings)
+    pub fn dry_run(settings: Settings, metrics: Metrics, shutdown: CancellationToken) -> Self {
+        Self::with_route(Route::DryRun, settings, metrics, shutdown)
     }
 
-    pub fn slack(api: Arc<SlackApi>, directory: Arc<Directory>, settings: Settings) -> Self {
-        Self::with_route(Route::Slack { api, directory }, settings)
+    pub fn slack(
+        api: Arc<SlackApi>,
+        directory: Arc<Directory>,
+        settings: Settings,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self::with_route(Route::Slack { api, directory }, settings, metrics, shutdown)
     }
 
-    fn with_route(route: Route, settings: Settings) -> Self {
+    fn with_route(
+        route: Route,
+        settings: Settings,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
         Delivery {
             route,
-            delivered: Cache::builder()
+            // Least recently used out first: a frequency-based admission policy could
+            // refuse to remember a new id, and a forgotten id is a double post.
+            handled: Cache::builder()
                 .max_capacity(settings.dedupe_capacity)
                 .time_to_live(settings.dedupe_ttl)
+                .eviction_policy(EvictionPolicy::lru())
                 .build(),
+            unsettled: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(UNSETTLED_TTL)
+                .build(),
+            read_back_unavailable: AtomicBool::new(false),
             permits: Semaphore::new(settings.max_concurrent),
             settings,
+            metrics,
+            shutdown,
         }
     }
 
     /// Delivers once per `msg_id`: a copy that arrives while the first is in flight waits
     /// for its outcome; a failure is not remembered, so Coder's retry tries again.
     pub async fn deliver(&self, notification: &Notification) -> Result<Answer, RetryLater> {
-        // Only that the id was handled is remembered (a byte); the full outcome goes to the
-        // request that did the work.
+        // Only that the id was handled is remembered; the full outcome goes to the request
+        // that did the work.
         let mut fresh = None;
         let entry = self
-            .delivered
-            .entry_by_ref(&notification.msg_id)
+            .handled
+            .entry(MsgKey::of(&notification.msg_id))
             .or_try_insert_with(async {
                 let outcome = self.deliver_once(notification).await?;
                 fresh = Some(outcome);
@@ -170,58 +226,189 @@ impl Delivery {
                 Ok(Outcome::DryRun)
             }
             Route::Slack { api, directory } => {
-                self.deliver_to_slack(api, directory, notification, deadline)
-                    .await
+                let to = Recipient {
+                    api,
+                    notification,
+                    deadline,
+                };
+                self.deliver_to_slack(directory, &to).await
             }
         }
     }
 
     async fn deliver_to_slack(
         &self,
-        api: &SlackApi,
         directory: &Directory,
-        notification: &Notification,
-        deadline: Instant,
+        to: &Recipient<'_>,
     ) -> Result<Outcome, RetryLater> {
+        let notification = to.notification;
         let user = self
-            .with_retries(deadline, || directory.resolve(&notification.user_email))
+            .retry(to.deadline)
+            .run(SlackError::verdict, || {
+                within(
+                    to.deadline,
+                    "users.lookupByEmail",
+                    directory.resolve(&notification.user_email),
+                )
+            })
             .await
             .map_err(|e| retry_later(&e))?;
         let Some(user) = user else {
             let reason = "users_not_found: no active Slack user has this e-mail address";
-            return self
-                .undeliverable(api, notification, reason, deadline)
-                .await;
+            return self.undeliverable(to, reason).await;
         };
         let rendered = render::render(notification, &self.settings.render, None);
         log_skipped(notification, &rendered.skipped_actions);
-        let request =
-            render::post_message_request(SlackChannelId(user.0.clone()), rendered.content);
-        match self
-            .with_retries(deadline, || api.post_message(&request))
-            .await
-        {
+        let request = post_request(
+            SlackChannelId(user.0.clone()),
+            rendered.content,
+            notification,
+        );
+        match self.post_exactly_once(to, &user, &request).await {
             Ok((channel, ts)) => Ok(Outcome::Delivered { channel, ts }),
+            Err(e) if e.class() == ErrorClass::BadMessage => {
+                self.deliver_plain_text(to, &user, &e).await
+            }
             Err(e) if e.class() == ErrorClass::Permanent => {
                 let reason = format!(
                     "{}: Slack will not deliver this message to the user",
                     e.code()
                 );
-                self.undeliverable(api, notification, &reason, deadline)
-                    .await
+                self.undeliverable(to, &reason).await
             }
             Err(e) => Err(retry_later(&e)),
         }
     }
 
-    /// The person cannot be reached: say so, and post to the fallback channel when there is one.
-    async fn undeliverable(
+    /// Slack refused the Block Kit message the bridge built: the bridge's fault, so the
+    /// person gets the same notification as plain text rather than being called unreachable.
+    async fn deliver_plain_text(
         &self,
-        api: &SlackApi,
-        notification: &Notification,
-        reason: &str,
-        deadline: Instant,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        refused: &SlackError,
     ) -> Result<Outcome, RetryLater> {
+        let notification = to.notification;
+        self.metrics.plain_text_fallbacks.inc();
+        tracing::error!(
+            msg_id = %notification.msg_id,
+            template = %notification.notification_name,
+            error = %refused,
+            "Slack refused the message the bridge built for this template; sending it as plain text (please report the template name)"
+        );
+        let content = render::plain_text(notification, &self.settings.render);
+        let request = post_request(SlackChannelId(user.0.clone()), content, notification);
+        match self.post_exactly_once(to, user, &request).await {
+            Ok((channel, ts)) => Ok(Outcome::Delivered { channel, ts }),
+            Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::BadMessage) => {
+                let reason = format!(
+                    "{}: Slack refused this message, even as plain text",
+                    e.code()
+                );
+                self.undeliverable(to, &reason).await
+            }
+            Err(e) => Err(retry_later(&e)),
+        }
+    }
+
+    /// Posts `request` to `user`'s DM, retrying within the deadline. When an earlier
+    /// attempt's outcome is unknown (its answer was lost, here or in an earlier webhook with
+    /// this `msg_id`), the DM is read back first so the message is not posted twice.
+    async fn post_exactly_once(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        request: &SlackApiChatPostMessageRequest,
+    ) -> Result<(String, String), SlackError> {
+        let key = MsgKey::of(&to.notification.msg_id);
+        let mut retry = self.retry(to.deadline);
+        loop {
+            let error = match self.post_attempt(to, user, &key, request).await {
+                Ok(posted) => return Ok(posted),
+                Err(e) => e,
+            };
+            if !retry.wait(error.verdict()).await {
+                return Err(error);
+            }
+        }
+    }
+
+    async fn post_attempt(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        key: &MsgKey,
+        request: &SlackApiChatPostMessageRequest,
+    ) -> Result<(String, String), SlackError> {
+        if let Some(first_attempt) = self.unsettled.get(key).await {
+            if let Some(found) = self.read_back(to, user, first_attempt).await? {
+                self.unsettled.invalidate(key).await;
+                return Ok(found);
+            }
+        }
+        let started = SystemTime::now();
+        match within(
+            to.deadline,
+            "chat.postMessage",
+            to.api.post_message(request),
+        )
+        .await
+        {
+            Ok(posted) => {
+                self.unsettled.invalidate(key).await;
+                Ok(posted)
+            }
+            Err(e) if e.outcome_unknown() => {
+                // The earliest attempt bounds the read-back.
+                self.unsettled.get_with_by_ref(key, async { started }).await;
+                tracing::warn!(msg_id = %to.notification.msg_id, error = %e, "the outcome of a post is unknown; the DM is read back before posting again");
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The message with this notification's `msg_id` in `user`'s DM, posted since shortly
+    /// before `first_attempt`. `Ok(None)` when it is not there, or when the bot token lacks
+    /// the scopes to look (then the message is posted again, as without read-back).
+    async fn read_back(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        first_attempt: SystemTime,
+    ) -> Result<Option<(String, String)>, SlackError> {
+        let msg_id = &to.notification.msg_id;
+        let found = async {
+            let dm = within(to.deadline, "conversations.open", to.api.open_dm(user)).await?;
+            let oldest = slack_ts(first_attempt - READ_BACK_MARGIN);
+            let ts = within(
+                to.deadline,
+                "conversations.history",
+                to.api.find_notification(&dm, &oldest, msg_id),
+            )
+            .await?;
+            Ok::<_, SlackError>(ts.map(|ts| (dm, ts)))
+        }
+        .await;
+        match found {
+            Ok(Some(posted)) => {
+                tracing::info!(%msg_id, "the post whose answer was lost is in the DM; not posting again");
+                Ok(Some(posted))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if e.code() == "missing_scope" => {
+                if !self.read_back_unavailable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cannot read DMs back (add the bot scopes im:write and im:history): a post whose answer is lost is posted again, so the person may see it twice");
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The person cannot be reached: say so, and post to the fallback channel when there is one.
+    async fn undeliverable(&self, to: &Recipient<'_>, reason: &str) -> Result<Outcome, RetryLater> {
+        let notification = to.notification;
         tracing::warn!(msg_id = %notification.msg_id, template = %notification.notification_name, reason, "notification is undeliverable");
         let Some(channel) = &self.settings.fallback_channel else {
             return Ok(Outcome::Undeliverable {
@@ -235,17 +422,27 @@ impl Delivery {
             reason.split(':').next().unwrap_or(reason)
         );
         let rendered = render::render(notification, &self.settings.render, Some(&note));
-        let request =
-            render::post_message_request(SlackChannelId(channel.clone()), rendered.content);
-        match self
-            .with_retries(deadline, || api.post_message(&request))
-            .await
-        {
+        let request = post_request(
+            SlackChannelId(channel.clone()),
+            rendered.content,
+            notification,
+        );
+        let posted = self
+            .retry(to.deadline)
+            .run(SlackError::verdict, || {
+                within(
+                    to.deadline,
+                    "chat.postMessage",
+                    to.api.post_message(&request),
+                )
+            })
+            .await;
+        match posted {
             Ok(_) => Ok(Outcome::Undeliverable {
                 reason: reason.to_owned(),
                 fallback_channel: Some(channel.clone()),
             }),
-            Err(e) if e.class() == ErrorClass::Permanent => {
+            Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::BadMessage) => {
                 tracing::error!(error = %e, "cannot post to FALLBACK_CHANNEL {channel}: invite the app to it or fix the setting");
                 Ok(Outcome::Undeliverable {
                     reason: format!("{reason}; FALLBACK_CHANNEL failed too: {}", e.code()),
@@ -256,31 +453,60 @@ impl Delivery {
         }
     }
 
-    /// Calls Slack until it answers, a permanent or configuration error comes back, or the
-    /// next wait would pass `deadline`. 429s wait their `Retry-After`; other failures back off.
-    async fn with_retries<T, F, Fut>(&self, deadline: Instant, mut call: F) -> Result<T, SlackError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, SlackError>>,
-    {
-        let mut backoff = crate::backoff::Backoff::new(self.settings.retry_base, MAX_RETRY_WAIT);
-        loop {
-            let error = match call().await {
-                Ok(value) => return Ok(value),
-                Err(e) => e,
-            };
-            let wait = match error.class() {
-                ErrorClass::RateLimited(after) => after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
-                ErrorClass::Transient => backoff.next_delay(),
-                ErrorClass::Permanent | ErrorClass::Configuration => return Err(error),
-            };
-            if Instant::now() + wait >= deadline {
-                return Err(error);
-            }
-            tracing::debug!(error = %error, wait_ms = wait.as_millis() as u64, "slack call will be retried");
-            tokio::time::sleep(wait).await;
-        }
+    /// The retry policy of every Slack call a delivery makes: backoff from `retry_base`,
+    /// no wait past the delivery's deadline, none after shutdown began.
+    fn retry(&self, deadline: Instant) -> Retry {
+        Retry::new(self.settings.retry_base, MAX_RETRY_WAIT)
+            .deadline(deadline)
+            .until(self.shutdown.clone())
     }
+}
+
+/// One delivery's way to one person, and the time it has.
+struct Recipient<'a> {
+    api: &'a SlackApi,
+    notification: &'a Notification,
+    deadline: Instant,
+}
+
+/// chat.postMessage arguments for a notification: the rendered content, with the `msg_id`
+/// in the message's metadata so the message can be found again.
+pub fn post_request(
+    channel: SlackChannelId,
+    content: SlackMessageContent,
+    notification: &Notification,
+) -> SlackApiChatPostMessageRequest {
+    let payload = HashMap::from([("msg_id".to_owned(), notification.msg_id.clone())]);
+    let metadata =
+        SlackMessageMetadata::new(METADATA_EVENT_TYPE.to_owned()).with_event_payload(payload);
+    render::post_message_request(channel, content.with_metadata(metadata))
+}
+
+/// A Slack call bounded by `deadline` as well as by the client's own call timeout: the
+/// webhook's answer never waits for a call started just before the budget ran out.
+async fn within<T>(
+    deadline: Instant,
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, SlackError>>,
+) -> Result<T, SlackError> {
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SlackError::Transport {
+                method,
+                detail: "no answer before DELIVERY_TIMEOUT ran out".into(),
+            })
+        })
+}
+
+/// A Slack timestamp (`seconds.micros`) for a moment.
+fn slack_ts(at: SystemTime) -> String {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!(
+        "{}.{:06}",
+        since_epoch.as_secs(),
+        since_epoch.subsec_micros()
+    )
 }
 
 fn log_skipped(notification: &Notification, skipped: &[render::SkippedAction]) {
@@ -292,14 +518,14 @@ fn log_skipped(notification: &Notification, skipped: &[render::SkippedAction]) {
 /// A Slack failure that retrying later may fix; configuration errors are logged with the fix.
 fn retry_later(error: &SlackError) -> RetryLater {
     let retry_after = match error.class() {
-        ErrorClass::RateLimited(Some(after)) => after.max(Duration::from_secs(1)),
+        ErrorClass::RateLimited(Some(after)) => after,
         _ => DEFAULT_RETRY_AFTER,
     };
     match error.remedy() {
         Some(remedy) if error.class() == ErrorClass::Configuration => {
             tracing::error!(error = %error, "Slack refused the call: {remedy}");
         }
-        _ => tracing::warn!(error = %error, "Slack call failed; Coder will retry"),
+        _ => tracing::warn!(error = %error, "Slack call failed"),
     }
     RetryLater {
         reason: format!("slack: {error}"),

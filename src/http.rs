@@ -82,16 +82,20 @@ async fn rejection(rejection: warp::Rejection) -> Result<Response, Infallible> {
 }
 
 fn readyz(state: &AppState) -> Response {
-    let (ready, reason) = state.readiness();
-    let status = if ready {
+    let readiness = state.readiness();
+    let status = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json_reply(
-        status,
-        json!({ "status": if ready { "ready" } else { "not_ready" }, "reason": reason }),
-    )
+    let mut body = json!({
+        "status": if readiness.ready { "ready" } else { "not_ready" },
+        "reason": readiness.reason,
+    });
+    if let Some(socket_mode) = readiness.socket_mode {
+        body["socket_mode"] = json!(socket_mode);
+    }
+    json_reply(status, body)
 }
 
 async fn webhook(

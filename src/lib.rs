@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 pub mod http;
 pub mod render;
+pub mod retry;
 mod server;
 pub mod slack;
 pub mod socket_mode;
@@ -21,7 +22,7 @@ use delivery::Delivery;
 use secrecy::SecretString;
 use slack::directory::Directory;
 use slack::{ErrorClass, SlackApi};
-use socket_mode::{DefaultHandler, SocketMode, SocketModeConfig};
+use socket_mode::{DefaultHandler, SocketMode, SocketModeConfig, SocketModeState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,9 @@ use telemetry::Metrics;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Time Socket Mode's close frames get at shutdown, after the grace period for deliveries.
+const SOCKET_MODE_CLOSE_BUDGET: Duration = Duration::from_secs(3);
 
 /// What the HTTP handlers share.
 pub struct AppState {
@@ -42,33 +46,42 @@ pub struct AppState {
     pub request_slots: tokio::sync::Semaphore,
     pub body_read_timeout: Duration,
     dry_run: bool,
-    slack_verified: AtomicBool,
+    /// Set by the auth check once `auth.test` accepted the bot token.
+    slack_verified: Arc<AtomicBool>,
     socket_mode: Mutex<Option<SocketMode>>,
-    socket_mode_on: bool,
+}
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Readiness {
+    /// Whether the bridge can deliver DMs.
+    pub ready: bool,
+    pub reason: &'static str,
+    /// Socket Mode's connections, when it is on. Reported, but not part of `ready`: DMs go
+    /// out without it, so an outage must not take the only replica out of service.
+    pub socket_mode: Option<SocketModeState>,
 }
 
 impl AppState {
-    /// Ready when the bot token was verified and, with Socket Mode on, a connection has had
-    /// `hello`. Returns the reason when not.
-    pub fn readiness(&self) -> (bool, &'static str) {
-        if self.dry_run {
-            return (true, "dry run: Slack is not contacted");
+    /// Ready when the bot token was verified (dry run: always).
+    pub fn readiness(&self) -> Readiness {
+        let socket_mode = self
+            .socket_mode
+            .lock()
+            .ok()
+            .and_then(|guard| guard.as_ref().map(SocketMode::state));
+        let (ready, reason) = if self.dry_run {
+            (true, "dry run: Slack is not contacted")
+        } else if !self.slack_verified.load(Ordering::Acquire) {
+            (false, "SLACK_BOT_TOKEN not verified yet (auth.test)")
+        } else {
+            (true, "ok")
+        };
+        Readiness {
+            ready,
+            reason,
+            socket_mode,
         }
-        if !self.slack_verified.load(Ordering::Acquire) {
-            return (false, "SLACK_BOT_TOKEN not verified yet (auth.test)");
-        }
-        if self.socket_mode_on {
-            let open = self
-                .socket_mode
-                .lock()
-                .ok()
-                .and_then(|guard| guard.as_ref().map(|s| s.state().connections_open))
-                .unwrap_or(0);
-            if open == 0 {
-                return (false, "no Socket Mode connection is open");
-            }
-        }
-        (true, "ok")
     }
 }
 
@@ -95,13 +108,14 @@ impl App {
         }
 
         let mut background = Vec::new();
+        let slack_verified = Arc::new(AtomicBool::new(false));
         let mut directory = None;
         let mut socket_mode = None;
         let delivery = if config.dry_run {
             tracing::warn!(
                 "DRY_RUN is on: notifications are rendered, not sent to Slack (the log shows their shape; `preview` shows a whole message)"
             );
-            Delivery::dry_run(settings)
+            Delivery::dry_run(settings, metrics.clone(), shutdown.clone())
         } else {
             let api = Arc::new(SlackApi::new(
                 &config.slack_api_url,
@@ -113,6 +127,7 @@ impl App {
             let dir = Arc::new(Directory::new(
                 api.clone(),
                 tuning.negative_cache_ttl,
+                config.directory_refresh.saturating_mul(2),
                 metrics.clone(),
             ));
             background.push(
@@ -137,10 +152,14 @@ impl App {
                 );
             }
             directory = Some(dir.clone());
-            Delivery::slack(api, dir, settings)
+            background.push(spawn_auth_check(
+                api.clone(),
+                slack_verified.clone(),
+                shutdown.clone(),
+            ));
+            Delivery::slack(api, dir, settings, metrics.clone(), shutdown.clone())
         };
 
-        let socket_mode_on = socket_mode.is_some();
         let state = Arc::new(AppState {
             metrics,
             delivery: Arc::new(delivery),
@@ -149,17 +168,9 @@ impl App {
             request_slots: tokio::sync::Semaphore::new(tuning.max_concurrent_requests),
             body_read_timeout: tuning.body_read_timeout,
             dry_run: config.dry_run,
-            slack_verified: AtomicBool::new(false),
+            slack_verified,
             socket_mode: Mutex::new(socket_mode),
-            socket_mode_on,
         });
-        if let Some(dir) = &directory {
-            background.push(spawn_auth_check(
-                dir.api().clone(),
-                state.clone(),
-                shutdown.clone(),
-            ));
-        }
 
         let listener = tokio::net::TcpListener::bind(config.listen_addr)
             .await
@@ -207,17 +218,26 @@ impl App {
     }
 
     /// Runs until the shutdown token is cancelled, then stops accepting, lets deliveries in
-    /// flight finish (bounded by the grace period) and closes Socket Mode cleanly.
+    /// flight finish (they stop retrying; all of it bounded by the grace period) and closes
+    /// Socket Mode with close frames (bounded too), so the whole stop stays under the 30 s
+    /// that Kubernetes and systemd give before they kill.
     pub async fn run_until_stopped(self) {
         self.shutdown.cancelled().await;
         tracing::info!("shutting down: finishing deliveries in flight");
-        let _ = self.server.await;
-        self.state.tasks.close();
-        if tokio::time::timeout(self.grace, self.state.tasks.wait())
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let mut server = self.server;
+        if tokio::time::timeout_at(deadline, &mut server)
             .await
             .is_err()
         {
-            tracing::warn!("deliveries still in flight after the grace period were abandoned");
+            server.abort();
+        }
+        self.state.tasks.close();
+        if tokio::time::timeout_at(deadline, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("deliveries still in flight after the grace period were abandoned; Coder retries them");
         }
         let socket_mode = self
             .state
@@ -226,7 +246,12 @@ impl App {
             .ok()
             .and_then(|mut g| g.take());
         if let Some(socket_mode) = socket_mode {
-            socket_mode.join().await;
+            if tokio::time::timeout(SOCKET_MODE_CLOSE_BUDGET, socket_mode.join())
+                .await
+                .is_err()
+            {
+                tracing::warn!("Socket Mode connections did not close in time");
+            }
         }
         for task in self.background {
             task.abort();
@@ -238,19 +263,21 @@ impl App {
 /// Verifies the bot token with `auth.test` until it works, for `/readyz`.
 fn spawn_auth_check(
     api: Arc<SlackApi>,
-    state: Arc<AppState>,
+    verified: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut backoff = backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        loop {
-            let wait = match api.auth_test().await {
-                Ok(info) => {
-                    tracing::info!(team = %info.team, bot = %info.user, "Slack bot token verified");
-                    state.slack_verified.store(true, Ordering::Release);
-                    return;
-                }
-                Err(e) => {
+        let retry =
+            retry::Retry::new(Duration::from_secs(1), Duration::from_secs(60)).until(shutdown);
+        // Even a refused token is tried again (slowly): the log says what to fix meanwhile.
+        let keep_trying = |e: &slack::SlackError| match e.verdict() {
+            retry::Verdict::Stop => retry::Verdict::Backoff,
+            verdict => verdict,
+        };
+        let checked = retry
+            .run(keep_trying, || async {
+                let result = api.auth_test().await;
+                if let Err(e) = &result {
                     match (e.class(), e.remedy()) {
                         (ErrorClass::Configuration, Some(remedy)) => {
                             tracing::error!(error = %e, "Slack rejected the bot token: {remedy}")
@@ -259,13 +286,13 @@ fn spawn_auth_check(
                             tracing::warn!(error = %e, "cannot reach Slack to verify the bot token; retrying")
                         }
                     }
-                    backoff.next_delay()
                 }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
+                result
+            })
+            .await;
+        if let Ok(info) = checked {
+            tracing::info!(team = %info.team, bot = %info.user, "Slack bot token verified");
+            verified.store(true, Ordering::Release);
         }
     })
 }

@@ -111,9 +111,10 @@ fn preview(
         );
     }
     let channel = format!("<Slack user ID of {}>", notification.user_email);
-    let request = render::post_message_request(
+    let request = coder_slack_bridge::delivery::post_request(
         slack_morphism::prelude::SlackChannelId(channel),
         rendered.content,
+        &notification,
     );
     let json = serde_json::to_string_pretty(&request).map_err(|e| e.to_string())?;
     println!("{json}");
@@ -230,7 +231,8 @@ mod commands {
         let directory = std::sync::Arc::new(Directory::new(
             api.clone(),
             config.tuning.negative_cache_ttl,
-            metrics,
+            config.directory_refresh.saturating_mul(2),
+            metrics.clone(),
         ));
         let delivery = Delivery::slack(
             api,
@@ -240,6 +242,8 @@ mod commands {
                 fallback_channel: None,
                 ..delivery::Settings::from_config(&config)
             },
+            metrics,
+            tokio_util::sync::CancellationToken::new(),
         );
         match delivery.deliver(&notification).await {
             Ok(Answer::Fresh(Outcome::Delivered { channel, ts })) => {

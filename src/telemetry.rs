@@ -67,6 +67,7 @@ pub struct Metrics {
     pub socket_reconnects: Counter,
     pub socket_envelopes_acked: Family<EnvelopeLabels, Counter>,
     pub block_actions: Counter,
+    pub plain_text_fallbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -140,6 +141,12 @@ impl Metrics {
             "Button clicks received over Socket Mode",
             block_actions.clone(),
         );
+        let plain_text_fallbacks = Counter::default();
+        registry.register(
+            "plain_text_fallbacks",
+            "Messages Slack refused as built (invalid_blocks, msg_too_long, …) and sent again as plain text",
+            plain_text_fallbacks.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             webhooks,
@@ -152,6 +159,7 @@ impl Metrics {
             socket_reconnects,
             socket_envelopes_acked,
             block_actions,
+            plain_text_fallbacks,
         }
     }
 

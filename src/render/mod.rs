@@ -5,6 +5,9 @@
 //! [`check_limits`] verifies them on any rendered message.
 
 pub mod mrkdwn;
+mod plain;
+
+pub use plain::plain_text;
 
 use crate::coder::Notification;
 use mrkdwn::{byte_index_of_char, cut_escaped, entity_safe, escape, markdown_to_mrkdwn};

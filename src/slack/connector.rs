@@ -82,13 +82,18 @@ where
     }
 }
 
-/// Slack's `Retry-After`: whole seconds.
+/// The shortest wait a `Retry-After` asks for: `0` would make a tight loop.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest: a huge value would overflow `Instant` arithmetic, and no caller waits longer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Slack's `Retry-After` (whole seconds), clamped to [`MIN_RETRY_AFTER`, `MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        .map(|seconds| Duration::from_secs(seconds).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER))
 }
 
 fn protocol_error(json_error: serde_json::Error, body: String) -> SlackClientError {
@@ -197,5 +202,28 @@ impl SlackClientHttpConnector for ReqwestConnector {
         RS: for<'de> serde::de::Deserialize<'de> + Send + 'a,
     {
         unsupported("binary upload")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_retry_after(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, value.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn retry_after_is_clamped_where_it_is_parsed() {
+        let parse = |v: &str| retry_after(&with_retry_after(v));
+        assert_eq!(parse("0"), Some(MIN_RETRY_AFTER));
+        assert_eq!(parse("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+        // The clamped value can be added to any instant.
+        let _ = std::time::Instant::now() + parse("99999999999").unwrap_or_default();
     }
 }

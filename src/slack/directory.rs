@@ -3,6 +3,7 @@
 //! `users.lookupByEmail`, and an address Slack does not know is remembered briefly.
 
 use super::{SlackApi, SlackError};
+use crate::retry::Retry;
 use crate::telemetry::{LookupLabels, Metrics};
 use moka::future::Cache;
 use slack_morphism::prelude::SlackUserId;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 const PAGE_SIZE: u16 = 1000;
 /// More than any workspace has; bounds memory if Slack misbehaves.
 const MAX_USERS: u64 = 2_000_000;
-/// Times one page is retried (after a 429's wait, or a transient error) before a sweep gives up.
+/// Attempts at one page (after a 429's wait, or a transient error) before a sweep gives up.
 const PAGE_ATTEMPTS: u32 = 5;
 
 #[derive(Debug)]
@@ -33,20 +34,27 @@ enum Miss {
 }
 
 impl Directory {
-    pub fn new(api: Arc<SlackApi>, negative_ttl: Duration, metrics: Metrics) -> Self {
+    /// `entry_ttl` bounds how long a learned address is trusted without being seen again in
+    /// a sweep or a lookup: if sweeps keep failing, an address reassigned in Slack must not
+    /// keep going to its previous owner.
+    pub fn new(
+        api: Arc<SlackApi>,
+        negative_ttl: Duration,
+        entry_ttl: Duration,
+        metrics: Metrics,
+    ) -> Self {
         Directory {
             api,
-            users: Cache::builder().max_capacity(MAX_USERS).build(),
+            users: Cache::builder()
+                .max_capacity(MAX_USERS)
+                .time_to_live(entry_ttl)
+                .build(),
             unknown: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(negative_ttl)
                 .build(),
             metrics,
         }
-    }
-
-    pub fn api(&self) -> &Arc<SlackApi> {
-        &self.api
     }
 
     /// The Slack user with this address; `Ok(None)` when Slack has nobody active with it.
@@ -102,13 +110,9 @@ impl Directory {
     }
 
     /// Known users (approximate while the cache settles).
-    pub async fn len(&self) -> u64 {
+    pub async fn known_users(&self) -> u64 {
         self.users.run_pending_tasks().await;
         self.users.entry_count()
-    }
-
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
     }
 
     /// One sweep of `users.list`, page by page. Returns how many active users it saw.
@@ -139,27 +143,12 @@ impl Directory {
         &self,
         cursor: Option<String>,
     ) -> Result<(Vec<(String, SlackUserId)>, Vec<String>, Option<String>), SlackError> {
-        let mut backoff =
-            crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let mut attempt = 1;
-        loop {
-            match self.api.users_list_page(cursor.clone(), PAGE_SIZE).await {
-                Ok(page) => return Ok(page),
-                Err(e) if attempt < PAGE_ATTEMPTS => {
-                    let wait = match &e {
-                        SlackError::RateLimited { retry_after, .. } => {
-                            retry_after.unwrap_or(Duration::from_secs(30))
-                        }
-                        _ if e.class() == super::ErrorClass::Transient => backoff.next_delay(),
-                        _ => return Err(e),
-                    };
-                    tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "users.list page will be retried");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        Retry::new(Duration::from_secs(1), Duration::from_secs(30))
+            .attempts(PAGE_ATTEMPTS)
+            .run(SlackError::verdict, || {
+                self.api.users_list_page(cursor.clone(), PAGE_SIZE)
+            })
+            .await
     }
 
     /// Sweeps now and then every `every`, until `shutdown`.

@@ -4,8 +4,9 @@
 mod connector;
 pub mod directory;
 
-pub use connector::ReqwestConnector;
+pub use connector::{ReqwestConnector, MAX_RETRY_AFTER, MIN_RETRY_AFTER};
 
+use crate::retry::Verdict;
 use crate::socket_mode::{OpenConnection, OpenError};
 use crate::telemetry::{MethodLabels, Metrics, SlackCallLabels};
 use futures_util::future::{BoxFuture, FutureExt};
@@ -28,8 +29,10 @@ pub fn install_crypto_provider() {
 /// How a failed call should be treated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Retrying cannot help: the person cannot be messaged (or the message is malformed).
+    /// Retrying cannot help: the person cannot be messaged.
     Permanent,
+    /// Slack refused the message as built: the bridge's fault, not the person's.
+    BadMessage,
     /// A setting must be fixed by an administrator; retrying later may work.
     Configuration,
     /// Slack said to wait this long.
@@ -82,13 +85,20 @@ const PERMANENT_CODES: &[&str] = &[
     "user_disabled",
     "is_archived",
     "user_not_visible",
+    "restricted_action",
+    "not_in_channel",
+];
+
+/// Slack error codes that mean the bridge built a message Slack will not take.
+const BAD_MESSAGE_CODES: &[&str] = &[
     "invalid_blocks",
     "invalid_blocks_format",
     "msg_too_long",
     "no_text",
     "too_many_attachments",
-    "restricted_action",
-    "not_in_channel",
+    "invalid_metadata_format",
+    "invalid_metadata_schema",
+    "metadata_too_large",
 ];
 
 /// Slack error codes that name something an administrator must fix.
@@ -113,12 +123,38 @@ impl SlackError {
             SlackError::Api { code, .. } if PERMANENT_CODES.contains(&code.as_str()) => {
                 ErrorClass::Permanent
             }
+            SlackError::Api { code, .. } if BAD_MESSAGE_CODES.contains(&code.as_str()) => {
+                ErrorClass::BadMessage
+            }
             SlackError::Api { code, .. } if CONFIGURATION_CODES.contains(&code.as_str()) => {
                 ErrorClass::Configuration
             }
             SlackError::NoToken { .. } => ErrorClass::Configuration,
             SlackError::RateLimited { retry_after, .. } => ErrorClass::RateLimited(*retry_after),
             _ => ErrorClass::Transient,
+        }
+    }
+
+    /// Whether another attempt can help, and when: a 429's `Retry-After` (clamped where it
+    /// is parsed), backoff for outages, never for answers that will not change.
+    pub fn verdict(&self) -> Verdict {
+        match self.class() {
+            ErrorClass::RateLimited(after) => Verdict::After(after.unwrap_or(MIN_RETRY_AFTER)),
+            ErrorClass::Transient => Verdict::Backoff,
+            ErrorClass::Permanent | ErrorClass::BadMessage | ErrorClass::Configuration => {
+                Verdict::Stop
+            }
+        }
+    }
+
+    /// Whether Slack may have done what was asked although no answer said so: the request
+    /// may have arrived before the connection failed, the timeout struck or an edge proxy
+    /// answered 5xx. An error code or a 429 is Slack's own answer, so the outcome is known.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            SlackError::Transport { .. } | SlackError::Protocol { .. } => true,
+            SlackError::Http { status, .. } => *status >= 500,
+            _ => false,
         }
     }
 
@@ -167,6 +203,56 @@ struct PostedMessage {
     channel: String,
     ts: String,
 }
+
+/// The `event_type` of the metadata every notification carries, with its `msg_id` in
+/// `event_payload`, so a DM can be searched for a post whose answer was lost.
+pub const METADATA_EVENT_TYPE: &str = "coder_notification";
+
+#[derive(serde::Serialize)]
+struct OpenDmRequest<'a> {
+    users: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+struct OpenedDm {
+    channel: ChannelRef,
+}
+
+#[derive(serde::Deserialize)]
+struct ChannelRef {
+    id: String,
+}
+
+/// Only what a read-back needs of `conversations.history`: blocks of any shape must not
+/// break the parse.
+#[derive(serde::Deserialize)]
+struct History {
+    #[serde(default)]
+    messages: Vec<HistoryMessage>,
+    response_metadata: Option<HistoryCursor>,
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryMessage {
+    ts: String,
+    metadata: Option<HistoryMetadata>,
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryMetadata {
+    event_type: String,
+    #[serde(default)]
+    event_payload: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryCursor {
+    next_cursor: Option<String>,
+}
+
+/// Pages of history read when looking for one message: a DM gets few messages in the
+/// minutes a read-back covers.
+const HISTORY_PAGES: usize = 5;
 
 /// What `auth.test` says of the bot token.
 #[derive(Debug, Clone)]
@@ -261,6 +347,81 @@ impl SlackApi {
             .await;
         self.finish(METHOD, started, result)
             .map(|r| (r.channel, r.ts))
+    }
+
+    /// `conversations.open` for a user ID: the `D…` ID of the app's DM with that person.
+    pub async fn open_dm(&self, user: &SlackUserId) -> Result<String, SlackError> {
+        const METHOD: &str = "conversations.open";
+        let token = self.bot_token(METHOD)?;
+        let started = Instant::now();
+        let request = OpenDmRequest { users: &user.0 };
+        let result: Result<OpenedDm, _> = self
+            .client
+            .open_session(token)
+            .http_session_api
+            .http_post(METHOD, &request, None)
+            .await;
+        self.finish(METHOD, started, result).map(|r| r.channel.id)
+    }
+
+    /// Looks in `channel` for a message posted at or after `oldest` (a Slack timestamp)
+    /// whose metadata names `msg_id`; returns its `ts`.
+    pub async fn find_notification(
+        &self,
+        channel: &str,
+        oldest: &str,
+        msg_id: &str,
+    ) -> Result<Option<String>, SlackError> {
+        let mut cursor: Option<String> = None;
+        for _ in 0..HISTORY_PAGES {
+            let history = self
+                .history_page(channel, oldest, cursor.as_deref())
+                .await?;
+            let found = history.messages.into_iter().find(|m| {
+                m.metadata.as_ref().is_some_and(|meta| {
+                    meta.event_type == METADATA_EVENT_TYPE
+                        && meta.event_payload.get("msg_id").and_then(|v| v.as_str()) == Some(msg_id)
+                })
+            });
+            if let Some(message) = found {
+                return Ok(Some(message.ts));
+            }
+            cursor = history
+                .response_metadata
+                .and_then(|m| m.next_cursor)
+                .filter(|c| !c.is_empty());
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn history_page(
+        &self,
+        channel: &str,
+        oldest: &str,
+        cursor: Option<&str>,
+    ) -> Result<History, SlackError> {
+        const METHOD: &str = "conversations.history";
+        let token = self.bot_token(METHOD)?;
+        let started = Instant::now();
+        // A read method: Slack takes its arguments as a query, not as JSON.
+        let params = [
+            ("channel", Some(channel)),
+            ("oldest", Some(oldest)),
+            ("inclusive", Some("true")),
+            ("include_all_metadata", Some("true")),
+            ("limit", Some("100")),
+            ("cursor", cursor),
+        ];
+        let result: Result<History, _> = self
+            .client
+            .open_session(token)
+            .http_session_api
+            .http_get(METHOD, &params, None)
+            .await;
+        self.finish(METHOD, started, result)
     }
 
     /// `users.lookupByEmail`; `Ok(None)` when Slack has no active user with that address.

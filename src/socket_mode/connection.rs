@@ -21,6 +21,8 @@ use tracing::Instrument as _;
 
 /// What every connection of one supervisor shares.
 pub(crate) struct Shared {
+    /// Cancelled when Socket Mode stops.
+    pub stop: tokio_util::sync::CancellationToken,
     pub handler: Arc<dyn EnvelopeHandler>,
     pub metrics: Metrics,
     pub tuning: Tuning,
@@ -142,8 +144,11 @@ impl OpenGuard {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.shared.open.fetch_sub(1, Ordering::SeqCst);
+        let was_open = self.shared.open.fetch_sub(1, Ordering::SeqCst);
         self.shared.metrics.socket_connections_open.dec();
+        if was_open == 1 && !self.shared.stop.is_cancelled() {
+            tracing::warn!("no Socket Mode connection is open: DMs still go out, but button clicks are not acknowledged until one is");
+        }
     }
 }
 

@@ -124,7 +124,7 @@ pub struct SocketModeConfig {
 }
 
 /// For `/readyz`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct SocketModeState {
     /// Connections that have received `hello` and are still open.
     pub connections_open: usize,
@@ -161,7 +161,9 @@ impl SocketMode {
             .max_capacity(100_000)
             .time_to_live(tuning.dedupe_ttl)
             .build();
+        let stop = shutdown.child_token();
         let shared = Arc::new(Shared {
+            stop: stop.clone(),
             handler,
             metrics,
             tuning,
@@ -170,7 +172,6 @@ impl SocketMode {
             ever_connected: AtomicBool::new(false),
             connections: TaskTracker::new(),
         });
-        let stop = shutdown.child_token();
         let next_id = Arc::new(AtomicU64::new(1));
         let proxy = Arc::new(config.proxy);
         let slots = (0..connections)

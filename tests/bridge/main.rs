@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0 against a fake Slack on loopback.
 
 mod delivery;
+mod honest;
 mod ops;
 mod support;
 mod webhook;

@@ -249,8 +249,9 @@ async fn secrets_never_reach_the_logs_even_at_trace() {
 }
 
 #[tokio::test]
-async fn readiness_follows_socket_mode_connections() {
+async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
     let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
     let socket = FakeSocketMode::start().await;
     slack.set_socket_url(&socket.url());
     let mut s = settings(&slack);
@@ -259,31 +260,59 @@ async fn readiness_follows_socket_mode_connections() {
     c.tuning.socket_mode.backoff_base = Duration::from_millis(10);
     c.tuning.socket_mode.backoff_max = Duration::from_millis(100);
     let bridge = Bridge::start(c).await;
-    bridge.wait_ready(200).await;
-    let (_, body) = bridge.get("/readyz").await;
+    let readyz = || async {
+        let (status, body) = bridge.get("/readyz").await;
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+        )
+    };
+    wait_until(|| async { readyz().await.1["socket_mode"]["connections_open"] == 2 }).await;
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).expect("json"),
-        json!({"status": "ready", "reason": "ok"})
+        readyz().await,
+        (
+            200,
+            json!({"status": "ready", "reason": "ok", "socket_mode": {"connections_open": 2, "ever_connected": true}})
+        )
     );
 
-    // Every connection goes, and Slack will not hand out new ones for now.
+    // Every connection goes, and Slack will not hand out new ones for now: DMs still go
+    // out, so the bridge stays in service and says what is missing.
     slack.always(
         "apps.connections.open",
         Some(Canned::error("internal_error")),
     );
     socket.drop_all();
-    bridge.wait_ready(503).await;
-    let (_, body) = bridge.get("/readyz").await;
-    assert!(body.contains("no Socket Mode connection is open"), "{body}");
+    wait_until(|| async { readyz().await.1["socket_mode"]["connections_open"] == 0 }).await;
+    assert_eq!(
+        readyz().await,
+        (
+            200,
+            json!({"status": "ready", "reason": "ok", "socket_mode": {"connections_open": 0, "ever_connected": true}})
+        )
+    );
+    assert!(bridge
+        .get("/metrics")
+        .await
+        .1
+        .contains("coder_slack_bridge_socket_mode_connections_open 0"));
+    let (status, _, answer) = bridge
+        .post(&notification(
+            sample("TemplateWorkspaceDeleted.json.golden"),
+            &fresh_id(),
+            "bobby@coder.com",
+        ))
+        .await;
+    assert_eq!((status, &answer["status"]), (200, &json!("delivered")));
 
     slack.always("apps.connections.open", None);
-    bridge.wait_ready(200).await;
     wait_until(|| async {
         let metrics = bridge.get("/metrics").await.1;
         metrics.contains("coder_slack_bridge_socket_mode_connections_open 2")
             && !metrics.contains("coder_slack_bridge_socket_mode_reconnects_total 0")
     })
     .await;
+    assert_eq!(readyz().await.1["socket_mode"]["connections_open"], 2);
     bridge.stop().await;
 }
 
@@ -342,6 +371,7 @@ async fn metrics_are_exported_after_traffic() {
 
 #[tokio::test]
 async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
+    coder_slack_bridge::slack::install_crypto_provider();
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     slack.delay("chat.postMessage", Duration::from_millis(800));
@@ -384,6 +414,45 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
         log.contains("shutting down") && log.contains("stopped"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn sigterm_with_slack_hanging_still_exits_within_25_seconds() {
+    coder_slack_bridge::slack::install_crypto_provider();
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    // Every post hangs past the 10 s call timeout; the budget would allow retries for 55 s.
+    slack.delay("chat.postMessage", Duration::from_secs(120));
+    let mut command = bridge_command(&slack);
+    command.env("DELIVERY_TIMEOUT", "55s");
+    let (mut child, addr, _log) = spawn_bridge(command).await;
+    let body = notification(
+        sample("TemplateTestNotification.json.golden"),
+        &fresh_id(),
+        "bobby@coder.com",
+    );
+    let _request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/v1/webhook"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+    });
+    slack
+        .wait_for("the post to reach Slack", |calls| {
+            calls.iter().any(|c| c.method == "chat.postMessage")
+        })
+        .await;
+    let started = std::time::Instant::now();
+    sigterm(&child).await;
+    let exit = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("exits (well within 40 s)")
+        .expect("status");
+    let took = started.elapsed();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(took < Duration::from_secs(25), "stopped after {took:?}");
 }
 
 async fn run_check(slack: &FakeSlack, socket: &FakeSocketMode) -> (bool, String, String) {

@@ -57,8 +57,21 @@ impl Canned {
     }
 }
 
+/// How the fake loses the answer to a call it carried out.
+#[derive(Debug, Clone, Copy)]
+pub enum Lost {
+    /// An edge proxy's error status instead of Slack's answer.
+    Status(u16),
+    /// The answer comes this late (past the bridge's call timeout).
+    Late(Duration),
+}
+
 #[derive(Default)]
 struct State {
+    /// Messages posted, by conversation (`D…` for a DM), oldest first.
+    messages: HashMap<String, Vec<Value>>,
+    /// Calls carried out whose answers are then lost, by method.
+    lost: HashMap<String, VecDeque<Lost>>,
     /// e-mail → user ID, in a stable order for users.list pages.
     users: BTreeMap<String, String>,
     calls: Vec<Call>,
@@ -82,7 +95,7 @@ pub struct FakeSlack {
 impl FakeSlack {
     pub async fn start() -> FakeSlack {
         let state = Arc::new(Mutex::new(State {
-            scopes: "chat:write,users:read,users:read.email".into(),
+            scopes: "chat:write,users:read,users:read.email,im:write,im:history".into(),
             ..State::default()
         }));
         let changed = Arc::new(Notify::new());
@@ -150,6 +163,24 @@ impl FakeSlack {
             Some(c) => s.always.insert(method.to_owned(), c),
             None => s.always.remove(method),
         };
+    }
+
+    /// The next call of `method` is carried out, but its answer is lost this way.
+    pub fn lose_answer(&self, method: &str, how: Lost) {
+        self.lock()
+            .lost
+            .entry(method.to_owned())
+            .or_default()
+            .push_back(how);
+    }
+
+    /// The messages in a conversation (`D…` for a person's DM), oldest first.
+    pub fn messages_in(&self, channel: &str) -> Vec<Value> {
+        self.lock()
+            .messages
+            .get(channel)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn delay(&self, method: &str, delay: Duration) {
@@ -234,16 +265,26 @@ async fn answer(
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
-    let (status, extra_headers, reply) = {
+    let (status, extra_headers, reply, lost) = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         let canned = s
             .canned
             .get_mut(&method)
             .and_then(VecDeque::pop_front)
             .or_else(|| s.always.get(&method).cloned());
-        match canned {
+        let (status, headers, body) = match canned {
             Some(c) => (c.status, c.headers, c.body),
             None => default_answer(&mut s, &method, authorization.as_deref(), &args),
+        };
+        let lost = s.lost.get_mut(&method).and_then(VecDeque::pop_front);
+        (status, headers, body, lost)
+    };
+    let (status, reply) = match lost {
+        None => (status, reply),
+        Some(Lost::Status(edge)) => (edge, json!({"ok": false, "error": "edge_error"})),
+        Some(Lost::Late(delay)) => {
+            tokio::time::sleep(delay).await;
+            (status, reply)
         }
     };
     let mut response = warp::reply::with_status(
@@ -333,13 +374,31 @@ fn default_answer(
         }
         "chat.postMessage" => {
             s.posts += 1;
-            let channel = args["channel"].as_str().unwrap_or_default();
-            let channel = channel
-                .strip_prefix('U')
-                .map(|rest| format!("D{rest}"))
-                .unwrap_or_else(|| channel.to_owned());
-            json!({"ok": true, "channel": channel, "ts": format!("1700000000.{:06}", s.posts), "message": {"text": args["text"]}})
+            let channel = dm_of(args["channel"].as_str().unwrap_or_default());
+            // Real time, so `oldest` in a read-back means what it means at Slack.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let ts = format!("{}.{:06}", now.as_secs(), s.posts % 1_000_000);
+            let mut message = json!({"type": "message", "ts": ts, "text": args["text"]});
+            if let Some(blocks) = args.get("blocks") {
+                message["blocks"] = blocks.clone();
+            }
+            if let Some(metadata) = args.get("metadata") {
+                message["metadata"] = metadata.clone();
+            }
+            s.messages.entry(channel.clone()).or_default().push(message);
+            json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": args["text"]}})
         }
+        "conversations.open" => {
+            let user = args["users"].as_str().unwrap_or_default();
+            if user.starts_with('U') && !user.contains(',') {
+                json!({"ok": true, "channel": {"id": dm_of(user)}})
+            } else {
+                json!({"ok": false, "error": "user_not_found"})
+            }
+        }
+        "conversations.history" => history(s, args),
         "apps.connections.open" => match &s.socket_url {
             Some(url) => json!({"ok": true, "url": url}),
             None => json!({"ok": false, "error": "internal_error"}),
@@ -347,6 +406,50 @@ fn default_answer(
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
     (200, vec![], body)
+}
+
+/// The app's DM with a user: `U…` → `D…`; channels stay as they are.
+fn dm_of(channel: &str) -> String {
+    channel
+        .strip_prefix('U')
+        .map(|rest| format!("D{rest}"))
+        .unwrap_or_else(|| channel.to_owned())
+}
+
+/// `conversations.history` (a GET: every argument a string), newest first, metadata only
+/// with `include_all_metadata`.
+fn history(s: &State, args: &Value) -> Value {
+    let channel = args["channel"].as_str().unwrap_or_default();
+    let oldest: f64 = args["oldest"]
+        .as_str()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0.0);
+    let with_metadata = args["include_all_metadata"] == "true";
+    let messages: Vec<Value> = s
+        .messages
+        .get(channel)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .filter(|m| {
+            m["ts"]
+                .as_str()
+                .and_then(|t| t.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                >= oldest
+        })
+        .map(|m| {
+            let mut m = m.clone();
+            if !with_metadata {
+                if let Some(object) = m.as_object_mut() {
+                    object.remove("metadata");
+                }
+            }
+            m
+        })
+        .collect();
+    json!({"ok": true, "messages": messages, "has_more": false})
 }
 
 fn user_json(id: &str, email: &str) -> Value {
@@ -527,7 +630,7 @@ impl Bridge {
             .clone();
         wait_until(|| {
             let d = directory.clone();
-            async move { d.len().await == users }
+            async move { d.known_users().await == users }
         })
         .await;
     }

@@ -111,9 +111,15 @@ async fn every_sample_is_delivered_as_the_expected_dm() {
             },
             None,
         );
-        let expected_request = render::post_message_request(
+        let expected_request = coder_slack_bridge::delivery::post_request(
             slack_morphism::prelude::SlackChannelId(user.into()),
             rendered.content,
+            &notification,
+        );
+        assert_eq!(
+            args["metadata"],
+            json!({"event_type": "coder_notification", "event_payload": {"msg_id": msg_id}}),
+            "{name}: the msg_id travels with the message"
         );
         assert_eq!(
             args,
@@ -153,6 +159,7 @@ async fn one_sample_exactly_as_slack_receives_it() {
                 {"type": "button", "action_id": "coder_action_1", "text": {"type": "plain_text", "text": "View templates"}, "url": "http://test.com/templates"}
             ]}
         ],
+        "metadata": {"event_type": "coder_notification", "event_payload": {"msg_id": body["msg_id"]}},
         "unfurl_links": false,
         "unfurl_media": false
     });
