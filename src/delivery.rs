@@ -532,3 +532,62 @@ fn retry_later(error: &SlackError) -> RetryLater {
         retry_after,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dry_run(capacity: u64) -> Delivery {
+        let settings = Settings {
+            render: RenderOptions::default(),
+            fallback_channel: None,
+            budget: Duration::from_secs(5),
+            retry_base: Duration::from_millis(10),
+            max_concurrent: 4,
+            dedupe_ttl: Duration::from_secs(3600),
+            dedupe_capacity: capacity,
+        };
+        Delivery::dry_run(settings, Metrics::new(), CancellationToken::new())
+    }
+
+    fn notification(msg_id: &str) -> Notification {
+        let body = serde_json::json!({
+            "msg_id": msg_id,
+            "payload": {"notification_name": "N", "user_email": "a@example.com"},
+            "title": "T",
+            "body": "B",
+        });
+        Notification::parse(body.to_string().as_bytes(), None).expect("valid")
+    }
+
+    fn uuid(n: u128) -> String {
+        uuid::Uuid::from_u128(n).to_string()
+    }
+
+    #[tokio::test]
+    async fn the_newest_ids_are_always_remembered_when_the_store_is_full() {
+        let delivery = dry_run(100);
+        for n in 0..1_000 {
+            let answer = delivery.deliver(&notification(&uuid(n))).await;
+            assert_eq!(answer, Ok(Answer::Fresh(Outcome::DryRun)));
+        }
+        delivery.handled.run_pending_tasks().await;
+        assert!(delivery.handled.entry_count() <= 100);
+        // Least recently used out first: a new id is never refused a place (an admission
+        // policy that did so would let Coder's retry of it post twice).
+        for n in 950..1_000 {
+            let answer = delivery.deliver(&notification(&uuid(n))).await;
+            assert_eq!(answer, Ok(Answer::Duplicate), "id {n}");
+        }
+    }
+
+    #[test]
+    fn uuids_are_keyed_on_their_bytes_and_other_ids_on_their_text() {
+        let id = "0b6e5bd4-8fd4-4c38-a6d5-0d5c8a4f4a43";
+        assert_eq!(MsgKey::of(id), MsgKey::of(&id.to_uppercase()));
+        assert!(matches!(MsgKey::of(id), MsgKey::Uuid(_)));
+        assert_eq!(MsgKey::of("send-test-1"), MsgKey::Other("send-test-1".into()));
+        assert_ne!(MsgKey::of("send-test-1"), MsgKey::of("send-test-2"));
+        assert_eq!(std::mem::size_of::<u128>(), 16);
+    }
+}

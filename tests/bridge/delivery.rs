@@ -296,3 +296,38 @@ async fn a_user_missing_from_the_sweep_is_looked_up_once() {
     assert_eq!(slack.calls_to("chat.postMessage").len(), 3);
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_learned_address_expires_so_a_reassigned_one_reaches_its_new_owner() {
+    use coder_slack_bridge::slack::{directory::Directory, SlackApi};
+    use coder_slack_bridge::telemetry::Metrics;
+    let slack = FakeSlack::start().await;
+    slack.add_user("ops@coder.com", "UPREVIOUS");
+    let api = SlackApi::new(
+        &slack.api_url().parse().expect("url"),
+        Some(&BOT_TOKEN.into()),
+        None,
+        Duration::from_secs(5),
+        Metrics::new(),
+    )
+    .expect("client");
+    // No sweep runs here (as when every users.list fails): only the entry's lifetime can
+    // bring the new owner in.
+    let directory = Directory::new(
+        std::sync::Arc::new(api),
+        Duration::from_secs(300),
+        Duration::from_millis(300),
+        Metrics::new(),
+    );
+    let resolve = || async {
+        directory
+            .resolve("ops@coder.com")
+            .await
+            .expect("lookup")
+            .map(|id| id.0)
+    };
+    assert_eq!(resolve().await.as_deref(), Some("UPREVIOUS"));
+    slack.add_user("ops@coder.com", "UNEWOWNER");
+    wait_until(|| async { resolve().await.as_deref() == Some("UNEWOWNER") }).await;
+    assert_eq!(slack.calls_to("users.lookupByEmail").len(), 2);
+}
