@@ -586,7 +586,10 @@ mod tests {
         let id = "0b6e5bd4-8fd4-4c38-a6d5-0d5c8a4f4a43";
         assert_eq!(MsgKey::of(id), MsgKey::of(&id.to_uppercase()));
         assert!(matches!(MsgKey::of(id), MsgKey::Uuid(_)));
-        assert_eq!(MsgKey::of("send-test-1"), MsgKey::Other("send-test-1".into()));
+        assert_eq!(
+            MsgKey::of("send-test-1"),
+            MsgKey::Other("send-test-1".into())
+        );
         assert_ne!(MsgKey::of("send-test-1"), MsgKey::of("send-test-2"));
         assert_eq!(std::mem::size_of::<u128>(), 16);
     }

@@ -128,6 +128,9 @@ mod commands {
     use coder_slack_bridge::slack::directory::Directory;
 
     const REQUIRED_SCOPES: [&str; 3] = ["chat:write", "users:read", "users:read.email"];
+    /// Without these a post whose answer is lost cannot be looked for in the DM, so it may
+    /// be posted twice; everything else works.
+    const READ_BACK_SCOPES: [&str; 2] = ["im:write", "im:history"];
 
     /// Verifies tokens, scopes and Socket Mode; prints a report; fails naming what to fix.
     pub async fn check(settings: Settings) -> Result<(), String> {
@@ -152,6 +155,17 @@ mod commands {
                             .iter()
                             .filter(|s| !scopes.iter().any(|have| have == *s))
                             .collect();
+                        let missing_read_back: Vec<_> = READ_BACK_SCOPES
+                            .iter()
+                            .filter(|s| !scopes.iter().any(|have| have == *s))
+                            .copied()
+                            .collect();
+                        if !missing_read_back.is_empty() {
+                            println!(
+                                "warn  bot scopes: missing {}: a post whose answer Slack loses cannot be checked and may reach the person twice (add them and reinstall the app)",
+                                missing_read_back.join(", ")
+                            );
+                        }
                         if missing.is_empty() {
                             println!("ok    bot scopes: {}", REQUIRED_SCOPES.join(", "));
                         } else {
@@ -173,6 +187,18 @@ mod commands {
                     e.remedy()
                         .unwrap_or_else(|| format!("SLACK_BOT_TOKEN could not be verified: {e}")),
                 );
+            }
+        }
+        if let Some(channel) = &config.fallback_channel {
+            match api.verify_can_post(channel).await {
+                Ok(()) => println!("ok    FALLBACK_CHANNEL: the app can post in {channel}"),
+                Err(e) => {
+                    println!("FAIL  FALLBACK_CHANNEL: {e}");
+                    problems.push(format!(
+                        "FALLBACK_CHANNEL {channel} does not take the app's posts ({}): use the channel's ID and invite the app to it",
+                        e.code()
+                    ));
+                }
             }
         }
         match &config.slack_app_token {

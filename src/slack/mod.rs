@@ -204,6 +204,12 @@ struct PostedMessage {
     ts: String,
 }
 
+#[derive(serde::Deserialize)]
+struct Scheduled {
+    channel: String,
+    scheduled_message_id: String,
+}
+
 /// The `event_type` of the metadata every notification carries, with its `msg_id` in
 /// `event_payload`, so a DM can be searched for a post whose answer was lost.
 pub const METADATA_EVENT_TYPE: &str = "coder_notification";
@@ -422,6 +428,51 @@ impl SlackApi {
             .http_get(METHOD, &params, None)
             .await;
         self.finish(METHOD, started, result)
+    }
+
+    /// Proves the bot may post in `channel` without posting: a message scheduled an hour
+    /// ahead meets the same checks as a post (`not_in_channel`, `channel_not_found`, …) and
+    /// is deleted at once.
+    pub async fn verify_can_post(&self, channel: &str) -> Result<(), SlackError> {
+        let token = self.bot_token("chat.scheduleMessage")?;
+        let post_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            + 3600;
+        let request = serde_json::json!({
+            "channel": channel,
+            "post_at": post_at,
+            "text": "coder-slack-bridge check (deleted at once, never sent)",
+        });
+        let scheduled: Scheduled = self
+            .call_json(token, "chat.scheduleMessage", &request)
+            .await?;
+        let delete = serde_json::json!({
+            "channel": scheduled.channel,
+            "scheduled_message_id": scheduled.scheduled_message_id,
+        });
+        self.call_json::<serde_json::Value>(token, "chat.deleteScheduledMessage", &delete)
+            .await
+            .map(|_| ())
+    }
+
+    /// A JSON POST of a method slack-morphism's typed API does not cover as the bridge
+    /// needs it, counted like every other call.
+    async fn call_json<T: serde::de::DeserializeOwned + Send>(
+        &self,
+        token: &SlackApiToken,
+        method: &'static str,
+        request: &serde_json::Value,
+    ) -> Result<T, SlackError> {
+        let started = Instant::now();
+        let result: Result<T, _> = self
+            .client
+            .open_session(token)
+            .http_session_api
+            .http_post(method, request, None)
+            .await;
+        self.finish(method, started, result)
     }
 
     /// `users.lookupByEmail`; `Ok(None)` when Slack has no active user with that address.

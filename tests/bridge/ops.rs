@@ -455,10 +455,17 @@ async fn sigterm_with_slack_hanging_still_exits_within_25_seconds() {
     assert!(took < Duration::from_secs(25), "stopped after {took:?}");
 }
 
-async fn run_check(slack: &FakeSlack, socket: &FakeSocketMode) -> (bool, String, String) {
+async fn run_check(
+    slack: &FakeSlack,
+    socket: &FakeSocketMode,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     slack.set_socket_url(&socket.url());
     let mut command = bridge_command(slack);
-    command.arg("check").env("SLACK_APP_TOKEN", APP_TOKEN);
+    command
+        .arg("check")
+        .env("SLACK_APP_TOKEN", APP_TOKEN)
+        .envs(env.iter().copied());
     let mut child = command.spawn().expect("spawn check");
     let (mut out, mut err) = (String::new(), String::new());
     let mut stdout = child.stdout.take().expect("stdout");
@@ -479,7 +486,7 @@ async fn run_check(slack: &FakeSlack, socket: &FakeSocketMode) -> (bool, String,
 async fn check_passes_against_a_healthy_slack() {
     let slack = FakeSlack::start().await;
     let socket = FakeSocketMode::start().await;
-    let (ok, out, err) = run_check(&slack, &socket).await;
+    let (ok, out, err) = run_check(&slack, &socket, &[]).await;
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
         out.contains("ok    SLACK_BOT_TOKEN")
@@ -500,7 +507,7 @@ async fn check_fails_naming_the_setting_for_a_revoked_token_or_missing_scope() {
     let slack = FakeSlack::start().await;
     let socket = FakeSocketMode::start().await;
     slack.revoke_token();
-    let (ok, out, err) = run_check(&slack, &socket).await;
+    let (ok, out, err) = run_check(&slack, &socket, &[]).await;
     assert!(!ok, "{out}");
     assert!(
         out.contains("FAIL  SLACK_BOT_TOKEN") && out.contains("token_revoked"),
@@ -510,9 +517,46 @@ async fn check_fails_naming_the_setting_for_a_revoked_token_or_missing_scope() {
 
     let slack = FakeSlack::start().await;
     slack.set_scopes("chat:write,users:read");
-    let (ok, out, err) = run_check(&slack, &socket).await;
+    let (ok, out, err) = run_check(&slack, &socket, &[]).await;
     assert!(!ok, "{out}");
     assert!(err.contains("users:read.email"), "{err}");
+}
+
+#[tokio::test]
+async fn check_warns_without_the_read_back_scopes() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketMode::start().await;
+    slack.set_scopes("chat:write,users:read,users:read.email");
+    let (ok, out, _) = run_check(&slack, &socket, &[]).await;
+    assert!(ok, "the bridge works without them: {out}");
+    assert!(
+        out.contains("warn  bot scopes: missing im:write, im:history"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn check_verifies_the_app_can_post_in_the_fallback_channel() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketMode::start().await;
+    let (ok, out, err) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS")]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  FALLBACK_CHANNEL") && out.contains("not_in_channel"),
+        "{out}"
+    );
+    assert!(err.contains("invite the app"), "{err}");
+
+    slack.join_channel("C0OPS");
+    let (ok, out, _) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS")]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("ok    FALLBACK_CHANNEL"), "{out}");
+    // Checked without posting: the scheduled message was deleted again.
+    let scheduled = slack.calls_to("chat.scheduleMessage");
+    let deleted = slack.calls_to("chat.deleteScheduledMessage");
+    assert_eq!((scheduled.len(), deleted.len()), (2, 1));
+    assert_eq!(deleted[0].args["channel"], "C0OPS");
+    assert!(slack.calls_to("chat.postMessage").is_empty());
 }
 
 #[tokio::test]

@@ -70,6 +70,9 @@ pub enum Lost {
 struct State {
     /// Messages posted, by conversation (`D…` for a DM), oldest first.
     messages: HashMap<String, Vec<Value>>,
+    /// Channels the app is a member of.
+    channels: Vec<String>,
+    scheduled: u64,
     /// Calls carried out whose answers are then lost, by method.
     lost: HashMap<String, VecDeque<Lost>>,
     /// e-mail → user ID, in a stable order for users.list pages.
@@ -163,6 +166,11 @@ impl FakeSlack {
             Some(c) => s.always.insert(method.to_owned(), c),
             None => s.always.remove(method),
         };
+    }
+
+    /// The app becomes a member of `channel`.
+    pub fn join_channel(&self, channel: &str) {
+        self.lock().channels.push(channel.to_owned());
     }
 
     /// The next call of `method` is carried out, but its answer is lost this way.
@@ -399,6 +407,16 @@ fn default_answer(
             }
         }
         "conversations.history" => history(s, args),
+        "chat.scheduleMessage" => {
+            let channel = args["channel"].as_str().unwrap_or_default();
+            if s.channels.iter().any(|c| c == channel) {
+                s.scheduled += 1;
+                json!({"ok": true, "channel": channel, "scheduled_message_id": format!("Q{}", s.scheduled), "post_at": args["post_at"]})
+            } else {
+                json!({"ok": false, "error": "not_in_channel"})
+            }
+        }
+        "chat.deleteScheduledMessage" => json!({"ok": true}),
         "apps.connections.open" => match &s.socket_url {
             Some(url) => json!({"ok": true, "url": url}),
             None => json!({"ok": false, "error": "internal_error"}),
