@@ -11,7 +11,7 @@ use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support_socket::{
-    disconnect, envelope, wait_until, Cmd, FakeOpener, FakeProxy, FakeSlack, Seen,
+    disconnect, envelope, wait_until, AfterHello, Cmd, FakeOpener, FakeProxy, FakeSlack, Seen,
 };
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -627,4 +627,42 @@ async fn wss_urls_speak_tls_inside_the_proxy_tunnel() {
     assert_eq!(first[1], 0x03, "{first:?}");
     let requests = proxy.requests.lock().unwrap().clone();
     assert!(requests[0].starts_with(&format!("CONNECT localhost:{} HTTP/1.1\r\n", addr.port())));
+}
+
+/// A Slack whose connections end (or ask to be replaced) right after hello must not be
+/// reconnected to in a tight loop: each replacement waits its backoff step.
+async fn connections_ending_right_after_hello_back_off(what: AfterHello) {
+    let fake = FakeSlack::start().await;
+    fake.after_hello(what);
+    let mut t = tuning();
+    t.backoff_base = Duration::from_millis(200);
+    t.backoff_max = Duration::from_millis(200);
+    let h = Harness::start_with(
+        fake,
+        1,
+        t,
+        ProxyConfig::none(),
+        Arc::new(Recorder::default()),
+    )
+    .await;
+    wait_until(WAIT, "a few connections", || h.fake.accepted() >= 3).await;
+    // An observation window, not a synchronisation: draws average 100 ms, so about 20
+    // connections fit in 2 s; a tight loop makes thousands.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let accepted = h.fake.accepted();
+    assert!(accepted < 100, "{accepted} connections in about 2 s");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_right_after_hello_is_not_a_tight_loop() {
+    connections_ending_right_after_hello_back_off(AfterHello::Send(disconnect(
+        "refresh_requested",
+    )))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_right_after_hello_is_not_a_tight_loop() {
+    connections_ending_right_after_hello_back_off(AfterHello::Drop).await;
 }

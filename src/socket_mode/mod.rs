@@ -284,8 +284,12 @@ impl Slot {
                     break;
                 }
                 Next::Replace => {
+                    // A connection asked to go soon after its hello is replaced after a
+                    // backoff step, or a Slack that keeps asking would get a tight loop.
                     if conn.was_healthy(tuning.healthy_after) {
                         backoff.reset();
+                    } else {
+                        delay = Some(backoff.next_delay());
                     }
                     // It stays open (and keeps acking) until the replacement has hello.
                     old = Some(conn);

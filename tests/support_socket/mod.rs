@@ -57,6 +57,17 @@ pub struct FakeSlack {
     hold_hello: Arc<Mutex<HashSet<usize>>>,
     /// URLs' `n` values that were used more than once.
     reused: Arc<Mutex<Vec<usize>>>,
+    /// What every connection does right after its hello, when set.
+    after_hello: Arc<Mutex<Option<AfterHello>>>,
+}
+
+/// A misbehaving Slack: what each connection does as soon as it has sent hello.
+#[derive(Debug, Clone)]
+pub enum AfterHello {
+    /// Sends this frame (e.g. a disconnect).
+    Send(String),
+    /// Drops the TCP connection.
+    Drop,
 }
 
 impl FakeSlack {
@@ -69,6 +80,7 @@ impl FakeSlack {
             conns: Arc::default(),
             hold_hello: Arc::default(),
             reused: Arc::default(),
+            after_hello: Arc::default(),
         };
         let server = fake.clone();
         tokio::spawn(async move {
@@ -81,6 +93,11 @@ impl FakeSlack {
             }
         });
         fake
+    }
+
+    /// Every connection from now on does `what` right after its hello.
+    pub fn after_hello(&self, what: AfterHello) {
+        *self.after_hello.lock().unwrap() = Some(what);
     }
 
     /// Don't send hello automatically on connection `n`.
@@ -191,6 +208,20 @@ impl FakeSlack {
             self.record(Seen::HelloSent(n));
             if ws.send(Message::text(hello())).await.is_err() {
                 return;
+            }
+            let after_hello = self.after_hello.lock().unwrap().clone();
+            match after_hello {
+                None => {}
+                Some(AfterHello::Drop) => {
+                    drop(ws);
+                    self.record(Seen::Ended(n));
+                    return;
+                }
+                Some(AfterHello::Send(text)) => {
+                    if ws.send(Message::text(text)).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
         let mut silent = false;
