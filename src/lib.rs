@@ -10,6 +10,7 @@ pub mod coder;
 pub mod config;
 pub mod delivery;
 pub mod http;
+pub mod proxy;
 pub mod render;
 mod server;
 pub mod slack;
