@@ -124,6 +124,7 @@ mod commands {
     use super::*;
     use coder_slack_bridge::config::Settings;
     use coder_slack_bridge::delivery::{self, Answer, Delivery, Outcome};
+    use coder_slack_bridge::proxy::ProxyConfig;
     use coder_slack_bridge::slack::directory::Directory;
 
     const REQUIRED_SCOPES: [&str; 3] = ["chat:write", "users:read", "users:read.email"];
@@ -131,12 +132,14 @@ mod commands {
     /// Verifies tokens, scopes and Socket Mode; prints a report; fails naming what to fix.
     pub async fn check(settings: Settings) -> Result<(), String> {
         let config = settings.validate(Needs::BotToken).map_err(|e| e.0)?;
+        let proxies = ProxyConfig::from_env()?;
         let api = SlackApi::new(
             &config.slack_api_url,
             config.slack_bot_token.as_ref(),
             config.slack_app_token.as_ref(),
             config.tuning.slack_call_timeout,
             Metrics::new(),
+            &proxies,
         )?;
         let mut problems = Vec::new();
         match api.auth_test().await {
@@ -179,7 +182,7 @@ mod commands {
             Some(_) => match api.open_socket_url().await {
                 Ok(url) => match coder_slack_bridge::socket_mode::probe(
                     &url,
-                    &coder_slack_bridge::socket_mode::ProxyConfig::from_env(),
+                    &proxies,
                     &config.tuning.socket_mode,
                 )
                 .await
@@ -226,6 +229,7 @@ mod commands {
             None,
             config.tuning.slack_call_timeout,
             metrics.clone(),
+            &ProxyConfig::from_env()?,
         )?);
         let directory = std::sync::Arc::new(Directory::new(
             api.clone(),

@@ -507,12 +507,12 @@ async fn the_default_handler_counts_button_clicks() {
 async fn the_websocket_goes_through_an_http_connect_proxy() {
     let proxy = FakeProxy::start().await;
     let fake = FakeSlack::start().await;
-    let proxy_url = Url::parse(&format!("http://bridge:p%40ss@{}", proxy.addr)).unwrap();
+    let proxy_url = format!("http://bridge:p%40ss@{}", proxy.addr);
     let h = Harness::start_with(
         fake,
         1,
         tuning(),
-        ProxyConfig::with_proxy(proxy_url),
+        ProxyConfig::with_proxy(&proxy_url).unwrap(),
         Arc::new(Recorder::default()),
     )
     .await;
@@ -542,12 +542,14 @@ async fn the_websocket_goes_through_an_http_connect_proxy() {
 async fn no_proxy_bypasses_the_proxy() {
     let proxy = FakeProxy::start().await;
     let fake = FakeSlack::start().await;
-    let proxy_url = Url::parse(&format!("http://{}", proxy.addr)).unwrap();
+    let proxy_url = format!("http://{}", proxy.addr);
     let h = Harness::start_with(
         fake,
         1,
         tuning(),
-        ProxyConfig::with_proxy(proxy_url).with_no_proxy("localhost,127.0.0.1"),
+        ProxyConfig::with_proxy(&proxy_url)
+            .unwrap()
+            .with_no_proxy("localhost,127.0.0.1"),
         Arc::new(Recorder::default()),
     )
     .await;
@@ -579,7 +581,7 @@ async fn a_proxy_that_refuses_is_retried_like_any_failure() {
         fake,
         1,
         tuning(),
-        ProxyConfig::with_proxy(Url::parse(&format!("http://{addr}")).unwrap()),
+        ProxyConfig::with_proxy(&format!("http://{addr}")).unwrap(),
         Arc::new(Recorder::default()),
     )
     .await;
@@ -608,7 +610,7 @@ async fn wss_urls_speak_tls_inside_the_proxy_tunnel() {
         }
     });
     let proxy = FakeProxy::start().await;
-    let proxies = ProxyConfig::with_proxy(Url::parse(&format!("http://{}", proxy.addr)).unwrap());
+    let proxies = ProxyConfig::with_proxy(&format!("http://{}", proxy.addr)).unwrap();
     let url = Url::parse(&format!(
         "wss://localhost:{}/link?ticket=secret",
         addr.port()

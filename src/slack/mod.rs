@@ -6,13 +6,14 @@ pub mod directory;
 
 pub use connector::ReqwestConnector;
 
+use crate::proxy::ProxyConfig;
 use crate::socket_mode::{OpenConnection, OpenError};
 use crate::telemetry::{MethodLabels, Metrics, SlackCallLabels};
 use futures_util::future::{BoxFuture, FutureExt};
 use secrecy::{ExposeSecret, SecretString};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -197,10 +198,15 @@ impl SlackApi {
         app_token: Option<&SecretString>,
         call_timeout: Duration,
         metrics: Metrics,
+        proxies: &ProxyConfig,
     ) -> Result<Self, String> {
         install_crypto_provider();
-        // reqwest reads HTTPS_PROXY / NO_PROXY (and the lowercase forms) itself.
+        let proxies = Arc::new(proxies.clone());
+        // `.no_proxy()` stops reqwest reading HTTPS_PROXY/NO_PROXY itself: the websocket's
+        // decision (`proxies`) is the only one, so the two paths cannot disagree.
         let http = reqwest::Client::builder()
+            .no_proxy()
+            .proxy(connector::reqwest_proxy(proxies.clone()))
             .timeout(call_timeout)
             .connect_timeout(call_timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -210,7 +216,7 @@ impl SlackApi {
         let token =
             |t: &SecretString| SlackApiToken::new(SlackApiTokenValue(t.expose_secret().to_owned()));
         Ok(SlackApi {
-            client: SlackClient::new(ReqwestConnector::new(http.clone(), api_url)),
+            client: SlackClient::new(ReqwestConnector::new(http.clone(), api_url, proxies)),
             http,
             api_url: api_url.clone(),
             bot_token: bot_token.map(token),
@@ -334,7 +340,7 @@ impl SlackApi {
                 .bearer_auth(&token.token_value.0)
                 .send()
                 .await
-                .map_err(|e| transport(METHOD, e))?;
+                .map_err(|e| self.transport(METHOD, e))?;
             let scopes = response
                 .headers()
                 .get("x-oauth-scopes")
@@ -347,7 +353,10 @@ impl SlackApi {
                 });
             let status = response.status();
             let retry_after = connector::retry_after(response.headers());
-            let body = response.bytes().await.map_err(|e| transport(METHOD, e))?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport(METHOD, e))?;
             if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(SlackError::RateLimited {
                     method: METHOD,
@@ -445,10 +454,14 @@ impl OpenConnection for SlackApi {
     }
 }
 
-fn transport(method: &'static str, error: reqwest::Error) -> SlackError {
-    SlackError::Transport {
-        method,
-        detail: error.without_url().to_string(),
+impl SlackApi {
+    /// A transport failure with its causes and the proxy it went through (never the URL's
+    /// path or query, which can carry an e-mail address).
+    fn transport(&self, method: &'static str, error: reqwest::Error) -> SlackError {
+        SlackError::Transport {
+            method,
+            detail: self.client.http_api.connector.describe_error(error),
+        }
     }
 }
 
