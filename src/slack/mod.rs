@@ -447,6 +447,7 @@ impl OpenConnection for SlackApi {
             self.open_socket_url().await.map_err(|e| match e {
                 SlackError::Api { code, .. } => OpenError::from_slack_error(&code),
                 SlackError::NoToken { .. } => OpenError::Auth(e.code().to_owned()),
+                SlackError::Transport { .. } => OpenError::Transport(e.to_string()),
                 other => OpenError::Other(other.to_string()),
             })
         }

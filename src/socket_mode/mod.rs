@@ -77,21 +77,30 @@ pub trait OpenConnection: Send + Sync + 'static {
     fn open(&self) -> BoxFuture<'_, Result<url::Url, OpenError>>;
 }
 
-/// Why no URL could be had.
+/// Why no URL could be had. The variant is decided where the error is made, from what
+/// failed: only [`OpenError::Auth`] blames the token.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OpenError {
+    /// Slack refused the app-level token (or it is not set): retrying cannot help.
     #[error("Slack rejected SLACK_APP_TOKEN: {0}")]
     Auth(String),
+    /// Slack answered with another error code.
+    #[error("apps.connections.open failed: {0}")]
+    Api(String),
+    /// The request or its answer did not get through: network, proxy, TLS, timeout.
+    #[error("{0}")]
+    Transport(String),
     #[error("{0}")]
     Other(String),
 }
 
 /// Slack error codes that mean the app-level token itself is wrong.
-pub const AUTH_ERROR_CODES: [&str; 4] = [
+pub const AUTH_ERROR_CODES: [&str; 5] = [
     "invalid_auth",
     "not_authed",
     "token_revoked",
     "account_inactive",
+    "not_allowed_token_type",
 ];
 
 impl OpenError {
@@ -100,16 +109,13 @@ impl OpenError {
         if AUTH_ERROR_CODES.contains(&code) {
             OpenError::Auth(code.to_owned())
         } else {
-            OpenError::Other(format!("apps.connections.open failed: {code}"))
+            OpenError::Api(code.to_owned())
         }
     }
 
     /// Whether retrying cannot help until the token is fixed.
     pub fn is_auth(&self) -> bool {
-        match self {
-            OpenError::Auth(_) => true,
-            OpenError::Other(msg) => AUTH_ERROR_CODES.iter().any(|code| msg.contains(code)),
-        }
+        matches!(self, OpenError::Auth(_))
     }
 }
 
@@ -454,7 +460,11 @@ mod tests {
             assert!(e.to_string().contains("SLACK_APP_TOKEN"));
         }
         assert!(!OpenError::from_slack_error("ratelimited").is_auth());
-        assert!(OpenError::Other("http 200: invalid_auth".into()).is_auth());
+        // Only the variant decides, never the text: a network error that happens to mention
+        // a code does not blame the token.
+        assert!(!OpenError::Other("http 200: invalid_auth".into()).is_auth());
+        assert!(!OpenError::Transport("proxy said invalid_auth".into()).is_auth());
+        assert!(!OpenError::Api("ratelimited".into()).is_auth());
     }
 
     #[test]
