@@ -630,3 +630,44 @@ async fn wss_urls_speak_tls_inside_the_proxy_tunnel() {
     let requests = proxy.requests.lock().unwrap().clone();
     assert!(requests[0].starts_with(&format!("CONNECT localhost:{} HTTP/1.1\r\n", addr.port())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_returns_in_time_when_the_server_stops_reading() {
+    use futures_util::SinkExt;
+    // A server that floods pings (the client answers each with a pong), then sends hello and
+    // never reads: the pongs fill both socket buffers, so nothing more the client writes (its
+    // close frame) can leave. `check`'s probe must still return, bounded by io_timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A fixed, small receive buffer: the kernel cannot grow it while nobody reads.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done, until_done) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        // 100,000 pongs of 131 bytes: several times what the socket buffers hold.
+        let payload = bytes::Bytes::from(vec![0u8; 125]);
+        for _ in 0..100_000 {
+            ws.feed(Message::Ping(payload.clone())).await.unwrap();
+        }
+        ws.send(Message::text(support_socket::hello()))
+            .await
+            .unwrap();
+        let _ = until_done.await;
+    });
+    let url = Url::parse(&format!("ws://{addr}/link?ticket=secret")).unwrap();
+    let tuning = Tuning {
+        hello_timeout: Duration::from_secs(15),
+        io_timeout: Duration::from_millis(500),
+        ..tuning()
+    };
+    let direct = ProxyConfig::none();
+    let probe = coder_slack_bridge::socket_mode::probe(&url, &direct, &tuning);
+    let result = tokio::time::timeout(Duration::from_secs(30), probe)
+        .await
+        .expect("probe returned in time");
+    assert_eq!(result, Ok(()));
+    let _ = done.send(());
+}

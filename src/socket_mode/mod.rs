@@ -420,9 +420,10 @@ enum EstablishError {
 }
 
 /// Connects once to `url` and waits for `hello`, then closes normally: what `check` uses to
-/// prove Socket Mode is reachable through the firewall and proxy.
+/// prove Socket Mode is reachable through the firewall and proxy. Every step is bounded, so a
+/// proxy or server that stalls cannot hang `check`.
 pub async fn probe(url: &url::Url, proxies: &ProxyConfig, tuning: &Tuning) -> Result<(), String> {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let mut socket = tunnel::connect(url, proxies, tuning.io_timeout)
         .await
@@ -443,8 +444,9 @@ pub async fn probe(url: &url::Url, proxies: &ProxyConfig, tuning: &Tuning) -> Re
     })
     .await
     .unwrap_or_else(|_| Err("no hello within the hello timeout".to_owned()));
+    // `close` sends the close frame and flushes it; a peer that stopped reading would keep
+    // that pending forever, so it is bounded and the socket is then dropped.
     let _ = tokio::time::timeout(tuning.io_timeout, socket.close(None)).await;
-    let _ = socket.flush().await;
     hello
 }
 
