@@ -34,6 +34,11 @@ impl Backoff {
         Duration::from_nanos(fastrand::u64(0..=nanos))
     }
 
+    /// Straight to the ceiling: every following draw is under `max`.
+    pub fn saturate(&mut self) {
+        self.attempt = u32::MAX;
+    }
+
     /// Back to the first step, after a success.
     pub fn reset(&mut self) {
         self.attempt = 0;

@@ -10,6 +10,7 @@ pub mod coder;
 pub mod config;
 pub mod delivery;
 pub mod http;
+pub mod proxy;
 pub mod render;
 pub mod retry;
 mod server;
@@ -117,12 +118,14 @@ impl App {
             );
             Delivery::dry_run(settings, metrics.clone(), shutdown.clone())
         } else {
+            let proxies = proxy::ProxyConfig::from_env()?;
             let api = Arc::new(SlackApi::new(
                 &config.slack_api_url,
                 config.slack_bot_token.as_ref(),
                 config.slack_app_token.as_ref(),
                 tuning.slack_call_timeout,
                 metrics.clone(),
+                &proxies,
             )?);
             let dir = Arc::new(Directory::new(
                 api.clone(),
@@ -140,7 +143,7 @@ impl App {
                     SocketModeConfig {
                         connections: config.socket_mode_connections,
                         tuning: tuning.socket_mode.clone(),
-                        proxy: socket_mode::ProxyConfig::from_env(),
+                        proxy: proxies,
                     },
                     Arc::new(DefaultHandler::new(metrics.clone())),
                     metrics.clone(),

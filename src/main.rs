@@ -123,9 +123,11 @@ fn preview(
 
 mod commands {
     use super::*;
-    use coder_slack_bridge::config::Settings;
+    use coder_slack_bridge::config::{Config, Settings};
     use coder_slack_bridge::delivery::{self, Answer, Delivery, Outcome};
+    use coder_slack_bridge::proxy::ProxyConfig;
     use coder_slack_bridge::slack::directory::Directory;
+    use coder_slack_bridge::socket_mode::{self, OpenConnection as _, OpenError};
 
     const REQUIRED_SCOPES: [&str; 3] = ["chat:write", "users:read", "users:read.email"];
     /// Without these a post whose answer is lost cannot be looked for in the DM, so it may
@@ -135,12 +137,14 @@ mod commands {
     /// Verifies tokens, scopes and Socket Mode; prints a report; fails naming what to fix.
     pub async fn check(settings: Settings) -> Result<(), String> {
         let config = settings.validate(Needs::BotToken).map_err(|e| e.0)?;
+        let proxies = ProxyConfig::from_env()?;
         let api = SlackApi::new(
             &config.slack_api_url,
             config.slack_bot_token.as_ref(),
             config.slack_app_token.as_ref(),
             config.tuning.slack_call_timeout,
             Metrics::new(),
+            &proxies,
         )?;
         let mut problems = Vec::new();
         match api.auth_test().await {
@@ -203,33 +207,52 @@ mod commands {
         }
         match &config.slack_app_token {
             None => println!("warn  SLACK_APP_TOKEN: not set, so Socket Mode is off"),
-            Some(_) => match api.open_socket_url().await {
-                Ok(url) => match coder_slack_bridge::socket_mode::probe(
-                    &url,
-                    &coder_slack_bridge::socket_mode::ProxyConfig::from_env(),
-                    &config.tuning.socket_mode,
-                )
-                .await
-                {
-                    Ok(()) => {
-                        println!("ok    SLACK_APP_TOKEN: Socket Mode connected and said hello")
-                    }
-                    Err(e) => {
-                        println!("FAIL  Socket Mode: {e}");
-                        problems.push(format!("Socket Mode is not reachable: {e} (check HTTPS_PROXY / the firewall's outbound rules)"));
-                    }
-                },
-                Err(e) => {
-                    println!("FAIL  SLACK_APP_TOKEN: {e}");
-                    problems.push(format!("SLACK_APP_TOKEN was refused ({}): create an app-level token with connections:write and turn Socket Mode on", e.code()));
+            Some(_) => {
+                if let Err(problem) = check_socket_mode(&api, &proxies, &config).await {
+                    problems.push(problem);
                 }
-            },
+            }
         }
         if problems.is_empty() {
             println!("all checks passed");
             Ok(())
         } else {
             Err(problems.join("; "))
+        }
+    }
+
+    /// Opens a Socket Mode URL and the websocket, as the server would. Blames SLACK_APP_TOKEN
+    /// only when Slack refused it; a network failure names its cause and the proxy settings.
+    async fn check_socket_mode(
+        api: &SlackApi,
+        proxies: &ProxyConfig,
+        config: &Config,
+    ) -> Result<(), String> {
+        const NETWORK: &str = "check HTTPS_PROXY / NO_PROXY and that the firewall lets this host reach slack.com and wss-primary.slack.com on port 443";
+        let url = match api.open().await {
+            Ok(url) => url,
+            Err(OpenError::Auth(code)) => {
+                println!("FAIL  SLACK_APP_TOKEN: Slack refused it ({code})");
+                return Err(format!("SLACK_APP_TOKEN was refused ({code}): create an app-level token with connections:write and turn Socket Mode on"));
+            }
+            Err(OpenError::Transport(cause)) => {
+                println!("FAIL  Socket Mode: {cause}");
+                return Err(format!("{cause} ({NETWORK})"));
+            }
+            Err(e) => {
+                println!("FAIL  Socket Mode: {e}");
+                return Err(format!("Socket Mode could not be opened: {e}"));
+            }
+        };
+        match socket_mode::probe(&url, proxies, &config.tuning.socket_mode).await {
+            Ok(()) => {
+                println!("ok    SLACK_APP_TOKEN: Socket Mode connected and said hello");
+                Ok(())
+            }
+            Err(e) => {
+                println!("FAIL  Socket Mode: {e}");
+                Err(format!("Socket Mode is not reachable: {e} ({NETWORK})"))
+            }
         }
     }
 
@@ -253,6 +276,7 @@ mod commands {
             None,
             config.tuning.slack_call_timeout,
             metrics.clone(),
+            &ProxyConfig::from_env()?,
         )?);
         let directory = std::sync::Arc::new(Directory::new(
             api.clone(),

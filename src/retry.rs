@@ -61,6 +61,11 @@ impl Retry {
         self.backoff.reset();
     }
 
+    /// Straight to the longest backoff step, for a failure that will not clear soon.
+    pub fn saturate(&mut self) {
+        self.backoff.saturate();
+    }
+
     /// Waits before the next attempt. Returns false, at once, when there is none: the verdict
     /// is `Stop`, the attempts are used up, the wait would end past the deadline, or shutdown
     /// came first.

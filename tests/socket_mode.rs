@@ -507,12 +507,12 @@ async fn the_default_handler_counts_button_clicks() {
 async fn the_websocket_goes_through_an_http_connect_proxy() {
     let proxy = FakeProxy::start().await;
     let fake = FakeSlack::start().await;
-    let proxy_url = Url::parse(&format!("http://bridge:p%40ss@{}", proxy.addr)).unwrap();
+    let proxy_url = format!("http://bridge:p%40ss@{}", proxy.addr);
     let h = Harness::start_with(
         fake,
         1,
         tuning(),
-        ProxyConfig::with_proxy(proxy_url),
+        ProxyConfig::with_proxy(&proxy_url).unwrap(),
         Arc::new(Recorder::default()),
     )
     .await;
@@ -542,12 +542,14 @@ async fn the_websocket_goes_through_an_http_connect_proxy() {
 async fn no_proxy_bypasses_the_proxy() {
     let proxy = FakeProxy::start().await;
     let fake = FakeSlack::start().await;
-    let proxy_url = Url::parse(&format!("http://{}", proxy.addr)).unwrap();
+    let proxy_url = format!("http://{}", proxy.addr);
     let h = Harness::start_with(
         fake,
         1,
         tuning(),
-        ProxyConfig::with_proxy(proxy_url).with_no_proxy("localhost,127.0.0.1"),
+        ProxyConfig::with_proxy(&proxy_url)
+            .unwrap()
+            .with_no_proxy("localhost,127.0.0.1"),
         Arc::new(Recorder::default()),
     )
     .await;
@@ -579,7 +581,7 @@ async fn a_proxy_that_refuses_is_retried_like_any_failure() {
         fake,
         1,
         tuning(),
-        ProxyConfig::with_proxy(Url::parse(&format!("http://{addr}")).unwrap()),
+        ProxyConfig::with_proxy(&format!("http://{addr}")).unwrap(),
         Arc::new(Recorder::default()),
     )
     .await;
@@ -608,7 +610,7 @@ async fn wss_urls_speak_tls_inside_the_proxy_tunnel() {
         }
     });
     let proxy = FakeProxy::start().await;
-    let proxies = ProxyConfig::with_proxy(Url::parse(&format!("http://{}", proxy.addr)).unwrap());
+    let proxies = ProxyConfig::with_proxy(&format!("http://{}", proxy.addr)).unwrap();
     let url = Url::parse(&format!(
         "wss://localhost:{}/link?ticket=secret",
         addr.port()
@@ -665,4 +667,70 @@ async fn a_disconnect_right_after_hello_is_not_a_tight_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_right_after_hello_is_not_a_tight_loop() {
     connections_ending_right_after_hello_back_off(AfterHello::Drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_returns_in_time_when_the_server_stops_reading() {
+    use futures_util::SinkExt;
+    // A server that floods pings (the client answers each with a pong), then sends hello and
+    // never reads: the pongs fill both socket buffers, so nothing more the client writes (its
+    // close frame) can leave. `check`'s probe must still return, bounded by io_timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A fixed, small receive buffer: the kernel cannot grow it while nobody reads.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done, until_done) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        // 100,000 pongs of 131 bytes: several times what the socket buffers hold.
+        let payload = bytes::Bytes::from(vec![0u8; 125]);
+        for _ in 0..100_000 {
+            ws.feed(Message::Ping(payload.clone())).await.unwrap();
+        }
+        ws.send(Message::text(support_socket::hello()))
+            .await
+            .unwrap();
+        let _ = until_done.await;
+    });
+    let url = Url::parse(&format!("ws://{addr}/link?ticket=secret")).unwrap();
+    let tuning = Tuning {
+        hello_timeout: Duration::from_secs(15),
+        io_timeout: Duration::from_millis(500),
+        ..tuning()
+    };
+    let direct = ProxyConfig::none();
+    let probe = coder_slack_bridge::socket_mode::probe(&url, &direct, &tuning);
+    let result = tokio::time::timeout(Duration::from_secs(30), probe)
+        .await
+        .expect("probe returned in time");
+    assert_eq!(result, Ok(()));
+    let _ = done.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_apps_connections_open_waits_its_retry_after() {
+    let fake = FakeSlack::start().await;
+    let opener = FakeOpener::new(fake.addr);
+    *opener.rate_limited.lock().unwrap() = Some(Duration::from_secs(1));
+    let h = Harness::start_full(
+        fake,
+        opener,
+        1,
+        tuning(),
+        ProxyConfig::none(),
+        Arc::new(Recorder::default()),
+    );
+    let started = Instant::now();
+    h.wait_open(1).await;
+    // The backoff alone (≤ 10 ms at first) would have retried at once.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.opener.calls(), 2);
+    h.stop().await;
 }

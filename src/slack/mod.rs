@@ -6,6 +6,7 @@ pub mod directory;
 
 pub use connector::{ReqwestConnector, MAX_RETRY_AFTER, MIN_RETRY_AFTER};
 
+use crate::proxy::ProxyConfig;
 use crate::retry::Verdict;
 use crate::socket_mode::{OpenConnection, OpenError};
 use crate::telemetry::{MethodLabels, Metrics, SlackCallLabels};
@@ -13,7 +14,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use secrecy::{ExposeSecret, SecretString};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -289,10 +290,15 @@ impl SlackApi {
         app_token: Option<&SecretString>,
         call_timeout: Duration,
         metrics: Metrics,
+        proxies: &ProxyConfig,
     ) -> Result<Self, String> {
         install_crypto_provider();
-        // reqwest reads HTTPS_PROXY / NO_PROXY (and the lowercase forms) itself.
+        let proxies = Arc::new(proxies.clone());
+        // `.no_proxy()` stops reqwest reading HTTPS_PROXY/NO_PROXY itself: the websocket's
+        // decision (`proxies`) is the only one, so the two paths cannot disagree.
         let http = reqwest::Client::builder()
+            .no_proxy()
+            .proxy(connector::reqwest_proxy(proxies.clone()))
             .timeout(call_timeout)
             .connect_timeout(call_timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -302,7 +308,7 @@ impl SlackApi {
         let token =
             |t: &SecretString| SlackApiToken::new(SlackApiTokenValue(t.expose_secret().to_owned()));
         Ok(SlackApi {
-            client: SlackClient::new(ReqwestConnector::new(http.clone(), api_url)),
+            client: SlackClient::new(ReqwestConnector::new(http.clone(), api_url, proxies)),
             http,
             api_url: api_url.clone(),
             bot_token: bot_token.map(token),
@@ -546,7 +552,7 @@ impl SlackApi {
                 .bearer_auth(&token.token_value.0)
                 .send()
                 .await
-                .map_err(|e| transport(METHOD, e))?;
+                .map_err(|e| self.transport(METHOD, e))?;
             let scopes = response
                 .headers()
                 .get("x-oauth-scopes")
@@ -559,7 +565,10 @@ impl SlackApi {
                 });
             let status = response.status();
             let retry_after = connector::retry_after(response.headers());
-            let body = response.bytes().await.map_err(|e| transport(METHOD, e))?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport(METHOD, e))?;
             if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(SlackError::RateLimited {
                     method: METHOD,
@@ -644,23 +653,34 @@ impl SlackApi {
     }
 }
 
-impl OpenConnection for SlackApi {
-    fn open(&self) -> BoxFuture<'_, Result<Url, OpenError>> {
-        async move {
-            self.open_socket_url().await.map_err(|e| match e {
-                SlackError::Api { code, .. } => OpenError::from_slack_error(&code),
-                SlackError::NoToken { .. } => OpenError::Auth(e.code().to_owned()),
-                other => OpenError::Other(other.to_string()),
-            })
+/// What an `apps.connections.open` failure means to Socket Mode, decided here so that
+/// Socket Mode knows no Slack error codes.
+fn open_error(error: SlackError) -> OpenError {
+    match (&error, error.class()) {
+        (_, ErrorClass::Configuration) => OpenError::Auth(error.code().to_owned()),
+        (_, ErrorClass::RateLimited(after)) => {
+            OpenError::RateLimited(after.unwrap_or(MIN_RETRY_AFTER))
         }
-        .boxed()
+        (SlackError::Api { code, .. }, _) => OpenError::Api(code.clone()),
+        (SlackError::Transport { .. }, _) => OpenError::Transport(error.to_string()),
+        _ => OpenError::Other(error.to_string()),
     }
 }
 
-fn transport(method: &'static str, error: reqwest::Error) -> SlackError {
-    SlackError::Transport {
-        method,
-        detail: error.without_url().to_string(),
+impl OpenConnection for SlackApi {
+    fn open(&self) -> BoxFuture<'_, Result<Url, OpenError>> {
+        async move { self.open_socket_url().await.map_err(open_error) }.boxed()
+    }
+}
+
+impl SlackApi {
+    /// A transport failure with its causes and the proxy it went through (never the URL's
+    /// path or query, which can carry an e-mail address).
+    fn transport(&self, method: &'static str, error: reqwest::Error) -> SlackError {
+        SlackError::Transport {
+            method,
+            detail: self.client.http_api.connector.describe_error(error),
+        }
     }
 }
 
@@ -704,5 +724,60 @@ fn classify(method: &'static str, error: SlackClientError) -> SlackError {
                 _ => "unexpected client error".into(),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: &str) -> SlackError {
+        SlackError::Api {
+            method: "apps.connections.open",
+            code: code.to_owned(),
+            needed: None,
+        }
+    }
+
+    #[test]
+    fn only_a_refused_app_token_is_blamed_on_the_token() {
+        for code in [
+            "invalid_auth",
+            "not_authed",
+            "token_revoked",
+            "account_inactive",
+            "not_allowed_token_type",
+            "missing_scope",
+        ] {
+            let e = open_error(api_error(code));
+            assert!(e.is_auth(), "{code}");
+            assert!(e.to_string().contains("SLACK_APP_TOKEN"), "{e}");
+        }
+        let no_token = SlackError::NoToken {
+            method: "apps.connections.open",
+            setting: "SLACK_APP_TOKEN",
+        };
+        assert!(open_error(no_token).is_auth());
+        for e in [
+            api_error("internal_error"),
+            SlackError::Transport {
+                method: "apps.connections.open",
+                detail: "proxy said invalid_auth".into(),
+            },
+            SlackError::Http {
+                method: "apps.connections.open",
+                status: 502,
+            },
+        ] {
+            assert!(!open_error(e.clone()).is_auth(), "{e}");
+        }
+        let limited = SlackError::RateLimited {
+            method: "apps.connections.open",
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert!(matches!(
+            open_error(limited),
+            OpenError::RateLimited(after) if after == Duration::from_secs(30)
+        ));
     }
 }

@@ -309,6 +309,7 @@ async fn a_learned_address_expires_so_a_reassigned_one_reaches_its_new_owner() {
         None,
         Duration::from_secs(5),
         Metrics::new(),
+        &coder_slack_bridge::proxy::ProxyConfig::none(),
     )
     .expect("client");
     // No sweep runs here (as when every users.list fails): only the entry's lifetime can

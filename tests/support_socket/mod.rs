@@ -290,6 +290,8 @@ pub struct FakeOpener {
     pub failing: AtomicBool,
     /// Fail with `Auth` while set.
     pub auth_failing: AtomicBool,
+    /// Fail once with a 429 asking to wait this long.
+    pub rate_limited: Mutex<Option<Duration>>,
     next: AtomicUsize,
 }
 
@@ -301,6 +303,7 @@ impl FakeOpener {
             call_times: Mutex::new(Vec::new()),
             failing: AtomicBool::new(false),
             auth_failing: AtomicBool::new(false),
+            rate_limited: Mutex::new(None),
             next: AtomicUsize::new(1),
         })
     }
@@ -315,8 +318,11 @@ impl OpenConnection for FakeOpener {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.call_times.lock().unwrap().push(Instant::now());
+            if let Some(after) = self.rate_limited.lock().unwrap().take() {
+                return Err(OpenError::RateLimited(after));
+            }
             if self.auth_failing.load(Ordering::SeqCst) {
-                return Err(OpenError::from_slack_error("invalid_auth"));
+                return Err(OpenError::Auth("invalid_auth".into()));
             }
             if self.failing.load(Ordering::SeqCst) {
                 return Err(OpenError::Other(
@@ -329,7 +335,9 @@ impl OpenConnection for FakeOpener {
     }
 }
 
-/// A CONNECT proxy on loopback that records each request head.
+/// An HTTP proxy on loopback that records each request head: `CONNECT` opens a tunnel (what
+/// `https`/`wss` use), an absolute-form request (`POST http://host:port/path`, what `http`
+/// uses) is forwarded as it is.
 #[derive(Clone)]
 pub struct FakeProxy {
     pub addr: SocketAddr,
@@ -338,6 +346,16 @@ pub struct FakeProxy {
 
 impl FakeProxy {
     pub async fn start() -> FakeProxy {
+        Self::spawn(None).await
+    }
+
+    /// A proxy that answers every request with `status` (e.g. `407 Proxy Authentication
+    /// Required`) and closes the connection.
+    pub async fn refusing(status: &'static str) -> FakeProxy {
+        Self::spawn(Some(status)).await
+    }
+
+    async fn spawn(refuse: Option<&'static str>) -> FakeProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = FakeProxy {
             addr: listener.local_addr().unwrap(),
@@ -351,46 +369,234 @@ impl FakeProxy {
                 };
                 let requests = requests.clone();
                 tokio::spawn(async move {
-                    let _ = tunnel(client, requests).await;
+                    let _ = proxy_one(client, requests, refuse).await;
                 });
             }
         });
         proxy
     }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The request lines seen so far (`CONNECT host:port HTTP/1.1`, `POST http://… HTTP/1.1`).
+    pub fn request_lines(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|head| head.lines().next().unwrap_or_default().to_owned())
+            .collect()
+    }
 }
 
-async fn tunnel(mut client: TcpStream, requests: Arc<Mutex<Vec<String>>>) -> std::io::Result<()> {
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut byte).await? == 0 {
-            return Ok(());
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(None);
         }
         head.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+async fn proxy_one(
+    mut client: TcpStream,
+    requests: Arc<Mutex<Vec<String>>>,
+    refuse: Option<&'static str>,
+) -> std::io::Result<()> {
+    let Some(head) = read_head(&mut client).await? else {
+        return Ok(());
+    };
     requests.lock().unwrap().push(head.clone());
-    let target = head
+    if let Some(status) = refuse {
+        let answer = format!(
+            "HTTP/1.1 {status}\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        client.write_all(answer.as_bytes()).await?;
+        return Ok(());
+    }
+    let request_target = head
         .lines()
         .next()
-        .and_then(|line| line.strip_prefix("CONNECT "))
-        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|line| line.split_whitespace().nth(1))
         .unwrap_or_default()
         .to_owned();
+    let connect = head.starts_with("CONNECT ");
+    // CONNECT names host:port; an absolute-form request names http://host:port/path.
+    let target = if connect {
+        request_target
+    } else {
+        request_target
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
     let mut upstream = match TcpStream::connect(&target).await {
         Ok(s) => s,
         Err(_) => {
             client
-                .write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
                 .await?;
             return Ok(());
         }
     };
-    client
-        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .await?;
+    if connect {
+        client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await?;
+    } else {
+        upstream.write_all(head.as_bytes()).await?;
+    }
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())
+}
+
+/// A port on loopback where nothing listens (bound, then released).
+pub async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A fake Slack Web API on loopback: `auth.test` and `apps.connections.open` (with the
+/// websocket URL it was given), answered with `Connection: close`. Records `METHOD path`.
+#[derive(Clone)]
+pub struct FakeWebApi {
+    pub addr: SocketAddr,
+    pub calls: Arc<Mutex<Vec<String>>>,
+    socket_url: Arc<Mutex<String>>,
+    /// `apps.connections.open` answers `{"ok":false,"error":CODE}` while set.
+    open_error: Arc<Mutex<Option<String>>>,
+}
+
+impl FakeWebApi {
+    pub async fn start() -> FakeWebApi {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = FakeWebApi {
+            addr: listener.local_addr().unwrap(),
+            calls: Arc::default(),
+            socket_url: Arc::default(),
+            open_error: Arc::default(),
+        };
+        let server = api.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let _ = server.answer(stream).await;
+                });
+            }
+        });
+        api
+    }
+
+    /// `http://127.0.0.1:PORT/api`, for `SlackApi::new`.
+    pub fn api_url(&self) -> Url {
+        Url::parse(&format!("http://{}/api", self.addr)).unwrap()
+    }
+
+    pub fn set_socket_url(&self, url: &str) {
+        *self.socket_url.lock().unwrap() = url.to_owned();
+    }
+
+    pub fn fail_open_with(&self, code: &str) {
+        *self.open_error.lock().unwrap() = Some(code.to_owned());
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    async fn answer(&self, mut stream: TcpStream) -> std::io::Result<()> {
+        let Some(head) = read_head(&mut stream).await? else {
+            return Ok(());
+        };
+        let mut words = head.lines().next().unwrap_or_default().split_whitespace();
+        let method = words.next().unwrap_or_default().to_owned();
+        // Through a proxy the target is absolute (http://host:port/path).
+        let target = words.next().unwrap_or_default();
+        let path = match target.strip_prefix("http://") {
+            Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+            None => target,
+        };
+        let path = path.split('?').next().unwrap_or_default().to_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await?;
+        self.calls.lock().unwrap().push(format!("{method} {path}"));
+        let json = match path.as_str() {
+            "/api/auth.test" => serde_json::json!({
+                "ok": true, "team": "Test", "user": "bridge", "user_id": "UBOT", "team_id": "T1",
+            }),
+            "/api/apps.connections.open" => match self.open_error.lock().unwrap().clone() {
+                Some(code) => serde_json::json!({"ok": false, "error": code}),
+                None => serde_json::json!({"ok": true, "url": *self.socket_url.lock().unwrap()}),
+            },
+            _ => serde_json::json!({"ok": false, "error": "unknown_method"}),
+        }
+        .to_string();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-oauth-scopes: chat:write,users:read,users:read.email\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        );
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    }
+}
+
+/// A TLS server on loopback whose certificate (for `localhost` and 127.0.0.1) comes from a CA
+/// made up at test time, which no trust store knows. It completes no handshake.
+pub struct UntrustedTls {
+    pub addr: SocketAddr,
+}
+
+impl UntrustedTls {
+    pub async fn start() -> UntrustedTls {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "coder-slack-bridge test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap();
+        let cert = params.signed_by(&key, &*ca).unwrap();
+        let chain = vec![cert.der().clone(), ca.der().clone()];
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                // The client gives up at the certificate; the outcome is the client's to report.
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(stream).await;
+                });
+            }
+        });
+        UntrustedTls { addr }
+    }
 }
 
 /// Polls `cond` every 5 ms until it holds; panics with `what` after `within`.
