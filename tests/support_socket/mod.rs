@@ -217,11 +217,10 @@ impl FakeSlack {
                     self.record(Seen::Ended(n));
                     return;
                 }
-                Some(AfterHello::Send(text)) => {
-                    if ws.send(Message::text(text)).await.is_err() {
-                        return;
-                    }
+                Some(AfterHello::Send(text)) if ws.send(Message::text(text)).await.is_err() => {
+                    return;
                 }
+                Some(AfterHello::Send(_)) => {}
             }
         }
         let mut silent = false;
