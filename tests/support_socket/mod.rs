@@ -210,17 +210,15 @@ impl FakeSlack {
                 return;
             }
             let after_hello = self.after_hello.lock().unwrap().clone();
-            match after_hello {
-                None => {}
-                Some(AfterHello::Drop) => {
-                    drop(ws);
-                    self.record(Seen::Ended(n));
-                    return;
-                }
-                Some(AfterHello::Send(text)) if ws.send(Message::text(text)).await.is_err() => {
-                    return;
-                }
-                Some(AfterHello::Send(_)) => {}
+            let went_on = match after_hello {
+                None => true,
+                Some(AfterHello::Drop) => false,
+                Some(AfterHello::Send(text)) => ws.send(Message::text(text)).await.is_ok(),
+            };
+            if !went_on {
+                drop(ws);
+                self.record(Seen::Ended(n));
+                return;
             }
         }
         let mut silent = false;
