@@ -82,7 +82,7 @@ async fn rejection(rejection: warp::Rejection) -> Result<Response, Infallible> {
 }
 
 fn readyz(state: &AppState) -> Response {
-    let readiness = state.readiness();
+    let readiness = state.readiness.report();
     let status = if readiness.ready {
         StatusCode::OK
     } else {

@@ -317,6 +317,22 @@ impl SlackApi {
         })
     }
 
+    /// The one way the bridge builds its Slack client: `serve`, `check` and `send-test`.
+    pub fn from_config(
+        config: &crate::config::Config,
+        proxies: &ProxyConfig,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
+        Self::new(
+            &config.slack_api_url,
+            config.slack_bot_token.as_ref(),
+            config.slack_app_token.as_ref(),
+            config.tuning.slack_call_timeout,
+            metrics,
+            proxies,
+        )
+    }
+
     pub fn has_app_token(&self) -> bool {
         self.app_token.is_some()
     }

@@ -7,7 +7,6 @@ use super::tunnel::WsStream;
 use super::Tuning;
 use crate::telemetry::{EnvelopeLabels, Metrics};
 use futures_util::{SinkExt, StreamExt};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -29,8 +28,7 @@ pub(crate) struct Shared {
     /// Envelope ids seen recently, across all connections: redeliveries are acked, not handled.
     pub seen: moka::future::Cache<String, ()>,
     /// Connections that have received hello and are still open.
-    pub open: AtomicUsize,
-    pub ever_connected: AtomicBool,
+    pub status: super::Status,
     /// Connection tasks, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
 }
@@ -135,8 +133,7 @@ struct OpenGuard {
 
 impl OpenGuard {
     fn new(shared: Arc<Shared>) -> Self {
-        shared.open.fetch_add(1, Ordering::SeqCst);
-        shared.ever_connected.store(true, Ordering::SeqCst);
+        shared.status.opened();
         shared.metrics.socket_connections_open.inc();
         OpenGuard { shared }
     }
@@ -144,9 +141,9 @@ impl OpenGuard {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        let was_open = self.shared.open.fetch_sub(1, Ordering::SeqCst);
+        let still_open = self.shared.status.closed();
         self.shared.metrics.socket_connections_open.dec();
-        if was_open == 1 && !self.shared.stop.is_cancelled() {
+        if still_open == 0 && !self.shared.stop.is_cancelled() {
             tracing::warn!("no Socket Mode connection is open: DMs still go out, but button clicks are not acknowledged until one is");
         }
     }

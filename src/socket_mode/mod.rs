@@ -114,7 +114,38 @@ pub struct SocketModeConfig {
     pub proxy: ProxyConfig,
 }
 
-/// For `/readyz`.
+/// The connection counts, shared by the connections that update them and whoever reports
+/// them (`/readyz`); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Status(Arc<StatusCounts>);
+
+#[derive(Debug, Default)]
+struct StatusCounts {
+    open: AtomicUsize,
+    ever_connected: AtomicBool,
+}
+
+impl Status {
+    pub fn state(&self) -> SocketModeState {
+        SocketModeState {
+            connections_open: self.0.open.load(Ordering::SeqCst),
+            ever_connected: self.0.ever_connected.load(Ordering::SeqCst),
+        }
+    }
+
+    /// A connection received hello.
+    pub(crate) fn opened(&self) {
+        self.0.open.fetch_add(1, Ordering::SeqCst);
+        self.0.ever_connected.store(true, Ordering::SeqCst);
+    }
+
+    /// A connection that had hello ended; returns how many are still open.
+    pub(crate) fn closed(&self) -> usize {
+        self.0.open.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
+    }
+}
+
+/// What `/readyz` reports of Socket Mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct SocketModeState {
     /// Connections that have received `hello` and are still open.
@@ -159,8 +190,7 @@ impl SocketMode {
             metrics,
             tuning,
             seen,
-            open: AtomicUsize::new(0),
-            ever_connected: AtomicBool::new(false),
+            status: Status::default(),
             connections: TaskTracker::new(),
         });
         let next_id = Arc::new(AtomicU64::new(1));
@@ -187,10 +217,12 @@ impl SocketMode {
     }
 
     pub fn state(&self) -> SocketModeState {
-        SocketModeState {
-            connections_open: self.shared.open.load(Ordering::SeqCst),
-            ever_connected: self.shared.ever_connected.load(Ordering::SeqCst),
-        }
+        self.shared.status.state()
+    }
+
+    /// A handle on the connection counts that outlives this supervisor.
+    pub fn status(&self) -> Status {
+        self.shared.status.clone()
     }
 
     /// Waits until the shutdown token was cancelled and every socket was closed (each with a

@@ -1,0 +1,279 @@
+//! Start-up and shutdown. [`App::build`] makes every part from the configuration and binds
+//! the listener (port 0 picks a free one, so tests start the real thing);
+//! [`App::run_until_stopped`] serves until the shutdown token is cancelled, then stops in
+//! bounded time.
+
+use crate::config::Config;
+use crate::delivery::{self, Delivery};
+use crate::proxy::ProxyConfig;
+use crate::readiness::Readiness;
+use crate::retry::{Retry, Verdict};
+use crate::slack::directory::Directory;
+use crate::slack::{ErrorClass, SlackApi, SlackError};
+use crate::socket_mode::{DefaultHandler, SocketMode, SocketModeConfig};
+use crate::telemetry::Metrics;
+use crate::{http, server};
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Time Socket Mode's close frames get at shutdown, after the grace period for deliveries.
+const SOCKET_MODE_CLOSE_BUDGET: Duration = Duration::from_secs(3);
+
+/// What the HTTP handlers share.
+pub struct AppState {
+    pub metrics: Metrics,
+    pub delivery: Arc<Delivery>,
+    pub webhook_secret: Option<SecretString>,
+    /// Deliveries in flight; shutdown waits for them.
+    pub tasks: TaskTracker,
+    /// Webhook requests being read or handled; bounds the memory bodies take.
+    pub request_slots: tokio::sync::Semaphore,
+    pub body_read_timeout: Duration,
+    pub readiness: Readiness,
+}
+
+/// A running bridge: the listener is bound and background work has started.
+pub struct App {
+    local_addr: SocketAddr,
+    state: Arc<AppState>,
+    background: Background,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+    grace: Duration,
+}
+
+/// What runs beside the HTTP face (all absent in a dry run).
+#[derive(Default)]
+struct Background {
+    /// The e-mail → Slack user directory.
+    directory: Option<Arc<Directory>>,
+    socket_mode: Option<SocketMode>,
+    /// The directory's refresher and the bot token check.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Builds every part from `config` and binds the listener.
+    pub async fn build(config: Config) -> Result<App, String> {
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let readiness = Readiness::new(config.dry_run);
+        if config.coder_url.is_none() {
+            tracing::warn!("CODER_URL is not set: buttons with relative URLs are left out");
+        }
+        let (delivery, background) = if config.dry_run {
+            tracing::warn!("DRY_RUN is on: notifications are rendered, not sent to Slack (the log shows their shape; `preview` shows a whole message)");
+            let settings = delivery::Settings::from_config(&config);
+            let delivery = Delivery::dry_run(settings, metrics.clone(), shutdown.clone());
+            (delivery, Background::default())
+        } else {
+            start_slack(&config, &metrics, &shutdown, &readiness)?
+        };
+        let state = Arc::new(AppState {
+            metrics,
+            delivery: Arc::new(delivery),
+            webhook_secret: config.webhook_secret.clone(),
+            tasks: TaskTracker::new(),
+            request_slots: tokio::sync::Semaphore::new(config.tuning.max_concurrent_requests),
+            body_read_timeout: config.tuning.body_read_timeout,
+            readiness,
+        });
+        let (local_addr, server) = listen(&config, state.clone(), shutdown.clone()).await?;
+        Ok(App {
+            local_addr,
+            state,
+            background,
+            shutdown,
+            server,
+            grace: config.tuning.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The e-mail → Slack user directory (absent in dry run).
+    pub fn directory(&self) -> Option<&Arc<Directory>> {
+        self.background.directory.as_ref()
+    }
+
+    /// Cancelling it starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the shutdown token is cancelled, then stops accepting, lets requests and
+    /// deliveries in flight finish (they stop retrying; all of it bounded by the grace period)
+    /// and closes Socket Mode with close frames (bounded too), so the whole stop stays under
+    /// the 30 s that Kubernetes and systemd give before they kill.
+    pub async fn run_until_stopped(self) {
+        self.shutdown.cancelled().await;
+        tracing::info!("shutting down: finishing deliveries in flight");
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let mut server = self.server;
+        if tokio::time::timeout_at(deadline, &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
+        self.state.tasks.close();
+        if tokio::time::timeout_at(deadline, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("deliveries still in flight after the grace period were abandoned; Coder retries them");
+        }
+        if let Some(socket_mode) = self.background.socket_mode {
+            if tokio::time::timeout(SOCKET_MODE_CLOSE_BUDGET, socket_mode.join())
+                .await
+                .is_err()
+            {
+                tracing::warn!("Socket Mode connections did not close in time");
+            }
+        }
+        for task in self.background.tasks {
+            task.abort();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// The Slack side: the client, the directory and its refresher, the bot token check,
+/// Socket Mode when there is an app-level token, and the delivery that uses them.
+fn start_slack(
+    config: &Config,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    readiness: &Readiness,
+) -> Result<(Delivery, Background), String> {
+    let proxies = ProxyConfig::from_env()?;
+    let api = Arc::new(SlackApi::from_config(config, &proxies, metrics.clone())?);
+    let (delivery, directory) = slack_delivery(api.clone(), config, metrics, shutdown);
+    let tasks = vec![
+        directory
+            .clone()
+            .spawn_refresher(config.directory_refresh, shutdown.clone()),
+        spawn_auth_check(api.clone(), readiness.latch(), shutdown.clone()),
+    ];
+    let socket_mode = if api.has_app_token() {
+        let socket_mode = SocketMode::spawn(
+            api,
+            SocketModeConfig {
+                connections: config.socket_mode_connections,
+                tuning: config.tuning.socket_mode.clone(),
+                proxy: proxies,
+            },
+            Arc::new(DefaultHandler::new(metrics.clone())),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        readiness.report_socket_mode(socket_mode.status());
+        Some(socket_mode)
+    } else {
+        tracing::warn!("SLACK_APP_TOKEN is not set: Socket Mode is off, so Slack shows a warning icon when someone clicks a button");
+        None
+    };
+    let background = Background {
+        directory: Some(directory),
+        socket_mode,
+        tasks,
+    };
+    Ok((delivery, background))
+}
+
+/// Delivery to Slack through `api`, with the e-mail → user directory it looks people up in:
+/// what `serve` runs and what `send-test` sends one notification through.
+pub fn slack_delivery(
+    api: Arc<SlackApi>,
+    config: &Config,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> (Delivery, Arc<Directory>) {
+    let directory = Arc::new(Directory::new(
+        api.clone(),
+        config.tuning.negative_cache_ttl,
+        // Learned addresses are trusted for two sweeps: if sweeps keep failing, an address
+        // reassigned in Slack must not keep going to its previous owner.
+        config.directory_refresh.saturating_mul(2),
+        metrics.clone(),
+    ));
+    let delivery = Delivery::slack(
+        api,
+        directory.clone(),
+        delivery::Settings::from_config(config),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    (delivery, directory)
+}
+
+/// Binds `LISTEN_ADDR` and serves the HTTP routes until `shutdown`.
+async fn listen(
+    config: &Config,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), String> {
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| format!("cannot listen on LISTEN_ADDR {}: {e}", config.listen_addr))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listener's address: {e}"))?;
+    let limits = server::Limits {
+        max_connections: config.tuning.max_connections,
+        header_read_timeout: config.tuning.header_read_timeout,
+    };
+    let server = tokio::spawn(server::serve(
+        listener,
+        http::routes(state),
+        limits,
+        shutdown,
+    ));
+    tracing::info!(%local_addr, "listening for Coder's webhook on POST /v1/webhook");
+    Ok((local_addr, server))
+}
+
+/// Verifies the bot token with `auth.test` until it works, then releases the readiness latch.
+fn spawn_auth_check(
+    api: Arc<SlackApi>,
+    verified: impl FnOnce() + Send + 'static,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Even a refused token is tried again (slowly): the log says what to fix meanwhile.
+        let keep_trying = |e: &SlackError| match e.verdict() {
+            Verdict::Stop => Verdict::Backoff,
+            verdict => verdict,
+        };
+        let checked = Retry::new(Duration::from_secs(1), Duration::from_secs(60))
+            .until(shutdown)
+            .run(keep_trying, || async {
+                let result = api.auth_test().await;
+                if let Err(e) = &result {
+                    log_auth_failure(e);
+                }
+                result
+            })
+            .await;
+        if let Ok(info) = checked {
+            tracing::info!(team = %info.team, bot = %info.user, "Slack bot token verified");
+            verified();
+        }
+    })
+}
+
+fn log_auth_failure(e: &SlackError) {
+    match (e.class(), e.remedy()) {
+        (ErrorClass::Configuration, Some(remedy)) => {
+            tracing::error!(error = %e, "Slack rejected the bot token: {remedy}")
+        }
+        _ => tracing::warn!(error = %e, "cannot reach Slack to verify the bot token; retrying"),
+    }
+}
