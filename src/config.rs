@@ -138,8 +138,10 @@ pub struct Tuning {
     /// How long a delivered `msg_id` is remembered.
     pub dedupe_ttl: Duration,
     /// How many `msg_id`s are remembered at most (least recently used out first). Coder's
-    /// retries of one message span about 25 minutes; 100k ids cover far more than that at any
-    /// realistic rate, at about 0.8 KiB each (measured: 49 MiB peak after 50k webhooks).
+    /// retries of one message span about 25 minutes: 50k ids cover them at 30 notifications
+    /// a second. Each costs about 0.8 KiB of the process (the cache's entry, 0.35 KiB, plus
+    /// allocator overhead; measured: 49 MiB peak after 50k webhooks), so with the bodies in
+    /// flight the bridge stays under 100 MiB: the shipped memory limits are 128 MiB.
     pub dedupe_capacity: u64,
     /// Deliveries talking to Slack at once.
     pub max_concurrent_deliveries: usize,
@@ -150,7 +152,7 @@ pub struct Tuning {
     /// Time a client has to send a webhook body, once its headers are in.
     pub body_read_timeout: Duration,
     /// Webhook requests read and handled at once; bounds the memory bodies can take
-    /// (this many × 1 MiB at worst). Coder sends at most 20 at a time.
+    /// (this many × 1 MiB at worst). Coder sends at most 20 at a time; more wait their turn.
     pub max_concurrent_requests: usize,
     /// Timeout for one Slack Web API call.
     pub slack_call_timeout: Duration,
@@ -167,12 +169,12 @@ impl Default for Tuning {
         Tuning {
             negative_cache_ttl: Duration::from_secs(300),
             dedupe_ttl: Duration::from_secs(24 * 3600),
-            dedupe_capacity: 100_000,
+            dedupe_capacity: 50_000,
             max_concurrent_deliveries: 64,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
-            max_concurrent_requests: 128,
+            max_concurrent_requests: 32,
             slack_call_timeout: Duration::from_secs(10),
             retry_base_delay: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(20),

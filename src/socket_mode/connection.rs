@@ -150,7 +150,7 @@ impl Drop for OpenGuard {
 }
 
 async fn run(
-    mut ws: WsStream,
+    ws: WsStream,
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<ConnEvent>,
     mut close_rx: oneshot::Receiver<()>,
@@ -159,96 +159,129 @@ async fn run(
     let started = Instant::now();
     let hello_deadline = started + tuning.hello_timeout;
     let mut last_frame = started;
-    let mut open_guard: Option<OpenGuard> = None;
     let mut ping = tokio::time::interval_at(started + tuning.ping_interval, tuning.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut conn = Connection {
+        ws,
+        shared,
+        events,
+        open: None,
+    };
 
     loop {
         let stale_at = last_frame + tuning.stale_after;
-        let deadline = if open_guard.is_none() {
+        let deadline = if conn.open.is_none() {
             stale_at.min(hello_deadline)
         } else {
             stale_at
         };
-        tokio::select! {
+        let step = tokio::select! {
             biased;
             // A close request, or the slot dropped its handle: close either way.
             _ = &mut close_rx => {
-                close_gracefully(&mut ws, tuning.io_timeout, true).await;
+                close_gracefully(&mut conn.ws, tuning.io_timeout, true).await;
                 return EndReason::ClosedByUs;
             }
-            frame = ws.next() => {
-                let message = match frame {
-                    None => return EndReason::ClosedByServer,
-                    Some(Err(e)) => return EndReason::Error(describe(&e)),
-                    Some(Ok(message)) => message,
-                };
-                last_frame = Instant::now();
-                match message {
-                    Message::Text(text) => match parse_frame(text.as_str()) {
-                        Ok(Frame::Hello { num_connections }) => {
-                            if open_guard.is_none() {
-                                tracing::debug!(?num_connections, "Socket Mode hello");
-                                open_guard = Some(OpenGuard::new(shared.clone()));
-                                let _ = events.send(ConnEvent::Hello);
-                            } else {
-                                tracing::debug!("second hello ignored");
-                            }
-                        }
-                        Ok(Frame::Disconnect { reason }) => {
-                            tracing::info!(?reason, "Slack asked to disconnect");
-                            let _ = events.send(ConnEvent::Disconnect(reason));
-                        }
-                        Ok(Frame::Envelope(envelope)) => {
-                            if let Err(e) = ack(&mut ws, &envelope, tuning.io_timeout, &shared.metrics).await {
-                                return EndReason::Error(e);
-                            }
-                            dispatch(&shared, envelope).await;
-                        }
-                        Ok(Frame::Unknown { kind }) => {
-                            tracing::debug!(frame_type = %kind, "skipping Socket Mode frame of unknown type");
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, bytes = text.len(), "skipping malformed Socket Mode frame");
-                        }
-                    },
-                    Message::Binary(bytes) => {
-                        tracing::warn!(bytes = bytes.len(), "skipping binary Socket Mode frame");
-                    }
-                    Message::Ping(_) => {
-                        // tungstenite queued the pong; send it now.
-                        match tokio::time::timeout(tuning.io_timeout, ws.flush()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => return EndReason::Error(describe(&e)),
-                            Err(_) => return EndReason::Error("sending pong timed out".to_owned()),
-                        }
-                    }
-                    Message::Pong(_) | Message::Frame(_) => {}
-                    Message::Close(_) => {
-                        // tungstenite answers it; the stream ends after that.
-                        tracing::debug!("Slack sent a close frame");
-                    }
+            frame = conn.ws.next() => match frame {
+                None => Err(EndReason::ClosedByServer),
+                Some(Err(e)) => Err(EndReason::Error(describe(&e))),
+                Some(Ok(message)) => {
+                    last_frame = Instant::now();
+                    conn.on_message(message).await
                 }
-            }
+            },
             _ = ping.tick() => {
-                match tokio::time::timeout(tuning.io_timeout, ws.send(Message::Ping(Default::default()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return EndReason::Error(describe(&e)),
-                    Err(_) => return EndReason::Error("sending ping timed out".to_owned()),
-                }
+                let ping = conn.ws.send(Message::Ping(Default::default()));
+                bounded(tuning.io_timeout, "sending ping", ping).await
             }
             _ = tokio::time::sleep_until(deadline) => {
-                let now = Instant::now();
-                let end = if open_guard.is_none() && now >= hello_deadline {
+                let end = if conn.open.is_none() && Instant::now() >= hello_deadline {
                     EndReason::HelloTimeout
                 } else {
                     EndReason::Stale
                 };
                 // The peer is not listening: do not wait for its answer to our close.
-                close_gracefully(&mut ws, tuning.io_timeout.min(Duration::from_secs(1)), false).await;
-                return end;
+                close_gracefully(&mut conn.ws, tuning.io_timeout.min(Duration::from_secs(1)), false).await;
+                Err(end)
+            }
+        };
+        if let Err(end) = step {
+            return end;
+        }
+    }
+}
+
+/// One connection's state while it serves.
+struct Connection {
+    ws: WsStream,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    /// Present from hello on: counts the connection as open.
+    open: Option<OpenGuard>,
+}
+
+impl Connection {
+    async fn on_message(&mut self, message: Message) -> Result<(), EndReason> {
+        match message {
+            Message::Text(text) => self.on_text(text.as_str()).await,
+            Message::Binary(bytes) => {
+                tracing::warn!(bytes = bytes.len(), "skipping binary Socket Mode frame");
+                Ok(())
+            }
+            // tungstenite queued the pong; send it now.
+            Message::Ping(_) => {
+                let io_timeout = self.shared.tuning.io_timeout;
+                bounded(io_timeout, "sending pong", self.ws.flush()).await
+            }
+            Message::Pong(_) | Message::Frame(_) => Ok(()),
+            Message::Close(_) => {
+                // tungstenite answers it; the stream ends after that.
+                tracing::debug!("Slack sent a close frame");
+                Ok(())
             }
         }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), EndReason> {
+        match parse_frame(text) {
+            Ok(Frame::Hello { num_connections }) if self.open.is_none() => {
+                tracing::debug!(?num_connections, "Socket Mode hello");
+                self.open = Some(OpenGuard::new(self.shared.clone()));
+                let _ = self.events.send(ConnEvent::Hello);
+            }
+            Ok(Frame::Hello { .. }) => tracing::debug!("second hello ignored"),
+            Ok(Frame::Disconnect { reason }) => {
+                tracing::info!(?reason, "Slack asked to disconnect");
+                let _ = self.events.send(ConnEvent::Disconnect(reason));
+            }
+            Ok(Frame::Envelope(envelope)) => {
+                let io_timeout = self.shared.tuning.io_timeout;
+                ack(&mut self.ws, &envelope, io_timeout, &self.shared.metrics)
+                    .await
+                    .map_err(EndReason::Error)?;
+                dispatch(&self.shared, envelope).await;
+            }
+            Ok(Frame::Unknown { kind }) => {
+                tracing::debug!(frame_type = %kind, "skipping Socket Mode frame of unknown type");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, bytes = text.len(), "skipping malformed Socket Mode frame");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A websocket write bounded by `io_timeout`; its failure ends the connection.
+async fn bounded(
+    io_timeout: Duration,
+    what: &str,
+    write: impl std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+) -> Result<(), EndReason> {
+    match tokio::time::timeout(io_timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(EndReason::Error(describe(&e))),
+        Err(_) => Err(EndReason::Error(format!("{what} timed out"))),
     }
 }
 
