@@ -37,10 +37,6 @@ impl ReqwestConnector {
         describe_transport_error(error, &self.proxies)
     }
 
-    pub fn api_url(&self) -> &str {
-        &self.api_url
-    }
-
     async fn send<RS>(
         &self,
         request: reqwest::RequestBuilder,

@@ -266,7 +266,6 @@ const HISTORY_PAGES: usize = 5;
 pub struct AuthInfo {
     pub team: String,
     pub user: String,
-    pub bot_user_id: String,
     /// From the `x-oauth-scopes` header; `None` when Slack did not send it.
     pub scopes: Option<Vec<String>>,
 }
@@ -616,7 +615,6 @@ impl SlackApi {
             Ok(AuthInfo {
                 team: text("team"),
                 user: text("user"),
-                bot_user_id: text("user_id"),
                 scopes,
             })
         }

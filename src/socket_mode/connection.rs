@@ -33,7 +33,7 @@ pub(crate) struct Shared {
     pub connections: TaskTracker,
 }
 
-/// What a connection tells its slot.
+/// What a connection tells its keeper.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
     Hello,
@@ -64,11 +64,11 @@ impl std::fmt::Display for EndReason {
     }
 }
 
-/// The slot's side of a running connection.
+/// The keeper's side of a running connection.
 pub(crate) struct ConnHandle {
     pub id: u64,
     pub events: mpsc::UnboundedReceiver<ConnEvent>,
-    /// When it received hello (set by the slot).
+    /// When it received hello (set by the keeper).
     pub hello_at: Option<Instant>,
     close: Option<oneshot::Sender<()>>,
     task: JoinHandle<EndReason>,
@@ -177,7 +177,7 @@ async fn run(
         };
         let step = tokio::select! {
             biased;
-            // A close request, or the slot dropped its handle: close either way.
+            // A close request, or the keeper dropped its handle: close either way.
             _ = &mut close_rx => {
                 close_gracefully(&mut conn.ws, tuning.io_timeout, true).await;
                 return EndReason::ClosedByUs;

@@ -1,10 +1,10 @@
 //! Socket Mode: the outbound websocket that carries button clicks.
 //!
-//! A supervisor keeps `connections` slots busy. Each slot asks [`OpenConnection`] for a fresh
+//! A supervisor runs `connections` keepers, each keeping one connection open. Each asks [`OpenConnection`] for a fresh
 //! single-use URL, connects (through the proxy [`ProxyConfig`] picks, TLS for `wss`), waits for
 //! `hello`, then serves frames: envelopes are acked as soon as they are read and handled in
 //! their own tasks, once per envelope id. `disconnect` (`warning`, `refresh_requested`) makes the
-//! slot open a replacement that has received `hello` before it closes the old socket. Dead or
+//! keeper open a replacement that has received `hello` before it closes the old socket. Dead or
 //! silent connections are replaced with full-jitter backoff.
 //!
 //! Layout: [`envelope`] parses frames, [`handler`] is what runs after the ack, [`tunnel`] is the
@@ -157,12 +157,12 @@ pub struct SocketModeState {
 /// The running supervisor.
 pub struct SocketMode {
     shared: Arc<Shared>,
-    slots: Vec<JoinHandle<()>>,
-    stop: CancellationToken,
+    /// One task per connection kept open.
+    keepers: Vec<JoinHandle<()>>,
 }
 
 impl SocketMode {
-    /// Starts the slots; they run until `shutdown` is cancelled.
+    /// Starts the keepers; they run until `shutdown` is cancelled.
     pub fn spawn(
         opener: Arc<dyn OpenConnection>,
         config: SocketModeConfig,
@@ -195,25 +195,20 @@ impl SocketMode {
         });
         let next_id = Arc::new(AtomicU64::new(1));
         let proxy = Arc::new(config.proxy);
-        let slots = (0..connections)
-            .map(|slot| {
-                let supervisor = Slot {
-                    slot,
+        let keepers = (0..connections)
+            .map(|index| {
+                let keeper = Keeper {
                     shared: shared.clone(),
                     opener: opener.clone(),
                     proxy: proxy.clone(),
                     stop: stop.clone(),
                     next_id: next_id.clone(),
                 };
-                let span = tracing::info_span!("socket_mode", slot);
-                tokio::spawn(supervisor.run().instrument(span))
+                let span = tracing::info_span!("socket_mode", keeper = index);
+                tokio::spawn(keeper.run().instrument(span))
             })
             .collect();
-        SocketMode {
-            shared,
-            slots,
-            stop,
-        }
+        SocketMode { shared, keepers }
     }
 
     pub fn state(&self) -> SocketModeState {
@@ -228,9 +223,9 @@ impl SocketMode {
     /// Waits until the shutdown token was cancelled and every socket was closed (each with a
     /// normal close frame, bounded by `io_timeout`).
     pub async fn join(self) {
-        for slot in self.slots {
-            if let Err(e) = slot.await {
-                tracing::error!(error = %e, "Socket Mode slot task failed");
+        for keeper in self.keepers {
+            if let Err(e) = keeper.await {
+                tracing::error!(error = %e, "Socket Mode keeper task failed");
             }
         }
         let tracker = &self.shared.connections;
@@ -240,16 +235,9 @@ impl SocketMode {
             tracing::warn!("Socket Mode connections did not close in time");
         }
     }
-
-    /// Stops this supervisor (without cancelling the token it was given) and waits as
-    /// [`join`](Self::join) does.
-    pub async fn shutdown(self) {
-        self.stop.cancel();
-        self.join().await;
-    }
 }
 
-/// How serving a connection ended, from its slot's point of view.
+/// How serving a connection ended, from its keeper's point of view.
 enum Next {
     /// Replace it, keeping it open until the replacement has hello.
     Replace,
@@ -272,8 +260,7 @@ async fn link_disabled(conn: ConnHandle) {
 }
 
 /// One of the `connections` supervisors: keeps one connection open.
-struct Slot {
-    slot: usize,
+struct Keeper {
     shared: Arc<Shared>,
     opener: Arc<dyn OpenConnection>,
     proxy: Arc<ProxyConfig>,
@@ -281,14 +268,14 @@ struct Slot {
     next_id: Arc<AtomicU64>,
 }
 
-impl Slot {
+impl Keeper {
     async fn run(self) {
         let tuning = self.shared.tuning.clone();
         let mut retry =
             Retry::new(tuning.backoff_base, tuning.backoff_max).until(self.stop.clone());
         let mut old: Option<ConnHandle> = None;
         let mut first = true;
-        tracing::debug!(slot = self.slot, "Socket Mode slot starting");
+        tracing::debug!("Socket Mode keeper starting");
         while let Some(conn) = self.establish_retrying(&mut retry).await {
             if !first {
                 self.shared.metrics.socket_reconnects.inc();
@@ -331,7 +318,7 @@ impl Slot {
         if let Some(replaced) = old.take() {
             replaced.close().await;
         }
-        tracing::debug!(slot = self.slot, "Socket Mode slot stopped");
+        tracing::debug!("Socket Mode keeper stopped");
     }
 
     /// Keeps `conn` open (and acking) until its replacement has hello. One asked to go soon
