@@ -87,7 +87,8 @@ impl Settings {
     }
 }
 
-enum Route {
+/// Where notifications go.
+enum Destination {
     DryRun,
     Slack {
         api: Arc<SlackApi>,
@@ -123,7 +124,7 @@ const UNSETTLED_TTL: Duration = Duration::from_secs(3600);
 const READ_BACK_MARGIN: Duration = Duration::from_secs(120);
 
 pub struct Delivery {
-    route: Route,
+    destination: Destination,
     /// `msg_id`s handled in the dedupe window (delivered, undeliverable or dry run).
     handled: Cache<MsgKey, Handled>,
     /// Posts whose outcome is unknown (the answer was lost), with when the first started.
@@ -139,7 +140,7 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn dry_run(settings: Settings, metrics: Metrics, shutdown: CancellationToken) -> Self {
-        Self::with_route(Route::DryRun, settings, metrics, shutdown)
+        Self::with_destination(Destination::DryRun, settings, metrics, shutdown)
     }
 
     pub fn slack(
@@ -149,17 +150,17 @@ impl Delivery {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
-        Self::with_route(Route::Slack { api, directory }, settings, metrics, shutdown)
+        Self::with_destination(Destination::Slack { api, directory }, settings, metrics, shutdown)
     }
 
-    fn with_route(
-        route: Route,
+    fn with_destination(
+        destination: Destination,
         settings: Settings,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
         Delivery {
-            route,
+            destination,
             // Least recently used out first: a frequency-based admission policy could
             // refuse to remember a new id, and a forgotten id is a double post.
             handled: Cache::builder()
@@ -211,8 +212,8 @@ impl Delivery {
                 reason: "too many deliveries in flight".into(),
                 retry_after: DEFAULT_RETRY_AFTER,
             })?;
-        match &self.route {
-            Route::DryRun => {
+        match &self.destination {
+            Destination::DryRun => {
                 let rendered = render::render(notification, &self.settings.render, None);
                 // The message itself can carry secrets (one-time passcodes), so only its
                 // shape is logged; `preview` prints it in full.
@@ -225,7 +226,7 @@ impl Delivery {
                 );
                 Ok(Outcome::DryRun)
             }
-            Route::Slack { api, directory } => {
+            Destination::Slack { api, directory } => {
                 let to = Recipient {
                     api,
                     notification,
