@@ -72,31 +72,21 @@ async fn webhook_auth_none_wrong_basic_and_bearer() {
     bridge.stop().await;
 }
 
+/// The binary against `slack`, in an empty working folder of its own.
 fn bridge_command(slack: &FakeSlack) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"));
+    let mut command = bridge_binary(&fresh_dir("bridge"));
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_API_URL", slack.api_url())
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("CODER_URL", "http://test.com")
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env("CODER_URL", "http://test.com");
     command
 }
 
 #[tokio::test]
 async fn a_public_listener_without_a_secret_is_refused_at_start_up() {
     let slack = FakeSlack::start().await;
-    let output = bridge_command(&slack)
-        .env("LISTEN_ADDR", "0.0.0.0:0")
-        .output()
-        .await
-        .expect("run");
+    let output = run_to_end(bridge_command(&slack).env("LISTEN_ADDR", "0.0.0.0:0")).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -104,11 +94,7 @@ async fn a_public_listener_without_a_secret_is_refused_at_start_up() {
         "{stderr}"
     );
 
-    let output = bridge_command(&slack)
-        .env_remove("SLACK_BOT_TOKEN")
-        .output()
-        .await
-        .expect("run");
+    let output = run_to_end(bridge_command(&slack).env_remove("SLACK_BOT_TOKEN")).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("SLACK_BOT_TOKEN is not set"));
 }
@@ -152,11 +138,17 @@ async fn spawn_bridge(
 
 async fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("running").to_string();
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
+    let status = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .status(),
+    )
+    .await
+    .expect("kill exits")
+    .expect("kill");
     assert!(status.success());
 }
 
@@ -175,7 +167,7 @@ async fn secrets_never_reach_the_logs_even_at_trace() {
         .env("FALLBACK_CHANNEL", "C0FALLBACK");
     let (child, addr, log) = spawn_bridge(command).await;
 
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut otp_body = sample("TemplateUserRequestedOneTimePasscode.json.golden");
     otp_body["msg_id"] = fresh_id().into();
     otp_body["payload"]["user_email"] = "bobby@coder.com".into();
@@ -352,7 +344,7 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
         "bobby@coder.com",
     );
     let request = tokio::spawn(async move {
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(format!("http://{addr}/v1/webhook"))
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -379,7 +371,10 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
         .expect("exits")
         .expect("status");
     assert!(exit.success(), "exit status {exit:?}");
-    let log = log.await.expect("log");
+    let log = tokio::time::timeout(DEADLINE, log)
+        .await
+        .expect("the log ends")
+        .expect("log");
     assert!(
         log.contains("shutting down") && log.contains("stopped"),
         "{log}"
@@ -390,20 +385,12 @@ async fn run_check(slack: &FakeSlack, socket: &FakeSocketMode) -> (bool, String,
     slack.set_socket_url(&socket.url());
     let mut command = bridge_command(slack);
     command.arg("check").env("SLACK_APP_TOKEN", APP_TOKEN);
-    let mut child = command.spawn().expect("spawn check");
-    let (mut out, mut err) = (String::new(), String::new());
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (a, b) = tokio::join!(
-        stdout.read_to_string(&mut out),
-        stderr.read_to_string(&mut err)
-    );
-    a.and(b).expect("read output");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("check exits")
-        .expect("status");
-    (status.success(), out, err)
+    let output = run_to_end(&mut command).await;
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -452,7 +439,7 @@ async fn send_test_delivers_a_sample_through_the_full_path() {
     slack.add_user("bobby@coder.com", "UBOBBY");
     let mut command = bridge_command(&slack);
     command.args(["send-test", "--email", "bobby@coder.com"]);
-    let output = command.output().await.expect("run send-test");
+    let output = run_to_end(&mut command).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -469,11 +456,8 @@ async fn send_test_delivers_a_sample_through_the_full_path() {
         "A test notification"
     );
 
-    let output = bridge_command(&slack)
-        .args(["send-test", "--email", "nobody@coder.com"])
-        .output()
-        .await
-        .expect("run");
+    let output =
+        run_to_end(bridge_command(&slack).args(["send-test", "--email", "nobody@coder.com"])).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("users_not_found"));
 }

@@ -266,18 +266,18 @@ async fn dry_run_needs_no_slack_and_sends_nothing() {
     assert!(slack.calls().is_empty(), "a dry run contacts no Slack");
 }
 
-#[test]
-fn preview_prints_the_message_without_slack() {
+#[tokio::test]
+async fn preview_prints_the_message_without_slack() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
         "tests/fixtures/coder-webhook-samples/TemplateWorkspaceBuildsFailedReport.json.golden",
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"))
-        .arg("preview")
-        .arg(&path)
-        .env_remove("SLACK_BOT_TOKEN")
-        .env("SLACK_API_URL", "http://127.0.0.1:9/unreachable")
-        .output()
-        .expect("run preview");
+    let output = run_to_end(
+        bridge_binary(&fresh_dir("preview"))
+            .arg("preview")
+            .arg(&path)
+            .env("SLACK_API_URL", "http://127.0.0.1:9/unreachable"),
+    )
+    .await;
     assert!(
         output.status.success(),
         "{}",
@@ -299,16 +299,16 @@ fn preview_prints_the_message_without_slack() {
     assert_eq!(printed["unfurl_links"], false);
 }
 
-#[test]
-fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
+#[tokio::test]
+async fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"))
-        .args(["preview", "--coder-url", "https://coder.example.com"])
-        .arg(&path)
-        .env_remove("CODER_URL")
-        .output()
-        .expect("run preview");
+    let output = run_to_end(
+        bridge_binary(&fresh_dir("preview"))
+            .args(["preview", "--coder-url", "https://coder.example.com"])
+            .arg(&path),
+    )
+    .await;
     assert!(
         output.status.success(),
         "{}",
