@@ -10,16 +10,22 @@ use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // `.env` first, so clap sees its values as environment variables. A missing file is fine;
-    // a malformed one is not.
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            eprintln!("error: .env could not be read: {e}");
+    // `.env` first, so clap sees its values as environment variables.
+    let from_dotenv = match load_dotenv() {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            eprintln!("error: {message}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     let cli = Cli::parse();
     telemetry::init_logging(cli.settings.log_format);
+    if from_dotenv > 0 {
+        tracing::info!(
+            variables = from_dotenv,
+            "settings read from .env in the working folder (the environment wins over it)"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,6 +51,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads `./.env` (the working folder's only) into the environment, without overriding what
+/// is already set; returns how many variables it added.
+fn load_dotenv() -> Result<usize, String> {
+    let pairs =
+        coder_slack_bridge::config::read_dotenv(std::path::Path::new(".env")).map_err(|e| e.0)?;
+    let mut added = 0;
+    for (name, value) in pairs {
+        // The first definition in the file wins, as it does in dotenvy.
+        if std::env::var_os(&name).is_none() {
+            std::env::set_var(name, value);
+            added += 1;
+        }
+    }
+    Ok(added)
 }
 
 async fn serve(settings: coder_slack_bridge::config::Settings) -> Result<(), String> {

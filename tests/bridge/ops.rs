@@ -575,3 +575,76 @@ async fn log_format_json_writes_one_json_object_per_line() {
         .expect("status");
     assert!(status.success());
 }
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn dot_env_is_read_from_the_working_folder_only() {
+    // A parent's `.env` that would break the run (LOG_FORMAT) and show itself (CODER_URL).
+    let parent = fresh_dir("dotenv-parent");
+    std::fs::write(
+        parent.join(".env"),
+        "CODER_URL=https://parent.example.com\nLOG_FORMAT=yaml\nLISTEN_ADDR=0.0.0.0:6000\n",
+    )
+    .expect("write the parent's .env");
+    let here = parent.join("work");
+    std::fs::create_dir_all(&here).expect("working folder");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
+    let preview = || {
+        let mut command = bridge_binary(&here);
+        command.arg("preview").arg(&sample);
+        command
+    };
+
+    let output = run_to_end(&mut preview()).await;
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("parent.example.com"), "{stdout}");
+
+    // The working folder's own `.env` is read; the environment wins over it.
+    std::fs::write(here.join(".env"), "CODER_URL=https://here.example.com\n").expect("write .env");
+    let output = run_to_end(&mut preview()).await;
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("https://here.example.com/changelog/2.30"),
+        "{stdout}"
+    );
+    let output = run_to_end(preview().env("CODER_URL", "https://env.example.com")).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("https://env.example.com/changelog/2.30"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_dot_env_line_is_named_but_not_shown() {
+    let token_tail = "FAKEtoken0secret0tail";
+    let cases = [
+        // An unclosed quote, as the audit found.
+        format!(
+            "CODER_URL=https://x.example.com\n# the bot\nSLACK_BOT_TOKEN=\"xoxb-1-2-{token_tail}\n"
+        ),
+        // A value with a space, after a quoted value that spans two lines.
+        format!("NOTE=\"two\nlines\"\n\nexport SLACK_BOT_TOKEN=xoxb-1-2 {token_tail}\n"),
+    ];
+    for (content, line) in cases.iter().zip([3, 4]) {
+        let dir = fresh_dir("dotenv-malformed");
+        std::fs::write(dir.join(".env"), content).expect("write .env");
+        let output = run_to_end(&mut bridge_binary(&dir)).await;
+        assert!(!output.status.success());
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains(&format!(".env line {line} (SLACK_BOT_TOKEN)")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(token_tail) && !stderr.contains("xoxb-1"),
+            "{stderr}"
+        );
+    }
+}
