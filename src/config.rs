@@ -513,6 +513,54 @@ impl std::io::Read for LineAtATime<'_> {
     }
 }
 
+/// For a value clap refused (`PORT=abc`, `LOG_FORMAT=yaml`): a sentence naming the
+/// environment variable as well as the flag, since most people set the variable. `None` for
+/// every other error (help, version, unknown flags), which clap words well itself. A hidden
+/// setting's value is never shown.
+pub fn explain_clap_error(command: &clap::Command, error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long: String = shown
+        .strip_prefix("--")?
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let arg = find_arg(command, &long)?;
+    let env = arg.get_env()?.to_str()?;
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) if !arg.is_hide_env_values_set() => format!("{v:?}"),
+        _ => "(not shown)".to_owned(),
+    };
+    let why = match (
+        error.get(ContextKind::ValidValue),
+        std::error::Error::source(error),
+    ) {
+        (Some(ContextValue::Strings(valid)), _) => format!("use one of {}", valid.join(", ")),
+        (_, Some(source)) if !arg.is_hide_env_values_set() => source.to_string(),
+        _ => "not a valid value".to_owned(),
+    };
+    Some(format!("{env} (--{long}): invalid value {value}: {why}"))
+}
+
+fn find_arg<'c>(command: &'c clap::Command, long: &str) -> Option<&'c clap::Arg> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| find_arg(sub, long))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,5 +788,48 @@ mod tests {
             .expect("missing is fine")
             .is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn clap_value_errors_name_the_variable_and_the_flag() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let explain = |args: &[&str]| {
+            let e = Cli::command().try_get_matches_from(args).unwrap_err();
+            explain_clap_error(&command, &e)
+        };
+        assert_eq!(
+            explain(&["bridge", "--port", "abc"]).as_deref(),
+            Some("PORT (--port): invalid value \"abc\": invalid digit found in string")
+        );
+        assert_eq!(
+            explain(&["bridge", "--log-format", "yaml"]).as_deref(),
+            Some("LOG_FORMAT (--log-format): invalid value \"yaml\": use one of text, json")
+        );
+        assert_eq!(
+            explain(&["bridge", "check", "--port", "70000"]).as_deref(),
+            Some("PORT (--port): invalid value \"70000\": 70000 is not in 0..=65535")
+        );
+        // Not a value error: clap's own words.
+        assert_eq!(explain(&["bridge", "--nope"]), None);
+        assert_eq!(explain(&["bridge", "--help"]), None);
+
+        // A hidden setting's value is never repeated.
+        let hidden = clap::Command::new("t").arg(
+            clap::Arg::new("secret")
+                .long("secret")
+                .env("SECRET_SETTING")
+                .hide_env_values(true)
+                .value_parser(clap::value_parser!(u16)),
+        );
+        let e = hidden
+            .clone()
+            .try_get_matches_from(["t", "--secret", "hunter2"])
+            .unwrap_err();
+        let message = explain_clap_error(&hidden, &e).expect("explained");
+        assert_eq!(
+            message,
+            "SECRET_SETTING (--secret): invalid value (not shown): not a valid value"
+        );
     }
 }

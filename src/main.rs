@@ -18,7 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_failure(&e),
+    };
     telemetry::init_logging(cli.settings.log_format);
     if from_dotenv > 0 {
         tracing::info!(
@@ -67,6 +70,19 @@ fn load_dotenv() -> Result<usize, String> {
         }
     }
     Ok(added)
+}
+
+/// clap names the flag (`--port`) when a value is wrong; most people set the environment
+/// variable, so name that too. Help, version and usage errors stay clap's.
+fn clap_failure(error: &clap::Error) -> ExitCode {
+    use clap::CommandFactory;
+    match coder_slack_bridge::config::explain_clap_error(&Cli::command(), error) {
+        Some(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        None => error.exit(),
+    }
 }
 
 async fn serve(settings: coder_slack_bridge::config::Settings) -> Result<(), String> {

@@ -648,3 +648,21 @@ async fn a_malformed_dot_env_line_is_named_but_not_shown() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_value_clap_refuses_names_the_variable_and_the_flag() {
+    let slack = FakeSlack::start().await;
+    for (name, value, expected) in [
+        ("PORT", "abc", "PORT (--port): invalid value \"abc\""),
+        (
+            "LOG_FORMAT",
+            "yaml",
+            "LOG_FORMAT (--log-format): invalid value \"yaml\": use one of text, json",
+        ),
+    ] {
+        let output = run_to_end(bridge_command(&slack).env(name, value)).await;
+        assert!(!output.status.success(), "{name}={value}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains(expected), "{name}={value}: {stderr}");
+    }
+}
