@@ -213,90 +213,24 @@ impl Settings {
     }
 
     pub fn validate(self, needs: Needs) -> Result<Config, ConfigError> {
-        let dry_run = self.dry_run;
-        let bot_token_required = match needs {
-            Needs::Serve => !dry_run,
+        // Whether Slack will really be called.
+        let uses_slack = match needs {
+            Needs::Serve => !self.dry_run,
             Needs::BotToken => true,
             Needs::Nothing => false,
         };
-        let slack_bot_token = non_empty_secret(self.slack_bot_token);
-        match &slack_bot_token {
-            None if bot_token_required => {
-                return err(if needs == Needs::Serve {
-                    "SLACK_BOT_TOKEN is not set (set DRY_RUN=1 to run without Slack)"
-                } else {
-                    "SLACK_BOT_TOKEN is not set"
-                })
-            }
-            Some(t) if !t.expose_secret().starts_with("xoxb-") => {
-                return err("SLACK_BOT_TOKEN must start with xoxb- (a bot token)")
-            }
-            _ => {}
-        }
-        let slack_app_token = non_empty_secret(self.slack_app_token);
-        if let Some(t) = &slack_app_token {
-            if !t.expose_secret().starts_with("xapp-") {
-                return err("SLACK_APP_TOKEN must start with xapp- (an app-level token)");
-            }
-        }
-
+        let slack_bot_token = bot_token(self.slack_bot_token, needs, uses_slack)?;
+        let slack_app_token = app_token(self.slack_app_token)?;
         let slack_api_url = http_url("SLACK_API_URL", &self.slack_api_url)?;
         let coder_url = match self.coder_url.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(raw) => Some(http_url("CODER_URL", raw)?),
         };
-
-        let listen_addr = match (self.listen_addr.as_deref().map(str::trim), self.port) {
-            (Some(addr), _) if !addr.is_empty() => match addr.parse::<SocketAddr>() {
-                Ok(a) => a,
-                Err(_) => {
-                    return err(format!(
-                        "LISTEN_ADDR must be an address and port such as 127.0.0.1:6000 or 0.0.0.0:6000, not {addr:?}"
-                    ))
-                }
-            },
-            (_, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
-            _ => SocketAddr::from(([127, 0, 0, 1], 6000)),
-        };
-
-        let webhook_secret = non_empty_secret(self.webhook_secret);
-        if needs == Needs::Serve
-            && !listen_addr.ip().is_loopback()
-            && webhook_secret.is_none()
-            && !self.allow_unauthenticated
-        {
-            return err(format!(
-                "LISTEN_ADDR {listen_addr} is reachable from other hosts but WEBHOOK_SECRET is not set: \
-                 set WEBHOOK_SECRET (and put it in Coder's webhook URL as http://coder:SECRET@host/v1/webhook), \
-                 or pass --allow-unauthenticated to accept unauthenticated webhooks"
-            ));
+        let listen_addr = listen_addr(self.listen_addr.as_deref(), self.port)?;
+        let webhook_secret = secret_setting("WEBHOOK_SECRET", self.webhook_secret);
+        if needs == Needs::Serve && webhook_secret.is_none() && !self.allow_unauthenticated {
+            public_listener_needs_a_secret(listen_addr)?;
         }
-
-        let socket_mode_connections = match self.socket_mode_connections.trim().parse::<usize>() {
-            Ok(n) if (1..=10).contains(&n) => n,
-            _ => {
-                return err(format!(
-                    "SOCKET_MODE_CONNECTIONS must be a whole number from 1 to 10, not {:?}",
-                    self.socket_mode_connections
-                ))
-            }
-        };
-        let delivery_timeout = duration("DELIVERY_TIMEOUT", &self.delivery_timeout)?;
-        if delivery_timeout < Duration::from_secs(1) || delivery_timeout > Duration::from_secs(55) {
-            return err(
-                "DELIVERY_TIMEOUT must be from 1s to 55s: Coder abandons a webhook after 1 minute",
-            );
-        }
-        let directory_refresh = duration("DIRECTORY_REFRESH", &self.directory_refresh)?;
-        if directory_refresh < Duration::from_secs(60) {
-            return err("DIRECTORY_REFRESH must be at least 1m: users.list is rate-limited");
-        }
-
-        let fallback_channel = self
-            .fallback_channel
-            .map(|c| c.trim().to_owned())
-            .filter(|c| !c.is_empty());
-
         Ok(Config {
             slack_bot_token,
             slack_app_token,
@@ -304,11 +238,21 @@ impl Settings {
             coder_url,
             listen_addr,
             webhook_secret,
-            dry_run,
-            fallback_channel,
-            socket_mode_connections,
-            delivery_timeout,
-            directory_refresh,
+            dry_run: self.dry_run,
+            fallback_channel: fallback_channel(self.fallback_channel.as_deref())?,
+            socket_mode_connections: socket_mode_connections(&self.socket_mode_connections)?,
+            delivery_timeout: bounded_duration(
+                "DELIVERY_TIMEOUT",
+                &self.delivery_timeout,
+                Duration::from_secs(1)..=Duration::from_secs(55),
+                "Coder abandons a webhook after 1 minute",
+            )?,
+            directory_refresh: bounded_duration(
+                "DIRECTORY_REFRESH",
+                &self.directory_refresh,
+                Duration::from_secs(60)..=Duration::from_secs(24 * 3600),
+                "users.list is rate-limited, and a day-old directory is stale enough",
+            )?,
             log_format: self.log_format,
             allow_unauthenticated: self.allow_unauthenticated,
             tuning: Tuning::default(),
@@ -316,8 +260,97 @@ impl Settings {
     }
 }
 
-fn non_empty_secret(secret: Option<SecretString>) -> Option<SecretString> {
-    secret.filter(|s| !s.expose_secret().trim().is_empty())
+fn bot_token(
+    raw: Option<SecretString>,
+    needs: Needs,
+    uses_slack: bool,
+) -> Result<Option<SecretString>, ConfigError> {
+    let Some(token) = secret_setting("SLACK_BOT_TOKEN", raw) else {
+        return match (needs, uses_slack) {
+            (_, false) => Ok(None),
+            (Needs::Serve, true) => {
+                err("SLACK_BOT_TOKEN is not set (set DRY_RUN=1 to run without Slack)")
+            }
+            _ => err("SLACK_BOT_TOKEN is not set"),
+        };
+    };
+    if !token.expose_secret().starts_with("xoxb-") {
+        return err("SLACK_BOT_TOKEN must start with xoxb- (a bot token)");
+    }
+    Ok(Some(token))
+}
+
+fn app_token(raw: Option<SecretString>) -> Result<Option<SecretString>, ConfigError> {
+    let Some(token) = secret_setting("SLACK_APP_TOKEN", raw) else {
+        return Ok(None);
+    };
+    if !token.expose_secret().starts_with("xapp-") {
+        return err("SLACK_APP_TOKEN must start with xapp- (an app-level token)");
+    }
+    Ok(Some(token))
+}
+
+fn listen_addr(raw: Option<&str>, port: Option<u16>) -> Result<SocketAddr, ConfigError> {
+    match (raw.map(str::trim), port) {
+        (Some(addr), _) if !addr.is_empty() => addr.parse::<SocketAddr>().or_else(|_| {
+            err(format!(
+                "LISTEN_ADDR must be an address and port such as 127.0.0.1:6000 or 0.0.0.0:6000, not {addr:?}"
+            ))
+        }),
+        (_, Some(port)) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        _ => Ok(SocketAddr::from(([127, 0, 0, 1], 6000))),
+    }
+}
+
+fn public_listener_needs_a_secret(listen_addr: SocketAddr) -> Result<(), ConfigError> {
+    if listen_addr.ip().is_loopback() {
+        return Ok(());
+    }
+    err(format!(
+        "LISTEN_ADDR {listen_addr} is reachable from other hosts but WEBHOOK_SECRET is not set: \
+         set WEBHOOK_SECRET (and put it in Coder's webhook URL as http://coder:SECRET@host/v1/webhook), \
+         or pass --allow-unauthenticated to accept unauthenticated webhooks"
+    ))
+}
+
+fn socket_mode_connections(raw: &str) -> Result<usize, ConfigError> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=10).contains(&n) => Ok(n),
+        _ => err(format!(
+            "SOCKET_MODE_CONNECTIONS must be a whole number from 1 to 10, not {raw:?}"
+        )),
+    }
+}
+
+/// A channel ID: it survives the channel being renamed, and `.env` reads `#name` as a comment.
+fn fallback_channel(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(channel) = raw.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let is_id = channel.len() >= 9
+        && channel.starts_with(['C', 'G', 'D'])
+        && channel
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if is_id {
+        return Ok(Some(channel.to_owned()));
+    }
+    let hint =
+        "the ID is at the bottom of the channel's details in Slack (click the channel's name)";
+    if channel.starts_with('#') {
+        err(format!(
+            "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD, not a name ({channel}): {hint}"
+        ))
+    } else {
+        err(format!(
+            "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD (C, G or D, then capital letters and digits), not {channel:?}: {hint}"
+        ))
+    }
+}
+
+/// A secret setting, or nothing when it is empty.
+fn secret_setting(_name: &str, raw: Option<SecretString>) -> Option<SecretString> {
+    raw.filter(|s| !s.expose_secret().trim().is_empty())
 }
 
 fn http_url(name: &str, raw: &str) -> Result<Url, ConfigError> {
@@ -345,12 +378,35 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     }
 }
 
-fn duration(name: &str, raw: &str) -> Result<Duration, ConfigError> {
-    parse_duration(raw).ok_or_else(|| {
-        ConfigError(format!(
+/// A duration within `range`; the message says why the bounds are what they are.
+fn bounded_duration(
+    name: &str,
+    raw: &str,
+    range: std::ops::RangeInclusive<Duration>,
+    why: &str,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = parse_duration(raw) else {
+        return err(format!(
             "{name} must be a duration such as 30s, 1500ms, 5m or 1h, not {raw:?}"
-        ))
-    })
+        ));
+    };
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    err(format!(
+        "{name} must be from {} to {}, not {raw:?}: {why}",
+        human(*range.start()),
+        human(*range.end())
+    ))
+}
+
+/// `1s`, `55s`, `1m`, `24h`: a bound as a person would write it.
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Reads `path` (the working folder's `.env`) as `NAME=value` pairs, in file order. A missing
@@ -703,6 +759,77 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("xoxb-test") && !shown.contains("xapp-1"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn directory_refresh_is_bounded() {
+        for (raw, ok) in [
+            ("1m", true),
+            ("24h", true),
+            ("59s", false),
+            ("25h", false),
+            ("100000h", false),
+            ("18446744073709551615h", false),
+            ("99999999999999999999999", false),
+        ] {
+            let mut s = settings();
+            s.directory_refresh = raw.into();
+            match s.validate(Needs::Serve) {
+                Ok(c) => assert!(ok, "{raw} accepted as {:?}", c.directory_refresh),
+                Err(e) => {
+                    assert!(!ok, "{raw}: {e}");
+                    assert!(e.0.starts_with("DIRECTORY_REFRESH must be"), "{e}");
+                }
+            }
+        }
+        let mut s = settings();
+        s.directory_refresh = "48h".into();
+        assert_eq!(
+            s.validate(Needs::Serve).unwrap_err().0,
+            "DIRECTORY_REFRESH must be from 1m to 24h, not \"48h\": users.list is rate-limited, and a day-old directory is stale enough"
+        );
+        let mut s = settings();
+        s.delivery_timeout = "1000000000000h".into();
+        assert!(s
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("DELIVERY_TIMEOUT"));
+    }
+
+    #[test]
+    fn fallback_channel_must_be_an_id() {
+        for ok in ["C0123ABCD", "G0123ABCD", "D0123ABCD", " C0FALLBACK "] {
+            let mut s = settings();
+            s.fallback_channel = Some(ok.into());
+            let c = s.validate(Needs::Serve).expect(ok);
+            assert_eq!(c.fallback_channel.as_deref(), Some(ok.trim()));
+        }
+        let mut s = settings();
+        s.fallback_channel = Some("#general".into());
+        let e = s.validate(Needs::Serve).unwrap_err().0;
+        assert!(
+            e.starts_with(
+                "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD, not a name (#general)"
+            ) && e.contains("channel's details"),
+            "{e}"
+        );
+        for bad in ["general", "c0123abcd", "C012", "U0123ABCD", "C0123-ABCD"] {
+            let mut s = settings();
+            s.fallback_channel = Some(bad.into());
+            let e = s.validate(Needs::Serve).unwrap_err().0;
+            assert!(
+                e.starts_with("FALLBACK_CHANNEL must be a channel ID"),
+                "{bad}: {e}"
+            );
+        }
+        let mut s = settings();
+        s.fallback_channel = Some("  ".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .expect("ok")
+            .fallback_channel
+            .is_none());
     }
 
     #[test]

@@ -650,6 +650,45 @@ async fn a_malformed_dot_env_line_is_named_but_not_shown() {
 }
 
 #[tokio::test]
+async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
+    let slack = FakeSlack::start().await;
+    let output = run_to_end(bridge_command(&slack).env("FALLBACK_CHANNEL", "#general")).await;
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("FALLBACK_CHANNEL must be a channel ID") && stderr.contains("#general"),
+        "{stderr}"
+    );
+    // In `.env`, `#general` would be a comment and the setting silently empty.
+    let dir = fresh_dir("fallback-name");
+    std::fs::write(dir.join(".env"), "FALLBACK_CHANNEL=#general\n").expect("write .env");
+    let mut command = bridge_binary(&dir);
+    command
+        .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env("SLACK_API_URL", slack.api_url())
+        .env("LISTEN_ADDR", "127.0.0.1:0");
+    let output = run_to_end(&mut command).await;
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(".env line 1 (FALLBACK_CHANNEL)") && stderr.contains("channel ID"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn directory_refresh_out_of_bounds_is_refused_not_a_panic() {
+    let slack = FakeSlack::start().await;
+    for value in ["100000h", "18446744073709551615h", "30s"] {
+        let output = run_to_end(bridge_command(&slack).env("DIRECTORY_REFRESH", value)).await;
+        assert!(!output.status.success(), "DIRECTORY_REFRESH={value}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains("error: DIRECTORY_REFRESH"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[tokio::test]
 async fn a_value_clap_refuses_names_the_variable_and_the_flag() {
     let slack = FakeSlack::start().await;
     for (name, value, expected) in [
