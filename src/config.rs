@@ -213,21 +213,21 @@ impl Settings {
     }
 
     pub fn validate(self, needs: Needs) -> Result<Config, ConfigError> {
-        // Whether Slack will really be called.
+        // Whether Slack will really be called: only then is a placeholder token an error.
         let uses_slack = match needs {
             Needs::Serve => !self.dry_run,
             Needs::BotToken => true,
             Needs::Nothing => false,
         };
         let slack_bot_token = bot_token(self.slack_bot_token, needs, uses_slack)?;
-        let slack_app_token = app_token(self.slack_app_token)?;
+        let slack_app_token = app_token(self.slack_app_token, uses_slack)?;
         let slack_api_url = http_url("SLACK_API_URL", &self.slack_api_url)?;
         let coder_url = match self.coder_url.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(raw) => Some(http_url("CODER_URL", raw)?),
         };
         let listen_addr = listen_addr(self.listen_addr.as_deref(), self.port)?;
-        let webhook_secret = secret_setting("WEBHOOK_SECRET", self.webhook_secret);
+        let webhook_secret = webhook_secret(self.webhook_secret, needs == Needs::Serve)?;
         if needs == Needs::Serve && webhook_secret.is_none() && !self.allow_unauthenticated {
             public_listener_needs_a_secret(listen_addr)?;
         }
@@ -274,20 +274,56 @@ fn bot_token(
             _ => err("SLACK_BOT_TOKEN is not set"),
         };
     };
+    if uses_slack {
+        refuse_placeholder(
+            "SLACK_BOT_TOKEN",
+            token.expose_secret(),
+            "the bot token (xoxb-…) from the Slack app's OAuth & Permissions page",
+        )?;
+    }
     if !token.expose_secret().starts_with("xoxb-") {
         return err("SLACK_BOT_TOKEN must start with xoxb- (a bot token)");
     }
     Ok(Some(token))
 }
 
-fn app_token(raw: Option<SecretString>) -> Result<Option<SecretString>, ConfigError> {
+fn app_token(
+    raw: Option<SecretString>,
+    uses_slack: bool,
+) -> Result<Option<SecretString>, ConfigError> {
     let Some(token) = secret_setting("SLACK_APP_TOKEN", raw) else {
         return Ok(None);
     };
+    if uses_slack {
+        refuse_placeholder(
+            "SLACK_APP_TOKEN",
+            token.expose_secret(),
+            "an app-level token (xapp-…) with connections:write from the Slack app's Basic Information page, or leave it unset",
+        )?;
+    }
     if !token.expose_secret().starts_with("xapp-") {
         return err("SLACK_APP_TOKEN must start with xapp- (an app-level token)");
     }
     Ok(Some(token))
+}
+
+fn webhook_secret(
+    raw: Option<SecretString>,
+    serving: bool,
+) -> Result<Option<SecretString>, ConfigError> {
+    let secret = secret_setting("WEBHOOK_SECRET", raw);
+    if let (Some(secret), true) = (&secret, serving) {
+        refuse_placeholder(
+            "WEBHOOK_SECRET",
+            secret.expose_secret(),
+            "a secret of your own (e.g. the output of `openssl rand -hex 32`)",
+        )?;
+        // README's Coder URL example spells the secret as SECRET.
+        if secret.expose_secret().eq_ignore_ascii_case("secret") {
+            return err("WEBHOOK_SECRET is still the word SECRET from the example: replace it with a secret of your own (e.g. the output of `openssl rand -hex 32`)");
+        }
+    }
+    Ok(secret)
 }
 
 fn listen_addr(raw: Option<&str>, port: Option<u16>) -> Result<SocketAddr, ConfigError> {
@@ -348,9 +384,73 @@ fn fallback_channel(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
     }
 }
 
-/// A secret setting, or nothing when it is empty.
-fn secret_setting(_name: &str, raw: Option<SecretString>) -> Option<SecretString> {
-    raw.filter(|s| !s.expose_secret().trim().is_empty())
+/// A secret setting without surrounding whitespace: a file-made secret (`kubectl create
+/// secret --from-file`, Docker secrets) ends with a newline that no client ever sends.
+fn secret_setting(name: &str, raw: Option<SecretString>) -> Option<SecretString> {
+    let raw = raw?;
+    let trimmed = raw.expose_secret().trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    if trimmed.len() == raw.expose_secret().len() {
+        return Some(raw);
+    }
+    tracing::warn!(
+        "{name} had whitespace around it (such as a trailing newline from a file); it was trimmed"
+    );
+    Some(SecretString::from(trimmed.to_owned()))
+}
+
+/// The values `.env.example` ships, which must never reach Slack or Coder.
+const EXAMPLE_PLACEHOLDERS: [(&str, &str); 2] = [
+    ("SLACK_BOT_TOKEN", "xoxb-..."),
+    ("SLACK_APP_TOKEN", "xapp-..."),
+];
+
+/// Parts that only a placeholder contains (compared without case); no real Slack token has
+/// them, and a secret that does was not generated.
+const PLACEHOLDER_MARKS: [&str; 8] = [
+    "...",
+    "\u{2026}",
+    "replace",
+    "change-me",
+    "change_me",
+    "changeme",
+    "your-",
+    "your_",
+];
+
+/// Refuses a value that is still a placeholder, naming the setting (never the value).
+fn refuse_placeholder(name: &str, value: &str, wanted: &str) -> Result<(), ConfigError> {
+    if EXAMPLE_PLACEHOLDERS.contains(&(name, value)) {
+        return err(format!(
+            "{name} is still the placeholder from .env.example: replace it with {wanted}"
+        ));
+    }
+    let lower = value.to_lowercase();
+    let mark = PLACEHOLDER_MARKS
+        .iter()
+        .find(|mark| lower.contains(*mark))
+        .map(|mark| format!("{mark:?}"))
+        .or_else(|| angle_brackets(value).then(|| "<…>".to_owned()));
+    match mark {
+        Some(mark) => err(format!(
+            "{name} is still a placeholder (it contains {mark}): replace it with {wanted}"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `<your token>`, `<SECRET>`: words in angle brackets.
+fn angle_brackets(value: &str) -> bool {
+    value.split('<').skip(1).any(|after| {
+        after.split_once('>').is_some_and(|(inside, _)| {
+            !inside.is_empty()
+                && inside
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+        })
+    })
 }
 
 fn http_url(name: &str, raw: &str) -> Result<Url, ConfigError> {
@@ -759,6 +859,95 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("xoxb-test") && !shown.contains("xapp-1"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn placeholders_are_refused_naming_the_setting_not_the_value() {
+        // Every token and secret `.env.example` ships is refused where it would be used.
+        let example =
+            parse_dotenv(include_str!("../.env.example"), is_setting).expect(".env.example parses");
+        let shipped: Vec<_> = example
+            .iter()
+            .filter(|(name, _)| name.starts_with("SLACK_") && name.ends_with("_TOKEN"))
+            .collect();
+        assert_eq!(shipped.len(), 2, "{shipped:?}");
+        for (name, value) in shipped {
+            let mut s = settings();
+            match name.as_str() {
+                "SLACK_BOT_TOKEN" => s.slack_bot_token = Some(value.as_str().into()),
+                _ => s.slack_app_token = Some(value.as_str().into()),
+            }
+            let e = s.validate(Needs::Serve).unwrap_err().0;
+            assert!(
+                e.starts_with(&format!(
+                    "{name} is still the placeholder from .env.example"
+                )),
+                "{e}"
+            );
+        }
+        // "Zq9" stands for the rest of a value, which a message must not show.
+        let refused = |s: Settings, name: &str, value: &str| {
+            let e = s.validate(Needs::Serve).unwrap_err().0;
+            assert!(e.starts_with(&format!("{name} is still")), "{value}: {e}");
+            assert!(!e.contains("Zq9"), "the value is shown: {e}");
+        };
+        for token in [
+            "xoxb-REPLACE-ME-Zq9",
+            "xoxb-replace_me-Zq9",
+            "xoxb-your-token-Zq9",
+            "xoxb-<token>-Zq9",
+            "xoxb-CHANGE-ME-Zq9",
+            "xoxb-Zq9…",
+        ] {
+            let mut s = settings();
+            s.slack_bot_token = Some(token.into());
+            refused(s, "SLACK_BOT_TOKEN", token);
+        }
+        let mut s = settings();
+        s.slack_app_token = Some("xapp-REPLACE-ME-Zq9".into());
+        refused(s, "SLACK_APP_TOKEN", "xapp-REPLACE-ME-Zq9");
+        for secret in [
+            "CHANGE-ME",
+            "changeme-Zq9",
+            "<your secret>",
+            "your-secret-Zq9",
+            "SECRET",
+        ] {
+            let mut s = settings();
+            s.webhook_secret = Some(secret.into());
+            refused(s, "WEBHOOK_SECRET", secret);
+        }
+        // Real-looking values pass, and a token nobody uses (dry run, preview) is not judged.
+        let mut s = settings();
+        s.slack_bot_token = Some("xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx".into());
+        s.webhook_secret = Some("9f86d081884c7d659a2feaa0c55ad015".into());
+        assert!(s.validate(Needs::Serve).is_ok());
+        let mut s = settings();
+        s.slack_bot_token = Some("xoxb-...".into());
+        s.dry_run = true;
+        assert!(s.clone().validate(Needs::Serve).is_ok());
+        s.dry_run = false;
+        assert!(s.validate(Needs::Nothing).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_trimmed() {
+        let mut s = settings();
+        s.webhook_secret = Some("s3cret\n".into());
+        s.slack_bot_token = Some(" xoxb-test\r\n".into());
+        s.slack_app_token = Some("\txapp-1\n".into());
+        let c = s.validate(Needs::Serve).expect("valid");
+        let shown = |v: &Option<SecretString>| v.as_ref().map(|v| v.expose_secret().to_owned());
+        assert_eq!(shown(&c.webhook_secret).as_deref(), Some("s3cret"));
+        assert_eq!(shown(&c.slack_bot_token).as_deref(), Some("xoxb-test"));
+        assert_eq!(shown(&c.slack_app_token).as_deref(), Some("xapp-1"));
+        let mut s = settings();
+        s.webhook_secret = Some(" \n".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .expect("valid")
+            .webhook_secret
+            .is_none());
     }
 
     #[test]

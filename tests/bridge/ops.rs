@@ -650,6 +650,67 @@ async fn a_malformed_dot_env_line_is_named_but_not_shown() {
 }
 
 #[tokio::test]
+async fn placeholders_are_refused_at_start_up_naming_the_setting() {
+    // The shipped `.env.example`, copied as is.
+    let dir = fresh_dir("placeholders");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example"),
+        dir.join(".env"),
+    )
+    .expect("copy .env.example");
+    let output = run_to_end(&mut bridge_binary(&dir)).await;
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("SLACK_BOT_TOKEN is still the placeholder from .env.example"),
+        "{stderr}"
+    );
+
+    let slack = FakeSlack::start().await;
+    for (name, value) in [
+        ("SLACK_BOT_TOKEN", "xoxb-REPLACE-ME"),
+        ("SLACK_APP_TOKEN", "xapp-..."),
+        ("SLACK_APP_TOKEN", "xapp-<your app token>"),
+        ("WEBHOOK_SECRET", "CHANGE-ME"),
+        ("WEBHOOK_SECRET", "<your webhook secret>"),
+    ] {
+        let output = run_to_end(bridge_command(&slack).env(name, value)).await;
+        assert!(!output.status.success(), "{name}={value} was accepted");
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains(&format!("{name} is still")) && !stderr.contains(value),
+            "{name}={value}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_secret_with_a_trailing_newline_matches_without_it() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let mut s = settings(&slack);
+    // As `kubectl create secret --from-file` stores it.
+    s.webhook_secret = Some("s3cret\n".into());
+    let bridge = Bridge::start(config(s)).await;
+    let body = notification(
+        sample("TemplateTestNotification.json.golden"),
+        &fresh_id(),
+        "bobby@coder.com",
+    );
+    let response = bridge
+        .client
+        .post(bridge.url("/v1/webhook"))
+        .bearer_auth("s3cret")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    bridge.stop().await;
+}
+
+#[tokio::test]
 async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
     let slack = FakeSlack::start().await;
     let output = run_to_end(bridge_command(&slack).env("FALLBACK_CHANNEL", "#general")).await;
