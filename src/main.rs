@@ -279,16 +279,24 @@ mod commands {
                 ..delivery::Settings::from_config(&config)
             },
         );
+        // One attempt, nothing retries it: each failure says so and what to do.
         match delivery.deliver(&notification).await {
             Ok(Answer::Fresh(Outcome::Delivered { channel, ts })) => {
                 println!("delivered to {email}: channel {channel}, ts {ts}");
                 Ok(())
             }
-            Ok(Answer::Fresh(Outcome::Undeliverable { reason, .. })) => {
-                Err(format!("{email} cannot be messaged: {reason}"))
-            }
-            Ok(other) => Err(format!("unexpected outcome: {other:?}")),
-            Err(e) => Err(format!("Slack failed: {}", e.reason)),
+            Ok(Answer::Fresh(Outcome::Undeliverable { reason, .. })) => Err(format!(
+                "send-test failed: {email} cannot be messaged ({reason}); nothing was sent. \
+                 Check that this is the address the person uses in Slack"
+            )),
+            Ok(other) => Err(format!(
+                "send-test failed: unexpected answer {other:?}; nothing was sent"
+            )),
+            Err(e) => Err(format!(
+                "send-test failed: Slack {}; nothing was sent. Run `coder-slack-bridge check` \
+                 to see what to fix, then send-test again",
+                e.reason.strip_prefix("slack: ").unwrap_or(&e.reason)
+            )),
         }
     }
 }

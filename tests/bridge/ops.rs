@@ -766,3 +766,34 @@ async fn a_value_clap_refuses_names_the_variable_and_the_flag() {
         assert!(stderr.contains(expected), "{name}={value}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn send_test_failures_say_nothing_was_sent_and_what_to_do() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    slack.always("chat.postMessage", Some(Canned::error("missing_scope")));
+    let output =
+        run_to_end(bridge_command(&slack).args(["send-test", "--email", "bobby@coder.com"])).await;
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        error.contains("send-test failed")
+            && error.contains("missing_scope")
+            && error.contains("nothing was sent")
+            && error.contains("check")
+            && !error.contains("retry"),
+        "{error}"
+    );
+
+    let output =
+        run_to_end(bridge_command(&slack).args(["send-test", "--email", "nobody@coder.com"])).await;
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("send-test failed") && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
+}
