@@ -2,7 +2,7 @@
 //! is JSON; nothing a client sends can produce a 500.
 
 use crate::coder::Notification;
-use crate::delivery::{Answer, Outcome};
+use crate::delivery::{Answer, Outcome, RetryLater};
 use crate::telemetry::OutcomeLabels;
 use crate::AppState;
 use base64::Engine as _;
@@ -12,8 +12,9 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+use tokio::sync::SemaphorePermit;
 use warp::http::{header, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::Filter;
@@ -94,17 +95,52 @@ fn readyz(state: &AppState) -> Response {
     )
 }
 
+/// The `outcome` label of the webhooks counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Unauthorized,
+    Rejected,
+    Retry,
+    Duplicate,
+    Delivered,
+    Undeliverable,
+    DryRun,
+}
+
+impl Label {
+    fn as_str(self) -> &'static str {
+        match self {
+            Label::Unauthorized => "unauthorized",
+            Label::Rejected => "rejected",
+            Label::Retry => "retry",
+            Label::Duplicate => "duplicate",
+            Label::Delivered => "delivered",
+            Label::Undeliverable => "undeliverable",
+            Label::DryRun => "dry_run",
+        }
+    }
+}
+
 async fn webhook(
     state: Arc<AppState>,
     headers: warp::http::HeaderMap,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
 ) -> Response {
     let started = Instant::now();
-    let (outcome, response) = handle_webhook(&state, &headers, body, started).await;
+    let (label, response) = match admit(&state, &headers, body).await {
+        Ok((slot, notification)) => {
+            let answered = deliver(&state, notification, started).await;
+            drop(slot);
+            answered
+        }
+        Err(refused) => (refused.refusal.label(), refused.response()),
+    };
     state
         .metrics
         .webhooks
-        .get_or_create(&OutcomeLabels { outcome })
+        .get_or_create(&OutcomeLabels {
+            outcome: label.as_str(),
+        })
         .inc();
     state
         .metrics
@@ -113,114 +149,183 @@ async fn webhook(
     response
 }
 
-async fn handle_webhook(
-    state: &Arc<AppState>,
-    headers: &warp::http::HeaderMap,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
-    started: Instant,
-) -> (&'static str, Response) {
-    if let Some(secret) = &state.webhook_secret {
-        if !authorized(headers, secret.expose_secret().as_bytes()) {
-            let mut response = error_reply(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong webhook credentials: put WEBHOOK_SECRET in Coder's webhook URL as http://coder:SECRET@host/v1/webhook",
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"coder-slack-bridge\""),
-            );
-            return ("unauthorized", response);
-        }
-    }
-    if !is_json(headers) {
-        return (
-            "rejected",
-            error_reply(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Type must be application/json",
-            ),
-        );
-    }
-    // A slot per request bounds the memory bodies take; a client that sends its body slowly
-    // loses its slot after `body_read_timeout`.
-    let Ok(Ok(_slot)) = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        state.request_slots.acquire(),
-    )
-    .await
-    else {
-        return (
-            "retry",
-            retry_reply(
-                "too many webhook requests at once",
-                std::time::Duration::from_secs(5),
-            ),
-        );
-    };
-    let body = match tokio::time::timeout(state.body_read_timeout, read_body(headers, body)).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(response)) => return ("rejected", response),
-        Err(_) => {
-            return (
-                "rejected",
-                error_reply(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the body was not received in time",
-                ),
-            )
-        }
-    };
-    let header_msg_id = headers.get("x-message-id").and_then(|v| v.to_str().ok());
-    let notification = match Notification::parse(&body, header_msg_id) {
-        Ok(n) => n,
-        Err(e) => return ("rejected", error_reply(StatusCode::BAD_REQUEST, e.0)),
-    };
-    drop(body);
+/// Why a webhook was refused before delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    WrongSecret,
+    NotJson,
+    Busy,
+    TooLarge,
+    Unreadable,
+    TooSlow,
+    Invalid,
+}
 
-    // Delivery runs in its own task so that Coder giving up on this request (or the
-    // connection dropping) cannot cut a Slack call in half; shutdown waits for it.
+impl Refusal {
+    fn label(self) -> Label {
+        match self {
+            Refusal::WrongSecret => Label::Unauthorized,
+            Refusal::Busy => Label::Retry,
+            _ => Label::Rejected,
+        }
+    }
+}
+
+struct Refused {
+    refusal: Refusal,
+    /// For a body that is not a notification: what is wrong with it.
+    detail: Option<String>,
+}
+
+impl Refused {
+    fn new(refusal: Refusal) -> Self {
+        Refused {
+            refusal,
+            detail: None,
+        }
+    }
+
+    fn response(&self) -> Response {
+        let (status, message) = match self.refusal {
+            Refusal::WrongSecret => {
+                let mut response = error_reply(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong webhook credentials: put WEBHOOK_SECRET in Coder's webhook URL as http://coder:SECRET@host/v1/webhook",
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"coder-slack-bridge\""),
+                );
+                return response;
+            }
+            Refusal::Busy => {
+                return retry_reply("too many webhook requests at once", Duration::from_secs(5))
+            }
+            Refusal::NotJson => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json".to_owned(),
+            ),
+            Refusal::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            Refusal::Unreadable => (StatusCode::BAD_REQUEST, "body could not be read".to_owned()),
+            Refusal::TooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body was not received in time".to_owned(),
+            ),
+            Refusal::Invalid => (
+                StatusCode::BAD_REQUEST,
+                self.detail.clone().unwrap_or_default(),
+            ),
+        };
+        error_reply(status, message)
+    }
+}
+
+/// Everything before delivery: credentials, content type, a request slot, the body, the
+/// parse. The slot is held until the answer, bounding the memory requests take.
+async fn admit<'s>(
+    state: &'s AppState,
+    headers: &warp::http::HeaderMap,
+    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
+) -> Result<(SemaphorePermit<'s>, Notification), Refused> {
+    check_secret(state, headers).and_then(|()| check_json(headers))?;
+    let slot = acquire_slot(state).await?;
+    let body = receive_body(state, headers, &mut body).await?;
+    let header_msg_id = headers.get("x-message-id").and_then(|v| v.to_str().ok());
+    let notification = Notification::parse(&body, header_msg_id).map_err(|e| Refused {
+        refusal: Refusal::Invalid,
+        detail: Some(e.0),
+    })?;
+    Ok((slot, notification))
+}
+
+fn check_secret(state: &AppState, headers: &warp::http::HeaderMap) -> Result<(), Refused> {
+    match &state.webhook_secret {
+        Some(secret) if !authorized(headers, secret.expose_secret().as_bytes()) => {
+            Err(Refused::new(Refusal::WrongSecret))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_json(headers: &warp::http::HeaderMap) -> Result<(), Refused> {
+    if is_json(headers) {
+        return Ok(());
+    }
+    Err(Refused::new(Refusal::NotJson))
+}
+
+/// A slot per request bounds the memory bodies take; a client that sends its body slowly
+/// loses its slot after `body_read_timeout`.
+async fn acquire_slot(state: &AppState) -> Result<SemaphorePermit<'_>, Refused> {
+    match tokio::time::timeout(Duration::from_secs(5), state.request_slots.acquire()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => Err(Refused::new(Refusal::Busy)),
+    }
+}
+
+async fn receive_body(
+    state: &AppState,
+    headers: &warp::http::HeaderMap,
+    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+) -> Result<Bytes, Refused> {
+    match tokio::time::timeout(state.body_read_timeout, read_body(headers, &mut *body)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(BodyError::TooLarge)) => Err(Refused::new(Refusal::TooLarge)),
+        Ok(Err(BodyError::Unreadable)) => Err(Refused::new(Refusal::Unreadable)),
+        Err(_) => Err(Refused::new(Refusal::TooSlow)),
+    }
+}
+
+/// Delivery runs in its own task so that Coder giving up on this request (or the connection
+/// dropping) cannot cut a Slack call in half; shutdown waits for it.
+async fn deliver(
+    state: &AppState,
+    notification: Notification,
+    started: Instant,
+) -> (Label, Response) {
     let delivery = state.delivery.clone();
     let task = state
         .tasks
         .spawn(async move { (delivery.deliver(&notification).await, notification) });
-    let (result, notification) = match task.await {
-        Ok(done) => done,
-        Err(_) => {
-            return (
-                "retry",
-                retry_reply(
-                    "delivery was interrupted",
-                    std::time::Duration::from_secs(60),
-                ),
-            )
-        }
+    let Ok((result, notification)) = task.await else {
+        return (
+            Label::Retry,
+            retry_reply("delivery was interrupted", Duration::from_secs(60)),
+        );
     };
-    let (label, response) = match result {
-        Ok(Answer::Duplicate) => (
-            "duplicate",
-            json_reply(StatusCode::OK, json!({"status": "duplicate"})),
-        ),
-        Ok(Answer::Fresh(outcome)) => {
-            let label = match &outcome {
-                Outcome::Delivered { .. } => "delivered",
-                Outcome::Undeliverable { .. } => "undeliverable",
-                Outcome::DryRun => "dry_run",
-            };
-            (label, warp::reply::json(&outcome).into_response())
-        }
-        Err(retry) => ("retry", retry_reply(&retry.reason, retry.retry_after)),
-    };
+    let (label, response) = answer(result);
     tracing::info!(
         msg_id = %notification.msg_id,
         template = %notification.notification_name,
-        outcome = label,
+        outcome = label.as_str(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "webhook answered"
     );
     (label, response)
 }
 
-fn retry_reply(reason: &str, retry_after: std::time::Duration) -> Response {
+fn answer(result: Result<Answer, RetryLater>) -> (Label, Response) {
+    match result {
+        Ok(Answer::Duplicate) => (
+            Label::Duplicate,
+            json_reply(StatusCode::OK, json!({"status": "duplicate"})),
+        ),
+        Ok(Answer::Fresh(outcome)) => {
+            let label = match &outcome {
+                Outcome::Delivered { .. } => Label::Delivered,
+                Outcome::Undeliverable { .. } => Label::Undeliverable,
+                Outcome::DryRun => Label::DryRun,
+            };
+            (label, warp::reply::json(&outcome).into_response())
+        }
+        Err(retry) => (Label::Retry, retry_reply(&retry.reason, retry.retry_after)),
+    }
+}
+
+fn retry_reply(reason: &str, retry_after: Duration) -> Response {
     let mut response = error_reply(StatusCode::SERVICE_UNAVAILABLE, reason);
     response.headers_mut().insert(
         header::RETRY_AFTER,
@@ -237,30 +342,28 @@ fn is_json(headers: &warp::http::HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
 /// Reads at most [`MAX_BODY_BYTES`], whether or not a Content-Length was sent.
 async fn read_body(
     headers: &warp::http::HeaderMap,
-    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
-) -> Result<Bytes, Response> {
-    let too_large = || {
-        error_reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is larger than {MAX_BODY_BYTES} bytes"),
-        )
-    };
+    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-        return Err(too_large());
+        return Err(BodyError::TooLarge);
     }
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
     while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|_| error_reply(StatusCode::BAD_REQUEST, "body could not be read"))?;
+        let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
         if buffer.len() + chunk.remaining() > MAX_BODY_BYTES {
-            return Err(too_large());
+            return Err(BodyError::TooLarge);
         }
         buffer.put(chunk);
     }
@@ -337,5 +440,34 @@ mod tests {
         assert!(ct("Application/JSON"));
         assert!(!ct("text/plain"));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn outcome_labels_are_the_metric_names() {
+        let labels = [
+            Label::Unauthorized,
+            Label::Rejected,
+            Label::Retry,
+            Label::Duplicate,
+            Label::Delivered,
+            Label::Undeliverable,
+            Label::DryRun,
+        ]
+        .map(Label::as_str);
+        assert_eq!(
+            labels,
+            [
+                "unauthorized",
+                "rejected",
+                "retry",
+                "duplicate",
+                "delivered",
+                "undeliverable",
+                "dry_run"
+            ]
+        );
+        assert_eq!(Refusal::WrongSecret.label(), Label::Unauthorized);
+        assert_eq!(Refusal::Busy.label(), Label::Retry);
+        assert_eq!(Refusal::TooLarge.label(), Label::Rejected);
     }
 }
