@@ -11,6 +11,7 @@ use futures_util::{Stream, StreamExt};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -26,9 +27,12 @@ pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with_state = warp::any().map(move || state.clone());
+    let refusals = Arc::new(RefusalLog::default());
     let webhook = warp::path!("v1" / "webhook")
         .and(warp::post())
         .and(with_state.clone())
+        .and(warp::any().map(move || refusals.clone()))
+        .and(warp::ext::optional::<PeerAddr>())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(webhook);
@@ -95,6 +99,11 @@ fn readyz(state: &AppState) -> Response {
     )
 }
 
+/// The client's address, put on each request by the accept loop (warp's own is only set by
+/// warp's server).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub SocketAddr);
+
 /// The `outcome` label of the webhooks counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Label {
@@ -123,6 +132,8 @@ impl Label {
 
 async fn webhook(
     state: Arc<AppState>,
+    refusals: Arc<RefusalLog>,
+    peer: Option<PeerAddr>,
     headers: warp::http::HeaderMap,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
 ) -> Response {
@@ -133,7 +144,11 @@ async fn webhook(
             drop(slot);
             answered
         }
-        Err(refused) => (refused.refusal.label(), refused.response()),
+        Err(refused) => {
+            let response = refused.response();
+            refusals.warn(&refused, response.status(), peer.map(|p| p.0));
+            (refused.refusal.label(), response)
+        }
     };
     state
         .metrics
@@ -161,7 +176,12 @@ enum Refusal {
     Invalid,
 }
 
+// `Invalid` is the last refusal, so this many counters cover them all.
+const _: () = assert!(Refusal::Invalid as usize + 1 == Refusal::COUNT);
+
 impl Refusal {
+    const COUNT: usize = 7;
+
     fn label(self) -> Label {
         match self {
             Refusal::WrongSecret => Label::Unauthorized,
@@ -169,11 +189,25 @@ impl Refusal {
             _ => Label::Rejected,
         }
     }
+
+    /// For the log: what an operator looks for in Coder's webhook settings or the sender.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::WrongSecret => "wrong or missing webhook secret",
+            Refusal::NotJson => "Content-Type is not application/json",
+            Refusal::Busy => "too many webhook requests at once",
+            Refusal::TooLarge => "body is larger than 1 MiB",
+            Refusal::Unreadable => "body could not be read",
+            Refusal::TooSlow => "body was not received in time",
+            Refusal::Invalid => "body is not a Coder notification",
+        }
+    }
 }
 
 struct Refused {
     refusal: Refusal,
-    /// For a body that is not a notification: what is wrong with it.
+    /// Said after the reason in the log (and, for a body that is not a notification, the
+    /// answer); never the body or a credential.
     detail: Option<String>,
 }
 
@@ -223,6 +257,63 @@ impl Refused {
     }
 }
 
+/// At most one warning per kind of refusal per [`RefusalLog::WINDOW`], so a misconfigured
+/// sender cannot flood the log; the warnings left out are counted in the next one.
+#[derive(Default)]
+struct RefusalLog {
+    kinds: std::sync::Mutex<[RefusalCount; Refusal::COUNT]>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct RefusalCount {
+    last_warned: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    /// Whether to warn now, and how many were left out since the last warning.
+    fn admit(&self, refusal: Refusal, now: Instant) -> Option<u64> {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let count = &mut kinds[refusal as usize];
+        match count.last_warned {
+            Some(last) if now.saturating_duration_since(last) < Self::WINDOW => {
+                count.suppressed += 1;
+                None
+            }
+            _ => {
+                count.last_warned = Some(now);
+                Some(std::mem::take(&mut count.suppressed))
+            }
+        }
+    }
+
+    fn warn(&self, refused: &Refused, status: StatusCode, peer: Option<SocketAddr>) {
+        let Some(suppressed) = self.admit(refused.refusal, Instant::now()) else {
+            return;
+        };
+        let status = status.as_u16();
+        let reason = refused.refusal.reason();
+        let detail = refused
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        let remote = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        if suppressed == 0 {
+            tracing::warn!(status, %remote, "webhook rejected: {reason}{detail}");
+        } else {
+            tracing::warn!(
+                status,
+                %remote,
+                suppressed,
+                "webhook rejected: {reason}{detail} ({suppressed} more like it were not logged)"
+            );
+        }
+    }
+}
+
 /// Everything before delivery: credentials, content type, a request slot, the body, the
 /// parse. The slot is held until the answer, bounding the memory requests take.
 async fn admit<'s>(
@@ -254,7 +345,19 @@ fn check_json(headers: &warp::http::HeaderMap) -> Result<(), Refused> {
     if is_json(headers) {
         return Ok(());
     }
-    Err(Refused::new(Refusal::NotJson))
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(80)
+                .collect()
+        })
+        .unwrap_or_else(|| "none".to_owned());
+    Err(Refused {
+        refusal: Refusal::NotJson,
+        detail: Some(format!("it is {given}")),
+    })
 }
 
 /// A slot per request bounds the memory bodies take; a client that sends its body slowly
@@ -440,6 +543,20 @@ mod tests {
         assert!(ct("Application/JSON"));
         assert!(!ct("text/plain"));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn refusal_warnings_are_rate_limited_per_reason_and_count_the_rest() {
+        let log = RefusalLog::default();
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        assert_eq!(log.admit(Refusal::WrongSecret, at(0)), Some(0));
+        assert_eq!(log.admit(Refusal::WrongSecret, at(1)), None);
+        assert_eq!(log.admit(Refusal::WrongSecret, at(9)), None);
+        // Another reason has its own allowance.
+        assert_eq!(log.admit(Refusal::NotJson, at(9)), Some(0));
+        assert_eq!(log.admit(Refusal::WrongSecret, at(10)), Some(2));
+        assert_eq!(log.admit(Refusal::WrongSecret, at(30)), Some(0));
     }
 
     #[test]

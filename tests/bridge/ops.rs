@@ -797,3 +797,63 @@ async fn send_test_failures_say_nothing_was_sent_and_what_to_do() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn refused_webhooks_are_logged_with_reason_and_address_but_no_secret() {
+    let slack = FakeSlack::start().await;
+    let mut command = bridge_command(&slack);
+    command.env("WEBHOOK_SECRET", SECRET);
+    let (child, addr, log) = spawn_bridge(command).await;
+    let client = http_client();
+    let post = |auth: String, content_type: &'static str, body: &'static str| {
+        client
+            .post(format!("http://{addr}/v1/webhook"))
+            .header("authorization", auth)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let wrong = format!("Bearer {SECRET}-typo");
+    let right = format!("Bearer {SECRET}");
+    for _ in 0..3 {
+        let response = post(wrong.clone(), "application/json", "{}")
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 401);
+    }
+    let response = post(right.clone(), "text/plain", "{}").await.expect("send");
+    assert_eq!(response.status(), 415);
+    let response = post(right, "application/json", "{\"msg_id\": 7")
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+
+    sigterm(&child).await;
+    let log = tokio::time::timeout(DEADLINE, log)
+        .await
+        .expect("exits")
+        .expect("log");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("webhook rejected"))
+        .collect();
+    let unauthorized: Vec<&&str> = warnings
+        .iter()
+        .filter(|l| l.contains("wrong or missing webhook secret"))
+        .collect();
+    assert_eq!(unauthorized.len(), 1, "at most one per 10 s: {log}");
+    assert!(unauthorized[0].contains("status=401"), "{log}");
+    for reason in [
+        "Content-Type is not application/json: it is text/plain",
+        "body is not a Coder notification: body is not valid JSON",
+    ] {
+        assert!(
+            warnings.iter().any(|l| l.contains(reason)),
+            "{reason}: {log}"
+        );
+    }
+    for line in &warnings {
+        assert!(line.contains("remote=127.0.0.1:"), "{line}");
+    }
+    assert!(!log.contains(SECRET), "{log}");
+}
