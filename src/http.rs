@@ -321,7 +321,10 @@ async fn admit<'s>(
     headers: &warp::http::HeaderMap,
     mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
 ) -> Result<(SemaphorePermit<'s>, Notification), Refused> {
-    check_secret(state, headers).and_then(|()| check_json(headers))?;
+    if let Err(refused) = check_secret(state, headers).and_then(|()| check_json(headers)) {
+        drain(headers, &mut body).await;
+        return Err(refused);
+    }
     let slot = acquire_slot(state).await?;
     let body = receive_body(state, headers, &mut body).await?;
     let header_msg_id = headers.get("x-message-id").and_then(|v| v.to_str().ok());
@@ -376,10 +379,43 @@ async fn receive_body(
 ) -> Result<Bytes, Refused> {
     match tokio::time::timeout(state.body_read_timeout, read_body(headers, &mut *body)).await {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(BodyError::TooLarge)) => Err(Refused::new(Refusal::TooLarge)),
+        Ok(Err(BodyError::TooLarge)) => {
+            drain(headers, body).await;
+            Err(Refused::new(Refusal::TooLarge))
+        }
         Ok(Err(BodyError::Unreadable)) => Err(Refused::new(Refusal::Unreadable)),
         Err(_) => Err(Refused::new(Refusal::TooSlow)),
     }
+}
+
+/// Most of a refused body that is still being sent is read and dropped before the answer:
+/// closing a connection with unread data makes the TCP stack reset it, and the client then
+/// sees a broken pipe instead of the answer.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+async fn drain(
+    headers: &warp::http::HeaderMap,
+    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+) {
+    // A client that asked to wait (`Expect: 100-continue`) has sent nothing yet; answering at
+    // once spares it the upload.
+    let waits = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(chunk)) = body.next().await {
+            left = left.saturating_sub(chunk.remaining());
+            if left == 0 {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// Delivery runs in its own task so that Coder giving up on this request (or the connection

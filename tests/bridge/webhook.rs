@@ -324,3 +324,98 @@ async fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
         "https://coder.example.com/changelog/2.30"
     );
 }
+
+/// Reads an HTTP answer's status line (a reset connection fails the test).
+async fn status_line(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("an answer within the deadline");
+        match read {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading the answer failed: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Sends `head` and all of `body`, then reads the answer's status line, as simple clients
+/// do: a server that hangs up early breaks the pipe before the answer is read. The small send
+/// buffer keeps most of the body in the client, as a real network does, rather than all of it
+/// in loopback's large buffers.
+async fn raw_post(addr: std::net::SocketAddr, head: String, body: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_send_buffer_size(256 * 1024)
+        .expect("send buffer");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let sent = tokio::time::timeout(DEADLINE, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await
+    })
+    .await
+    .expect("the body was taken within the deadline");
+    if let Err(e) = sent {
+        panic!("the bridge hung up before the body was sent: {e}");
+    }
+    status_line(&mut stream).await
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_answered_413_not_reset() {
+    let slack = FakeSlack::start().await;
+    let bridge = Bridge::start(config(settings(&slack))).await;
+    let huge = vec![b'x'; 2 * 1024 * 1024];
+    let head = |framing: &str| {
+        format!("POST /v1/webhook HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n{framing}\r\n")
+    };
+    for attempt in 0..20 {
+        let line = raw_post(
+            bridge.app_addr,
+            head(&format!("Content-Length: {}\r\n", huge.len())),
+            &huge,
+        )
+        .await;
+        assert!(
+            line.starts_with("HTTP/1.1 413"),
+            "attempt {attempt}: {line}"
+        );
+    }
+
+    let mut chunked = Vec::new();
+    for piece in huge.chunks(16 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let line = raw_post(
+        bridge.app_addr,
+        head("Transfer-Encoding: chunked\r\n"),
+        &chunked,
+    )
+    .await;
+    assert!(line.starts_with("HTTP/1.1 413"), "chunked: {line}");
+
+    // An HTTP client library, too.
+    let response = bridge
+        .client
+        .post(bridge.url("/v1/webhook"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 413);
+    assert!(slack.calls_to("chat.postMessage").is_empty());
+    bridge.stop().await;
+}
