@@ -216,90 +216,24 @@ impl Settings {
     }
 
     pub fn validate(self, needs: Needs) -> Result<Config, ConfigError> {
-        let dry_run = self.dry_run;
-        let bot_token_required = match needs {
-            Needs::Serve => !dry_run,
+        // Whether Slack will really be called: only then is a placeholder token an error.
+        let uses_slack = match needs {
+            Needs::Serve => !self.dry_run,
             Needs::BotToken => true,
             Needs::Nothing => false,
         };
-        let slack_bot_token = non_empty_secret(self.slack_bot_token);
-        match &slack_bot_token {
-            None if bot_token_required => {
-                return err(if needs == Needs::Serve {
-                    "SLACK_BOT_TOKEN is not set (set DRY_RUN=1 to run without Slack)"
-                } else {
-                    "SLACK_BOT_TOKEN is not set"
-                })
-            }
-            Some(t) if !t.expose_secret().starts_with("xoxb-") => {
-                return err("SLACK_BOT_TOKEN must start with xoxb- (a bot token)")
-            }
-            _ => {}
-        }
-        let slack_app_token = non_empty_secret(self.slack_app_token);
-        if let Some(t) = &slack_app_token {
-            if !t.expose_secret().starts_with("xapp-") {
-                return err("SLACK_APP_TOKEN must start with xapp- (an app-level token)");
-            }
-        }
-
+        let slack_bot_token = bot_token(self.slack_bot_token, needs, uses_slack)?;
+        let slack_app_token = app_token(self.slack_app_token, uses_slack)?;
         let slack_api_url = http_url("SLACK_API_URL", &self.slack_api_url)?;
         let coder_url = match self.coder_url.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(raw) => Some(http_url("CODER_URL", raw)?),
         };
-
-        let listen_addr = match (self.listen_addr.as_deref().map(str::trim), self.port) {
-            (Some(addr), _) if !addr.is_empty() => match addr.parse::<SocketAddr>() {
-                Ok(a) => a,
-                Err(_) => {
-                    return err(format!(
-                        "LISTEN_ADDR must be an address and port such as 127.0.0.1:6000 or 0.0.0.0:6000, not {addr:?}"
-                    ))
-                }
-            },
-            (_, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
-            _ => SocketAddr::from(([127, 0, 0, 1], 6000)),
-        };
-
-        let webhook_secret = non_empty_secret(self.webhook_secret);
-        if needs == Needs::Serve
-            && !listen_addr.ip().is_loopback()
-            && webhook_secret.is_none()
-            && !self.allow_unauthenticated
-        {
-            return err(format!(
-                "LISTEN_ADDR {listen_addr} is reachable from other hosts but WEBHOOK_SECRET is not set: \
-                 set WEBHOOK_SECRET (and put it in Coder's webhook URL as http://coder:SECRET@host/v1/webhook), \
-                 or pass --allow-unauthenticated to accept unauthenticated webhooks"
-            ));
+        let listen_addr = listen_addr(self.listen_addr.as_deref(), self.port)?;
+        let webhook_secret = webhook_secret(self.webhook_secret, needs == Needs::Serve)?;
+        if needs == Needs::Serve && webhook_secret.is_none() && !self.allow_unauthenticated {
+            public_listener_needs_a_secret(listen_addr)?;
         }
-
-        let socket_mode_connections = match self.socket_mode_connections.trim().parse::<usize>() {
-            Ok(n) if (1..=10).contains(&n) => n,
-            _ => {
-                return err(format!(
-                    "SOCKET_MODE_CONNECTIONS must be a whole number from 1 to 10, not {:?}",
-                    self.socket_mode_connections
-                ))
-            }
-        };
-        let delivery_timeout = duration("DELIVERY_TIMEOUT", &self.delivery_timeout)?;
-        if delivery_timeout < Duration::from_secs(1) || delivery_timeout > Duration::from_secs(55) {
-            return err(
-                "DELIVERY_TIMEOUT must be from 1s to 55s: Coder abandons a webhook after 1 minute",
-            );
-        }
-        let directory_refresh = duration("DIRECTORY_REFRESH", &self.directory_refresh)?;
-        if directory_refresh < Duration::from_secs(60) {
-            return err("DIRECTORY_REFRESH must be at least 1m: users.list is rate-limited");
-        }
-
-        let fallback_channel = self
-            .fallback_channel
-            .map(|c| c.trim().to_owned())
-            .filter(|c| !c.is_empty());
-
         Ok(Config {
             slack_bot_token,
             slack_app_token,
@@ -307,11 +241,21 @@ impl Settings {
             coder_url,
             listen_addr,
             webhook_secret,
-            dry_run,
-            fallback_channel,
-            socket_mode_connections,
-            delivery_timeout,
-            directory_refresh,
+            dry_run: self.dry_run,
+            fallback_channel: fallback_channel(self.fallback_channel.as_deref())?,
+            socket_mode_connections: socket_mode_connections(&self.socket_mode_connections)?,
+            delivery_timeout: bounded_duration(
+                "DELIVERY_TIMEOUT",
+                &self.delivery_timeout,
+                Duration::from_secs(1)..=Duration::from_secs(55),
+                "Coder abandons a webhook after 1 minute",
+            )?,
+            directory_refresh: bounded_duration(
+                "DIRECTORY_REFRESH",
+                &self.directory_refresh,
+                Duration::from_secs(60)..=Duration::from_secs(24 * 3600),
+                "users.list is rate-limited, and a day-old directory is stale enough",
+            )?,
             log_format: self.log_format,
             allow_unauthenticated: self.allow_unauthenticated,
             tuning: Tuning::default(),
@@ -319,8 +263,197 @@ impl Settings {
     }
 }
 
-fn non_empty_secret(secret: Option<SecretString>) -> Option<SecretString> {
-    secret.filter(|s| !s.expose_secret().trim().is_empty())
+fn bot_token(
+    raw: Option<SecretString>,
+    needs: Needs,
+    uses_slack: bool,
+) -> Result<Option<SecretString>, ConfigError> {
+    let Some(token) = secret_setting("SLACK_BOT_TOKEN", raw) else {
+        return match (needs, uses_slack) {
+            (_, false) => Ok(None),
+            (Needs::Serve, true) => {
+                err("SLACK_BOT_TOKEN is not set (set DRY_RUN=1 to run without Slack)")
+            }
+            _ => err("SLACK_BOT_TOKEN is not set"),
+        };
+    };
+    if uses_slack {
+        refuse_placeholder(
+            "SLACK_BOT_TOKEN",
+            token.expose_secret(),
+            "the bot token (xoxb-…) from the Slack app's OAuth & Permissions page",
+        )?;
+    }
+    if !token.expose_secret().starts_with("xoxb-") {
+        return err("SLACK_BOT_TOKEN must start with xoxb- (a bot token)");
+    }
+    Ok(Some(token))
+}
+
+fn app_token(
+    raw: Option<SecretString>,
+    uses_slack: bool,
+) -> Result<Option<SecretString>, ConfigError> {
+    let Some(token) = secret_setting("SLACK_APP_TOKEN", raw) else {
+        return Ok(None);
+    };
+    if uses_slack {
+        refuse_placeholder(
+            "SLACK_APP_TOKEN",
+            token.expose_secret(),
+            "an app-level token (xapp-…) with connections:write from the Slack app's Basic Information page, or leave it unset",
+        )?;
+    }
+    if !token.expose_secret().starts_with("xapp-") {
+        return err("SLACK_APP_TOKEN must start with xapp- (an app-level token)");
+    }
+    Ok(Some(token))
+}
+
+fn webhook_secret(
+    raw: Option<SecretString>,
+    serving: bool,
+) -> Result<Option<SecretString>, ConfigError> {
+    let secret = secret_setting("WEBHOOK_SECRET", raw);
+    if let (Some(secret), true) = (&secret, serving) {
+        refuse_placeholder(
+            "WEBHOOK_SECRET",
+            secret.expose_secret(),
+            "a secret of your own (e.g. the output of `openssl rand -hex 32`)",
+        )?;
+        // README's Coder URL example spells the secret as SECRET.
+        if secret.expose_secret().eq_ignore_ascii_case("secret") {
+            return err("WEBHOOK_SECRET is still the word SECRET from the example: replace it with a secret of your own (e.g. the output of `openssl rand -hex 32`)");
+        }
+    }
+    Ok(secret)
+}
+
+fn listen_addr(raw: Option<&str>, port: Option<u16>) -> Result<SocketAddr, ConfigError> {
+    match (raw.map(str::trim), port) {
+        (Some(addr), _) if !addr.is_empty() => addr.parse::<SocketAddr>().or_else(|_| {
+            err(format!(
+                "LISTEN_ADDR must be an address and port such as 127.0.0.1:6000 or 0.0.0.0:6000, not {addr:?}"
+            ))
+        }),
+        (_, Some(port)) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        _ => Ok(SocketAddr::from(([127, 0, 0, 1], 6000))),
+    }
+}
+
+fn public_listener_needs_a_secret(listen_addr: SocketAddr) -> Result<(), ConfigError> {
+    if listen_addr.ip().is_loopback() {
+        return Ok(());
+    }
+    err(format!(
+        "LISTEN_ADDR {listen_addr} is reachable from other hosts but WEBHOOK_SECRET is not set: \
+         set WEBHOOK_SECRET (and put it in Coder's webhook URL as http://coder:SECRET@host/v1/webhook), \
+         or pass --allow-unauthenticated to accept unauthenticated webhooks"
+    ))
+}
+
+fn socket_mode_connections(raw: &str) -> Result<usize, ConfigError> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=10).contains(&n) => Ok(n),
+        _ => err(format!(
+            "SOCKET_MODE_CONNECTIONS must be a whole number from 1 to 10, not {raw:?}"
+        )),
+    }
+}
+
+/// A channel ID: it survives the channel being renamed, and `.env` reads `#name` as a comment.
+fn fallback_channel(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(channel) = raw.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let is_id = channel.len() >= 9
+        && channel.starts_with(['C', 'G', 'D'])
+        && channel
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if is_id {
+        return Ok(Some(channel.to_owned()));
+    }
+    let hint =
+        "the ID is at the bottom of the channel's details in Slack (click the channel's name)";
+    if channel.starts_with('#') {
+        err(format!(
+            "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD, not a name ({channel}): {hint}"
+        ))
+    } else {
+        err(format!(
+            "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD (C, G or D, then capital letters and digits), not {channel:?}: {hint}"
+        ))
+    }
+}
+
+/// A secret setting without surrounding whitespace: a file-made secret (`kubectl create
+/// secret --from-file`, Docker secrets) ends with a newline that no client ever sends.
+fn secret_setting(name: &str, raw: Option<SecretString>) -> Option<SecretString> {
+    let raw = raw?;
+    let trimmed = raw.expose_secret().trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    if trimmed.len() == raw.expose_secret().len() {
+        return Some(raw);
+    }
+    tracing::warn!(
+        "{name} had whitespace around it (such as a trailing newline from a file); it was trimmed"
+    );
+    Some(SecretString::from(trimmed.to_owned()))
+}
+
+/// The values `.env.example` ships, which must never reach Slack or Coder.
+const EXAMPLE_PLACEHOLDERS: [(&str, &str); 2] = [
+    ("SLACK_BOT_TOKEN", "xoxb-..."),
+    ("SLACK_APP_TOKEN", "xapp-..."),
+];
+
+/// Parts that only a placeholder contains (compared without case); no real Slack token has
+/// them, and a secret that does was not generated.
+const PLACEHOLDER_MARKS: [&str; 8] = [
+    "...",
+    "\u{2026}",
+    "replace",
+    "change-me",
+    "change_me",
+    "changeme",
+    "your-",
+    "your_",
+];
+
+/// Refuses a value that is still a placeholder, naming the setting (never the value).
+fn refuse_placeholder(name: &str, value: &str, wanted: &str) -> Result<(), ConfigError> {
+    if EXAMPLE_PLACEHOLDERS.contains(&(name, value)) {
+        return err(format!(
+            "{name} is still the placeholder from .env.example: replace it with {wanted}"
+        ));
+    }
+    let lower = value.to_lowercase();
+    let mark = PLACEHOLDER_MARKS
+        .iter()
+        .find(|mark| lower.contains(*mark))
+        .map(|mark| format!("{mark:?}"))
+        .or_else(|| angle_brackets(value).then(|| "<…>".to_owned()));
+    match mark {
+        Some(mark) => err(format!(
+            "{name} is still a placeholder (it contains {mark}): replace it with {wanted}"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `<your token>`, `<SECRET>`: words in angle brackets.
+fn angle_brackets(value: &str) -> bool {
+    value.split('<').skip(1).any(|after| {
+        after.split_once('>').is_some_and(|(inside, _)| {
+            !inside.is_empty()
+                && inside
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+        })
+    })
 }
 
 fn http_url(name: &str, raw: &str) -> Result<Url, ConfigError> {
@@ -348,12 +481,243 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
     }
 }
 
-fn duration(name: &str, raw: &str) -> Result<Duration, ConfigError> {
-    parse_duration(raw).ok_or_else(|| {
-        ConfigError(format!(
+/// A duration within `range`; the message says why the bounds are what they are.
+fn bounded_duration(
+    name: &str,
+    raw: &str,
+    range: std::ops::RangeInclusive<Duration>,
+    why: &str,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = parse_duration(raw) else {
+        return err(format!(
             "{name} must be a duration such as 30s, 1500ms, 5m or 1h, not {raw:?}"
+        ));
+    };
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    err(format!(
+        "{name} must be from {} to {}, not {raw:?}: {why}",
+        human(*range.start()),
+        human(*range.end())
+    ))
+}
+
+/// `1s`, `55s`, `1m`, `24h`: a bound as a person would write it.
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Reads `path` (the working folder's `.env`) as `NAME=value` pairs, in file order. A missing
+/// file is no settings. Only this one file is read: a `.env` in a parent folder belongs to
+/// something else. A line that cannot be parsed is named by number and variable, never shown:
+/// it may hold a token.
+pub fn read_dotenv(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let content = match std::fs::read_to_string(path) {
+        Ok(content) => content,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return err(format!("{} is not UTF-8 text", path.display()))
+        }
+        Err(e) => return err(format!("{} could not be read: {e}", path.display())),
+    };
+    parse_dotenv(&content, is_setting).map_err(|bad| {
+        let name = bad
+            .name
+            .map_or_else(|| "no NAME= at its start".to_owned(), |n| n.to_owned());
+        let problem = match bad.problem {
+            LineProblem::Unparsable => {
+                "cannot be parsed: check its quotes and backslashes, and quote a value with spaces"
+            }
+            LineProblem::HashValue => {
+                "has a value starting with #, which .env reads as a comment, leaving the setting \
+                 empty: quote the value (for FALLBACK_CHANNEL, use the channel ID instead of #name)"
+            }
+        };
+        ConfigError(format!(
+            "{} line {} ({name}) {problem} (the line is not shown: it may hold a secret)",
+            path.display(),
+            bad.number
         ))
     })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineProblem {
+    Unparsable,
+    /// `NAME=#…`: dotenvy reads an empty value, which would silently unset a secret or the
+    /// fallback channel.
+    HashValue,
+}
+
+/// A refused line: its number, the variable it sets (when it names one) and why.
+#[derive(Debug, PartialEq, Eq)]
+struct BadLine<'a> {
+    number: usize,
+    name: Option<&'a str>,
+    problem: LineProblem,
+}
+
+/// Whether `name` is one of the bridge's settings (`.env` may hold others' variables too).
+fn is_setting(name: &str) -> bool {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_arguments()
+        .any(|arg| arg.get_env().is_some_and(|env| env == name))
+}
+
+/// dotenvy's parse of `content`, or the first line it could not parse, or that sets one of
+/// `ours` empty though a value follows `=`.
+fn parse_dotenv(
+    content: &str,
+    ours: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, BadLine<'_>> {
+    let content = content.strip_prefix('\u{feff}').unwrap_or(content);
+    let reader = LineAtATime::new(content);
+    let delivered = reader.delivered.clone();
+    let mut pairs = Vec::new();
+    for item in dotenvy::from_read_iter(reader) {
+        let (name, value) = item.map_err(|e| failed_line(content, delivered.get(), &e))?;
+        if value.is_empty() && ours(&name) {
+            // An empty entry is one line: the last one read.
+            let number = last_line_read(content, delivered.get());
+            let line = content.lines().nth(number - 1).unwrap_or_default();
+            if line
+                .split_once('=')
+                .is_some_and(|(_, v)| v.starts_with('#'))
+            {
+                return Err(BadLine {
+                    number,
+                    name: variable_name(line),
+                    problem: LineProblem::HashValue,
+                });
+            }
+        }
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
+/// The number of the line that holds the `read`th byte of `content`.
+fn last_line_read(content: &str, read: usize) -> usize {
+    let consumed = &content[..read.min(content.len())];
+    let consumed = consumed.strip_suffix('\n').unwrap_or(consumed);
+    consumed.matches('\n').count() + 1
+}
+
+/// The first line of the entry that failed. dotenvy's error carries the entry's text
+/// (sometimes only its value), so the line is found from how far it had read.
+fn failed_line<'a>(content: &'a str, read: usize, e: &dotenvy::Error) -> BadLine<'a> {
+    // An entry spans several lines when a quoted value does.
+    let spanned = match e {
+        dotenvy::Error::LineParse(text, _) => text.trim_end().matches('\n').count(),
+        _ => 0,
+    };
+    let number = last_line_read(content, read).saturating_sub(spanned).max(1);
+    BadLine {
+        number,
+        name: content.lines().nth(number - 1).and_then(variable_name),
+        problem: LineProblem::Unparsable,
+    }
+}
+
+/// `NAME` of a `NAME=…` or `export NAME=…` line; nothing for a line that does not start so,
+/// whose start could be a secret pasted alone.
+fn variable_name(line: &str) -> Option<&str> {
+    let line = line.trim_start();
+    let line = line
+        .strip_prefix("export")
+        .filter(|rest| rest.starts_with([' ', '\t']))
+        .map_or(line, str::trim_start);
+    let end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(line.len());
+    let (name, rest) = line.split_at(end);
+    let starts_well = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    (starts_well && rest.trim_start().starts_with('=')).then_some(name)
+}
+
+/// Hands dotenvy at most one line per read, so the bytes it has taken say which line it is on
+/// (its buffered reader asks for more only once a line is used up).
+struct LineAtATime<'a> {
+    rest: &'a [u8],
+    delivered: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl<'a> LineAtATime<'a> {
+    fn new(content: &'a str) -> Self {
+        LineAtATime {
+            rest: content.as_bytes(),
+            delivered: std::rc::Rc::default(),
+        }
+    }
+}
+
+impl std::io::Read for LineAtATime<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let line_end = self
+            .rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(self.rest.len(), |i| i + 1);
+        let n = line_end.min(buf.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        self.delivered.set(self.delivered.get() + n);
+        Ok(n)
+    }
+}
+
+/// For a value clap refused (`PORT=abc`, `LOG_FORMAT=yaml`): a sentence naming the
+/// environment variable as well as the flag, since most people set the variable. `None` for
+/// every other error (help, version, unknown flags), which clap words well itself. A hidden
+/// setting's value is never shown.
+pub fn explain_clap_error(command: &clap::Command, error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long: String = shown
+        .strip_prefix("--")?
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let arg = find_arg(command, &long)?;
+    let env = arg.get_env()?.to_str()?;
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) if !arg.is_hide_env_values_set() => format!("{v:?}"),
+        _ => "(not shown)".to_owned(),
+    };
+    let why = match (
+        error.get(ContextKind::ValidValue),
+        std::error::Error::source(error),
+    ) {
+        (Some(ContextValue::Strings(valid)), _) => format!("use one of {}", valid.join(", ")),
+        (_, Some(source)) if !arg.is_hide_env_values_set() => source.to_string(),
+        _ => "not a valid value".to_owned(),
+    };
+    Some(format!("{env} (--{long}): invalid value {value}: {why}"))
+}
+
+fn find_arg<'c>(command: &'c clap::Command, long: &str) -> Option<&'c clap::Arg> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| find_arg(sub, long))
+        })
 }
 
 #[cfg(test)]
@@ -497,6 +861,294 @@ mod tests {
         assert!(
             !shown.contains("hunter2") && !shown.contains("xoxb-test") && !shown.contains("xapp-1"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn placeholders_are_refused_naming_the_setting_not_the_value() {
+        // Every token and secret `.env.example` ships is refused where it would be used.
+        let example =
+            parse_dotenv(include_str!("../.env.example"), is_setting).expect(".env.example parses");
+        let shipped: Vec<_> = example
+            .iter()
+            .filter(|(name, _)| name.starts_with("SLACK_") && name.ends_with("_TOKEN"))
+            .collect();
+        assert_eq!(shipped.len(), 2, "{shipped:?}");
+        for (name, value) in shipped {
+            let mut s = settings();
+            match name.as_str() {
+                "SLACK_BOT_TOKEN" => s.slack_bot_token = Some(value.as_str().into()),
+                _ => s.slack_app_token = Some(value.as_str().into()),
+            }
+            let e = s.validate(Needs::Serve).unwrap_err().0;
+            assert!(
+                e.starts_with(&format!(
+                    "{name} is still the placeholder from .env.example"
+                )),
+                "{e}"
+            );
+        }
+        // "Zq9" stands for the rest of a value, which a message must not show.
+        let refused = |s: Settings, name: &str, value: &str| {
+            let e = s.validate(Needs::Serve).unwrap_err().0;
+            assert!(e.starts_with(&format!("{name} is still")), "{value}: {e}");
+            assert!(!e.contains("Zq9"), "the value is shown: {e}");
+        };
+        for token in [
+            "xoxb-REPLACE-ME-Zq9",
+            "xoxb-replace_me-Zq9",
+            "xoxb-your-token-Zq9",
+            "xoxb-<token>-Zq9",
+            "xoxb-CHANGE-ME-Zq9",
+            "xoxb-Zq9…",
+        ] {
+            let mut s = settings();
+            s.slack_bot_token = Some(token.into());
+            refused(s, "SLACK_BOT_TOKEN", token);
+        }
+        let mut s = settings();
+        s.slack_app_token = Some("xapp-REPLACE-ME-Zq9".into());
+        refused(s, "SLACK_APP_TOKEN", "xapp-REPLACE-ME-Zq9");
+        for secret in [
+            "CHANGE-ME",
+            "changeme-Zq9",
+            "<your secret>",
+            "your-secret-Zq9",
+            "SECRET",
+        ] {
+            let mut s = settings();
+            s.webhook_secret = Some(secret.into());
+            refused(s, "WEBHOOK_SECRET", secret);
+        }
+        // Real-looking values pass, and a token nobody uses (dry run, preview) is not judged.
+        let mut s = settings();
+        s.slack_bot_token = Some("xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx".into());
+        s.webhook_secret = Some("9f86d081884c7d659a2feaa0c55ad015".into());
+        assert!(s.validate(Needs::Serve).is_ok());
+        let mut s = settings();
+        s.slack_bot_token = Some("xoxb-...".into());
+        s.dry_run = true;
+        assert!(s.clone().validate(Needs::Serve).is_ok());
+        s.dry_run = false;
+        assert!(s.validate(Needs::Nothing).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_trimmed() {
+        let mut s = settings();
+        s.webhook_secret = Some("s3cret\n".into());
+        s.slack_bot_token = Some(" xoxb-test\r\n".into());
+        s.slack_app_token = Some("\txapp-1\n".into());
+        let c = s.validate(Needs::Serve).expect("valid");
+        let shown = |v: &Option<SecretString>| v.as_ref().map(|v| v.expose_secret().to_owned());
+        assert_eq!(shown(&c.webhook_secret).as_deref(), Some("s3cret"));
+        assert_eq!(shown(&c.slack_bot_token).as_deref(), Some("xoxb-test"));
+        assert_eq!(shown(&c.slack_app_token).as_deref(), Some("xapp-1"));
+        let mut s = settings();
+        s.webhook_secret = Some(" \n".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .expect("valid")
+            .webhook_secret
+            .is_none());
+    }
+
+    #[test]
+    fn directory_refresh_is_bounded() {
+        for (raw, ok) in [
+            ("1m", true),
+            ("24h", true),
+            ("59s", false),
+            ("25h", false),
+            ("100000h", false),
+            ("18446744073709551615h", false),
+            ("99999999999999999999999", false),
+        ] {
+            let mut s = settings();
+            s.directory_refresh = raw.into();
+            match s.validate(Needs::Serve) {
+                Ok(c) => assert!(ok, "{raw} accepted as {:?}", c.directory_refresh),
+                Err(e) => {
+                    assert!(!ok, "{raw}: {e}");
+                    assert!(e.0.starts_with("DIRECTORY_REFRESH must be"), "{e}");
+                }
+            }
+        }
+        let mut s = settings();
+        s.directory_refresh = "48h".into();
+        assert_eq!(
+            s.validate(Needs::Serve).unwrap_err().0,
+            "DIRECTORY_REFRESH must be from 1m to 24h, not \"48h\": users.list is rate-limited, and a day-old directory is stale enough"
+        );
+        let mut s = settings();
+        s.delivery_timeout = "1000000000000h".into();
+        assert!(s
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("DELIVERY_TIMEOUT"));
+    }
+
+    #[test]
+    fn fallback_channel_must_be_an_id() {
+        for ok in ["C0123ABCD", "G0123ABCD", "D0123ABCD", " C0FALLBACK "] {
+            let mut s = settings();
+            s.fallback_channel = Some(ok.into());
+            let c = s.validate(Needs::Serve).expect(ok);
+            assert_eq!(c.fallback_channel.as_deref(), Some(ok.trim()));
+        }
+        let mut s = settings();
+        s.fallback_channel = Some("#general".into());
+        let e = s.validate(Needs::Serve).unwrap_err().0;
+        assert!(
+            e.starts_with(
+                "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD, not a name (#general)"
+            ) && e.contains("channel's details"),
+            "{e}"
+        );
+        for bad in ["general", "c0123abcd", "C012", "U0123ABCD", "C0123-ABCD"] {
+            let mut s = settings();
+            s.fallback_channel = Some(bad.into());
+            let e = s.validate(Needs::Serve).unwrap_err().0;
+            assert!(
+                e.starts_with("FALLBACK_CHANNEL must be a channel ID"),
+                "{bad}: {e}"
+            );
+        }
+        let mut s = settings();
+        s.fallback_channel = Some("  ".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .expect("ok")
+            .fallback_channel
+            .is_none());
+    }
+
+    #[test]
+    fn dotenv_parses_like_dotenvy() {
+        let pairs = parse_dotenv(
+            "\u{feff}# comment\nA=1\nexport B='two words'\nC=\"multi\nline\"\n\nD=${A}x # note\n",
+            is_setting,
+        )
+        .expect("parses");
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("A", "1"),
+                ("B", "two words"),
+                ("C", "multi\nline"),
+                ("D", "1x")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_dotenv_line_is_named_by_number_and_variable_only() {
+        for (content, line, name) in [
+            (
+                "A=1\nSLACK_BOT_TOKEN=\"xoxb-secret-tail\n",
+                2,
+                Some("SLACK_BOT_TOKEN"),
+            ),
+            (
+                "A=1\nB=\"x\ny\"\nTOKEN=xoxb secret-tail\nC=2\n",
+                4,
+                Some("TOKEN"),
+            ),
+            (
+                "A=1\n\n   export  TOKEN = 'secret-tail\nB=2\n",
+                3,
+                Some("TOKEN"),
+            ),
+            ("# c\nsecret-tail\n", 2, None),
+            ("A=1\nxoxb-secret-tail x\n", 2, None),
+            ("A=1\nB=\\q secret-tail\n", 2, Some("B")),
+        ] {
+            let bad = parse_dotenv(content, is_setting).unwrap_err();
+            assert_eq!((bad.number, bad.name), (line, name), "{content:?}");
+            assert_eq!(bad.problem, LineProblem::Unparsable);
+        }
+        // A value after `=` that .env would read as a comment is refused, not left empty.
+        for (content, line, name) in [
+            (
+                "A=1\nFALLBACK_CHANNEL=#general\n",
+                2,
+                Some("FALLBACK_CHANNEL"),
+            ),
+            (
+                "export WEBHOOK_SECRET=#secret-tail # note\n",
+                1,
+                Some("WEBHOOK_SECRET"),
+            ),
+        ] {
+            let bad = parse_dotenv(content, is_setting).unwrap_err();
+            assert_eq!((bad.number, bad.name), (line, name), "{content:?}");
+            assert_eq!(bad.problem, LineProblem::HashValue);
+        }
+        let pairs = parse_dotenv("EMPTY=\nNOTE= # a comment\nOTHER=#x\n", is_setting)
+            .expect("empty values are fine, and others' variables are theirs");
+        assert_eq!(pairs.len(), 3);
+
+        let dir = std::env::temp_dir().join(format!("csb-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(".env");
+        std::fs::write(&path, "OK=1\nSLACK_BOT_TOKEN=\"xoxb-1-secret-tail\n").expect("write");
+        let e = read_dotenv(&path).unwrap_err().0;
+        assert!(
+            e.contains(".env line 2 (SLACK_BOT_TOKEN) cannot be parsed"),
+            "{e}"
+        );
+        assert!(!e.contains("secret-tail") && !e.contains("xoxb-1"), "{e}");
+        assert!(read_dotenv(&dir.join("absent"))
+            .expect("missing is fine")
+            .is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn clap_value_errors_name_the_variable_and_the_flag() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let explain = |args: &[&str]| {
+            let e = Cli::command().try_get_matches_from(args).unwrap_err();
+            explain_clap_error(&command, &e)
+        };
+        assert_eq!(
+            explain(&["bridge", "--port", "abc"]).as_deref(),
+            Some("PORT (--port): invalid value \"abc\": invalid digit found in string")
+        );
+        assert_eq!(
+            explain(&["bridge", "--log-format", "yaml"]).as_deref(),
+            Some("LOG_FORMAT (--log-format): invalid value \"yaml\": use one of text, json")
+        );
+        assert_eq!(
+            explain(&["bridge", "check", "--port", "70000"]).as_deref(),
+            Some("PORT (--port): invalid value \"70000\": 70000 is not in 0..=65535")
+        );
+        // Not a value error: clap's own words.
+        assert_eq!(explain(&["bridge", "--nope"]), None);
+        assert_eq!(explain(&["bridge", "--help"]), None);
+
+        // A hidden setting's value is never repeated.
+        let hidden = clap::Command::new("t").arg(
+            clap::Arg::new("secret")
+                .long("secret")
+                .env("SECRET_SETTING")
+                .hide_env_values(true)
+                .value_parser(clap::value_parser!(u16)),
+        );
+        let e = hidden
+            .clone()
+            .try_get_matches_from(["t", "--secret", "hunter2"])
+            .unwrap_err();
+        let message = explain_clap_error(&hidden, &e).expect("explained");
+        assert_eq!(
+            message,
+            "SECRET_SETTING (--secret): invalid value (not shown): not a valid value"
         );
     }
 }

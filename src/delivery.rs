@@ -150,7 +150,12 @@ impl Delivery {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
-        Self::with_destination(Destination::Slack { api, directory }, settings, metrics, shutdown)
+        Self::with_destination(
+            Destination::Slack { api, directory },
+            settings,
+            metrics,
+            shutdown,
+        )
     }
 
     fn with_destination(

@@ -2,7 +2,7 @@
 //! is JSON; nothing a client sends can produce a 500.
 
 use crate::coder::Notification;
-use crate::delivery::{Answer, Outcome};
+use crate::delivery::{Answer, Outcome, RetryLater};
 use crate::telemetry::OutcomeLabels;
 use crate::AppState;
 use base64::Engine as _;
@@ -11,9 +11,11 @@ use futures_util::{Stream, StreamExt};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+use tokio::sync::SemaphorePermit;
 use warp::http::{header, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::Filter;
@@ -25,9 +27,12 @@ pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with_state = warp::any().map(move || state.clone());
+    let refusals = Arc::new(RefusalLog::default());
     let webhook = warp::path!("v1" / "webhook")
         .and(warp::post())
         .and(with_state.clone())
+        .and(warp::any().map(move || refusals.clone()))
+        .and(warp::ext::optional::<PeerAddr>())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(webhook);
@@ -98,17 +103,63 @@ fn readyz(state: &AppState) -> Response {
     json_reply(status, body)
 }
 
+/// The client's address, put on each request by the accept loop (warp's own is only set by
+/// warp's server).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub SocketAddr);
+
+/// The `outcome` label of the webhooks counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Unauthorized,
+    Rejected,
+    Retry,
+    Duplicate,
+    Delivered,
+    Undeliverable,
+    DryRun,
+}
+
+impl Label {
+    fn as_str(self) -> &'static str {
+        match self {
+            Label::Unauthorized => "unauthorized",
+            Label::Rejected => "rejected",
+            Label::Retry => "retry",
+            Label::Duplicate => "duplicate",
+            Label::Delivered => "delivered",
+            Label::Undeliverable => "undeliverable",
+            Label::DryRun => "dry_run",
+        }
+    }
+}
+
 async fn webhook(
     state: Arc<AppState>,
+    refusals: Arc<RefusalLog>,
+    peer: Option<PeerAddr>,
     headers: warp::http::HeaderMap,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
 ) -> Response {
     let started = Instant::now();
-    let (outcome, response) = handle_webhook(&state, &headers, body, started).await;
+    let (label, response) = match admit(&state, &headers, body).await {
+        Ok((slot, notification)) => {
+            let answered = deliver(&state, notification, started).await;
+            drop(slot);
+            answered
+        }
+        Err(refused) => {
+            let response = refused.response();
+            refusals.warn(&refused, response.status(), peer.map(|p| p.0));
+            (refused.refusal.label(), response)
+        }
+    };
     state
         .metrics
         .webhooks
-        .get_or_create(&OutcomeLabels { outcome })
+        .get_or_create(&OutcomeLabels {
+            outcome: label.as_str(),
+        })
         .inc();
     state
         .metrics
@@ -117,114 +168,307 @@ async fn webhook(
     response
 }
 
-async fn handle_webhook(
-    state: &Arc<AppState>,
-    headers: &warp::http::HeaderMap,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
-    started: Instant,
-) -> (&'static str, Response) {
-    if let Some(secret) = &state.webhook_secret {
-        if !authorized(headers, secret.expose_secret().as_bytes()) {
-            let mut response = error_reply(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong webhook credentials: put WEBHOOK_SECRET in Coder's webhook URL as http://coder:SECRET@host/v1/webhook",
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"coder-slack-bridge\""),
-            );
-            return ("unauthorized", response);
-        }
-    }
-    if !is_json(headers) {
-        return (
-            "rejected",
-            error_reply(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Type must be application/json",
-            ),
-        );
-    }
-    // A slot per request bounds the memory bodies take; a client that sends its body slowly
-    // loses its slot after `body_read_timeout`.
-    let Ok(Ok(_slot)) = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        state.request_slots.acquire(),
-    )
-    .await
-    else {
-        return (
-            "retry",
-            retry_reply(
-                "too many webhook requests at once",
-                std::time::Duration::from_secs(5),
-            ),
-        );
-    };
-    let body = match tokio::time::timeout(state.body_read_timeout, read_body(headers, body)).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(response)) => return ("rejected", response),
-        Err(_) => {
-            return (
-                "rejected",
-                error_reply(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the body was not received in time",
-                ),
-            )
-        }
-    };
-    let header_msg_id = headers.get("x-message-id").and_then(|v| v.to_str().ok());
-    let notification = match Notification::parse(&body, header_msg_id) {
-        Ok(n) => n,
-        Err(e) => return ("rejected", error_reply(StatusCode::BAD_REQUEST, e.0)),
-    };
-    drop(body);
+/// Why a webhook was refused before delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    WrongSecret,
+    NotJson,
+    Busy,
+    TooLarge,
+    Unreadable,
+    TooSlow,
+    Invalid,
+}
 
-    // Delivery runs in its own task so that Coder giving up on this request (or the
-    // connection dropping) cannot cut a Slack call in half; shutdown waits for it.
+// `Invalid` is the last refusal, so this many counters cover them all.
+const _: () = assert!(Refusal::Invalid as usize + 1 == Refusal::COUNT);
+
+impl Refusal {
+    const COUNT: usize = 7;
+
+    fn label(self) -> Label {
+        match self {
+            Refusal::WrongSecret => Label::Unauthorized,
+            Refusal::Busy => Label::Retry,
+            _ => Label::Rejected,
+        }
+    }
+
+    /// For the log: what an operator looks for in Coder's webhook settings or the sender.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::WrongSecret => "wrong or missing webhook secret",
+            Refusal::NotJson => "Content-Type is not application/json",
+            Refusal::Busy => "too many webhook requests at once",
+            Refusal::TooLarge => "body is larger than 1 MiB",
+            Refusal::Unreadable => "body could not be read",
+            Refusal::TooSlow => "body was not received in time",
+            Refusal::Invalid => "body is not a Coder notification",
+        }
+    }
+}
+
+struct Refused {
+    refusal: Refusal,
+    /// Said after the reason in the log (and, for a body that is not a notification, the
+    /// answer); never the body or a credential.
+    detail: Option<String>,
+}
+
+impl Refused {
+    fn new(refusal: Refusal) -> Self {
+        Refused {
+            refusal,
+            detail: None,
+        }
+    }
+
+    fn response(&self) -> Response {
+        let (status, message) = match self.refusal {
+            Refusal::WrongSecret => {
+                let mut response = error_reply(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong webhook credentials: put WEBHOOK_SECRET in Coder's webhook URL as http://coder:SECRET@host/v1/webhook",
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"coder-slack-bridge\""),
+                );
+                return response;
+            }
+            Refusal::Busy => {
+                return retry_reply("too many webhook requests at once", Duration::from_secs(5))
+            }
+            Refusal::NotJson => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json".to_owned(),
+            ),
+            Refusal::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            Refusal::Unreadable => (StatusCode::BAD_REQUEST, "body could not be read".to_owned()),
+            Refusal::TooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body was not received in time".to_owned(),
+            ),
+            Refusal::Invalid => (
+                StatusCode::BAD_REQUEST,
+                self.detail.clone().unwrap_or_default(),
+            ),
+        };
+        error_reply(status, message)
+    }
+}
+
+/// At most one warning per kind of refusal per [`RefusalLog::WINDOW`], so a misconfigured
+/// sender cannot flood the log; the warnings left out are counted in the next one.
+#[derive(Default)]
+struct RefusalLog {
+    kinds: std::sync::Mutex<[RefusalCount; Refusal::COUNT]>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct RefusalCount {
+    last_warned: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    /// Whether to warn now, and how many were left out since the last warning.
+    fn admit(&self, refusal: Refusal, now: Instant) -> Option<u64> {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let count = &mut kinds[refusal as usize];
+        match count.last_warned {
+            Some(last) if now.saturating_duration_since(last) < Self::WINDOW => {
+                count.suppressed += 1;
+                None
+            }
+            _ => {
+                count.last_warned = Some(now);
+                Some(std::mem::take(&mut count.suppressed))
+            }
+        }
+    }
+
+    fn warn(&self, refused: &Refused, status: StatusCode, peer: Option<SocketAddr>) {
+        let Some(suppressed) = self.admit(refused.refusal, Instant::now()) else {
+            return;
+        };
+        let status = status.as_u16();
+        let reason = refused.refusal.reason();
+        let detail = refused
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        let remote = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        if suppressed == 0 {
+            tracing::warn!(status, %remote, "webhook rejected: {reason}{detail}");
+        } else {
+            tracing::warn!(
+                status,
+                %remote,
+                suppressed,
+                "webhook rejected: {reason}{detail} ({suppressed} more like it were not logged)"
+            );
+        }
+    }
+}
+
+/// Everything before delivery: credentials, content type, a request slot, the body, the
+/// parse. The slot is held until the answer, bounding the memory requests take.
+async fn admit<'s>(
+    state: &'s AppState,
+    headers: &warp::http::HeaderMap,
+    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
+) -> Result<(SemaphorePermit<'s>, Notification), Refused> {
+    if let Err(refused) = check_secret(state, headers).and_then(|()| check_json(headers)) {
+        drain(headers, &mut body).await;
+        return Err(refused);
+    }
+    let slot = acquire_slot(state).await?;
+    let body = receive_body(state, headers, &mut body).await?;
+    let header_msg_id = headers.get("x-message-id").and_then(|v| v.to_str().ok());
+    let notification = Notification::parse(&body, header_msg_id).map_err(|e| Refused {
+        refusal: Refusal::Invalid,
+        detail: Some(e.0),
+    })?;
+    Ok((slot, notification))
+}
+
+fn check_secret(state: &AppState, headers: &warp::http::HeaderMap) -> Result<(), Refused> {
+    match &state.webhook_secret {
+        Some(secret) if !authorized(headers, secret.expose_secret().as_bytes()) => {
+            Err(Refused::new(Refusal::WrongSecret))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_json(headers: &warp::http::HeaderMap) -> Result<(), Refused> {
+    if is_json(headers) {
+        return Ok(());
+    }
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(80)
+                .collect()
+        })
+        .unwrap_or_else(|| "none".to_owned());
+    Err(Refused {
+        refusal: Refusal::NotJson,
+        detail: Some(format!("it is {given}")),
+    })
+}
+
+/// A slot per request bounds the memory bodies take; a client that sends its body slowly
+/// loses its slot after `body_read_timeout`.
+async fn acquire_slot(state: &AppState) -> Result<SemaphorePermit<'_>, Refused> {
+    match tokio::time::timeout(Duration::from_secs(5), state.request_slots.acquire()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => Err(Refused::new(Refusal::Busy)),
+    }
+}
+
+async fn receive_body(
+    state: &AppState,
+    headers: &warp::http::HeaderMap,
+    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+) -> Result<Bytes, Refused> {
+    match tokio::time::timeout(state.body_read_timeout, read_body(headers, &mut *body)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(BodyError::TooLarge)) => {
+            drain(headers, body).await;
+            Err(Refused::new(Refusal::TooLarge))
+        }
+        Ok(Err(BodyError::Unreadable)) => Err(Refused::new(Refusal::Unreadable)),
+        Err(_) => Err(Refused::new(Refusal::TooSlow)),
+    }
+}
+
+/// Most of a refused body that is still being sent is read and dropped before the answer:
+/// closing a connection with unread data makes the TCP stack reset it, and the client then
+/// sees a broken pipe instead of the answer.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+async fn drain(
+    headers: &warp::http::HeaderMap,
+    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+) {
+    // A client that asked to wait (`Expect: 100-continue`) has sent nothing yet; answering at
+    // once spares it the upload.
+    let waits = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(chunk)) = body.next().await {
+            left = left.saturating_sub(chunk.remaining());
+            if left == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// Delivery runs in its own task so that Coder giving up on this request (or the connection
+/// dropping) cannot cut a Slack call in half; shutdown waits for it.
+async fn deliver(
+    state: &AppState,
+    notification: Notification,
+    started: Instant,
+) -> (Label, Response) {
     let delivery = state.delivery.clone();
     let task = state
         .tasks
         .spawn(async move { (delivery.deliver(&notification).await, notification) });
-    let (result, notification) = match task.await {
-        Ok(done) => done,
-        Err(_) => {
-            return (
-                "retry",
-                retry_reply(
-                    "delivery was interrupted",
-                    std::time::Duration::from_secs(60),
-                ),
-            )
-        }
+    let Ok((result, notification)) = task.await else {
+        return (
+            Label::Retry,
+            retry_reply("delivery was interrupted", Duration::from_secs(60)),
+        );
     };
-    let (label, response) = match result {
-        Ok(Answer::Duplicate) => (
-            "duplicate",
-            json_reply(StatusCode::OK, json!({"status": "duplicate"})),
-        ),
-        Ok(Answer::Fresh(outcome)) => {
-            let label = match &outcome {
-                Outcome::Delivered { .. } => "delivered",
-                Outcome::Undeliverable { .. } => "undeliverable",
-                Outcome::DryRun => "dry_run",
-            };
-            (label, warp::reply::json(&outcome).into_response())
-        }
-        Err(retry) => ("retry", retry_reply(&retry.reason, retry.retry_after)),
-    };
+    let (label, response) = answer(result);
     tracing::info!(
         msg_id = %notification.msg_id,
         template = %notification.notification_name,
-        outcome = label,
+        outcome = label.as_str(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "webhook answered"
     );
     (label, response)
 }
 
-fn retry_reply(reason: &str, retry_after: std::time::Duration) -> Response {
+fn answer(result: Result<Answer, RetryLater>) -> (Label, Response) {
+    match result {
+        Ok(Answer::Duplicate) => (
+            Label::Duplicate,
+            json_reply(StatusCode::OK, json!({"status": "duplicate"})),
+        ),
+        Ok(Answer::Fresh(outcome)) => {
+            let label = match &outcome {
+                Outcome::Delivered { .. } => Label::Delivered,
+                Outcome::Undeliverable { .. } => Label::Undeliverable,
+                Outcome::DryRun => Label::DryRun,
+            };
+            (label, warp::reply::json(&outcome).into_response())
+        }
+        Err(retry) => (Label::Retry, retry_reply(&retry.reason, retry.retry_after)),
+    }
+}
+
+fn retry_reply(reason: &str, retry_after: Duration) -> Response {
     let mut response = error_reply(StatusCode::SERVICE_UNAVAILABLE, reason);
     response.headers_mut().insert(
         header::RETRY_AFTER,
@@ -241,30 +485,28 @@ fn is_json(headers: &warp::http::HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
 /// Reads at most [`MAX_BODY_BYTES`], whether or not a Content-Length was sent.
 async fn read_body(
     headers: &warp::http::HeaderMap,
-    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
-) -> Result<Bytes, Response> {
-    let too_large = || {
-        error_reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body is larger than {MAX_BODY_BYTES} bytes"),
-        )
-    };
+    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-        return Err(too_large());
+        return Err(BodyError::TooLarge);
     }
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
     while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|_| error_reply(StatusCode::BAD_REQUEST, "body could not be read"))?;
+        let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
         if buffer.len() + chunk.remaining() > MAX_BODY_BYTES {
-            return Err(too_large());
+            return Err(BodyError::TooLarge);
         }
         buffer.put(chunk);
     }
@@ -341,5 +583,48 @@ mod tests {
         assert!(ct("Application/JSON"));
         assert!(!ct("text/plain"));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn refusal_warnings_are_rate_limited_per_reason_and_count_the_rest() {
+        let log = RefusalLog::default();
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        assert_eq!(log.admit(Refusal::WrongSecret, at(0)), Some(0));
+        assert_eq!(log.admit(Refusal::WrongSecret, at(1)), None);
+        assert_eq!(log.admit(Refusal::WrongSecret, at(9)), None);
+        // Another reason has its own allowance.
+        assert_eq!(log.admit(Refusal::NotJson, at(9)), Some(0));
+        assert_eq!(log.admit(Refusal::WrongSecret, at(10)), Some(2));
+        assert_eq!(log.admit(Refusal::WrongSecret, at(30)), Some(0));
+    }
+
+    #[test]
+    fn outcome_labels_are_the_metric_names() {
+        let labels = [
+            Label::Unauthorized,
+            Label::Rejected,
+            Label::Retry,
+            Label::Duplicate,
+            Label::Delivered,
+            Label::Undeliverable,
+            Label::DryRun,
+        ]
+        .map(Label::as_str);
+        assert_eq!(
+            labels,
+            [
+                "unauthorized",
+                "rejected",
+                "retry",
+                "duplicate",
+                "delivered",
+                "undeliverable",
+                "dry_run"
+            ]
+        );
+        assert_eq!(Refusal::WrongSecret.label(), Label::Unauthorized);
+        assert_eq!(Refusal::Busy.label(), Label::Retry);
+        assert_eq!(Refusal::TooLarge.label(), Label::Rejected);
     }
 }

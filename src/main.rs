@@ -10,16 +10,25 @@ use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // `.env` first, so clap sees its values as environment variables. A missing file is fine;
-    // a malformed one is not.
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            eprintln!("error: .env could not be read: {e}");
+    // `.env` first, so clap sees its values as environment variables.
+    let from_dotenv = match load_dotenv() {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            eprintln!("error: {message}");
             return ExitCode::FAILURE;
         }
-    }
-    let cli = Cli::parse();
+    };
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_failure(&e),
+    };
     telemetry::init_logging(cli.settings.log_format);
+    if from_dotenv > 0 {
+        tracing::info!(
+            variables = from_dotenv,
+            "settings read from .env in the working folder (the environment wins over it)"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,6 +53,35 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Loads `./.env` (the working folder's only) into the environment, without overriding what
+/// is already set; returns how many variables it added.
+fn load_dotenv() -> Result<usize, String> {
+    let pairs =
+        coder_slack_bridge::config::read_dotenv(std::path::Path::new(".env")).map_err(|e| e.0)?;
+    let mut added = 0;
+    for (name, value) in pairs {
+        // The first definition in the file wins, as it does in dotenvy.
+        if std::env::var_os(&name).is_none() {
+            std::env::set_var(name, value);
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// clap names the flag (`--port`) when a value is wrong; most people set the environment
+/// variable, so name that too. Help, version and usage errors stay clap's.
+fn clap_failure(error: &clap::Error) -> ExitCode {
+    use clap::CommandFactory;
+    match coder_slack_bridge::config::explain_clap_error(&Cli::command(), error) {
+        Some(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        None => error.exit(),
     }
 }
 
@@ -295,16 +333,24 @@ mod commands {
             metrics,
             tokio_util::sync::CancellationToken::new(),
         );
+        // One attempt, nothing retries it: each failure says so and what to do.
         match delivery.deliver(&notification).await {
             Ok(Answer::Fresh(Outcome::Delivered { channel, ts })) => {
                 println!("delivered to {email}: channel {channel}, ts {ts}");
                 Ok(())
             }
-            Ok(Answer::Fresh(Outcome::Undeliverable { reason, .. })) => {
-                Err(format!("{email} cannot be messaged: {reason}"))
-            }
-            Ok(other) => Err(format!("unexpected outcome: {other:?}")),
-            Err(e) => Err(format!("Slack failed: {}", e.reason)),
+            Ok(Answer::Fresh(Outcome::Undeliverable { reason, .. })) => Err(format!(
+                "send-test failed: {email} cannot be messaged ({reason}); nothing was sent. \
+                 Check that this is the address the person uses in Slack"
+            )),
+            Ok(other) => Err(format!(
+                "send-test failed: unexpected answer {other:?}; nothing was sent"
+            )),
+            Err(e) => Err(format!(
+                "send-test failed: Slack {}; nothing was sent. Run `coder-slack-bridge check` \
+                 to see what to fix, then send-test again",
+                e.reason.strip_prefix("slack: ").unwrap_or(&e.reason)
+            )),
         }
     }
 }

@@ -1,7 +1,11 @@
 //! The accept loop: hyper with a header-read timeout and a cap on open connections, so idle
 //! or half-open clients cannot starve real requests; graceful on shutdown.
 
+use crate::http::PeerAddr;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::service::{service_fn, Service as _};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
@@ -30,10 +34,10 @@ where
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -48,7 +52,12 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(warp::service(routes.clone()));
+        let warp_service = TowerToHyperService::new(warp::service(routes.clone()));
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            // The client's address, for the warnings about refused webhooks.
+            request.extensions_mut().insert(PeerAddr(peer));
+            warp_service.call(request)
+        });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)

@@ -499,7 +499,9 @@ async fn the_default_handler_counts_button_clicks() {
     .await;
     wait_until(WAIT, "both acked", || fake.acks().len() == 2).await;
     shutdown.cancel();
-    socket_mode.join().await;
+    tokio::time::timeout(WAIT, socket_mode.join())
+        .await
+        .expect("join returns after shutdown");
     assert_eq!(metrics_for_handler.block_actions.get(), 1);
 }
 

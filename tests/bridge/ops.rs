@@ -72,31 +72,21 @@ async fn webhook_auth_none_wrong_basic_and_bearer() {
     bridge.stop().await;
 }
 
+/// The binary against `slack`, in an empty working folder of its own.
 fn bridge_command(slack: &FakeSlack) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"));
+    let mut command = bridge_binary(&fresh_dir("bridge"));
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_API_URL", slack.api_url())
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("CODER_URL", "http://test.com")
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env("CODER_URL", "http://test.com");
     command
 }
 
 #[tokio::test]
 async fn a_public_listener_without_a_secret_is_refused_at_start_up() {
     let slack = FakeSlack::start().await;
-    let output = bridge_command(&slack)
-        .env("LISTEN_ADDR", "0.0.0.0:0")
-        .output()
-        .await
-        .expect("run");
+    let output = run_to_end(bridge_command(&slack).env("LISTEN_ADDR", "0.0.0.0:0")).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -104,11 +94,7 @@ async fn a_public_listener_without_a_secret_is_refused_at_start_up() {
         "{stderr}"
     );
 
-    let output = bridge_command(&slack)
-        .env_remove("SLACK_BOT_TOKEN")
-        .output()
-        .await
-        .expect("run");
+    let output = run_to_end(bridge_command(&slack).env_remove("SLACK_BOT_TOKEN")).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("SLACK_BOT_TOKEN is not set"));
 }
@@ -152,11 +138,17 @@ async fn spawn_bridge(
 
 async fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("running").to_string();
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
+    let status = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .status(),
+    )
+    .await
+    .expect("kill exits")
+    .expect("kill");
     assert!(status.success());
 }
 
@@ -175,7 +167,7 @@ async fn secrets_never_reach_the_logs_even_at_trace() {
         .env("FALLBACK_CHANNEL", "C0FALLBACK");
     let (child, addr, log) = spawn_bridge(command).await;
 
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut otp_body = sample("TemplateUserRequestedOneTimePasscode.json.golden");
     otp_body["msg_id"] = fresh_id().into();
     otp_body["payload"]["user_email"] = "bobby@coder.com".into();
@@ -371,7 +363,6 @@ async fn metrics_are_exported_after_traffic() {
 
 #[tokio::test]
 async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
-    coder_slack_bridge::slack::install_crypto_provider();
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     slack.delay("chat.postMessage", Duration::from_millis(800));
@@ -382,7 +373,7 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
         "bobby@coder.com",
     );
     let request = tokio::spawn(async move {
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(format!("http://{addr}/v1/webhook"))
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -409,7 +400,10 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
         .expect("exits")
         .expect("status");
     assert!(exit.success(), "exit status {exit:?}");
-    let log = log.await.expect("log");
+    let log = tokio::time::timeout(DEADLINE, log)
+        .await
+        .expect("the log ends")
+        .expect("log");
     assert!(
         log.contains("shutting down") && log.contains("stopped"),
         "{log}"
@@ -418,7 +412,6 @@ async fn sigterm_finishes_the_delivery_in_flight_then_exits_0() {
 
 #[tokio::test]
 async fn sigterm_with_slack_hanging_still_exits_within_25_seconds() {
-    coder_slack_bridge::slack::install_crypto_provider();
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     // Every post hangs past the 10 s call timeout; the budget would allow retries for 55 s.
@@ -432,7 +425,7 @@ async fn sigterm_with_slack_hanging_still_exits_within_25_seconds() {
         "bobby@coder.com",
     );
     let _request = tokio::spawn(async move {
-        reqwest::Client::new()
+        http_client()
             .post(format!("http://{addr}/v1/webhook"))
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -466,20 +459,12 @@ async fn run_check(
         .arg("check")
         .env("SLACK_APP_TOKEN", APP_TOKEN)
         .envs(env.iter().copied());
-    let mut child = command.spawn().expect("spawn check");
-    let (mut out, mut err) = (String::new(), String::new());
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (a, b) = tokio::join!(
-        stdout.read_to_string(&mut out),
-        stderr.read_to_string(&mut err)
-    );
-    a.and(b).expect("read output");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("check exits")
-        .expect("status");
-    (status.success(), out, err)
+    let output = run_to_end(&mut command).await;
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -539,7 +524,7 @@ async fn check_warns_without_the_read_back_scopes() {
 async fn check_verifies_the_app_can_post_in_the_fallback_channel() {
     let slack = FakeSlack::start().await;
     let socket = FakeSocketMode::start().await;
-    let (ok, out, err) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS")]).await;
+    let (ok, out, err) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS1234")]).await;
     assert!(!ok, "{out}");
     assert!(
         out.contains("FAIL  FALLBACK_CHANNEL") && out.contains("not_in_channel"),
@@ -547,15 +532,15 @@ async fn check_verifies_the_app_can_post_in_the_fallback_channel() {
     );
     assert!(err.contains("invite the app"), "{err}");
 
-    slack.join_channel("C0OPS");
-    let (ok, out, _) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS")]).await;
+    slack.join_channel("C0OPS1234");
+    let (ok, out, _) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS1234")]).await;
     assert!(ok, "{out}");
     assert!(out.contains("ok    FALLBACK_CHANNEL"), "{out}");
     // Checked without posting: the scheduled message was deleted again.
     let scheduled = slack.calls_to("chat.scheduleMessage");
     let deleted = slack.calls_to("chat.deleteScheduledMessage");
     assert_eq!((scheduled.len(), deleted.len()), (2, 1));
-    assert_eq!(deleted[0].args["channel"], "C0OPS");
+    assert_eq!(deleted[0].args["channel"], "C0OPS1234");
     assert!(slack.calls_to("chat.postMessage").is_empty());
 }
 
@@ -565,7 +550,7 @@ async fn send_test_delivers_a_sample_through_the_full_path() {
     slack.add_user("bobby@coder.com", "UBOBBY");
     let mut command = bridge_command(&slack);
     command.args(["send-test", "--email", "bobby@coder.com"]);
-    let output = command.output().await.expect("run send-test");
+    let output = run_to_end(&mut command).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -582,11 +567,8 @@ async fn send_test_delivers_a_sample_through_the_full_path() {
         "A test notification"
     );
 
-    let output = bridge_command(&slack)
-        .args(["send-test", "--email", "nobody@coder.com"])
-        .output()
-        .await
-        .expect("run");
+    let output =
+        run_to_end(bridge_command(&slack).args(["send-test", "--email", "nobody@coder.com"])).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("users_not_found"));
 }
@@ -703,4 +685,286 @@ async fn log_format_json_writes_one_json_object_per_line() {
         .expect("exits")
         .expect("status");
     assert!(status.success());
+}
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn dot_env_is_read_from_the_working_folder_only() {
+    // A parent's `.env` that would break the run (LOG_FORMAT) and show itself (CODER_URL).
+    let parent = fresh_dir("dotenv-parent");
+    std::fs::write(
+        parent.join(".env"),
+        "CODER_URL=https://parent.example.com\nLOG_FORMAT=yaml\nLISTEN_ADDR=0.0.0.0:6000\n",
+    )
+    .expect("write the parent's .env");
+    let here = parent.join("work");
+    std::fs::create_dir_all(&here).expect("working folder");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
+    let preview = || {
+        let mut command = bridge_binary(&here);
+        command.arg("preview").arg(&sample);
+        command
+    };
+
+    let output = run_to_end(&mut preview()).await;
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("parent.example.com"), "{stdout}");
+
+    // The working folder's own `.env` is read; the environment wins over it.
+    std::fs::write(here.join(".env"), "CODER_URL=https://here.example.com\n").expect("write .env");
+    let output = run_to_end(&mut preview()).await;
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("https://here.example.com/changelog/2.30"),
+        "{stdout}"
+    );
+    let output = run_to_end(preview().env("CODER_URL", "https://env.example.com")).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("https://env.example.com/changelog/2.30"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_dot_env_line_is_named_but_not_shown() {
+    let token_tail = "FAKEtoken0secret0tail";
+    let cases = [
+        // An unclosed quote, as the audit found.
+        format!(
+            "CODER_URL=https://x.example.com\n# the bot\nSLACK_BOT_TOKEN=\"xoxb-1-2-{token_tail}\n"
+        ),
+        // A value with a space, after a quoted value that spans two lines.
+        format!("NOTE=\"two\nlines\"\n\nexport SLACK_BOT_TOKEN=xoxb-1-2 {token_tail}\n"),
+    ];
+    for (content, line) in cases.iter().zip([3, 4]) {
+        let dir = fresh_dir("dotenv-malformed");
+        std::fs::write(dir.join(".env"), content).expect("write .env");
+        let output = run_to_end(&mut bridge_binary(&dir)).await;
+        assert!(!output.status.success());
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains(&format!(".env line {line} (SLACK_BOT_TOKEN)")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(token_tail) && !stderr.contains("xoxb-1"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn placeholders_are_refused_at_start_up_naming_the_setting() {
+    // The shipped `.env.example`, copied as is.
+    let dir = fresh_dir("placeholders");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example"),
+        dir.join(".env"),
+    )
+    .expect("copy .env.example");
+    let output = run_to_end(&mut bridge_binary(&dir)).await;
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("SLACK_BOT_TOKEN is still the placeholder from .env.example"),
+        "{stderr}"
+    );
+
+    let slack = FakeSlack::start().await;
+    for (name, value) in [
+        ("SLACK_BOT_TOKEN", "xoxb-REPLACE-ME"),
+        ("SLACK_APP_TOKEN", "xapp-..."),
+        ("SLACK_APP_TOKEN", "xapp-<your app token>"),
+        ("WEBHOOK_SECRET", "CHANGE-ME"),
+        ("WEBHOOK_SECRET", "<your webhook secret>"),
+    ] {
+        let output = run_to_end(bridge_command(&slack).env(name, value)).await;
+        assert!(!output.status.success(), "{name}={value} was accepted");
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains(&format!("{name} is still")) && !stderr.contains(value),
+            "{name}={value}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_secret_with_a_trailing_newline_matches_without_it() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let mut s = settings(&slack);
+    // As `kubectl create secret --from-file` stores it.
+    s.webhook_secret = Some("s3cret\n".into());
+    let bridge = Bridge::start(config(s)).await;
+    let body = notification(
+        sample("TemplateTestNotification.json.golden"),
+        &fresh_id(),
+        "bobby@coder.com",
+    );
+    let response = bridge
+        .client
+        .post(bridge.url("/v1/webhook"))
+        .bearer_auth("s3cret")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
+    let slack = FakeSlack::start().await;
+    let output = run_to_end(bridge_command(&slack).env("FALLBACK_CHANNEL", "#general")).await;
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("FALLBACK_CHANNEL must be a channel ID") && stderr.contains("#general"),
+        "{stderr}"
+    );
+    // In `.env`, `#general` would be a comment and the setting silently empty.
+    let dir = fresh_dir("fallback-name");
+    std::fs::write(dir.join(".env"), "FALLBACK_CHANNEL=#general\n").expect("write .env");
+    let mut command = bridge_binary(&dir);
+    command
+        .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env("SLACK_API_URL", slack.api_url())
+        .env("LISTEN_ADDR", "127.0.0.1:0");
+    let output = run_to_end(&mut command).await;
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(".env line 1 (FALLBACK_CHANNEL)") && stderr.contains("channel ID"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn directory_refresh_out_of_bounds_is_refused_not_a_panic() {
+    let slack = FakeSlack::start().await;
+    for value in ["100000h", "18446744073709551615h", "30s"] {
+        let output = run_to_end(bridge_command(&slack).env("DIRECTORY_REFRESH", value)).await;
+        assert!(!output.status.success(), "DIRECTORY_REFRESH={value}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains("error: DIRECTORY_REFRESH"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_value_clap_refuses_names_the_variable_and_the_flag() {
+    let slack = FakeSlack::start().await;
+    for (name, value, expected) in [
+        ("PORT", "abc", "PORT (--port): invalid value \"abc\""),
+        (
+            "LOG_FORMAT",
+            "yaml",
+            "LOG_FORMAT (--log-format): invalid value \"yaml\": use one of text, json",
+        ),
+    ] {
+        let output = run_to_end(bridge_command(&slack).env(name, value)).await;
+        assert!(!output.status.success(), "{name}={value}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains(expected), "{name}={value}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn send_test_failures_say_nothing_was_sent_and_what_to_do() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    slack.always("chat.postMessage", Some(Canned::error("missing_scope")));
+    let output =
+        run_to_end(bridge_command(&slack).args(["send-test", "--email", "bobby@coder.com"])).await;
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        error.contains("send-test failed")
+            && error.contains("missing_scope")
+            && error.contains("nothing was sent")
+            && error.contains("check")
+            && !error.contains("retry"),
+        "{error}"
+    );
+
+    let output =
+        run_to_end(bridge_command(&slack).args(["send-test", "--email", "nobody@coder.com"])).await;
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("send-test failed") && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn refused_webhooks_are_logged_with_reason_and_address_but_no_secret() {
+    let slack = FakeSlack::start().await;
+    let mut command = bridge_command(&slack);
+    command.env("WEBHOOK_SECRET", SECRET);
+    let (child, addr, log) = spawn_bridge(command).await;
+    let client = http_client();
+    let post = |auth: String, content_type: &'static str, body: &'static str| {
+        client
+            .post(format!("http://{addr}/v1/webhook"))
+            .header("authorization", auth)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let wrong = format!("Bearer {SECRET}-typo");
+    let right = format!("Bearer {SECRET}");
+    for _ in 0..3 {
+        let response = post(wrong.clone(), "application/json", "{}")
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 401);
+    }
+    let response = post(right.clone(), "text/plain", "{}").await.expect("send");
+    assert_eq!(response.status(), 415);
+    let response = post(right, "application/json", "{\"msg_id\": 7")
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+
+    sigterm(&child).await;
+    let log = tokio::time::timeout(DEADLINE, log)
+        .await
+        .expect("exits")
+        .expect("log");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("webhook rejected"))
+        .collect();
+    let unauthorized: Vec<&&str> = warnings
+        .iter()
+        .filter(|l| l.contains("wrong or missing webhook secret"))
+        .collect();
+    assert_eq!(unauthorized.len(), 1, "at most one per 10 s: {log}");
+    assert!(unauthorized[0].contains("status=401"), "{log}");
+    for reason in [
+        "Content-Type is not application/json: it is text/plain",
+        "body is not a Coder notification: body is not valid JSON",
+    ] {
+        assert!(
+            warnings.iter().any(|l| l.contains(reason)),
+            "{reason}: {log}"
+        );
+    }
+    for line in &warnings {
+        assert!(line.contains("remote=127.0.0.1:"), "{line}");
+    }
+    assert!(!log.contains(SECRET), "{log}");
 }

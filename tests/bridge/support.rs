@@ -573,7 +573,7 @@ impl Bridge {
             app_addr: app.local_addr(),
             shutdown: app.shutdown_token(),
             app: Some(app),
-            client: reqwest::Client::new(),
+            client: http_client(),
         }
     }
 
@@ -722,4 +722,61 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The longest a test waits for a child process or an HTTP answer: it fails, never hangs.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// An HTTP client whose requests give up after 30 s.
+pub fn http_client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider; the bridge installs the one it uses.
+    coder_slack_bridge::slack::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+/// A new empty folder of its own under the target's temp folder, e.g. a child's working
+/// folder (so no `.env` but the test's own is there).
+pub fn fresh_dir(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp folder");
+    dir
+}
+
+/// The bridge binary working in `dir` with only PATH and HOME from the environment, no
+/// standard input, and killed if the test lets go of it.
+pub fn bridge_binary(dir: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs `command` to its end and returns what it printed; past [`DEADLINE`] the process is
+/// killed and the test fails.
+pub async fn run_to_end(command: &mut tokio::process::Command) -> std::process::Output {
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the bridge");
+    tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("the bridge exits within the deadline (a server that kept running was killed)")
+        .expect("the bridge's output")
 }

@@ -273,18 +273,18 @@ async fn dry_run_needs_no_slack_and_sends_nothing() {
     assert!(slack.calls().is_empty(), "a dry run contacts no Slack");
 }
 
-#[test]
-fn preview_prints_the_message_without_slack() {
+#[tokio::test]
+async fn preview_prints_the_message_without_slack() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
         "tests/fixtures/coder-webhook-samples/TemplateWorkspaceBuildsFailedReport.json.golden",
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"))
-        .arg("preview")
-        .arg(&path)
-        .env_remove("SLACK_BOT_TOKEN")
-        .env("SLACK_API_URL", "http://127.0.0.1:9/unreachable")
-        .output()
-        .expect("run preview");
+    let output = run_to_end(
+        bridge_binary(&fresh_dir("preview"))
+            .arg("preview")
+            .arg(&path)
+            .env("SLACK_API_URL", "http://127.0.0.1:9/unreachable"),
+    )
+    .await;
     assert!(
         output.status.success(),
         "{}",
@@ -306,16 +306,16 @@ fn preview_prints_the_message_without_slack() {
     assert_eq!(printed["unfurl_links"], false);
 }
 
-#[test]
-fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
+#[tokio::test]
+async fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"))
-        .args(["preview", "--coder-url", "https://coder.example.com"])
-        .arg(&path)
-        .env_remove("CODER_URL")
-        .output()
-        .expect("run preview");
+    let output = run_to_end(
+        bridge_binary(&fresh_dir("preview"))
+            .args(["preview", "--coder-url", "https://coder.example.com"])
+            .arg(&path),
+    )
+    .await;
     assert!(
         output.status.success(),
         "{}",
@@ -330,4 +330,99 @@ fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
         actions["elements"][0]["url"],
         "https://coder.example.com/changelog/2.30"
     );
+}
+
+/// Reads an HTTP answer's status line (a reset connection fails the test).
+async fn status_line(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("an answer within the deadline");
+        match read {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading the answer failed: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Sends `head` and all of `body`, then reads the answer's status line, as simple clients
+/// do: a server that hangs up early breaks the pipe before the answer is read. The small send
+/// buffer keeps most of the body in the client, as a real network does, rather than all of it
+/// in loopback's large buffers.
+async fn raw_post(addr: std::net::SocketAddr, head: String, body: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_send_buffer_size(256 * 1024)
+        .expect("send buffer");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let sent = tokio::time::timeout(DEADLINE, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await
+    })
+    .await
+    .expect("the body was taken within the deadline");
+    if let Err(e) = sent {
+        panic!("the bridge hung up before the body was sent: {e}");
+    }
+    status_line(&mut stream).await
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_answered_413_not_reset() {
+    let slack = FakeSlack::start().await;
+    let bridge = Bridge::start(config(settings(&slack))).await;
+    let huge = vec![b'x'; 2 * 1024 * 1024];
+    let head = |framing: &str| {
+        format!("POST /v1/webhook HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n{framing}\r\n")
+    };
+    for attempt in 0..20 {
+        let line = raw_post(
+            bridge.app_addr,
+            head(&format!("Content-Length: {}\r\n", huge.len())),
+            &huge,
+        )
+        .await;
+        assert!(
+            line.starts_with("HTTP/1.1 413"),
+            "attempt {attempt}: {line}"
+        );
+    }
+
+    let mut chunked = Vec::new();
+    for piece in huge.chunks(16 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let line = raw_post(
+        bridge.app_addr,
+        head("Transfer-Encoding: chunked\r\n"),
+        &chunked,
+    )
+    .await;
+    assert!(line.starts_with("HTTP/1.1 413"), "chunked: {line}");
+
+    // An HTTP client library, too.
+    let response = bridge
+        .client
+        .post(bridge.url("/v1/webhook"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 413);
+    assert!(slack.calls_to("chat.postMessage").is_empty());
+    bridge.stop().await;
 }
