@@ -531,7 +531,7 @@ fn retry_later(error: &SlackError) -> RetryLater {
         Some(remedy) if error.class() == ErrorClass::Configuration => {
             tracing::error!(error = %error, "Slack refused the call: {remedy}");
         }
-        _ => tracing::warn!(error = %error, "Slack call failed; nothing was posted"),
+        _ => tracing::warn!(error = %error, "Slack call failed"),
     }
     RetryLater {
         reason: format!("slack: {error}"),
