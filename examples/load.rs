@@ -21,7 +21,8 @@
 //! (the number of CPUs), `--log`/`LOG=1` installs the bridge's own log subscriber as the
 //! binary does (info level unless `RUST_LOG`, on stderr).
 
-use coder_slack_bridge::config::{LogFormat, Needs, Settings};
+use coder_slack_bridge::config::{Needs, Settings};
+use coder_slack_bridge::telemetry::LogFormat;
 use coder_slack_bridge::App;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

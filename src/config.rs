@@ -2,7 +2,8 @@
 //! `dotenvy` has loaded `.env`). Validation turns them into a [`Config`] or one plain sentence
 //! naming the setting to fix. Secrets are held in [`SecretString`] so they cannot be printed.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::telemetry::LogFormat;
+use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,12 +40,6 @@ pub enum Command {
         #[arg(long)]
         email: String,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Raw settings as given. `hide_env_values` keeps tokens out of `--help`.
@@ -124,8 +119,6 @@ pub struct Config {
     pub socket_mode_connections: usize,
     pub delivery_timeout: Duration,
     pub directory_refresh: Duration,
-    pub log_format: LogFormat,
-    pub allow_unauthenticated: bool,
     /// Tuning that operators never need but tests shorten.
     pub tuning: Tuning,
 }
@@ -256,8 +249,6 @@ impl Settings {
                 Duration::from_secs(60)..=Duration::from_secs(24 * 3600),
                 "users.list is rate-limited, and a day-old directory is stale enough",
             )?,
-            log_format: self.log_format,
-            allow_unauthenticated: self.allow_unauthenticated,
             tuning: Tuning::default(),
         })
     }

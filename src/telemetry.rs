@@ -1,6 +1,5 @@
 //! Logs (tracing) and metrics (Prometheus text format).
 
-use crate::config::LogFormat;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -9,6 +8,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
+
+/// How log lines are written: plain text for people, JSON objects for log shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber. The level comes from `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
@@ -53,21 +59,54 @@ pub struct EnvelopeLabels {
     pub r#type: String,
 }
 
-/// Every metric the bridge exports. Cheap to clone (all handles are shared).
-#[derive(Clone, Debug)]
-pub struct Metrics {
-    registry: Arc<Registry>,
-    pub webhooks: Family<OutcomeLabels, Counter>,
-    pub delivery_seconds: Histogram,
-    pub slack_calls: Family<SlackCallLabels, Counter>,
-    pub slack_rate_limited: Family<MethodLabels, Counter>,
-    pub directory_size: Gauge,
-    pub directory_lookups: Family<LookupLabels, Counter>,
-    pub socket_connections_open: Gauge,
-    pub socket_reconnects: Counter,
-    pub socket_envelopes_acked: Family<EnvelopeLabels, Counter>,
-    pub block_actions: Counter,
-    pub plain_text_fallbacks: Counter,
+/// Declares [`Metrics`] from one table: each field, its type and first value, its name (under
+/// the `coder_slack_bridge_` prefix) and help text, so a metric is named in one place.
+macro_rules! metrics {
+    ($($field:ident: $ty:ty = $init:expr => $name:literal, $help:literal;)*) => {
+        /// Every metric the bridge exports. Cheap to clone (all handles are shared).
+        #[derive(Clone, Debug)]
+        pub struct Metrics {
+            registry: Arc<Registry>,
+            $(pub $field: $ty,)*
+        }
+
+        impl Metrics {
+            pub fn new() -> Self {
+                let mut registry = Registry::with_prefix("coder_slack_bridge");
+                $(
+                    let $field: $ty = $init;
+                    // The registry keeps a handle of its own; the struct keeps the other.
+                    registry.register($name, $help, $field.clone());
+                )*
+                Metrics { registry: Arc::new(registry), $($field,)* }
+            }
+        }
+    };
+}
+
+metrics! {
+    webhooks: Family<OutcomeLabels, Counter> = Family::default()
+        => "webhooks", "Webhooks received, by outcome";
+    delivery_seconds: Histogram = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        => "delivery_seconds", "Time from webhook received to answer";
+    slack_calls: Family<SlackCallLabels, Counter> = Family::default()
+        => "slack_api_calls", "Slack Web API calls, by method and result";
+    slack_rate_limited: Family<MethodLabels, Counter> = Family::default()
+        => "slack_rate_limited", "Slack Web API answers of 429, by method";
+    directory_size: Gauge = Gauge::default()
+        => "directory_users", "Slack users known by e-mail address";
+    directory_lookups: Family<LookupLabels, Counter> = Family::default()
+        => "directory_lookups", "E-mail → Slack user lookups, by result (hit, miss, negative_hit)";
+    socket_connections_open: Gauge = Gauge::default()
+        => "socket_mode_connections_open", "Socket Mode connections that have received hello";
+    socket_reconnects: Counter = Counter::default()
+        => "socket_mode_reconnects", "Socket Mode connections opened to replace another";
+    socket_envelopes_acked: Family<EnvelopeLabels, Counter> = Family::default()
+        => "socket_mode_envelopes_acked", "Socket Mode envelopes acknowledged, by type";
+    block_actions: Counter = Counter::default()
+        => "block_actions", "Button clicks received over Socket Mode";
+    plain_text_fallbacks: Counter = Counter::default()
+        => "plain_text_fallbacks", "Messages Slack refused as built (invalid_blocks, msg_too_long, …) and sent again as plain text";
 }
 
 impl Default for Metrics {
@@ -77,92 +116,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("coder_slack_bridge");
-        let webhooks = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "webhooks",
-            "Webhooks received, by outcome",
-            webhooks.clone(),
-        );
-        let delivery_seconds = Histogram::new([
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        ]);
-        registry.register(
-            "delivery_seconds",
-            "Time from webhook received to answer",
-            delivery_seconds.clone(),
-        );
-        let slack_calls = Family::<SlackCallLabels, Counter>::default();
-        registry.register(
-            "slack_api_calls",
-            "Slack Web API calls, by method and result",
-            slack_calls.clone(),
-        );
-        let slack_rate_limited = Family::<MethodLabels, Counter>::default();
-        registry.register(
-            "slack_rate_limited",
-            "Slack Web API answers of 429, by method",
-            slack_rate_limited.clone(),
-        );
-        let directory_size = Gauge::default();
-        registry.register(
-            "directory_users",
-            "Slack users known by e-mail address",
-            directory_size.clone(),
-        );
-        let directory_lookups = Family::<LookupLabels, Counter>::default();
-        registry.register(
-            "directory_lookups",
-            "E-mail → Slack user lookups, by result (hit, miss, negative_hit)",
-            directory_lookups.clone(),
-        );
-        let socket_connections_open = Gauge::default();
-        registry.register(
-            "socket_mode_connections_open",
-            "Socket Mode connections that have received hello",
-            socket_connections_open.clone(),
-        );
-        let socket_reconnects = Counter::default();
-        registry.register(
-            "socket_mode_reconnects",
-            "Socket Mode connections opened to replace another",
-            socket_reconnects.clone(),
-        );
-        let socket_envelopes_acked = Family::<EnvelopeLabels, Counter>::default();
-        registry.register(
-            "socket_mode_envelopes_acked",
-            "Socket Mode envelopes acknowledged, by type",
-            socket_envelopes_acked.clone(),
-        );
-        let block_actions = Counter::default();
-        registry.register(
-            "block_actions",
-            "Button clicks received over Socket Mode",
-            block_actions.clone(),
-        );
-        let plain_text_fallbacks = Counter::default();
-        registry.register(
-            "plain_text_fallbacks",
-            "Messages Slack refused as built (invalid_blocks, msg_too_long, …) and sent again as plain text",
-            plain_text_fallbacks.clone(),
-        );
-        Metrics {
-            registry: Arc::new(registry),
-            webhooks,
-            delivery_seconds,
-            slack_calls,
-            slack_rate_limited,
-            directory_size,
-            directory_lookups,
-            socket_connections_open,
-            socket_reconnects,
-            socket_envelopes_acked,
-            block_actions,
-            plain_text_fallbacks,
-        }
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
