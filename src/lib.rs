@@ -7,6 +7,7 @@
 
 mod backoff;
 pub mod coder;
+pub mod commands;
 pub mod config;
 pub mod delivery;
 mod http;

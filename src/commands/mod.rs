@@ -1,0 +1,9 @@
+//! The subcommands besides `serve`, each in the library so its whole path is tested.
+
+mod check;
+mod preview;
+mod send_test;
+
+pub use check::check;
+pub use preview::preview;
+pub use send_test::send_test;
