@@ -154,7 +154,7 @@ pub struct Tuning {
     /// How long shutdown waits for requests and deliveries in flight; Socket Mode's close
     /// frames get 3 s more, so a stop stays under 25 s (Kubernetes and systemd kill at 30 s).
     pub shutdown_grace: Duration,
-    pub socket_mode: crate::socket_mode::Tuning,
+    pub socket_mode: crate::socket_mode::Timing,
 }
 
 impl Default for Tuning {
@@ -171,7 +171,7 @@ impl Default for Tuning {
             slack_call_timeout: Duration::from_secs(10),
             retry_base_delay: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(20),
-            socket_mode: crate::socket_mode::Tuning::default(),
+            socket_mode: crate::socket_mode::Timing::default(),
         }
     }
 }

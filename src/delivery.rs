@@ -60,7 +60,8 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The first wait of the backoff between failed calls is drawn under `retry_base`; never longer than this.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(8);
 
-pub struct Settings {
+/// How deliveries behave: what a validated configuration asks of them.
+pub struct Policy {
     pub render: RenderOptions,
     pub fallback_channel: Option<String>,
     pub budget: Duration,
@@ -70,10 +71,10 @@ pub struct Settings {
     pub dedupe_capacity: u64,
 }
 
-impl Settings {
+impl Policy {
     /// The delivery settings a validated configuration asks for.
     pub fn from_config(config: &crate::config::Config) -> Self {
-        Settings {
+        Policy {
             render: RenderOptions {
                 coder_url: config.coder_url.clone(),
             },
@@ -132,27 +133,27 @@ pub struct Delivery {
     /// Whether the log already said that reading a DM back is not possible.
     read_back_unavailable: AtomicBool,
     permits: Semaphore,
-    settings: Settings,
+    policy: Policy,
     metrics: Metrics,
     /// Once cancelled, deliveries stop retrying: a call in flight finishes, no new wait starts.
     shutdown: CancellationToken,
 }
 
 impl Delivery {
-    pub fn dry_run(settings: Settings, metrics: Metrics, shutdown: CancellationToken) -> Self {
-        Self::with_destination(Destination::DryRun, settings, metrics, shutdown)
+    pub fn dry_run(policy: Policy, metrics: Metrics, shutdown: CancellationToken) -> Self {
+        Self::with_destination(Destination::DryRun, policy, metrics, shutdown)
     }
 
     pub fn slack(
         api: Arc<SlackApi>,
         directory: Arc<Directory>,
-        settings: Settings,
+        policy: Policy,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
         Self::with_destination(
             Destination::Slack { api, directory },
-            settings,
+            policy,
             metrics,
             shutdown,
         )
@@ -160,7 +161,7 @@ impl Delivery {
 
     fn with_destination(
         destination: Destination,
-        settings: Settings,
+        policy: Policy,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
@@ -169,8 +170,8 @@ impl Delivery {
             // Least recently used out first: a frequency-based admission policy could
             // refuse to remember a new id, and a forgotten id is a double post.
             handled: Cache::builder()
-                .max_capacity(settings.dedupe_capacity)
-                .time_to_live(settings.dedupe_ttl)
+                .max_capacity(policy.dedupe_capacity)
+                .time_to_live(policy.dedupe_ttl)
                 .eviction_policy(EvictionPolicy::lru())
                 .build(),
             unsettled: Cache::builder()
@@ -178,8 +179,8 @@ impl Delivery {
                 .time_to_live(UNSETTLED_TTL)
                 .build(),
             read_back_unavailable: AtomicBool::new(false),
-            permits: Semaphore::new(settings.max_concurrent),
-            settings,
+            permits: Semaphore::new(policy.max_concurrent),
+            policy,
             metrics,
             shutdown,
         }
@@ -208,7 +209,7 @@ impl Delivery {
     }
 
     async fn deliver_once(&self, notification: &Notification) -> Result<Outcome, RetryLater> {
-        let deadline = Instant::now() + self.settings.budget;
+        let deadline = Instant::now() + self.policy.budget;
         let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
             .await
             .ok()
@@ -219,7 +220,7 @@ impl Delivery {
             })?;
         match &self.destination {
             Destination::DryRun => {
-                let rendered = render::render(notification, &self.settings.render, None);
+                let rendered = render::render(notification, &self.policy.render, None);
                 // The message itself can carry secrets (one-time passcodes), so only its
                 // shape is logged; `preview` prints it in full.
                 tracing::info!(
@@ -263,7 +264,7 @@ impl Delivery {
             let reason = "users_not_found: no active Slack user has this e-mail address";
             return self.undeliverable(to, reason).await;
         };
-        let rendered = render::render(notification, &self.settings.render, None);
+        let rendered = render::render(notification, &self.policy.render, None);
         log_skipped(notification, &rendered.skipped_actions);
         let request = post_request(
             SlackChannelId(user.0.clone()),
@@ -302,7 +303,7 @@ impl Delivery {
             error = %refused,
             "Slack refused the message the bridge built for this template; sending it as plain text (please report the template name)"
         );
-        let content = render::plain_text(notification, &self.settings.render);
+        let content = render::plain_text(notification, &self.policy.render);
         let request = post_request(SlackChannelId(user.0.clone()), content, notification);
         match self.post_exactly_once(to, user, &request).await {
             Ok((channel, ts)) => Ok(Outcome::Delivered { channel, ts }),
@@ -416,7 +417,7 @@ impl Delivery {
     async fn undeliverable(&self, to: &Recipient<'_>, reason: &str) -> Result<Outcome, RetryLater> {
         let notification = to.notification;
         tracing::warn!(msg_id = %notification.msg_id, template = %notification.notification_name, reason, "notification is undeliverable");
-        let Some(channel) = &self.settings.fallback_channel else {
+        let Some(channel) = &self.policy.fallback_channel else {
             return Ok(Outcome::Undeliverable {
                 reason: reason.to_owned(),
                 fallback_channel: None,
@@ -427,7 +428,7 @@ impl Delivery {
             notification.user_email,
             reason.split(':').next().unwrap_or(reason)
         );
-        let rendered = render::render(notification, &self.settings.render, Some(&note));
+        let rendered = render::render(notification, &self.policy.render, Some(&note));
         let request = post_request(
             SlackChannelId(channel.clone()),
             rendered.content,
@@ -462,7 +463,7 @@ impl Delivery {
     /// The retry policy of every Slack call a delivery makes: backoff from `retry_base`,
     /// no wait past the delivery's deadline, none after shutdown began.
     fn retry(&self, deadline: Instant) -> Retry {
-        Retry::new(self.settings.retry_base, MAX_RETRY_WAIT)
+        Retry::new(self.policy.retry_base, MAX_RETRY_WAIT)
             .deadline(deadline)
             .until(self.shutdown.clone())
     }
@@ -544,7 +545,7 @@ mod tests {
     use super::*;
 
     fn dry_run(capacity: u64) -> Delivery {
-        let settings = Settings {
+        let policy = Policy {
             render: RenderOptions::default(),
             fallback_channel: None,
             budget: Duration::from_secs(5),
@@ -553,7 +554,7 @@ mod tests {
             dedupe_ttl: Duration::from_secs(3600),
             dedupe_capacity: capacity,
         };
-        Delivery::dry_run(settings, Metrics::new(), CancellationToken::new())
+        Delivery::dry_run(policy, Metrics::new(), CancellationToken::new())
     }
 
     fn notification(msg_id: &str) -> Notification {

@@ -68,8 +68,8 @@ impl App {
         }
         let (delivery, background) = if config.dry_run {
             tracing::warn!("DRY_RUN is on: notifications are rendered, not sent to Slack (the log shows their shape; `preview` shows a whole message)");
-            let settings = delivery::Settings::from_config(&config);
-            let delivery = Delivery::dry_run(settings, metrics.clone(), shutdown.clone());
+            let policy = delivery::Policy::from_config(&config);
+            let delivery = Delivery::dry_run(policy, metrics.clone(), shutdown.clone());
             (delivery, Background::default())
         } else {
             start_slack(&config, &metrics, &shutdown, &readiness)?
@@ -207,7 +207,7 @@ pub fn slack_delivery(
     let delivery = Delivery::slack(
         api,
         directory.clone(),
-        delivery::Settings::from_config(config),
+        delivery::Policy::from_config(config),
         metrics.clone(),
         shutdown.clone(),
     );

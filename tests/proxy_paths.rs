@@ -7,7 +7,7 @@ mod support_socket;
 
 use coder_slack_bridge::proxy::ProxyConfig;
 use coder_slack_bridge::slack::SlackApi;
-use coder_slack_bridge::socket_mode::{self, tunnel, Tuning};
+use coder_slack_bridge::socket_mode::{self, tunnel, Timing};
 use coder_slack_bridge::telemetry::Metrics;
 use secrecy::SecretString;
 use std::process::Stdio;
@@ -46,11 +46,11 @@ fn slack_api(url: &Url, proxies: &ProxyConfig) -> SlackApi {
     .expect("HTTP client")
 }
 
-fn tuning() -> Tuning {
-    Tuning {
+fn tuning() -> Timing {
+    Timing {
         hello_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(5),
-        ..Tuning::default()
+        ..Timing::default()
     }
 }
 

@@ -3,7 +3,7 @@
 mod support_socket;
 
 use coder_slack_bridge::socket_mode::{
-    DefaultHandler, Envelope, EnvelopeHandler, ProxyConfig, SocketMode, SocketModeConfig, Tuning,
+    DefaultHandler, Envelope, EnvelopeHandler, ProxyConfig, SocketMode, SocketModeConfig, Timing,
 };
 use coder_slack_bridge::telemetry::{EnvelopeLabels, Metrics};
 use futures_util::future::BoxFuture;
@@ -20,8 +20,8 @@ use url::Url;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn tuning() -> Tuning {
-    Tuning {
+fn tuning() -> Timing {
+    Timing {
         hello_timeout: Duration::from_secs(1),
         ping_interval: Duration::from_millis(100),
         stale_after: Duration::from_millis(500),
@@ -73,7 +73,7 @@ struct Harness {
 }
 
 impl Harness {
-    async fn start(connections: usize, tuning: Tuning, handler: Arc<dyn EnvelopeHandler>) -> Self {
+    async fn start(connections: usize, tuning: Timing, handler: Arc<dyn EnvelopeHandler>) -> Self {
         Self::start_with(
             FakeSlack::start().await,
             connections,
@@ -87,7 +87,7 @@ impl Harness {
     async fn start_with(
         fake: FakeSlack,
         connections: usize,
-        tuning: Tuning,
+        tuning: Timing,
         proxy: ProxyConfig,
         handler: Arc<dyn EnvelopeHandler>,
     ) -> Self {
@@ -99,7 +99,7 @@ impl Harness {
         fake: FakeSlack,
         opener: Arc<FakeOpener>,
         connections: usize,
-        tuning: Tuning,
+        tuning: Timing,
         proxy: ProxyConfig,
         handler: Arc<dyn EnvelopeHandler>,
     ) -> Self {
@@ -698,7 +698,7 @@ async fn probe_returns_in_time_when_the_server_stops_reading() {
         let _ = until_done.await;
     });
     let url = Url::parse(&format!("ws://{addr}/link?ticket=secret")).unwrap();
-    let tuning = Tuning {
+    let tuning = Timing {
         hello_timeout: Duration::from_secs(15),
         io_timeout: Duration::from_millis(500),
         ..tuning()

@@ -4,7 +4,7 @@
 use super::envelope::{ack_text, parse_frame, DisconnectReason, Envelope, Frame};
 use super::handler::EnvelopeHandler;
 use super::tunnel::WsStream;
-use super::Tuning;
+use super::Timing;
 use crate::telemetry::{EnvelopeLabels, Metrics};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub(crate) struct Shared {
     pub stop: tokio_util::sync::CancellationToken,
     pub handler: Arc<dyn EnvelopeHandler>,
     pub metrics: Metrics,
-    pub tuning: Tuning,
+    pub tuning: Timing,
     /// Envelope ids seen recently, across all connections: redeliveries are acked, not handled.
     pub seen: moka::future::Cache<String, ()>,
     /// Connections that have received hello and are still open.

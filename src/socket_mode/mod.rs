@@ -37,7 +37,7 @@ pub const MAX_CONNECTIONS: usize = 10;
 
 /// Intervals with production defaults; tests shorten them.
 #[derive(Debug, Clone)]
-pub struct Tuning {
+pub struct Timing {
     /// How long a new connection may take to send `hello`.
     pub hello_timeout: Duration,
     /// How often the client pings.
@@ -56,9 +56,9 @@ pub struct Tuning {
     pub dedupe_ttl: Duration,
 }
 
-impl Default for Tuning {
+impl Default for Timing {
     fn default() -> Self {
-        Tuning {
+        Timing {
             hello_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
             stale_after: Duration::from_secs(45),
@@ -109,7 +109,7 @@ impl OpenError {
 pub struct SocketModeConfig {
     /// Concurrent connections, 1–10 (clamped).
     pub connections: usize,
-    pub tuning: Tuning,
+    pub tuning: Timing,
     /// Passed explicitly (use [`ProxyConfig::from_env`] in production).
     pub proxy: ProxyConfig,
 }
@@ -435,7 +435,7 @@ enum EstablishError {
 /// Connects once to `url` and waits for `hello`, then closes normally: what `check` uses to
 /// prove Socket Mode is reachable through the firewall and proxy. Every step is bounded, so a
 /// proxy or server that stalls cannot hang `check`.
-pub async fn probe(url: &url::Url, proxies: &ProxyConfig, tuning: &Tuning) -> Result<(), String> {
+pub async fn probe(url: &url::Url, proxies: &ProxyConfig, tuning: &Timing) -> Result<(), String> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let mut socket = tunnel::connect(url, proxies, tuning.io_timeout)
@@ -469,7 +469,7 @@ mod tests {
 
     #[test]
     fn production_defaults() {
-        let t = Tuning::default();
+        let t = Timing::default();
         assert_eq!(t.hello_timeout, Duration::from_secs(10));
         assert_eq!(t.stale_after, Duration::from_secs(45));
         assert_eq!(t.backoff_max, Duration::from_secs(60));
