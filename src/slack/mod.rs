@@ -360,35 +360,18 @@ impl SlackApi {
         &self,
         request: &SlackApiChatPostMessageRequest,
     ) -> Result<(String, String), SlackError> {
-        const METHOD: &str = "chat.postMessage";
-        let token = self.bot_token(METHOD)?;
-        let started = Instant::now();
         // Only `channel` and `ts` are read from the answer: Slack echoes the whole message
         // back, and a block shape the typed model does not know must not turn a message
         // that was posted into an error (Coder would retry and post it twice).
-        let result: Result<PostedMessage, _> = self
-            .client
-            .open_session(token)
-            .http_session_api
-            .http_post(METHOD, request, None)
-            .await;
-        self.finish(METHOD, started, result)
-            .map(|r| (r.channel, r.ts))
+        let posted: PostedMessage = self.post("chat.postMessage", request).await?;
+        Ok((posted.channel, posted.ts))
     }
 
     /// `conversations.open` for a user ID: the `D…` ID of the app's DM with that person.
     pub async fn open_dm(&self, user: &SlackUserId) -> Result<String, SlackError> {
-        const METHOD: &str = "conversations.open";
-        let token = self.bot_token(METHOD)?;
-        let started = Instant::now();
         let request = OpenDmRequest { users: &user.0 };
-        let result: Result<OpenedDm, _> = self
-            .client
-            .open_session(token)
-            .http_session_api
-            .http_post(METHOD, &request, None)
-            .await;
-        self.finish(METHOD, started, result).map(|r| r.channel.id)
+        let opened: OpenedDm = self.post("conversations.open", &request).await?;
+        Ok(opened.channel.id)
     }
 
     /// Looks in `channel` for a message posted at or after `oldest` (a Slack timestamp)
@@ -455,7 +438,6 @@ impl SlackApi {
     /// ahead meets the same checks as a post (`not_in_channel`, `channel_not_found`, …) and
     /// is deleted at once.
     pub async fn verify_can_post(&self, channel: &str) -> Result<(), SlackError> {
-        let token = self.bot_token("chat.scheduleMessage")?;
         let post_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -466,26 +448,25 @@ impl SlackApi {
             "post_at": post_at,
             "text": "coder-slack-bridge check (deleted at once, never sent)",
         });
-        let scheduled: Scheduled = self
-            .call_json(token, "chat.scheduleMessage", &request)
-            .await?;
+        let scheduled: Scheduled = self.post("chat.scheduleMessage", &request).await?;
         let delete = serde_json::json!({
             "channel": scheduled.channel,
             "scheduled_message_id": scheduled.scheduled_message_id,
         });
-        self.call_json::<serde_json::Value>(token, "chat.deleteScheduledMessage", &delete)
+        self.post::<_, serde_json::Value>("chat.deleteScheduledMessage", &delete)
             .await
             .map(|_| ())
     }
 
-    /// A JSON POST of a method slack-morphism's typed API does not cover as the bridge
-    /// needs it, counted like every other call.
-    async fn call_json<T: serde::de::DeserializeOwned + Send>(
-        &self,
-        token: &SlackApiToken,
-        method: &'static str,
-        request: &serde_json::Value,
-    ) -> Result<T, SlackError> {
+    /// A JSON POST with the bot token, its answer read as `T` (only the fields the bridge
+    /// needs, so a shape slack-morphism's model does not know cannot break it), counted like
+    /// every other call.
+    async fn post<RQ, T>(&self, method: &'static str, request: &RQ) -> Result<T, SlackError>
+    where
+        RQ: serde::Serialize + Send + Sync,
+        T: serde::de::DeserializeOwned + Send,
+    {
+        let token = self.bot_token(method)?;
         let started = Instant::now();
         let result: Result<T, _> = self
             .client
