@@ -266,36 +266,31 @@ impl Delivery {
         };
         let rendered = render::render(notification, &self.policy.render, None);
         log_skipped(notification, &rendered.skipped_actions);
-        let request = post_request(
-            SlackChannelId(user.0.clone()),
-            rendered.content,
-            notification,
-        );
-        match self.post_exactly_once(to, &user, &request).await {
-            Ok((channel, ts)) => Ok(Outcome::Delivered { channel, ts }),
-            Err(e) if e.class() == ErrorClass::BadMessage => {
-                self.deliver_plain_text(to, &user, &e).await
+        let channel = SlackChannelId(user.0.clone());
+        let blocks = post_request(channel.clone(), rendered.content, notification);
+        match self.post_exactly_once(to, &user, &blocks).await {
+            // The bridge's fault, not the person's: they get the same notification as
+            // plain text rather than being called unreachable.
+            Err(refused) if refused.class() == ErrorClass::BadMessage => {
+                self.note_refused_message(notification, &refused);
+                let content = render::plain_text(notification, &self.policy.render);
+                let plain = post_request(channel, content, notification);
+                let posted = self.post_exactly_once(to, &user, &plain).await;
+                self.outcome(to, posted, "Slack refused this message, even as plain text")
+                    .await
             }
-            Err(e) if e.class() == ErrorClass::Permanent => {
-                let reason = format!(
-                    "{}: Slack will not deliver this message to the user",
-                    e.code()
-                );
-                self.undeliverable(to, &reason).await
+            posted => {
+                self.outcome(
+                    to,
+                    posted,
+                    "Slack will not deliver this message to the user",
+                )
+                .await
             }
-            Err(e) => Err(retry_later(&e)),
         }
     }
 
-    /// Slack refused the Block Kit message the bridge built: the bridge's fault, so the
-    /// person gets the same notification as plain text rather than being called unreachable.
-    async fn deliver_plain_text(
-        &self,
-        to: &Recipient<'_>,
-        user: &SlackUserId,
-        refused: &SlackError,
-    ) -> Result<Outcome, RetryLater> {
-        let notification = to.notification;
+    fn note_refused_message(&self, notification: &Notification, refused: &SlackError) {
         self.metrics.plain_text_fallbacks.inc();
         tracing::error!(
             msg_id = %notification.msg_id,
@@ -303,15 +298,20 @@ impl Delivery {
             error = %refused,
             "Slack refused the message the bridge built for this template; sending it as plain text (please report the template name)"
         );
-        let content = render::plain_text(notification, &self.policy.render);
-        let request = post_request(SlackChannelId(user.0.clone()), content, notification);
-        match self.post_exactly_once(to, user, &request).await {
+    }
+
+    /// What a post to the person means for Coder: delivered; undeliverable when Slack
+    /// will not take it (`refusal` says why); or try again later.
+    async fn outcome(
+        &self,
+        to: &Recipient<'_>,
+        posted: Result<(String, String), SlackError>,
+        refusal: &str,
+    ) -> Result<Outcome, RetryLater> {
+        match posted {
             Ok((channel, ts)) => Ok(Outcome::Delivered { channel, ts }),
             Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::BadMessage) => {
-                let reason = format!(
-                    "{}: Slack refused this message, even as plain text",
-                    e.code()
-                );
+                let reason = format!("{}: {refusal}", e.code());
                 self.undeliverable(to, &reason).await
             }
             Err(e) => Err(retry_later(&e)),
