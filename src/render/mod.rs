@@ -65,6 +65,14 @@ pub struct SkippedAction {
     pub reason: &'static str,
 }
 
+/// The notification's actions as link buttons (with their action's index), the actions left
+/// out, and whether a label was cut.
+struct Buttons {
+    buttons: Vec<(usize, SlackBlockButtonElement)>,
+    skipped: Vec<SkippedAction>,
+    label_cut: bool,
+}
+
 /// Renders a notification as a Slack message. `note` is an optional plain-text line shown
 /// under the header (e.g. why the message went to a fallback channel).
 pub fn render(
@@ -72,71 +80,16 @@ pub fn render(
     options: &RenderOptions,
     note: Option<&str>,
 ) -> Rendered {
-    let mut shortened = false;
-
-    // Header.
     let (title, title_cut) = header_title(notification);
-    shortened |= title_cut;
-    let header = SlackBlock::Header(SlackHeaderBlock::new(title.clone().into()));
+    let note_block = note_block(note);
+    let mut sections = body_sections(notification);
+    let mut buttons = buttons(notification, options);
+    let fixed_blocks = 1 + usize::from(note_block.is_some());
+    let shortened_note = fit_blocks(fixed_blocks, &mut sections, &mut buttons);
 
-    // Note.
-    let note_block = note.map(|n| n.trim()).filter(|n| !n.is_empty()).map(|n| {
-        let text = cut_escaped(&escape(n), MAX_SECTION_TEXT);
-        SlackBlock::Context(SlackContextBlock::new(vec![
-            SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(text)),
-        ]))
-    });
-
-    // Body.
-    let body_text = body_mrkdwn(notification);
-    let mut sections = split_sections(&body_text, MAX_SECTION_TEXT);
-
-    // Buttons.
-    let mut skipped_actions = Vec::new();
-    let mut buttons = Vec::new();
-    for (index, action) in notification.actions.iter().enumerate() {
-        match action_url(&action.url, options.coder_url.as_ref()) {
-            Ok(url) => {
-                let (label, cut) = button_label(&action.label);
-                shortened |= cut;
-                buttons.push((
-                    index,
-                    SlackBlockButtonElement::new(label.into())
-                        .with_action_id(SlackActionId(format!("coder_action_{index}")))
-                        .with_url(url),
-                ));
-            }
-            Err(reason) => skipped_actions.push(SkippedAction { index, reason }),
-        }
-    }
-
-    // Fit into 50 blocks.
-    let fixed = 1 + usize::from(note_block.is_some());
-    let action_blocks = |n: usize| n.div_ceil(MAX_ACTIONS_PER_BLOCK);
-    let mut body_cut = false;
-    if fixed + sections.len() + action_blocks(buttons.len()) > MAX_BLOCKS {
-        shortened = true;
-        // Room for the shortened note and at least one body section.
-        let reserved = fixed + 1 + usize::from(!sections.is_empty());
-        let max_action_blocks = MAX_BLOCKS - reserved;
-        let max_buttons = max_action_blocks * MAX_ACTIONS_PER_BLOCK;
-        if buttons.len() > max_buttons {
-            for (index, _) in buttons.drain(max_buttons..) {
-                skipped_actions.push(SkippedAction {
-                    index,
-                    reason: SKIP_TOO_MANY,
-                });
-            }
-            skipped_actions.sort_by_key(|s| s.index);
-        }
-        let room = MAX_BLOCKS - fixed - 1 - action_blocks(buttons.len());
-        if sections.len() > room {
-            sections.truncate(room);
-        }
-        body_cut = true;
-    }
-
-    let mut blocks = vec![header];
+    let mut blocks = vec![SlackBlock::Header(SlackHeaderBlock::new(
+        title.clone().into(),
+    ))];
     blocks.extend(note_block);
     blocks.extend(sections.into_iter().map(|text| {
         SlackBlock::Section(
@@ -144,28 +97,24 @@ pub fn render(
                 .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(text))),
         )
     }));
-    if body_cut {
-        blocks.push(SlackBlock::Context(SlackContextBlock::new(vec![
-            SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(
-                SHORTENED_NOTE.to_owned(),
-            )),
-        ])));
+    if shortened_note {
+        blocks.push(context_block(SHORTENED_NOTE.to_owned()));
     }
-    let buttons: Vec<SlackActionBlockElement> = buttons
+    let elements: Vec<SlackActionBlockElement> = buttons
+        .buttons
         .into_iter()
         .map(|(_, b)| SlackActionBlockElement::Button(b))
         .collect();
-    for chunk in buttons.chunks(MAX_ACTIONS_PER_BLOCK) {
+    for chunk in elements.chunks(MAX_ACTIONS_PER_BLOCK) {
         blocks.push(SlackBlock::Actions(SlackActionsBlock::new(chunk.to_vec())));
     }
 
-    let text = fallback_text(&title, notification);
     Rendered {
         content: SlackMessageContent::new()
-            .with_text(text)
+            .with_text(fallback_text(&title, notification))
             .with_blocks(blocks),
-        skipped_actions,
-        shortened,
+        skipped_actions: buttons.skipped,
+        shortened: title_cut || buttons.label_cut || shortened_note,
     }
 }
 
@@ -180,6 +129,43 @@ pub fn post_message_request(
         .with_unfurl_media(false)
 }
 
+fn context_block(mrkdwn: String) -> SlackBlock {
+    SlackBlock::Context(SlackContextBlock::new(vec![
+        SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(mrkdwn)),
+    ]))
+}
+
+/// The note as a context block, unless it is blank.
+fn note_block(note: Option<&str>) -> Option<SlackBlock> {
+    let note = note.map(str::trim).filter(|n| !n.is_empty())?;
+    Some(context_block(cut_escaped(&escape(note), MAX_SECTION_TEXT)))
+}
+
+/// Cuts body sections and buttons so the message keeps to [`MAX_BLOCKS`] with the shortened
+/// note. Returns whether the note is due: the blocks did not all fit.
+fn fit_blocks(fixed_blocks: usize, sections: &mut Vec<String>, buttons: &mut Buttons) -> bool {
+    let action_blocks = |n: usize| n.div_ceil(MAX_ACTIONS_PER_BLOCK);
+    let needed = fixed_blocks + sections.len() + action_blocks(buttons.buttons.len());
+    if needed <= MAX_BLOCKS {
+        return false;
+    }
+    // Room for the shortened note and at least one body section.
+    let reserved = fixed_blocks + 1 + usize::from(!sections.is_empty());
+    let max_buttons = (MAX_BLOCKS - reserved) * MAX_ACTIONS_PER_BLOCK;
+    if buttons.buttons.len() > max_buttons {
+        for (index, _) in buttons.buttons.drain(max_buttons..) {
+            buttons.skipped.push(SkippedAction {
+                index,
+                reason: SKIP_TOO_MANY,
+            });
+        }
+        buttons.skipped.sort_by_key(|s| s.index);
+    }
+    let room = MAX_BLOCKS - fixed_blocks - 1 - action_blocks(buttons.buttons.len());
+    sections.truncate(room);
+    true
+}
+
 /// The header title (plain text, ≤150 chars) and whether it was cut.
 fn header_title(n: &Notification) -> (String, bool) {
     let mut title = collapse_whitespace(&n.title);
@@ -190,6 +176,31 @@ fn header_title(n: &Notification) -> (String, bool) {
         title = DEFAULT_TITLE.to_owned();
     }
     cut_words(&title, MAX_HEADER_TEXT)
+}
+
+/// Each action as a link button, or the reason it is left out.
+fn buttons(n: &Notification, options: &RenderOptions) -> Buttons {
+    let mut buttons = Buttons {
+        buttons: Vec::new(),
+        skipped: Vec::new(),
+        label_cut: false,
+    };
+    for (index, action) in n.actions.iter().enumerate() {
+        match action_url(&action.url, options.coder_url.as_ref()) {
+            Ok(url) => {
+                let (label, cut) = button_label(&action.label);
+                buttons.label_cut |= cut;
+                buttons.buttons.push((
+                    index,
+                    SlackBlockButtonElement::new(label.into())
+                        .with_action_id(SlackActionId(format!("coder_action_{index}")))
+                        .with_url(url),
+                ));
+            }
+            Err(reason) => buttons.skipped.push(SkippedAction { index, reason }),
+        }
+    }
+    buttons
 }
 
 fn button_label(label: &str) -> (String, bool) {
@@ -217,6 +228,11 @@ fn cut_words(s: &str, max: usize) -> (String, bool) {
         _ => head,
     };
     (format!("{}…", cut.trim_end()), true)
+}
+
+/// The body as mrkdwn sections.
+fn body_sections(n: &Notification) -> Vec<String> {
+    split_sections(&body_mrkdwn(n), MAX_SECTION_TEXT)
 }
 
 /// The body as mrkdwn: converted Markdown when present, else the escaped plain body.
@@ -407,6 +423,29 @@ fn hard_cut(s: &str, max: usize) -> usize {
 /// Returns a description of the first violation.
 pub fn check_limits(content: &SlackMessageContent) -> Result<(), String> {
     let json = serde_json::to_value(content).map_err(|e| format!("not serializable: {e}"))?;
+    check_top_level_text(&json)?;
+    let blocks = json
+        .get("blocks")
+        .and_then(|b| b.as_array())
+        .ok_or("blocks are missing")?;
+    if blocks.len() > MAX_BLOCKS {
+        return Err(format!("{} blocks (max {MAX_BLOCKS})", blocks.len()));
+    }
+    let mut ids = Ids::default();
+    for (i, block) in blocks.iter().enumerate() {
+        check_block(i, block, &mut ids)?;
+    }
+    Ok(())
+}
+
+/// The block and action IDs seen so far: each must be unique in the message.
+#[derive(Default)]
+struct Ids {
+    blocks: HashSet<String>,
+    actions: HashSet<String>,
+}
+
+fn check_top_level_text(json: &serde_json::Value) -> Result<(), String> {
     let text = json
         .get("text")
         .and_then(|t| t.as_str())
@@ -420,91 +459,93 @@ pub fn check_limits(content: &SlackMessageContent) -> Result<(), String> {
             text.chars().count()
         ));
     }
-    check_mrkdwn("top-level text", text)?;
-    let blocks = json
-        .get("blocks")
-        .and_then(|b| b.as_array())
-        .ok_or("blocks are missing")?;
-    if blocks.len() > MAX_BLOCKS {
-        return Err(format!("{} blocks (max {MAX_BLOCKS})", blocks.len()));
+    check_mrkdwn("top-level text", text)
+}
+
+fn check_block(i: usize, block: &serde_json::Value, ids: &mut Ids) -> Result<(), String> {
+    let kind = block.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    let at = format!("block {i} ({kind})");
+    if let Some(id) = block.get("block_id") {
+        let id = id
+            .as_str()
+            .ok_or(format!("{at}: block_id is not a string"))?;
+        check_len(&at, "block_id", id, MAX_ID)?;
+        if !ids.blocks.insert(id.to_owned()) {
+            return Err(format!("{at}: duplicate block_id {id:?}"));
+        }
     }
-    let mut block_ids = HashSet::new();
-    let mut action_ids = HashSet::new();
-    for (i, block) in blocks.iter().enumerate() {
-        let kind = block.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        let at = format!("block {i} ({kind})");
-        if let Some(id) = block.get("block_id") {
-            let id = id
-                .as_str()
-                .ok_or(format!("{at}: block_id is not a string"))?;
-            check_len(&at, "block_id", id, MAX_ID)?;
-            if !block_ids.insert(id.to_owned()) {
-                return Err(format!("{at}: duplicate block_id {id:?}"));
+    match kind {
+        "header" => {
+            let t = text_object(block.get("text"), &at, "text")?;
+            if t.0 != "plain_text" {
+                return Err(format!("{at}: header text is not plain_text"));
+            }
+            check_len(&at, "text", t.1, MAX_HEADER_TEXT)
+        }
+        "section" => {
+            let t = text_object(block.get("text"), &at, "text")?;
+            check_len(&at, "text", t.1, MAX_SECTION_TEXT)?;
+            if t.0 == "mrkdwn" {
+                check_mrkdwn(&at, t.1)?;
+            }
+            Ok(())
+        }
+        "context" => check_context(&at, block),
+        "actions" => check_actions(&at, block, &mut ids.actions),
+        other => Err(format!("{at}: unexpected block type {other:?}")),
+    }
+}
+
+fn check_context(at: &str, block: &serde_json::Value) -> Result<(), String> {
+    let elements = block
+        .get("elements")
+        .and_then(|e| e.as_array())
+        .ok_or(format!("{at}: elements missing"))?;
+    if elements.is_empty() || elements.len() > MAX_CONTEXT_ELEMENTS {
+        return Err(format!("{at}: {} elements", elements.len()));
+    }
+    for el in elements {
+        let t = text_object(Some(el), at, "element")?;
+        check_len(at, "element text", t.1, MAX_SECTION_TEXT)?;
+        if t.0 == "mrkdwn" {
+            check_mrkdwn(at, t.1)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_actions(
+    at: &str,
+    block: &serde_json::Value,
+    action_ids: &mut HashSet<String>,
+) -> Result<(), String> {
+    let elements = block
+        .get("elements")
+        .and_then(|e| e.as_array())
+        .ok_or(format!("{at}: elements missing"))?;
+    if elements.is_empty() || elements.len() > MAX_ACTIONS_PER_BLOCK {
+        return Err(format!(
+            "{at}: {} elements (max {MAX_ACTIONS_PER_BLOCK})",
+            elements.len()
+        ));
+    }
+    for (j, el) in elements.iter().enumerate() {
+        let at = format!("{at} element {j}");
+        let t = text_object(el.get("text"), &at, "text")?;
+        check_len(&at, "button text", t.1, MAX_BUTTON_TEXT)?;
+        if let Some(url) = el.get("url") {
+            let url = url.as_str().ok_or(format!("{at}: url is not a string"))?;
+            check_len(&at, "url", url, MAX_BUTTON_URL)?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{at}: url is not http(s)"));
             }
         }
-        match kind {
-            "header" => {
-                let t = text_object(block.get("text"), &at, "text")?;
-                if t.0 != "plain_text" {
-                    return Err(format!("{at}: header text is not plain_text"));
-                }
-                check_len(&at, "text", t.1, MAX_HEADER_TEXT)?;
+        if let Some(id) = el.get("action_id") {
+            let id = id.as_str().ok_or(format!("{at}: action_id not a string"))?;
+            check_len(&at, "action_id", id, MAX_ID)?;
+            if !action_ids.insert(id.to_owned()) {
+                return Err(format!("{at}: duplicate action_id {id:?}"));
             }
-            "section" => {
-                let t = text_object(block.get("text"), &at, "text")?;
-                check_len(&at, "text", t.1, MAX_SECTION_TEXT)?;
-                if t.0 == "mrkdwn" {
-                    check_mrkdwn(&at, t.1)?;
-                }
-            }
-            "context" => {
-                let elements = block
-                    .get("elements")
-                    .and_then(|e| e.as_array())
-                    .ok_or(format!("{at}: elements missing"))?;
-                if elements.is_empty() || elements.len() > MAX_CONTEXT_ELEMENTS {
-                    return Err(format!("{at}: {} elements", elements.len()));
-                }
-                for el in elements {
-                    let t = text_object(Some(el), &at, "element")?;
-                    check_len(&at, "element text", t.1, MAX_SECTION_TEXT)?;
-                    if t.0 == "mrkdwn" {
-                        check_mrkdwn(&at, t.1)?;
-                    }
-                }
-            }
-            "actions" => {
-                let elements = block
-                    .get("elements")
-                    .and_then(|e| e.as_array())
-                    .ok_or(format!("{at}: elements missing"))?;
-                if elements.is_empty() || elements.len() > MAX_ACTIONS_PER_BLOCK {
-                    return Err(format!(
-                        "{at}: {} elements (max {MAX_ACTIONS_PER_BLOCK})",
-                        elements.len()
-                    ));
-                }
-                for (j, el) in elements.iter().enumerate() {
-                    let at = format!("{at} element {j}");
-                    let t = text_object(el.get("text"), &at, "text")?;
-                    check_len(&at, "button text", t.1, MAX_BUTTON_TEXT)?;
-                    if let Some(url) = el.get("url") {
-                        let url = url.as_str().ok_or(format!("{at}: url is not a string"))?;
-                        check_len(&at, "url", url, MAX_BUTTON_URL)?;
-                        if !(url.starts_with("http://") || url.starts_with("https://")) {
-                            return Err(format!("{at}: url is not http(s)"));
-                        }
-                    }
-                    if let Some(id) = el.get("action_id") {
-                        let id = id.as_str().ok_or(format!("{at}: action_id not a string"))?;
-                        check_len(&at, "action_id", id, MAX_ID)?;
-                        if !action_ids.insert(id.to_owned()) {
-                            return Err(format!("{at}: duplicate action_id {id:?}"));
-                        }
-                    }
-                }
-            }
-            other => return Err(format!("{at}: unexpected block type {other:?}")),
         }
     }
     Ok(())
