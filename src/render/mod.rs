@@ -5,6 +5,7 @@
 //! [`check_limits`] verifies them on any rendered message.
 
 pub mod mrkdwn;
+mod parser_guard;
 
 use crate::coder::Notification;
 use mrkdwn::{byte_index_of_char, cut_escaped, entity_safe, escape, markdown_to_mrkdwn};

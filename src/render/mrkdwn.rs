@@ -4,6 +4,7 @@
 //! the output are links this module builds from real Markdown links, and only to http(s) or
 //! mailto URLs. Nothing from the input can become `<!channel>`, `<@U123>` or a disguised link.
 
+use super::parser_guard::guard;
 use pulldown_cmark::{Event, LinkType, Options, Parser, Tag, TagEnd};
 
 /// Longest link URL (as sent) rendered as a link; longer ones render as their text.
@@ -31,7 +32,9 @@ pub fn markdown_to_mrkdwn(markdown: &str) -> String {
     options.insert(Options::ENABLE_STRIKETHROUGH);
     options.insert(Options::ENABLE_TABLES);
     let mut conv = Converter::default();
-    for event in Parser::new_ext(markdown, options) {
+    // Defused first: the parser is super-linear on some shapes (see `parser_guard`).
+    let markdown = guard(markdown);
+    for event in Parser::new_ext(&markdown, options) {
         conv.event(event);
     }
     conv.finish()
