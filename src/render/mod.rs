@@ -8,7 +8,7 @@ pub mod mrkdwn;
 mod parser_guard;
 
 use crate::coder::Notification;
-use mrkdwn::{byte_index_of_char, cut_escaped, entity_safe, escape, markdown_to_mrkdwn};
+use mrkdwn::{byte_index_of_char, cut_escaped, entity_safe, escape, escape_within};
 use slack_morphism::prelude::*;
 use std::collections::HashSet;
 
@@ -30,6 +30,18 @@ pub const MAX_ID: usize = 255;
 pub const MAX_FALLBACK_TEXT: usize = 3000;
 /// Most elements in one context block.
 pub const MAX_CONTEXT_ELEMENTS: usize = 10;
+/// Most body text produced (mrkdwn or escaped plain chars): twice what the sections of one
+/// message hold, so the cut falls in text the message drops anyway.
+pub const MAX_BODY_TEXT: usize = 2 * MAX_BLOCKS * MAX_SECTION_TEXT;
+/// Most body Markdown parsed (bytes). Markdown renders to about as much text as it is made
+/// of, so a longer body would not fit in a message (47 sections ≈ 140 000 chars) anyway; its
+/// parse tree, up to ~60 bytes per byte of Markdown, is most of the memory a render needs.
+pub const MAX_BODY_MARKDOWN: usize = 160 * 1024;
+/// What of a body's Markdown is converted.
+pub const BODY_LIMITS: mrkdwn::Limits = mrkdwn::Limits {
+    markdown_bytes: MAX_BODY_MARKDOWN,
+    mrkdwn_chars: MAX_BODY_TEXT,
+};
 
 const SHORTENED_NOTE: &str = "_Message shortened: open Coder for the full text._";
 const DEFAULT_TITLE: &str = "Coder notification";
@@ -66,6 +78,12 @@ pub struct SkippedAction {
     pub reason: &'static str,
 }
 
+/// The body as mrkdwn section texts, and whether the body was cut before it was split.
+struct Body {
+    sections: Vec<String>,
+    cut: bool,
+}
+
 /// The notification's actions as link buttons (with their action's index), the actions left
 /// out, and whether a label was cut.
 struct Buttons {
@@ -83,16 +101,16 @@ pub fn render(
 ) -> Rendered {
     let (title, title_cut) = header_title(notification);
     let note_block = note_block(note);
-    let mut sections = body_sections(notification);
+    let mut body = body_sections(notification);
     let mut buttons = buttons(notification, options);
     let fixed_blocks = 1 + usize::from(note_block.is_some());
-    let shortened_note = fit_blocks(fixed_blocks, &mut sections, &mut buttons);
+    let shortened_note = fit_blocks(fixed_blocks, &mut body, &mut buttons);
 
     let mut blocks = vec![SlackBlock::Header(SlackHeaderBlock::new(
         title.clone().into(),
     ))];
     blocks.extend(note_block);
-    blocks.extend(sections.into_iter().map(|text| {
+    blocks.extend(body.sections.into_iter().map(|text| {
         SlackBlock::Section(
             SlackSectionBlock::new()
                 .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(text))),
@@ -143,15 +161,15 @@ fn note_block(note: Option<&str>) -> Option<SlackBlock> {
 }
 
 /// Cuts body sections and buttons so the message keeps to [`MAX_BLOCKS`] with the shortened
-/// note. Returns whether the note is due: the blocks did not all fit.
-fn fit_blocks(fixed_blocks: usize, sections: &mut Vec<String>, buttons: &mut Buttons) -> bool {
+/// note. Returns whether the note is due: the body was cut, or the blocks did not all fit.
+fn fit_blocks(fixed_blocks: usize, body: &mut Body, buttons: &mut Buttons) -> bool {
     let action_blocks = |n: usize| n.div_ceil(MAX_ACTIONS_PER_BLOCK);
-    let needed = fixed_blocks + sections.len() + action_blocks(buttons.buttons.len());
-    if needed <= MAX_BLOCKS {
+    let needed = fixed_blocks + body.sections.len() + action_blocks(buttons.buttons.len());
+    if !body.cut && needed <= MAX_BLOCKS {
         return false;
     }
     // Room for the shortened note and at least one body section.
-    let reserved = fixed_blocks + 1 + usize::from(!sections.is_empty());
+    let reserved = fixed_blocks + 1 + usize::from(!body.sections.is_empty());
     let max_buttons = (MAX_BLOCKS - reserved) * MAX_ACTIONS_PER_BLOCK;
     if buttons.buttons.len() > max_buttons {
         for (index, _) in buttons.buttons.drain(max_buttons..) {
@@ -163,7 +181,7 @@ fn fit_blocks(fixed_blocks: usize, sections: &mut Vec<String>, buttons: &mut But
         buttons.skipped.sort_by_key(|s| s.index);
     }
     let room = MAX_BLOCKS - fixed_blocks - 1 - action_blocks(buttons.buttons.len());
-    sections.truncate(room);
+    body.sections.truncate(room);
     true
 }
 
@@ -231,20 +249,25 @@ fn cut_words(s: &str, max: usize) -> (String, bool) {
     (format!("{}…", cut.trim_end()), true)
 }
 
-/// The body as mrkdwn sections.
-fn body_sections(n: &Notification) -> Vec<String> {
-    split_sections(&body_mrkdwn(n), MAX_SECTION_TEXT)
+/// The body as mrkdwn sections: converted Markdown when present, else the escaped plain body;
+/// either only its head (see [`BODY_LIMITS`]).
+fn body_sections(n: &Notification) -> Body {
+    let (text, cut) = body_mrkdwn(n);
+    Body {
+        sections: split_sections(&text, MAX_SECTION_TEXT),
+        cut,
+    }
 }
 
-/// The body as mrkdwn: converted Markdown when present, else the escaped plain body.
-fn body_mrkdwn(n: &Notification) -> String {
+/// The body as mrkdwn, and whether it was cut short.
+fn body_mrkdwn(n: &Notification) -> (String, bool) {
     if let Some(md) = n.body_markdown.as_deref().filter(|m| !m.trim().is_empty()) {
-        let converted = markdown_to_mrkdwn(md);
-        if !converted.trim().is_empty() {
-            return converted;
+        let converted = mrkdwn::convert_within(md, BODY_LIMITS);
+        if !converted.text.trim().is_empty() {
+            return (converted.text, converted.cut);
         }
     }
-    escape(n.body.trim())
+    escape_within(n.body.trim(), MAX_BODY_TEXT)
 }
 
 /// The top-level `text`: title, newline, start of the body; escaped, ≤3000 chars.
