@@ -3,6 +3,10 @@
 //! The message is: a header (the title), an optional note (context), the body as mrkdwn
 //! sections, and the notification's actions as link buttons. Every Block Kit limit is kept;
 //! [`check_limits`] verifies them on any rendered message.
+//!
+//! Rendering costs time and memory linear in the notification and bounded by what a message
+//! can carry: only the head of the body is converted ([`BODY_LIMITS`]; the rest could not be
+//! sent), and nothing is scanned more than a bounded number of times.
 
 pub mod mrkdwn;
 mod parser_guard;
@@ -42,6 +46,10 @@ pub const BODY_LIMITS: mrkdwn::Limits = mrkdwn::Limits {
     markdown_bytes: MAX_BODY_MARKDOWN,
     mrkdwn_chars: MAX_BODY_TEXT,
 };
+
+/// Most buttons built: one more than fit beside the header alone, so that fitting the blocks
+/// still sees there are too many. Actions past it are skipped without building a button.
+const MAX_BUTTONS_KEPT: usize = (MAX_BLOCKS - 1) * MAX_ACTIONS_PER_BLOCK + 1;
 
 const SHORTENED_NOTE: &str = "_Message shortened: open Coder for the full text._";
 const DEFAULT_TITLE: &str = "Coder notification";
@@ -187,9 +195,9 @@ fn fit_blocks(fixed_blocks: usize, body: &mut Body, buttons: &mut Buttons) -> bo
 
 /// The header title (plain text, ≤150 chars) and whether it was cut.
 fn header_title(n: &Notification) -> (String, bool) {
-    let mut title = collapse_whitespace(&n.title);
+    let mut title = collapse_whitespace(&n.title, MAX_HEADER_TEXT);
     if title.is_empty() {
-        title = collapse_whitespace(&n.notification_name);
+        title = collapse_whitespace(&n.notification_name, MAX_HEADER_TEXT);
     }
     if title.is_empty() {
         title = DEFAULT_TITLE.to_owned();
@@ -206,6 +214,12 @@ fn buttons(n: &Notification, options: &RenderOptions) -> Buttons {
     };
     for (index, action) in n.actions.iter().enumerate() {
         match action_url(&action.url, options.coder_url.as_ref()) {
+            Ok(_) if buttons.buttons.len() == MAX_BUTTONS_KEPT => {
+                buttons.skipped.push(SkippedAction {
+                    index,
+                    reason: SKIP_TOO_MANY,
+                })
+            }
             Ok(url) => {
                 let (label, cut) = button_label(&action.label);
                 buttons.label_cut |= cut;
@@ -223,15 +237,31 @@ fn buttons(n: &Notification, options: &RenderOptions) -> Buttons {
 }
 
 fn button_label(label: &str) -> (String, bool) {
-    let label = collapse_whitespace(label);
+    let label = collapse_whitespace(label, MAX_BUTTON_TEXT);
     if label.is_empty() {
         return (DEFAULT_BUTTON.to_owned(), false);
     }
     cut_words(&label, MAX_BUTTON_TEXT)
 }
 
-fn collapse_whitespace(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// `s` with whitespace runs collapsed to single spaces and trimmed, as far as `max + 1` chars:
+/// enough for [`cut_words`] to cut it as it would the whole.
+fn collapse_whitespace(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = 0;
+    for word in s.split_whitespace() {
+        if chars > max {
+            break;
+        }
+        if chars > 0 {
+            out.push(' ');
+            chars += 1;
+        }
+        let take = (max + 1).saturating_sub(chars);
+        out.extend(word.chars().take(take));
+        chars += word.chars().take(take).count();
+    }
+    out
 }
 
 /// Cuts plain text to at most `max` chars, at a word boundary when one is near, ending with
@@ -280,7 +310,9 @@ fn fallback_text(title: &str, n: &Notification) -> String {
     let mut text = escape(title);
     if !body.is_empty() {
         text.push('\n');
-        text.push_str(&escape(body));
+        // Only the start can show. Escaped, it is kept a whole entity (≤ 5 chars) past the
+        // limit, so a longer body is still cut, and cut at the same place, as if whole.
+        text.push_str(&escape_within(body, MAX_FALLBACK_TEXT + 5).0);
     }
     cut_escaped(&text, MAX_FALLBACK_TEXT)
 }
@@ -398,13 +430,15 @@ impl Packer {
         }
         self.flush();
         let mut rest = line;
-        while rest.chars().count() > self.budget {
-            let end = hard_cut(rest, self.budget);
-            self.chunks.push(rest[..end].to_owned());
-            rest = &rest[end..];
+        // Counted down, not recounted: a long line is cut thousands of times.
+        let mut rest_len = len;
+        while rest_len > self.budget {
+            let (head, tail) = rest.split_at(hard_cut(rest, self.budget));
+            self.chunks.push(head.to_owned());
+            rest_len -= head.chars().count();
+            rest = tail;
         }
-        let len = rest.chars().count();
-        self.append("", rest, len);
+        self.append("", rest, rest_len);
     }
 }
 
