@@ -8,8 +8,12 @@
 //! can carry: only the head of the body is converted ([`BODY_LIMITS`]; the rest could not be
 //! sent), and nothing is scanned more than a bounded number of times.
 
+#[cfg(test)]
+mod heap_meter;
 pub mod mrkdwn;
 mod parser_guard;
+#[cfg(test)]
+mod resource_tests;
 
 use crate::coder::Notification;
 use mrkdwn::{byte_index_of_char, cut_escaped, entity_safe, escape, escape_within};
