@@ -1,8 +1,11 @@
 //! Parse + render + wire serialisation of the largest Coder samples: the CPU the bridge spends
-//! on one notification apart from HTTP. `cargo bench --bench render` (or `just bench`).
+//! on one notification apart from HTTP; and rendering of 1 MiB bodies built against the
+//! renderer's super-linear paths, which must stay bounded by what a message can carry.
+//! `cargo bench --bench render` (or `just bench`; `-- pathological` for the second group).
 
 use coder_slack_bridge::coder::Notification;
 use coder_slack_bridge::render::{self, RenderOptions};
+use coder_slack_bridge::MAX_BODY_BYTES;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use slack_morphism::prelude::SlackChannelId;
 use std::hint::black_box;
@@ -87,5 +90,61 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Bodies of the webhook limit, each built to hit one path that used to be super-linear.
+fn pathological_bodies() -> Vec<(&'static str, String)> {
+    let mib = MAX_BODY_BYTES;
+    let padded_table = format!(
+        "{}\n{}\n{}\n",
+        "|a".repeat(512),
+        "|-".repeat(512),
+        "x\n".repeat(512)
+    );
+    vec![
+        (
+            "nested lists",
+            format!("{}a\n{}", "- ".repeat(mib / 16), "b\n".repeat(3 * mib / 8)),
+        ),
+        (
+            "nested quotes",
+            format!("{}a\n{}", "> ".repeat(mib / 16), "b\n".repeat(3 * mib / 8)),
+        ),
+        (
+            "padded tables",
+            padded_table.repeat(mib / padded_table.len()),
+        ),
+        ("open brackets", "[".repeat(mib)),
+        ("short lines", "a\n".repeat(mib / 2)),
+        ("one line of ampersands", "&".repeat(mib)),
+    ]
+}
+
+fn bench_pathological(c: &mut Criterion) {
+    let options = options();
+    let mut group = c.benchmark_group("pathological");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(MAX_BODY_BYTES as u64));
+    for (name, markdown) in pathological_bodies() {
+        let notification = Notification {
+            msg_id: "00000000-0000-0000-0000-000000000000".into(),
+            notification_name: "Pathological".into(),
+            template_id: None,
+            user_email: "bobby@coder.com".into(),
+            user_name: None,
+            user_username: None,
+            actions: Vec::new(),
+            title: "Pathological".into(),
+            body: "b".into(),
+            title_markdown: None,
+            body_markdown: Some(markdown),
+        };
+        group.bench_with_input(
+            BenchmarkId::new("render 1 MiB", name),
+            &notification,
+            |b, notification| b.iter(|| render::render(black_box(notification), &options, None)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_pathological);
 criterion_main!(benches);

@@ -21,4 +21,5 @@ pub mod socket_mode;
 mod startup;
 pub mod telemetry;
 
+pub use http::MAX_BODY_BYTES;
 pub use startup::{slack_delivery, App, AppState};

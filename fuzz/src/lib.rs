@@ -1,8 +1,15 @@
 //! What both fuzz targets check: every notification that parses renders, with and without a
-//! note, into a message that keeps every Block Kit limit (`render::check_limits`).
+//! note, into a message that keeps every Block Kit limit (`render::check_limits`), holding at
+//! most [`MAX_RENDER_HEAP`] of heap at once.
+
+mod heap;
 
 use coder_slack_bridge::coder::Notification;
 use coder_slack_bridge::render::{self, RenderOptions};
+
+/// Most heap one render may hold at once: what rendering a body of the 1 MiB webhook limit is
+/// allowed (it needs about 20 MiB at worst); a fuzz input is 64 KiB at most and needs far less.
+pub const MAX_RENDER_HEAP: usize = 30 << 20;
 
 /// The note the delivery path adds when a message goes to the fallback channel.
 pub const FALLBACK_NOTE: &str = "Intended for a@b.c";
@@ -13,10 +20,18 @@ pub fn options() -> RenderOptions {
     }
 }
 
-/// Renders `n` with each note and panics, naming the violation, if a limit is broken.
+/// Renders `n` with each note and panics, naming the violation, if a limit is broken or the
+/// render held more than [`MAX_RENDER_HEAP`].
 pub fn render_and_check(n: &Notification, options: &RenderOptions, notes: &[Option<&str>]) {
     for &note in notes {
-        let rendered = render::render(n, options, note);
+        let (rendered, peak) = heap::peak_during(|| render::render(n, options, note));
+        if peak > MAX_RENDER_HEAP {
+            panic!(
+                "render held {} KiB of heap at once (note {note:?}, max {} KiB)",
+                peak >> 10,
+                MAX_RENDER_HEAP >> 10
+            );
+        }
         if let Err(violation) = render::check_limits(&rendered.content) {
             let json = serde_json::to_string(&rendered.content).unwrap_or_default();
             panic!(

@@ -3,14 +3,23 @@
 //! The message is: a header (the title), an optional note (context), the body as mrkdwn
 //! sections, and the notification's actions as link buttons. Every Block Kit limit is kept;
 //! [`check_limits`] verifies them on any rendered message.
+//!
+//! Rendering costs time and memory linear in the notification and bounded by what a message
+//! can carry: only the head of the body is converted ([`BODY_LIMITS`]; the rest could not be
+//! sent), and nothing is scanned more than a bounded number of times.
 
+#[cfg(test)]
+mod heap_meter;
 pub mod mrkdwn;
+mod parser_guard;
 mod plain;
+#[cfg(test)]
+mod resource_tests;
 
 pub use plain::plain_text;
 
 use crate::coder::Notification;
-use mrkdwn::{byte_index_of_char, cut_escaped, entity_safe, escape, markdown_to_mrkdwn};
+use mrkdwn::{byte_index_of_char, cut_escaped, entity_safe, escape, escape_within};
 use slack_morphism::prelude::*;
 use std::collections::HashSet;
 
@@ -32,6 +41,22 @@ pub const MAX_ID: usize = 255;
 pub const MAX_FALLBACK_TEXT: usize = 3000;
 /// Most elements in one context block.
 pub const MAX_CONTEXT_ELEMENTS: usize = 10;
+/// Most body text produced (mrkdwn or escaped plain chars): twice what the sections of one
+/// message hold, so the cut falls in text the message drops anyway.
+pub const MAX_BODY_TEXT: usize = 2 * MAX_BLOCKS * MAX_SECTION_TEXT;
+/// Most body Markdown parsed (bytes). Markdown renders to about as much text as it is made
+/// of, so a longer body would not fit in a message (47 sections ≈ 140 000 chars) anyway; its
+/// parse tree, up to ~60 bytes per byte of Markdown, is most of the memory a render needs.
+pub const MAX_BODY_MARKDOWN: usize = 160 * 1024;
+/// What of a body's Markdown is converted.
+pub const BODY_LIMITS: mrkdwn::Limits = mrkdwn::Limits {
+    markdown_bytes: MAX_BODY_MARKDOWN,
+    mrkdwn_chars: MAX_BODY_TEXT,
+};
+
+/// Most buttons built: one more than fit beside the header alone, so that fitting the blocks
+/// still sees there are too many. Actions past it are skipped without building a button.
+const MAX_BUTTONS_KEPT: usize = (MAX_BLOCKS - 1) * MAX_ACTIONS_PER_BLOCK + 1;
 
 const SHORTENED_NOTE: &str = "_Message shortened: open Coder for the full text._";
 const DEFAULT_TITLE: &str = "Coder notification";
@@ -68,6 +93,20 @@ pub struct SkippedAction {
     pub reason: &'static str,
 }
 
+/// The body as mrkdwn section texts, and whether the body was cut before it was split.
+struct Body {
+    sections: Vec<String>,
+    cut: bool,
+}
+
+/// The notification's actions as link buttons (with their action's index), the actions left
+/// out, and whether a label was cut.
+struct Buttons {
+    buttons: Vec<(usize, SlackBlockButtonElement)>,
+    skipped: Vec<SkippedAction>,
+    label_cut: bool,
+}
+
 /// Renders a notification as a Slack message. `note` is an optional plain-text line shown
 /// under the header (e.g. why the message went to a fallback channel).
 pub fn render(
@@ -75,100 +114,41 @@ pub fn render(
     options: &RenderOptions,
     note: Option<&str>,
 ) -> Rendered {
-    let mut shortened = false;
-
-    // Header.
     let (title, title_cut) = header_title(notification);
-    shortened |= title_cut;
-    let header = SlackBlock::Header(SlackHeaderBlock::new(title.clone().into()));
+    let note_block = note_block(note);
+    let mut body = body_sections(notification);
+    let mut buttons = buttons(notification, options);
+    let fixed_blocks = 1 + usize::from(note_block.is_some());
+    let shortened_note = fit_blocks(fixed_blocks, &mut body, &mut buttons);
 
-    // Note.
-    let note_block = note.map(|n| n.trim()).filter(|n| !n.is_empty()).map(|n| {
-        let text = cut_escaped(&escape(n), MAX_SECTION_TEXT);
-        SlackBlock::Context(SlackContextBlock::new(vec![
-            SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(text)),
-        ]))
-    });
-
-    // Body.
-    let body_text = body_mrkdwn(notification);
-    let mut sections = split_sections(&body_text, MAX_SECTION_TEXT);
-
-    // Buttons.
-    let mut skipped_actions = Vec::new();
-    let mut buttons = Vec::new();
-    for (index, action) in notification.actions.iter().enumerate() {
-        match action_url(&action.url, options.coder_url.as_ref()) {
-            Ok(url) => {
-                let (label, cut) = button_label(&action.label);
-                shortened |= cut;
-                buttons.push((
-                    index,
-                    SlackBlockButtonElement::new(label.into())
-                        .with_action_id(SlackActionId(format!("coder_action_{index}")))
-                        .with_url(url),
-                ));
-            }
-            Err(reason) => skipped_actions.push(SkippedAction { index, reason }),
-        }
-    }
-
-    // Fit into 50 blocks.
-    let fixed = 1 + usize::from(note_block.is_some());
-    let action_blocks = |n: usize| n.div_ceil(MAX_ACTIONS_PER_BLOCK);
-    let mut body_cut = false;
-    if fixed + sections.len() + action_blocks(buttons.len()) > MAX_BLOCKS {
-        shortened = true;
-        // Room for the shortened note and at least one body section.
-        let reserved = fixed + 1 + usize::from(!sections.is_empty());
-        let max_action_blocks = MAX_BLOCKS - reserved;
-        let max_buttons = max_action_blocks * MAX_ACTIONS_PER_BLOCK;
-        if buttons.len() > max_buttons {
-            for (index, _) in buttons.drain(max_buttons..) {
-                skipped_actions.push(SkippedAction {
-                    index,
-                    reason: SKIP_TOO_MANY,
-                });
-            }
-            skipped_actions.sort_by_key(|s| s.index);
-        }
-        let room = MAX_BLOCKS - fixed - 1 - action_blocks(buttons.len());
-        if sections.len() > room {
-            sections.truncate(room);
-        }
-        body_cut = true;
-    }
-
-    let mut blocks = vec![header];
+    let mut blocks = vec![SlackBlock::Header(SlackHeaderBlock::new(
+        title.clone().into(),
+    ))];
     blocks.extend(note_block);
-    blocks.extend(sections.into_iter().map(|text| {
+    blocks.extend(body.sections.into_iter().map(|text| {
         SlackBlock::Section(
             SlackSectionBlock::new()
                 .with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(text))),
         )
     }));
-    if body_cut {
-        blocks.push(SlackBlock::Context(SlackContextBlock::new(vec![
-            SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(
-                SHORTENED_NOTE.to_owned(),
-            )),
-        ])));
+    if shortened_note {
+        blocks.push(context_block(SHORTENED_NOTE.to_owned()));
     }
-    let buttons: Vec<SlackActionBlockElement> = buttons
+    let elements: Vec<SlackActionBlockElement> = buttons
+        .buttons
         .into_iter()
         .map(|(_, b)| SlackActionBlockElement::Button(b))
         .collect();
-    for chunk in buttons.chunks(MAX_ACTIONS_PER_BLOCK) {
+    for chunk in elements.chunks(MAX_ACTIONS_PER_BLOCK) {
         blocks.push(SlackBlock::Actions(SlackActionsBlock::new(chunk.to_vec())));
     }
 
-    let text = fallback_text(&title, notification);
     Rendered {
         content: SlackMessageContent::new()
-            .with_text(text)
+            .with_text(fallback_text(&title, notification))
             .with_blocks(blocks),
-        skipped_actions,
-        shortened,
+        skipped_actions: buttons.skipped,
+        shortened: title_cut || buttons.label_cut || shortened_note,
     }
 }
 
@@ -183,11 +163,48 @@ pub fn post_message_request(
         .with_unfurl_media(false)
 }
 
+fn context_block(mrkdwn: String) -> SlackBlock {
+    SlackBlock::Context(SlackContextBlock::new(vec![
+        SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(mrkdwn)),
+    ]))
+}
+
+/// The note as a context block, unless it is blank.
+fn note_block(note: Option<&str>) -> Option<SlackBlock> {
+    let note = note.map(str::trim).filter(|n| !n.is_empty())?;
+    Some(context_block(cut_escaped(&escape(note), MAX_SECTION_TEXT)))
+}
+
+/// Cuts body sections and buttons so the message keeps to [`MAX_BLOCKS`] with the shortened
+/// note. Returns whether the note is due: the body was cut, or the blocks did not all fit.
+fn fit_blocks(fixed_blocks: usize, body: &mut Body, buttons: &mut Buttons) -> bool {
+    let action_blocks = |n: usize| n.div_ceil(MAX_ACTIONS_PER_BLOCK);
+    let needed = fixed_blocks + body.sections.len() + action_blocks(buttons.buttons.len());
+    if !body.cut && needed <= MAX_BLOCKS {
+        return false;
+    }
+    // Room for the shortened note and at least one body section.
+    let reserved = fixed_blocks + 1 + usize::from(!body.sections.is_empty());
+    let max_buttons = (MAX_BLOCKS - reserved) * MAX_ACTIONS_PER_BLOCK;
+    if buttons.buttons.len() > max_buttons {
+        for (index, _) in buttons.buttons.drain(max_buttons..) {
+            buttons.skipped.push(SkippedAction {
+                index,
+                reason: SKIP_TOO_MANY,
+            });
+        }
+        buttons.skipped.sort_by_key(|s| s.index);
+    }
+    let room = MAX_BLOCKS - fixed_blocks - 1 - action_blocks(buttons.buttons.len());
+    body.sections.truncate(room);
+    true
+}
+
 /// The header title (plain text, ≤150 chars) and whether it was cut.
 fn header_title(n: &Notification) -> (String, bool) {
-    let mut title = collapse_whitespace(&n.title);
+    let mut title = collapse_whitespace(&n.title, MAX_HEADER_TEXT);
     if title.is_empty() {
-        title = collapse_whitespace(&n.notification_name);
+        title = collapse_whitespace(&n.notification_name, MAX_HEADER_TEXT);
     }
     if title.is_empty() {
         title = DEFAULT_TITLE.to_owned();
@@ -195,16 +212,63 @@ fn header_title(n: &Notification) -> (String, bool) {
     cut_words(&title, MAX_HEADER_TEXT)
 }
 
+/// Each action as a link button, or the reason it is left out.
+fn buttons(n: &Notification, options: &RenderOptions) -> Buttons {
+    let mut buttons = Buttons {
+        buttons: Vec::new(),
+        skipped: Vec::new(),
+        label_cut: false,
+    };
+    for (index, action) in n.actions.iter().enumerate() {
+        match action_url(&action.url, options.coder_url.as_ref()) {
+            Ok(_) if buttons.buttons.len() == MAX_BUTTONS_KEPT => {
+                buttons.skipped.push(SkippedAction {
+                    index,
+                    reason: SKIP_TOO_MANY,
+                })
+            }
+            Ok(url) => {
+                let (label, cut) = button_label(&action.label);
+                buttons.label_cut |= cut;
+                buttons.buttons.push((
+                    index,
+                    SlackBlockButtonElement::new(label.into())
+                        .with_action_id(SlackActionId(format!("coder_action_{index}")))
+                        .with_url(url),
+                ));
+            }
+            Err(reason) => buttons.skipped.push(SkippedAction { index, reason }),
+        }
+    }
+    buttons
+}
+
 fn button_label(label: &str) -> (String, bool) {
-    let label = collapse_whitespace(label);
+    let label = collapse_whitespace(label, MAX_BUTTON_TEXT);
     if label.is_empty() {
         return (DEFAULT_BUTTON.to_owned(), false);
     }
     cut_words(&label, MAX_BUTTON_TEXT)
 }
 
-fn collapse_whitespace(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// `s` with whitespace runs collapsed to single spaces and trimmed, as far as `max + 1` chars:
+/// enough for [`cut_words`] to cut it as it would the whole.
+fn collapse_whitespace(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = 0;
+    for word in s.split_whitespace() {
+        if chars > max {
+            break;
+        }
+        if chars > 0 {
+            out.push(' ');
+            chars += 1;
+        }
+        let take = (max + 1).saturating_sub(chars);
+        out.extend(word.chars().take(take));
+        chars += word.chars().take(take).count();
+    }
+    out
 }
 
 /// Cuts plain text to at most `max` chars, at a word boundary when one is near, ending with
@@ -222,15 +286,25 @@ fn cut_words(s: &str, max: usize) -> (String, bool) {
     (format!("{}…", cut.trim_end()), true)
 }
 
-/// The body as mrkdwn: converted Markdown when present, else the escaped plain body.
-fn body_mrkdwn(n: &Notification) -> String {
+/// The body as mrkdwn sections: converted Markdown when present, else the escaped plain body;
+/// either only its head (see [`BODY_LIMITS`]).
+fn body_sections(n: &Notification) -> Body {
+    let (text, cut) = body_mrkdwn(n);
+    Body {
+        sections: split_sections(&text, MAX_SECTION_TEXT),
+        cut,
+    }
+}
+
+/// The body as mrkdwn, and whether it was cut short.
+fn body_mrkdwn(n: &Notification) -> (String, bool) {
     if let Some(md) = n.body_markdown.as_deref().filter(|m| !m.trim().is_empty()) {
-        let converted = markdown_to_mrkdwn(md);
-        if !converted.trim().is_empty() {
-            return converted;
+        let converted = mrkdwn::convert_within(md, BODY_LIMITS);
+        if !converted.text.trim().is_empty() {
+            return (converted.text, converted.cut);
         }
     }
-    escape(n.body.trim())
+    escape_within(n.body.trim(), MAX_BODY_TEXT)
 }
 
 /// The top-level `text`: title, newline, start of the body; escaped, ≤3000 chars.
@@ -243,7 +317,9 @@ fn fallback_text(title: &str, n: &Notification) -> String {
     let mut text = escape(title);
     if !body.is_empty() {
         text.push('\n');
-        text.push_str(&escape(body));
+        // Only the start can show. Escaped, it is kept a whole entity (≤ 5 chars) past the
+        // limit, so a longer body is still cut, and cut at the same place, as if whole.
+        text.push_str(&escape_within(body, MAX_FALLBACK_TEXT + 5).0);
     }
     cut_escaped(&text, MAX_FALLBACK_TEXT)
 }
@@ -361,13 +437,15 @@ impl Packer {
         }
         self.flush();
         let mut rest = line;
-        while rest.chars().count() > self.budget {
-            let end = hard_cut(rest, self.budget);
-            self.chunks.push(rest[..end].to_owned());
-            rest = &rest[end..];
+        // Counted down, not recounted: a long line is cut thousands of times.
+        let mut rest_len = len;
+        while rest_len > self.budget {
+            let (head, tail) = rest.split_at(hard_cut(rest, self.budget));
+            self.chunks.push(head.to_owned());
+            rest_len -= head.chars().count();
+            rest = tail;
         }
-        let len = rest.chars().count();
-        self.append("", rest, len);
+        self.append("", rest, rest_len);
     }
 }
 
@@ -410,6 +488,29 @@ fn hard_cut(s: &str, max: usize) -> usize {
 /// Returns a description of the first violation.
 pub fn check_limits(content: &SlackMessageContent) -> Result<(), String> {
     let json = serde_json::to_value(content).map_err(|e| format!("not serializable: {e}"))?;
+    check_top_level_text(&json)?;
+    let blocks = json
+        .get("blocks")
+        .and_then(|b| b.as_array())
+        .ok_or("blocks are missing")?;
+    if blocks.len() > MAX_BLOCKS {
+        return Err(format!("{} blocks (max {MAX_BLOCKS})", blocks.len()));
+    }
+    let mut ids = Ids::default();
+    for (i, block) in blocks.iter().enumerate() {
+        check_block(i, block, &mut ids)?;
+    }
+    Ok(())
+}
+
+/// The block and action IDs seen so far: each must be unique in the message.
+#[derive(Default)]
+struct Ids {
+    blocks: HashSet<String>,
+    actions: HashSet<String>,
+}
+
+fn check_top_level_text(json: &serde_json::Value) -> Result<(), String> {
     let text = json
         .get("text")
         .and_then(|t| t.as_str())
@@ -423,91 +524,93 @@ pub fn check_limits(content: &SlackMessageContent) -> Result<(), String> {
             text.chars().count()
         ));
     }
-    check_mrkdwn("top-level text", text)?;
-    let blocks = json
-        .get("blocks")
-        .and_then(|b| b.as_array())
-        .ok_or("blocks are missing")?;
-    if blocks.len() > MAX_BLOCKS {
-        return Err(format!("{} blocks (max {MAX_BLOCKS})", blocks.len()));
+    check_mrkdwn("top-level text", text)
+}
+
+fn check_block(i: usize, block: &serde_json::Value, ids: &mut Ids) -> Result<(), String> {
+    let kind = block.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    let at = format!("block {i} ({kind})");
+    if let Some(id) = block.get("block_id") {
+        let id = id
+            .as_str()
+            .ok_or(format!("{at}: block_id is not a string"))?;
+        check_len(&at, "block_id", id, MAX_ID)?;
+        if !ids.blocks.insert(id.to_owned()) {
+            return Err(format!("{at}: duplicate block_id {id:?}"));
+        }
     }
-    let mut block_ids = HashSet::new();
-    let mut action_ids = HashSet::new();
-    for (i, block) in blocks.iter().enumerate() {
-        let kind = block.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        let at = format!("block {i} ({kind})");
-        if let Some(id) = block.get("block_id") {
-            let id = id
-                .as_str()
-                .ok_or(format!("{at}: block_id is not a string"))?;
-            check_len(&at, "block_id", id, MAX_ID)?;
-            if !block_ids.insert(id.to_owned()) {
-                return Err(format!("{at}: duplicate block_id {id:?}"));
+    match kind {
+        "header" => {
+            let t = text_object(block.get("text"), &at, "text")?;
+            if t.0 != "plain_text" {
+                return Err(format!("{at}: header text is not plain_text"));
+            }
+            check_len(&at, "text", t.1, MAX_HEADER_TEXT)
+        }
+        "section" => {
+            let t = text_object(block.get("text"), &at, "text")?;
+            check_len(&at, "text", t.1, MAX_SECTION_TEXT)?;
+            if t.0 == "mrkdwn" {
+                check_mrkdwn(&at, t.1)?;
+            }
+            Ok(())
+        }
+        "context" => check_context(&at, block),
+        "actions" => check_actions(&at, block, &mut ids.actions),
+        other => Err(format!("{at}: unexpected block type {other:?}")),
+    }
+}
+
+fn check_context(at: &str, block: &serde_json::Value) -> Result<(), String> {
+    let elements = block
+        .get("elements")
+        .and_then(|e| e.as_array())
+        .ok_or(format!("{at}: elements missing"))?;
+    if elements.is_empty() || elements.len() > MAX_CONTEXT_ELEMENTS {
+        return Err(format!("{at}: {} elements", elements.len()));
+    }
+    for el in elements {
+        let t = text_object(Some(el), at, "element")?;
+        check_len(at, "element text", t.1, MAX_SECTION_TEXT)?;
+        if t.0 == "mrkdwn" {
+            check_mrkdwn(at, t.1)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_actions(
+    at: &str,
+    block: &serde_json::Value,
+    action_ids: &mut HashSet<String>,
+) -> Result<(), String> {
+    let elements = block
+        .get("elements")
+        .and_then(|e| e.as_array())
+        .ok_or(format!("{at}: elements missing"))?;
+    if elements.is_empty() || elements.len() > MAX_ACTIONS_PER_BLOCK {
+        return Err(format!(
+            "{at}: {} elements (max {MAX_ACTIONS_PER_BLOCK})",
+            elements.len()
+        ));
+    }
+    for (j, el) in elements.iter().enumerate() {
+        let at = format!("{at} element {j}");
+        let t = text_object(el.get("text"), &at, "text")?;
+        check_len(&at, "button text", t.1, MAX_BUTTON_TEXT)?;
+        if let Some(url) = el.get("url") {
+            let url = url.as_str().ok_or(format!("{at}: url is not a string"))?;
+            check_len(&at, "url", url, MAX_BUTTON_URL)?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{at}: url is not http(s)"));
             }
         }
-        match kind {
-            "header" => {
-                let t = text_object(block.get("text"), &at, "text")?;
-                if t.0 != "plain_text" {
-                    return Err(format!("{at}: header text is not plain_text"));
-                }
-                check_len(&at, "text", t.1, MAX_HEADER_TEXT)?;
+        if let Some(id) = el.get("action_id") {
+            let id = id.as_str().ok_or(format!("{at}: action_id not a string"))?;
+            check_len(&at, "action_id", id, MAX_ID)?;
+            if !action_ids.insert(id.to_owned()) {
+                return Err(format!("{at}: duplicate action_id {id:?}"));
             }
-            "section" => {
-                let t = text_object(block.get("text"), &at, "text")?;
-                check_len(&at, "text", t.1, MAX_SECTION_TEXT)?;
-                if t.0 == "mrkdwn" {
-                    check_mrkdwn(&at, t.1)?;
-                }
-            }
-            "context" => {
-                let elements = block
-                    .get("elements")
-                    .and_then(|e| e.as_array())
-                    .ok_or(format!("{at}: elements missing"))?;
-                if elements.is_empty() || elements.len() > MAX_CONTEXT_ELEMENTS {
-                    return Err(format!("{at}: {} elements", elements.len()));
-                }
-                for el in elements {
-                    let t = text_object(Some(el), &at, "element")?;
-                    check_len(&at, "element text", t.1, MAX_SECTION_TEXT)?;
-                    if t.0 == "mrkdwn" {
-                        check_mrkdwn(&at, t.1)?;
-                    }
-                }
-            }
-            "actions" => {
-                let elements = block
-                    .get("elements")
-                    .and_then(|e| e.as_array())
-                    .ok_or(format!("{at}: elements missing"))?;
-                if elements.is_empty() || elements.len() > MAX_ACTIONS_PER_BLOCK {
-                    return Err(format!(
-                        "{at}: {} elements (max {MAX_ACTIONS_PER_BLOCK})",
-                        elements.len()
-                    ));
-                }
-                for (j, el) in elements.iter().enumerate() {
-                    let at = format!("{at} element {j}");
-                    let t = text_object(el.get("text"), &at, "text")?;
-                    check_len(&at, "button text", t.1, MAX_BUTTON_TEXT)?;
-                    if let Some(url) = el.get("url") {
-                        let url = url.as_str().ok_or(format!("{at}: url is not a string"))?;
-                        check_len(&at, "url", url, MAX_BUTTON_URL)?;
-                        if !(url.starts_with("http://") || url.starts_with("https://")) {
-                            return Err(format!("{at}: url is not http(s)"));
-                        }
-                    }
-                    if let Some(id) = el.get("action_id") {
-                        let id = id.as_str().ok_or(format!("{at}: action_id not a string"))?;
-                        check_len(&at, "action_id", id, MAX_ID)?;
-                        if !action_ids.insert(id.to_owned()) {
-                            return Err(format!("{at}: duplicate action_id {id:?}"));
-                        }
-                    }
-                }
-            }
-            other => return Err(format!("{at}: unexpected block type {other:?}")),
         }
     }
     Ok(())
