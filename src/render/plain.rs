@@ -2,7 +2,7 @@
 //! blocks. It is what the bridge sends when Slack refuses the Block Kit message it built, so
 //! the person still gets the notification while the template is fixed.
 
-use super::mrkdwn::{cut_escaped, escape};
+use super::mrkdwn::{cut_escaped, escape, escape_within};
 use super::{action_url, header_title, RenderOptions, MAX_FALLBACK_TEXT};
 use crate::coder::Notification;
 use slack_morphism::prelude::SlackMessageContent;
@@ -17,7 +17,8 @@ pub fn plain_text(notification: &Notification, options: &RenderOptions) -> Slack
     let body = notification.body.trim();
     if !body.is_empty() {
         text.push('\n');
-        text.push_str(&escape(body));
+        // Only what can be sent is escaped: a 1 MiB body costs no more than a short one.
+        text.push_str(&escape_within(body, MAX_FALLBACK_TEXT).0);
     }
     let mut text = cut_escaped(&text, MAX_FALLBACK_TEXT);
     for action in &notification.actions {
