@@ -403,7 +403,7 @@ impl Delivery {
                 Ok(Some(posted))
             }
             Ok(None) => Ok(None),
-            Err(e) if e.code() == "missing_scope" => {
+            Err(e) if e.lacks_scope() => {
                 if !self.read_back_unavailable.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "cannot read DMs back (add the bot scopes im:write and im:history): a post whose answer is lost is posted again, so the person may see it twice");
                 }

@@ -77,63 +77,78 @@ pub enum SlackError {
     },
 }
 
-/// Slack error codes that mean the message can never reach that person.
-const PERMANENT_CODES: &[&str] = &[
-    "users_not_found",
-    "user_not_found",
-    "channel_not_found",
-    "cannot_dm_bot",
-    "user_disabled",
-    "is_archived",
-    "user_not_visible",
-    "restricted_action",
-    "not_in_channel",
+/// What a Slack error code means, for the codes the bridge treats specially (any other is
+/// taken as a passing failure). Each code is named here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    /// The message can never reach that person.
+    Unreachable,
+    /// The bridge built a message Slack will not take.
+    BadMessage,
+    /// The token itself is refused: reinstall the app, copy the new token.
+    TokenRefused,
+    /// The token lacks a scope (Slack names it in `needed`).
+    MissingScope,
+    /// App Home → Messages Tab is off.
+    MessagesTabOff,
+    /// The workspace does not let this app do that.
+    NotAllowed,
+}
+
+const CODES: &[(&str, Meaning)] = &[
+    ("users_not_found", Meaning::Unreachable),
+    ("user_not_found", Meaning::Unreachable),
+    ("channel_not_found", Meaning::Unreachable),
+    ("cannot_dm_bot", Meaning::Unreachable),
+    ("user_disabled", Meaning::Unreachable),
+    ("is_archived", Meaning::Unreachable),
+    ("user_not_visible", Meaning::Unreachable),
+    ("restricted_action", Meaning::Unreachable),
+    ("not_in_channel", Meaning::Unreachable),
+    ("invalid_blocks", Meaning::BadMessage),
+    ("invalid_blocks_format", Meaning::BadMessage),
+    ("msg_too_long", Meaning::BadMessage),
+    ("no_text", Meaning::BadMessage),
+    ("too_many_attachments", Meaning::BadMessage),
+    ("invalid_metadata_format", Meaning::BadMessage),
+    ("invalid_metadata_schema", Meaning::BadMessage),
+    ("metadata_too_large", Meaning::BadMessage),
+    ("not_authed", Meaning::TokenRefused),
+    ("invalid_auth", Meaning::TokenRefused),
+    ("token_revoked", Meaning::TokenRefused),
+    ("token_expired", Meaning::TokenRefused),
+    ("account_inactive", Meaning::TokenRefused),
+    ("not_allowed_token_type", Meaning::TokenRefused),
+    ("missing_scope", Meaning::MissingScope),
+    ("messages_tab_disabled", Meaning::MessagesTabOff),
+    ("no_permission", Meaning::NotAllowed),
+    ("ekm_access_denied", Meaning::NotAllowed),
+    ("team_access_not_granted", Meaning::NotAllowed),
+    ("org_login_required", Meaning::NotAllowed),
 ];
 
-/// Slack error codes that mean the bridge built a message Slack will not take.
-const BAD_MESSAGE_CODES: &[&str] = &[
-    "invalid_blocks",
-    "invalid_blocks_format",
-    "msg_too_long",
-    "no_text",
-    "too_many_attachments",
-    "invalid_metadata_format",
-    "invalid_metadata_schema",
-    "metadata_too_large",
-];
-
-/// Slack error codes that name something an administrator must fix.
-const CONFIGURATION_CODES: &[&str] = &[
-    "not_authed",
-    "invalid_auth",
-    "token_revoked",
-    "token_expired",
-    "account_inactive",
-    "missing_scope",
-    "no_permission",
-    "not_allowed_token_type",
-    "messages_tab_disabled",
-    "ekm_access_denied",
-    "team_access_not_granted",
-    "org_login_required",
-];
+fn meaning(code: &str) -> Option<Meaning> {
+    CODES.iter().find(|(c, _)| *c == code).map(|(_, m)| *m)
+}
 
 impl SlackError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            SlackError::Api { code, .. } if PERMANENT_CODES.contains(&code.as_str()) => {
-                ErrorClass::Permanent
-            }
-            SlackError::Api { code, .. } if BAD_MESSAGE_CODES.contains(&code.as_str()) => {
-                ErrorClass::BadMessage
-            }
-            SlackError::Api { code, .. } if CONFIGURATION_CODES.contains(&code.as_str()) => {
-                ErrorClass::Configuration
-            }
+            SlackError::Api { code, .. } => match meaning(code) {
+                Some(Meaning::Unreachable) => ErrorClass::Permanent,
+                Some(Meaning::BadMessage) => ErrorClass::BadMessage,
+                Some(_) => ErrorClass::Configuration,
+                None => ErrorClass::Transient,
+            },
             SlackError::NoToken { .. } => ErrorClass::Configuration,
             SlackError::RateLimited { retry_after, .. } => ErrorClass::RateLimited(*retry_after),
             _ => ErrorClass::Transient,
         }
+    }
+
+    /// Whether the token lacks a scope the call needs.
+    pub fn lacks_scope(&self) -> bool {
+        matches!(self, SlackError::Api { code, .. } if meaning(code) == Some(Meaning::MissingScope))
     }
 
     /// Whether another attempt can help, and when: a 429's `Retry-After` (clamped where it
@@ -179,22 +194,21 @@ impl SlackError {
                 _ => None,
             };
         };
-        Some(match code.as_str() {
-            "not_authed" | "invalid_auth" | "token_revoked" | "token_expired"
-            | "account_inactive" | "not_allowed_token_type" => {
+        Some(match meaning(code)? {
+            Meaning::TokenRefused => {
                 "check SLACK_BOT_TOKEN: Slack no longer accepts it (reinstall the app and copy the new xoxb- token)".into()
             }
-            "missing_scope" => format!(
+            Meaning::MissingScope => format!(
                 "add the bot scope {} to the Slack app and reinstall it",
                 needed.as_deref().unwrap_or("named by Slack")
             ),
-            "messages_tab_disabled" => {
+            Meaning::MessagesTabOff => {
                 "turn on App Home → Messages Tab in the Slack app settings".into()
             }
-            "no_permission" | "ekm_access_denied" | "team_access_not_granted" | "org_login_required" => {
+            Meaning::NotAllowed => {
                 "the Slack workspace does not let this app do that: check the app's installation".into()
             }
-            _ => return None,
+            Meaning::Unreachable | Meaning::BadMessage => return None,
         })
     }
 }
