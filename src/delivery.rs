@@ -177,6 +177,7 @@ impl Delivery {
             unsettled: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(UNSETTLED_TTL)
+                .eviction_policy(EvictionPolicy::lru())
                 .build(),
             read_back_unavailable: AtomicBool::new(false),
             permits: Semaphore::new(policy.max_concurrent),
@@ -347,9 +348,10 @@ impl Delivery {
         key: &MsgKey,
         request: &SlackApiChatPostMessageRequest,
     ) -> Result<(String, String), SlackError> {
+        // The entry is not removed once settled: the msg_id is then handled, so no copy
+        // posts again, and the entry expires on its own.
         if let Some(first_attempt) = self.unsettled.get(key).await {
             if let Some(found) = self.read_back(to, user, first_attempt).await? {
-                self.unsettled.invalidate(key).await;
                 return Ok(found);
             }
         }
@@ -361,10 +363,7 @@ impl Delivery {
         )
         .await
         {
-            Ok(posted) => {
-                self.unsettled.invalidate(key).await;
-                Ok(posted)
-            }
+            Ok(posted) => Ok(posted),
             Err(e) if e.outcome_unknown() => {
                 // The earliest attempt bounds the read-back.
                 self.unsettled.get_with_by_ref(key, async { started }).await;
