@@ -81,10 +81,12 @@ impl Retry {
             }
             *left -= 1;
         }
-        if self
-            .deadline
-            .is_some_and(|deadline| Instant::now() + wait >= deadline)
-        {
+        let past_deadline = |deadline| {
+            Instant::now()
+                .checked_add(wait)
+                .is_none_or(|end| end >= deadline)
+        };
+        if self.deadline.is_some_and(past_deadline) {
             return false;
         }
         match &self.shutdown {
