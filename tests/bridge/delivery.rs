@@ -329,6 +329,9 @@ async fn a_learned_address_expires_so_a_reassigned_one_reaches_its_new_owner() {
     };
     assert_eq!(resolve().await.as_deref(), Some("UPREVIOUS"));
     slack.add_user("ops@coder.com", "UNEWOWNER");
-    wait_until(|| async { resolve().await.as_deref() == Some("UNEWOWNER") }).await;
+    wait_until("the new owner resolves", WAIT, async || {
+        resolve().await.as_deref() == Some("UNEWOWNER")
+    })
+    .await;
     assert_eq!(slack.calls_to("users.lookupByEmail").len(), 2);
 }

@@ -155,7 +155,7 @@ async fn sigterm(child: &tokio::process::Child) {
 #[tokio::test]
 async fn secrets_never_reach_the_logs_even_at_trace() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     slack.set_socket_url(&socket.url());
     let otp = "9f1c2e7a-otp-secret-5b3d";
     slack.add_user("bobby@coder.com", "UBOBBY");
@@ -244,7 +244,7 @@ async fn secrets_never_reach_the_logs_even_at_trace() {
 async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     slack.set_socket_url(&socket.url());
     let mut s = settings(&slack);
     s.slack_app_token = Some(APP_TOKEN.into());
@@ -259,7 +259,10 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
             serde_json::from_str::<serde_json::Value>(&body).expect("json"),
         )
     };
-    wait_until(|| async { readyz().await.1["socket_mode"]["connections_open"] == 2 }).await;
+    wait_until("2 Socket Mode connections are open", WAIT, async || {
+        readyz().await.1["socket_mode"]["connections_open"] == 2
+    })
+    .await;
     assert_eq!(
         readyz().await,
         (
@@ -275,7 +278,10 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
         Some(Canned::error("internal_error")),
     );
     socket.drop_all();
-    wait_until(|| async { readyz().await.1["socket_mode"]["connections_open"] == 0 }).await;
+    wait_until("0 Socket Mode connections are open", WAIT, async || {
+        readyz().await.1["socket_mode"]["connections_open"] == 0
+    })
+    .await;
     assert_eq!(
         readyz().await,
         (
@@ -298,7 +304,7 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
     assert_eq!((status, &answer["status"]), (200, &json!("delivered")));
 
     slack.always("apps.connections.open", None);
-    wait_until(|| async {
+    wait_until("the metrics show a reconnect", WAIT, async || {
         let metrics = bridge.get("/metrics").await.1;
         metrics.contains("coder_slack_bridge_socket_mode_connections_open 2")
             && !metrics.contains("coder_slack_bridge_socket_mode_reconnects_total 0")
@@ -450,7 +456,7 @@ async fn sigterm_with_slack_hanging_still_exits_within_25_seconds() {
 
 async fn run_check(
     slack: &FakeSlack,
-    socket: &FakeSocketMode,
+    socket: &FakeSocketServer,
     env: &[(&str, &str)],
 ) -> (bool, String, String) {
     slack.set_socket_url(&socket.url());
@@ -470,7 +476,7 @@ async fn run_check(
 #[tokio::test]
 async fn check_passes_against_a_healthy_slack() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     let (ok, out, err) = run_check(&slack, &socket, &[]).await;
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
@@ -480,17 +486,13 @@ async fn check_passes_against_a_healthy_slack() {
         "{out}"
     );
     assert!(out.contains("all checks passed"));
-    assert_eq!(
-        *socket.accepted.lock().expect("lock"),
-        1,
-        "the websocket was really opened"
-    );
+    assert_eq!(socket.accepted(), 1, "the websocket was really opened");
 }
 
 #[tokio::test]
 async fn check_fails_naming_the_setting_for_a_revoked_token_or_missing_scope() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     slack.revoke_token();
     let (ok, out, err) = run_check(&slack, &socket, &[]).await;
     assert!(!ok, "{out}");
@@ -510,7 +512,7 @@ async fn check_fails_naming_the_setting_for_a_revoked_token_or_missing_scope() {
 #[tokio::test]
 async fn check_warns_without_the_read_back_scopes() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     slack.set_scopes("chat:write,users:read,users:read.email");
     let (ok, out, _) = run_check(&slack, &socket, &[]).await;
     assert!(ok, "the bridge works without them: {out}");
@@ -523,7 +525,7 @@ async fn check_warns_without_the_read_back_scopes() {
 #[tokio::test]
 async fn check_verifies_the_app_can_post_in_the_fallback_channel() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     let (ok, out, err) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS1234")]).await;
     assert!(!ok, "{out}");
     assert!(
@@ -702,8 +704,7 @@ async fn dot_env_is_read_from_the_working_folder_only() {
     .expect("write the parent's .env");
     let here = parent.join("work");
     std::fs::create_dir_all(&here).expect("working folder");
-    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
+    let sample = sample_path("TemplateChangelog.json.golden");
     let preview = || {
         let mut command = bridge_binary(&here);
         command.arg("preview").arg(&sample);

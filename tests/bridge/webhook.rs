@@ -14,7 +14,7 @@ async fn every_sample_is_delivered_as_the_expected_dm() {
     bridge.wait_ready(200).await;
 
     let samples = samples();
-    assert_eq!(samples.len(), 68);
+    assert_eq!(samples.len(), SAMPLE_COUNT);
     for (name, body) in &samples {
         let msg_id = fresh_id();
         let mut body = body.clone();
@@ -77,11 +77,10 @@ async fn every_sample_is_delivered_as_the_expected_dm() {
 
         // Buttons: one per action, in order, with absolute URLs (relative ones resolved
         // against CODER_URL).
-        let buttons: Vec<&Value> = blocks
+        let buttons: Vec<Value> = blocks
             .iter()
             .filter(|b| b["type"] == "actions")
             .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
-            .map(|e| Box::leak(Box::new(e)) as &Value)
             .collect();
         let actions = body["payload"]["actions"]
             .as_array()
@@ -275,9 +274,7 @@ async fn dry_run_needs_no_slack_and_sends_nothing() {
 
 #[tokio::test]
 async fn preview_prints_the_message_without_slack() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
-        "tests/fixtures/coder-webhook-samples/TemplateWorkspaceBuildsFailedReport.json.golden",
-    );
+    let path = sample_path("TemplateWorkspaceBuildsFailedReport.json.golden");
     let output = run_to_end(
         bridge_binary(&fresh_dir("preview"))
             .arg("preview")
@@ -308,8 +305,7 @@ async fn preview_prints_the_message_without_slack() {
 
 #[tokio::test]
 async fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
+    let path = sample_path("TemplateChangelog.json.golden");
     let output = run_to_end(
         bridge_binary(&fresh_dir("preview"))
             .args(["preview", "--coder-url", "https://coder.example.com"])
