@@ -10,11 +10,11 @@ use coder_slack_bridge::slack::SlackApi;
 use coder_slack_bridge::socket_mode::{self, tunnel, Tuning};
 use coder_slack_bridge::telemetry::Metrics;
 use secrecy::SecretString;
-use std::process::Stdio;
 use std::time::Duration;
 use support::web_api::Options;
 use support::{
-    closed_port, FakeProxy, FakeSlack, FakeSocketServer, UntrustedTls, APP_TOKEN, BOT_TOKEN,
+    bridge_binary, closed_port, fresh_dir, run_for_text, FakeProxy, FakeSlack, FakeSocketServer,
+    UntrustedTls, APP_TOKEN, BOT_TOKEN,
 };
 use tokio::time::timeout;
 use url::Url;
@@ -296,35 +296,20 @@ async fn an_unknown_certificate_authority_is_named_on_both_paths() {
         .all(|l| l.starts_with(&format!("CONNECT 127.0.0.1:{port} "))));
 }
 
-/// The bridge binary with only the given variables (and PATH), run where no `.env` is.
+/// The bridge binary with only the given variables (and PATH, HOME), run where no `.env` is.
 fn bridge(vars: &[(&str, &str)]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"));
+    let mut command = bridge_binary(&fresh_dir("proxy-paths"));
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_APP_TOKEN", APP_TOKEN)
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .envs(vars.iter().copied())
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .envs(vars.iter().copied());
     command
 }
 
 /// Runs `bridge check`; (succeeded, stdout, stderr).
 async fn check(vars: &[(&str, &str)]) -> (bool, String, String) {
-    let output = timeout(WAIT, bridge(vars).arg("check").output())
-        .await
-        .expect("check finishes in time")
-        .expect("check runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_for_text(bridge(vars).arg("check")).await
 }
 
 #[tokio::test]
@@ -402,19 +387,12 @@ async fn https_and_socks_proxies_are_refused_at_start_up_in_one_sentence() {
     assert_nothing_secret(&err);
 
     // The server refuses too, before it starts: it exits rather than serving.
-    let output = timeout(
-        WAIT,
-        bridge(&[
-            ("all_proxy", "socks5://proxy.test:1080"),
-            ("SLACK_API_URL", "http://127.0.0.1:9/api"),
-        ])
-        .output(),
-    )
-    .await
-    .expect("the server exits at once")
-    .expect("runs");
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (ok, _, err) = run_for_text(&mut bridge(&[
+        ("all_proxy", "socks5://proxy.test:1080"),
+        ("SLACK_API_URL", "http://127.0.0.1:9/api"),
+    ]))
+    .await;
+    assert!(!ok);
     assert!(
         err.contains("all_proxy names a socks5:// proxy (socks5://proxy.test:1080), but only http:// proxies are supported"),
         "{err}"

@@ -96,6 +96,12 @@ impl Harness {
         Self::start_full(fake, opener, connections, tuning, proxy, handler)
     }
 
+    /// One connection with the usual tuning, its websocket through `proxy`.
+    async fn through(proxy: ProxyConfig) -> Self {
+        let fake = FakeSocketServer::start().await;
+        Self::start_with(fake, 1, tuning(), proxy, Arc::new(Recorder::default())).await
+    }
+
     fn start_full(
         fake: FakeSocketServer,
         opener: Arc<FakeOpener>,
@@ -512,16 +518,8 @@ async fn the_default_handler_counts_button_clicks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_websocket_goes_through_an_http_connect_proxy() {
     let proxy = FakeProxy::start().await;
-    let fake = FakeSocketServer::start().await;
     let proxy_url = format!("http://bridge:p%40ss@{}", proxy.addr);
-    let h = Harness::start_with(
-        fake,
-        1,
-        tuning(),
-        ProxyConfig::with_proxy(&proxy_url).unwrap(),
-        Arc::new(Recorder::default()),
-    )
-    .await;
+    let h = Harness::through(ProxyConfig::with_proxy(&proxy_url).unwrap()).await;
     h.wait_open(1).await;
     h.fake
         .send_text(1, envelope("via-proxy", "interactive", json!({})));
@@ -547,16 +545,11 @@ async fn the_websocket_goes_through_an_http_connect_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_proxy_bypasses_the_proxy() {
     let proxy = FakeProxy::start().await;
-    let fake = FakeSocketServer::start().await;
     let proxy_url = format!("http://{}", proxy.addr);
-    let h = Harness::start_with(
-        fake,
-        1,
-        tuning(),
+    let h = Harness::through(
         ProxyConfig::with_proxy(&proxy_url)
             .unwrap()
             .with_no_proxy("localhost,127.0.0.1"),
-        Arc::new(Recorder::default()),
     )
     .await;
     h.wait_open(1).await;
@@ -566,33 +559,10 @@ async fn no_proxy_bypasses_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_refuses_is_retried_like_any_failure() {
-    // A "proxy" that answers 407 to everything.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let refused_count = refused.clone();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-            refused_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = s
-                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
-                .await;
-        }
-    });
-    let fake = FakeSocketServer::start().await;
-    let h = Harness::start_with(
-        fake,
-        1,
-        tuning(),
-        ProxyConfig::with_proxy(&format!("http://{addr}")).unwrap(),
-        Arc::new(Recorder::default()),
-    )
-    .await;
+    let proxy = FakeProxy::refusing("407 Proxy Authentication Required").await;
+    let h = Harness::through(ProxyConfig::with_proxy(&proxy.url()).unwrap()).await;
     wait_until("the proxy was tried again", WAIT, async || {
-        refused.load(std::sync::atomic::Ordering::SeqCst) >= 3
+        proxy.requests.lock().unwrap().len() >= 3
     })
     .await;
     assert_eq!(h.open(), 0);

@@ -84,12 +84,11 @@ async fn a_429_is_waited_out_and_delivered_once() {
         posts[0].args, posts[1].args,
         "the same message is sent again"
     );
-    let metrics = bridge.get("/metrics").await.1;
-    assert!(
-        metrics
-            .contains("coder_slack_bridge_slack_rate_limited_total{method=\"chat.postMessage\"} 1"),
-        "{metrics}"
-    );
+    bridge
+        .assert_metrics(&[
+            "coder_slack_bridge_slack_rate_limited_total{method=\"chat.postMessage\"} 1",
+        ])
+        .await;
     bridge.stop().await;
 }
 

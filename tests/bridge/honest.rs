@@ -156,11 +156,9 @@ async fn a_message_slack_refuses_as_built_goes_to_the_person_as_plain_text() {
             "{text}"
         );
         assert_eq!(retry["metadata"]["event_payload"]["msg_id"], body["msg_id"]);
-        let metrics = bridge.get("/metrics").await.1;
-        assert!(
-            metrics.contains("coder_slack_bridge_plain_text_fallbacks_total 1"),
-            "{metrics}"
-        );
+        bridge
+            .assert_metrics(&["coder_slack_bridge_plain_text_fallbacks_total 1"])
+            .await;
         bridge.stop().await;
     }
 }

@@ -289,11 +289,9 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
             json!({"status": "ready", "reason": "ok", "socket_mode": {"connections_open": 0, "ever_connected": true}})
         )
     );
-    assert!(bridge
-        .get("/metrics")
-        .await
-        .1
-        .contains("coder_slack_bridge_socket_mode_connections_open 0"));
+    bridge
+        .assert_metrics(&["coder_slack_bridge_socket_mode_connections_open 0"])
+        .await;
     let (status, _, answer) = bridge
         .post(&notification(
             sample("TemplateWorkspaceDeleted.json.golden"),
@@ -345,25 +343,20 @@ async fn metrics_are_exported_after_traffic() {
     bridge.post(&body).await;
     bridge.post(&body).await;
     bridge.post(&json!({"msg_id": "x"})).await;
-    let (status, metrics) = bridge.get("/metrics").await;
-    assert_eq!(status, 200);
-    for expected in [
-        "coder_slack_bridge_webhooks_total{outcome=\"delivered\"} 1",
-        "coder_slack_bridge_webhooks_total{outcome=\"duplicate\"} 1",
-        "coder_slack_bridge_webhooks_total{outcome=\"rejected\"} 1",
-        "coder_slack_bridge_delivery_seconds_count 3",
-        "coder_slack_bridge_slack_api_calls_total{method=\"chat.postMessage\",result=\"ok\"} 1",
-        "coder_slack_bridge_slack_api_calls_total{method=\"auth.test\",result=\"ok\"} 1",
-        "coder_slack_bridge_directory_users 1",
-        "coder_slack_bridge_directory_lookups_total{result=\"hit\"} 1",
-        "coder_slack_bridge_socket_mode_connections_open 0",
-        "# EOF",
-    ] {
-        assert!(
-            metrics.contains(expected),
-            "{expected} missing from:\n{metrics}"
-        );
-    }
+    bridge
+        .assert_metrics(&[
+            "coder_slack_bridge_webhooks_total{outcome=\"delivered\"} 1",
+            "coder_slack_bridge_webhooks_total{outcome=\"duplicate\"} 1",
+            "coder_slack_bridge_webhooks_total{outcome=\"rejected\"} 1",
+            "coder_slack_bridge_delivery_seconds_count 3",
+            "coder_slack_bridge_slack_api_calls_total{method=\"chat.postMessage\",result=\"ok\"} 1",
+            "coder_slack_bridge_slack_api_calls_total{method=\"auth.test\",result=\"ok\"} 1",
+            "coder_slack_bridge_directory_users 1",
+            "coder_slack_bridge_directory_lookups_total{result=\"hit\"} 1",
+            "coder_slack_bridge_socket_mode_connections_open 0",
+            "# EOF",
+        ])
+        .await;
     bridge.stop().await;
 }
 
@@ -465,12 +458,7 @@ async fn run_check(
         .arg("check")
         .env("SLACK_APP_TOKEN", APP_TOKEN)
         .envs(env.iter().copied());
-    let output = run_to_end(&mut command).await;
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_for_text(&mut command).await
 }
 
 #[tokio::test]

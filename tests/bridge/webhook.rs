@@ -201,48 +201,38 @@ async fn bad_requests_get_specific_errors_and_never_reach_slack() {
         assert_eq!(answer["error"], expected, "{body}");
     }
 
-    let raw = |body: Vec<u8>, content_type: &'static str| {
-        bridge
+    // A body as it is, with its own content type: the status and the answer's `error`.
+    let raw = async |body: Vec<u8>, content_type: &'static str| {
+        let response = bridge
             .client
             .post(bridge.url("/v1/webhook"))
             .header("content-type", content_type)
             .body(body)
             .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        let answer: Value =
+            serde_json::from_slice(&response.bytes().await.expect("body")).unwrap_or_default();
+        (
+            status,
+            answer["error"].as_str().unwrap_or_default().to_owned(),
+        )
     };
-    let response = raw(b"{not json".to_vec(), "application/json")
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 400);
-    let answer: Value =
-        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("body is not valid JSON"),
-        "{answer}"
-    );
+    let (status, error) = raw(b"{not json".to_vec(), "application/json").await;
+    assert_eq!(status, 400);
+    assert!(error.starts_with("body is not valid JSON"), "{error}");
 
-    let response = raw(b"{}".to_vec(), "text/plain").await.expect("send");
-    assert_eq!(response.status(), 415);
+    let (status, _) = raw(b"{}".to_vec(), "text/plain").await;
+    assert_eq!(status, 415);
 
     let huge = format!(
         "{{\"msg_id\":\"m\",\"pad\":\"{}\"}}",
         "x".repeat(1024 * 1024)
     );
-    let response = raw(huge.into_bytes(), "application/json")
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 413);
-    let answer: Value =
-        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("larger than"),
-        "{answer}"
-    );
+    let (status, error) = raw(huge.into_bytes(), "application/json").await;
+    assert_eq!(status, 413);
+    assert!(error.contains("larger than"), "{error}");
 
     let (status, _) = bridge.get("/v1/webhook").await;
     assert_eq!(status, 405);

@@ -113,6 +113,15 @@ impl Bridge {
         )
     }
 
+    /// Asserts `/metrics` answers 200 with every one of `expected` in it.
+    pub async fn assert_metrics(&self, expected: &[&str]) {
+        let (status, metrics) = self.get("/metrics").await;
+        assert_eq!(status, 200, "{metrics}");
+        for line in expected {
+            assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+        }
+    }
+
     /// Waits for `/readyz` to answer `status`, or panics after [`WAIT`].
     pub async fn wait_ready(&self, status: u16) {
         wait_until(&format!("/readyz answers {status}"), WAIT, async || {
@@ -219,4 +228,14 @@ pub async fn run_to_end(command: &mut tokio::process::Command) -> std::process::
         .await
         .expect("the bridge exits within the deadline (a server that kept running was killed)")
         .expect("the bridge's output")
+}
+
+/// Runs `command` to its end (see [`run_to_end`]): whether it succeeded, its stdout and stderr.
+pub async fn run_for_text(command: &mut tokio::process::Command) -> (bool, String, String) {
+    let output = run_to_end(command).await;
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
