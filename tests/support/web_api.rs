@@ -422,14 +422,15 @@ fn default_answer(
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             let ts = format!("{}.{:06}", now.as_secs(), s.posts % 1_000_000);
-            let mut message = json!({"type": "message", "ts": ts, "text": args["text"]});
-            if let Some(blocks) = args.get("blocks") {
-                message["blocks"] = blocks.clone();
-            }
-            if let Some(metadata) = args.get("metadata") {
-                message["metadata"] = metadata.clone();
-            }
+            // Lean: no read-backs to serve, so nothing to keep.
             if !s.lean {
+                let mut message = json!({"type": "message", "ts": ts, "text": args["text"]});
+                if let Some(blocks) = args.get("blocks") {
+                    message["blocks"] = blocks.clone();
+                }
+                if let Some(metadata) = args.get("metadata") {
+                    message["metadata"] = metadata.clone();
+                }
                 s.messages.entry(channel.clone()).or_default().push(message);
             }
             json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": args["text"]}})
