@@ -102,6 +102,12 @@ impl Harness {
         Self::start_with(fake, 1, tuning(), proxy, Arc::new(Recorder::default())).await
     }
 
+    /// One connection with the usual tuning, URLs from an opener the test has set up.
+    fn with_opener(fake: FakeSocketServer, opener: Arc<FakeOpener>) -> Self {
+        let handler = Arc::new(Recorder::default());
+        Self::start_full(fake, opener, 1, tuning(), ProxyConfig::none(), handler)
+    }
+
     fn start_full(
         fake: FakeSocketServer,
         opener: Arc<FakeOpener>,
@@ -401,14 +407,7 @@ async fn a_failing_opener_is_retried_with_backoff() {
     opener
         .failing
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let h = Harness::start_full(
-        fake,
-        opener,
-        1,
-        tuning(),
-        ProxyConfig::none(),
-        Arc::new(Recorder::default()),
-    );
+    let h = Harness::with_opener(fake, opener);
     wait_until("the opener was retried", WAIT, async || {
         h.opener.calls() >= 4
     })
@@ -689,14 +688,7 @@ async fn a_rate_limited_apps_connections_open_waits_its_retry_after() {
     let fake = FakeSocketServer::start().await;
     let opener = FakeOpener::new(fake.addr);
     *opener.rate_limited.lock().unwrap() = Some(Duration::from_secs(1));
-    let h = Harness::start_full(
-        fake,
-        opener,
-        1,
-        tuning(),
-        ProxyConfig::none(),
-        Arc::new(Recorder::default()),
-    );
+    let h = Harness::with_opener(fake, opener);
     let started = Instant::now();
     h.wait_open(1).await;
     // The backoff alone (≤ 10 ms at first) would have retried at once.

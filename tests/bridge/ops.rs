@@ -735,9 +735,8 @@ async fn a_malformed_dot_env_line_is_named_but_not_shown() {
     for (content, line) in cases.iter().zip([3, 4]) {
         let dir = fresh_dir("dotenv-malformed");
         std::fs::write(dir.join(".env"), content).expect("write .env");
-        let output = run_to_end(&mut bridge_binary(&dir)).await;
-        assert!(!output.status.success());
-        let stderr = stderr_of(&output);
+        let (ok, _, stderr) = run_for_text(&mut bridge_binary(&dir)).await;
+        assert!(!ok);
         assert!(
             stderr.contains(&format!(".env line {line} (SLACK_BOT_TOKEN)")),
             "{stderr}"
@@ -758,9 +757,8 @@ async fn placeholders_are_refused_at_start_up_naming_the_setting() {
         dir.join(".env"),
     )
     .expect("copy .env.example");
-    let output = run_to_end(&mut bridge_binary(&dir)).await;
-    assert!(!output.status.success());
-    let stderr = stderr_of(&output);
+    let (ok, _, stderr) = run_for_text(&mut bridge_binary(&dir)).await;
+    assert!(!ok);
     assert!(
         stderr.contains("SLACK_BOT_TOKEN is still the placeholder from .env.example"),
         "{stderr}"
@@ -774,9 +772,8 @@ async fn placeholders_are_refused_at_start_up_naming_the_setting() {
         ("WEBHOOK_SECRET", "CHANGE-ME"),
         ("WEBHOOK_SECRET", "<your webhook secret>"),
     ] {
-        let output = run_to_end(bridge_command(&slack).env(name, value)).await;
-        assert!(!output.status.success(), "{name}={value} was accepted");
-        let stderr = stderr_of(&output);
+        let (ok, _, stderr) = run_for_text(bridge_command(&slack).env(name, value)).await;
+        assert!(!ok, "{name}={value} was accepted");
         assert!(
             stderr.contains(&format!("{name} is still")) && !stderr.contains(value),
             "{name}={value}: {stderr}"
@@ -813,9 +810,9 @@ async fn a_webhook_secret_with_a_trailing_newline_matches_without_it() {
 #[tokio::test]
 async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
     let slack = FakeSlack::start().await;
-    let output = run_to_end(bridge_command(&slack).env("FALLBACK_CHANNEL", "#general")).await;
-    assert!(!output.status.success());
-    let stderr = stderr_of(&output);
+    let (ok, _, stderr) =
+        run_for_text(bridge_command(&slack).env("FALLBACK_CHANNEL", "#general")).await;
+    assert!(!ok);
     assert!(
         stderr.contains("FALLBACK_CHANNEL must be a channel ID") && stderr.contains("#general"),
         "{stderr}"
@@ -828,9 +825,8 @@ async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_API_URL", slack.api_url())
         .env("LISTEN_ADDR", "127.0.0.1:0");
-    let output = run_to_end(&mut command).await;
-    assert!(!output.status.success());
-    let stderr = stderr_of(&output);
+    let (ok, _, stderr) = run_for_text(&mut command).await;
+    assert!(!ok);
     assert!(
         stderr.contains(".env line 1 (FALLBACK_CHANNEL)") && stderr.contains("channel ID"),
         "{stderr}"
@@ -841,9 +837,9 @@ async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
 async fn directory_refresh_out_of_bounds_is_refused_not_a_panic() {
     let slack = FakeSlack::start().await;
     for value in ["100000h", "18446744073709551615h", "30s"] {
-        let output = run_to_end(bridge_command(&slack).env("DIRECTORY_REFRESH", value)).await;
-        assert!(!output.status.success(), "DIRECTORY_REFRESH={value}");
-        let stderr = stderr_of(&output);
+        let (ok, _, stderr) =
+            run_for_text(bridge_command(&slack).env("DIRECTORY_REFRESH", value)).await;
+        assert!(!ok, "DIRECTORY_REFRESH={value}");
         assert!(stderr.contains("error: DIRECTORY_REFRESH"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
@@ -860,9 +856,8 @@ async fn a_value_clap_refuses_names_the_variable_and_the_flag() {
             "LOG_FORMAT (--log-format): invalid value \"yaml\": use one of text, json",
         ),
     ] {
-        let output = run_to_end(bridge_command(&slack).env(name, value)).await;
-        assert!(!output.status.success(), "{name}={value}");
-        let stderr = stderr_of(&output);
+        let (ok, _, stderr) = run_for_text(bridge_command(&slack).env(name, value)).await;
+        assert!(!ok, "{name}={value}");
         assert!(stderr.contains(expected), "{name}={value}: {stderr}");
     }
 }
@@ -872,10 +867,10 @@ async fn send_test_failures_say_nothing_was_sent_and_what_to_do() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     slack.always("chat.postMessage", Some(Canned::error("missing_scope")));
-    let output =
-        run_to_end(bridge_command(&slack).args(["send-test", "--email", "bobby@coder.com"])).await;
-    assert!(!output.status.success());
-    let stderr = stderr_of(&output);
+    let (ok, _, stderr) =
+        run_for_text(bridge_command(&slack).args(["send-test", "--email", "bobby@coder.com"]))
+            .await;
+    assert!(!ok);
     let error = stderr
         .lines()
         .find(|l| l.starts_with("error: "))

@@ -262,22 +262,23 @@ async fn dry_run_needs_no_slack_and_sends_nothing() {
     assert!(slack.calls().is_empty(), "a dry run contacts no Slack");
 }
 
+/// Runs a `preview` command, which must succeed, and returns the JSON it printed.
+async fn preview(command: &mut tokio::process::Command) -> Value {
+    let (ok, stdout, stderr) = run_for_text(command).await;
+    assert!(ok, "{stderr}");
+    serde_json::from_str(&stdout).expect("preview prints JSON")
+}
+
 #[tokio::test]
 async fn preview_prints_the_message_without_slack() {
     let path = sample_path("TemplateWorkspaceBuildsFailedReport.json.golden");
-    let output = run_to_end(
+    let printed = preview(
         bridge_binary(&fresh_dir("preview"))
             .arg("preview")
             .arg(&path)
             .env("SLACK_API_URL", "http://127.0.0.1:9/unreachable"),
     )
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&output.stdout).expect("preview prints JSON");
     assert_eq!(printed["channel"], "<Slack user ID of bobby@coder.com>");
     assert_eq!(
         printed["blocks"][0]["text"]["text"],
@@ -296,18 +297,12 @@ async fn preview_prints_the_message_without_slack() {
 #[tokio::test]
 async fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
     let path = sample_path("TemplateChangelog.json.golden");
-    let output = run_to_end(
+    let printed = preview(
         bridge_binary(&fresh_dir("preview"))
             .args(["preview", "--coder-url", "https://coder.example.com"])
             .arg(&path),
     )
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&output.stdout).expect("preview prints JSON");
     let actions = printed["blocks"]
         .as_array()
         .and_then(|b| b.iter().find(|b| b["type"] == "actions"))
