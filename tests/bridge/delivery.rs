@@ -68,12 +68,7 @@ async fn five_concurrent_copies_post_once_and_wait_for_the_first() {
 async fn a_429_is_waited_out_and_delivered_once() {
     let (slack, bridge) = bridge_with_bobby().await;
     slack.push("chat.postMessage", Canned::rate_limited(1));
-    let (status, _, answer) = bridge.post(&workspace_deleted("bobby@coder.com")).await;
-    assert_eq!(
-        (status, &answer["status"]),
-        (200, &json!("delivered")),
-        "{answer}"
-    );
+    bridge.deliver(&workspace_deleted("bobby@coder.com")).await;
     let posts = slack.calls_to("chat.postMessage");
     assert_eq!(
         posts.len(),
@@ -122,12 +117,7 @@ async fn a_failing_slack_gets_503_within_the_budget_and_the_retry_posts_once() {
 
     // Slack recovers; Coder's retry (same msg_id) posts exactly once.
     slack.always("chat.postMessage", None);
-    let (status, _, answer) = bridge.post(&body).await;
-    assert_eq!(
-        (status, &answer["status"]),
-        (200, &json!("delivered")),
-        "{answer}"
-    );
+    bridge.deliver(&body).await;
     let (status, _, answer) = bridge.post(&body).await;
     assert_eq!((status, answer), (200, json!({"status": "duplicate"})));
     assert_eq!(

@@ -93,16 +93,20 @@ impl Bridge {
         (status, retry_after, json)
     }
 
+    /// POSTs a webhook body, asserts it was answered `200 delivered`, and returns the answer.
+    pub async fn deliver(&self, body: &Value) -> Value {
+        let (status, _, answer) = self.post(body).await;
+        assert_eq!(
+            (status, &answer["status"]),
+            (200, &json!("delivered")),
+            "{answer}"
+        );
+        answer
+    }
+
     /// POSTs every body at once and asserts each was answered `200 delivered`.
     pub async fn deliver_all(&self, bodies: &[Value]) {
-        let answers = futures_util::future::join_all(bodies.iter().map(|b| self.post(b))).await;
-        for (status, _, answer) in &answers {
-            assert_eq!(
-                (*status, &answer["status"]),
-                (200, &json!("delivered")),
-                "{answer}"
-            );
-        }
+        futures_util::future::join_all(bodies.iter().map(|b| self.deliver(b))).await;
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
