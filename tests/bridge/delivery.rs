@@ -4,26 +4,9 @@ use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
 
-fn workspace_deleted(email: &str) -> serde_json::Value {
-    notification(
-        sample("TemplateWorkspaceDeleted.json.golden"),
-        &fresh_id(),
-        email,
-    )
-}
-
-async fn bridge_with_bobby() -> (FakeSlack, Bridge) {
-    let slack = FakeSlack::start().await;
-    slack.add_user("bobby@coder.com", "UBOBBY");
-    let bridge = Bridge::start(config(settings(&slack))).await;
-    bridge.wait_ready(200).await;
-    bridge.wait_for_directory(1).await;
-    (slack, bridge)
-}
-
 #[tokio::test]
 async fn the_same_msg_id_twice_posts_once() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     let body = workspace_deleted("bobby@coder.com");
     let (status, _, first) = bridge.post(&body).await;
     assert_eq!((status, &first["status"]), (200, &json!("delivered")));
@@ -35,7 +18,7 @@ async fn the_same_msg_id_twice_posts_once() {
 
 #[tokio::test]
 async fn five_concurrent_copies_post_once_and_wait_for_the_first() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     // A slow Slack keeps the first delivery in flight while the copies arrive.
     slack.delay("chat.postMessage", Duration::from_millis(300));
     let body = workspace_deleted("bobby@coder.com");
@@ -66,7 +49,7 @@ async fn five_concurrent_copies_post_once_and_wait_for_the_first() {
 
 #[tokio::test]
 async fn a_429_is_waited_out_and_delivered_once() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     slack.push("chat.postMessage", Canned::rate_limited(1));
     bridge.deliver(&workspace_deleted("bobby@coder.com")).await;
     let posts = slack.calls_to("chat.postMessage");
@@ -129,7 +112,7 @@ async fn a_failing_slack_gets_503_within_the_budget_and_the_retry_posts_once() {
 
 #[tokio::test]
 async fn a_revoked_token_gets_503_and_nothing_is_posted() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     slack.revoke_token();
     let (status, retry_after, answer) = bridge
         .post(&workspace_deleted("someone.new@coder.com"))
@@ -202,7 +185,7 @@ async fn an_unknown_user_is_undeliverable_with_one_fallback_post() {
 
 #[tokio::test]
 async fn without_a_fallback_channel_an_unknown_user_is_just_undeliverable() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     let (status, _, answer) = bridge.post(&workspace_deleted("stranger@coder.com")).await;
     assert_eq!((status, &answer["status"]), (200, &json!("undeliverable")));
     assert!(answer.get("fallback_channel").is_none());

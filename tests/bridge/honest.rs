@@ -5,27 +5,6 @@ use crate::support::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-fn workspace_deleted(email: &str) -> Value {
-    notification(
-        sample("TemplateWorkspaceDeleted.json.golden"),
-        &fresh_id(),
-        email,
-    )
-}
-
-async fn bridge_with_bobby(
-    adjust: impl FnOnce(&mut coder_slack_bridge::config::Config),
-) -> (FakeSlack, Bridge) {
-    let slack = FakeSlack::start().await;
-    slack.add_user("bobby@coder.com", "UBOBBY");
-    let mut c = config(settings(&slack));
-    adjust(&mut c);
-    let bridge = Bridge::start(c).await;
-    bridge.wait_ready(200).await;
-    bridge.wait_for_directory(1).await;
-    (slack, bridge)
-}
-
 /// The one message in Bobby's DM carries this body's msg_id, and the answer names it.
 fn assert_one_message_in_the_dm(slack: &FakeSlack, body: &Value, answer: &Value) {
     let dm = slack.messages_in("DBOBBY");

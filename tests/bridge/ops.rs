@@ -288,13 +288,7 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
     bridge
         .assert_metrics(&["coder_slack_bridge_socket_mode_connections_open 0"])
         .await;
-    let (status, _, answer) = bridge
-        .post(&notification(
-            sample("TemplateWorkspaceDeleted.json.golden"),
-            &fresh_id(),
-            "bobby@coder.com",
-        ))
-        .await;
+    let (status, _, answer) = bridge.post(&workspace_deleted("bobby@coder.com")).await;
     assert_eq!((status, &answer["status"]), (200, &json!("delivered")));
 
     slack.always("apps.connections.open", None);

@@ -134,11 +134,7 @@ async fn one_sample_exactly_as_slack_receives_it() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     let bridge = Bridge::start(config(settings(&slack))).await;
-    let body = notification(
-        sample("TemplateWorkspaceDeleted.json.golden"),
-        &fresh_id(),
-        "Bobby@Coder.com",
-    );
+    let body = workspace_deleted("Bobby@Coder.com");
     bridge.deliver(&body).await;
     let posts = slack.calls_to("chat.postMessage");
     assert_eq!(posts.len(), 1);

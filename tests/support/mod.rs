@@ -158,6 +158,28 @@ impl Bridge {
     }
 }
 
+/// A fake Slack that knows bobby@coder.com, and a bridge on it (its config first adjusted)
+/// that is ready with Bobby in its directory.
+pub async fn bridge_with_bobby(adjust: impl FnOnce(&mut Config)) -> (FakeSlack, Bridge) {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let mut c = config(settings(&slack));
+    adjust(&mut c);
+    let bridge = Bridge::start(c).await;
+    bridge.wait_ready(200).await;
+    bridge.wait_for_directory(1).await;
+    (slack, bridge)
+}
+
+/// A workspace-deleted notification for `email`, with a fresh msg_id.
+pub fn workspace_deleted(email: &str) -> Value {
+    notification(
+        sample("TemplateWorkspaceDeleted.json.golden"),
+        &fresh_id(),
+        email,
+    )
+}
+
 /// A body with a fresh msg_id and the given recipient.
 pub fn notification(mut body: Value, msg_id: &str, email: &str) -> Value {
     body["msg_id"] = msg_id.into();
