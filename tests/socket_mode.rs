@@ -11,8 +11,8 @@ use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{
-    disconnect, envelope, install_crypto_provider, wait_until, AfterHello, Cmd, FakeOpener,
-    FakeProxy, FakeSocketServer, Seen,
+    disconnect, envelope, wait_until, AfterHello, Cmd, FakeOpener, FakeProxy, FakeSocketServer,
+    Seen,
 };
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -116,7 +116,6 @@ impl Harness {
         proxy: ProxyConfig,
         handler: Arc<dyn EnvelopeHandler>,
     ) -> Self {
-        install_crypto_provider();
         let metrics = Metrics::new();
         let shutdown = CancellationToken::new();
         let socket_mode = SocketMode::spawn(
@@ -479,7 +478,6 @@ async fn garbage_frames_are_skipped_without_dropping_the_connection() {
 async fn the_default_handler_counts_button_clicks() {
     let metrics_for_handler = Metrics::new();
     let fake = FakeSocketServer::start().await;
-    install_crypto_provider();
     let opener = FakeOpener::new(fake.addr);
     let shutdown = CancellationToken::new();
     let socket_mode = SocketMode::spawn(
@@ -571,7 +569,6 @@ async fn a_proxy_that_refuses_is_retried_like_any_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_urls_speak_tls_inside_the_proxy_tunnel() {
-    install_crypto_provider();
     // A "Slack" that records the first bytes it gets, then hangs up.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -27,6 +27,8 @@ impl FakeProxy {
     }
 
     async fn spawn(refuse: Option<&'static str>) -> FakeProxy {
+        // Clients tunnel TLS through it.
+        super::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = FakeProxy {
             addr: listener.local_addr().unwrap(),

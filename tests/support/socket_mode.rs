@@ -73,6 +73,8 @@ pub enum AfterHello {
 
 impl FakeSocketServer {
     pub async fn start() -> FakeSocketServer {
+        // The clients tested against it may speak TLS (wss through a proxy).
+        super::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let fake = FakeSocketServer {
