@@ -3,35 +3,28 @@
 //! renderer's super-linear paths, which must stay bounded by what a message can carry.
 //! `cargo bench --bench render` (or `just bench`; `-- pathological` for the second group).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use coder_slack_bridge::coder::Notification;
 use coder_slack_bridge::render::{self, RenderOptions};
 use coder_slack_bridge::MAX_BODY_BYTES;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use slack_morphism::prelude::SlackChannelId;
 use std::hint::black_box;
-use std::path::PathBuf;
 
 /// How many of the largest samples are benchmarked.
 const LARGEST: usize = 3;
 
 /// The largest webhook samples by file size, as (file name, body).
 fn largest_samples() -> Vec<(String, Vec<u8>)> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coder-webhook-samples");
-    let mut samples: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let name = path.file_name()?.to_str()?.to_owned();
-            let body = std::fs::read(&path).ok()?;
-            // Only webhook bodies (the folder also holds notes); each must parse.
-            Notification::parse(&body, None).ok()?;
-            Some((name, body))
-        })
-        .collect();
+    let mut samples = support::sample_bytes();
+    for (name, body) in &samples {
+        Notification::parse(body, None).unwrap_or_else(|e| panic!("{name} parses: {e}"));
+    }
     samples.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
     samples.truncate(LARGEST);
-    assert!(!samples.is_empty(), "no samples in {}", dir.display());
+    assert!(!samples.is_empty(), "no samples");
     samples
 }
 

@@ -15,330 +15,105 @@
 //! Every webhook must be answered `200 {"status":"delivered"}`; anything else is reported and
 //! makes the exit status non-zero.
 //!
-//! Settings (flag or environment): `--n`/`N` webhooks (5000), `--c`/`C` concurrency (20),
-//! `--u`/`U` users (50), `--warmup`/`WARMUP` webhooks sent before measuring (100),
-//! `--bridge-threads`/`BRIDGE_THREADS` and `--driver-threads`/`DRIVER_THREADS` worker threads
-//! (the number of CPUs), `--log`/`LOG=1` installs the bridge's own log subscriber as the
-//! binary does (info level unless `RUST_LOG`, on stderr).
+//! Settings (flag or environment, `--help` lists them): `--n`/`N` webhooks (5000), `--c`/`C`
+//! concurrency (20), `--u`/`U` users (50), `--warmup`/`WARMUP` webhooks sent before measuring
+//! (100), `--bridge-threads`/`BRIDGE_THREADS` and `--driver-threads`/`DRIVER_THREADS` worker
+//! threads (the number of CPUs), `--log`/`LOG=1` installs the bridge's own log subscriber as the
+//! binary does (info level unless `RUST_LOG`, on stderr), `--bridge-bin`/`BRIDGE_BIN` runs that
+//! binary as a child process instead.
+//!
+//! The fake Slack is the tests' own (tests/support), in lean mode: it counts calls per method
+//! and keeps nothing else, so it is not the bottleneck.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use clap::Parser;
 use coder_slack_bridge::config::{Needs, Settings};
 use coder_slack_bridge::telemetry::LogFormat;
 use coder_slack_bridge::App;
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use warp::Filter;
+use support::web_api::Options as FakeOptions;
+use support::{FakeSlack, BOT_TOKEN};
 
-const BOT_TOKEN: &str = "xoxb-load-test-0000000000";
 const SAMPLE: &str = "TemplateWorkspaceAutoUpdated.json.golden";
 const MSG_ID_MARK: &str = "@@MSG_ID@@";
 const EMAIL_MARK: &str = "@@EMAIL@@";
 /// Longest the whole run may take before it gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(600);
+/// Longest the bridge may take to be ready with a warm directory.
+const WARM_LIMIT: Duration = Duration::from_secs(30);
 
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// At least one.
+fn positive() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// The real bridge against a fast fake Slack on loopback: throughput, latency, CPU per DM.
+#[derive(Parser, Debug)]
+#[command(name = "load")]
 struct Options {
+    /// Webhooks to send (measured).
+    #[arg(long, env = "N", default_value_t = 5000, value_parser = positive())]
     n: usize,
+    /// Webhooks in flight at once.
+    #[arg(long, env = "C", default_value_t = 20, value_parser = positive())]
     c: usize,
+    /// Users the webhooks are spread over.
+    #[arg(long, env = "U", default_value_t = 50, value_parser = positive())]
     u: usize,
+    /// Webhooks sent before measuring.
+    #[arg(long, env = "WARMUP", default_value_t = 100)]
     warmup: usize,
+    /// Worker threads of the bridge's runtime.
+    #[arg(long, env = "BRIDGE_THREADS", default_value_t = cpus(), value_parser = positive())]
     bridge_threads: usize,
+    /// Worker threads of the fake Slack's and the load client's runtime.
+    #[arg(long, env = "DRIVER_THREADS", default_value_t = cpus(), value_parser = positive())]
     driver_threads: usize,
+    /// Install the bridge's own log subscriber, as the binary does.
+    #[arg(long, env = "LOG")]
     log: bool,
     /// Run this binary as a child process instead of the bridge in-process, so CPU and
     /// memory are the bridge's alone.
-    bridge_bin: Option<std::path::PathBuf>,
-}
-
-impl Options {
-    fn from_args_and_env() -> Result<Options, String> {
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut values: HashMap<String, String> = HashMap::new();
-        for key in [
-            "N",
-            "C",
-            "U",
-            "WARMUP",
-            "BRIDGE_THREADS",
-            "DRIVER_THREADS",
-            "LOG",
-            "BRIDGE_BIN",
-        ] {
-            if let Ok(v) = std::env::var(key) {
-                values.insert(key.to_owned(), v);
-            }
-        }
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let flag = arg.trim_start_matches('-').replace('-', "_").to_uppercase();
-            if !arg.starts_with('-') || !is_known(&flag) {
-                return Err(format!(
-                    "unknown argument {arg:?}; use --n, --c, --u, --warmup, --bridge-threads, --driver-threads, --log, --bridge-bin"
-                ));
-            }
-            if flag == "LOG" {
-                values.insert(flag, "1".into());
-                continue;
-            }
-            let value = args.next().ok_or(format!("{arg} needs a value"))?;
-            values.insert(flag, value);
-        }
-        let number = |key: &str, default: usize, min: usize| -> Result<usize, String> {
-            match values.get(key) {
-                None => Ok(default),
-                Some(v) => match v.trim().parse::<usize>() {
-                    Ok(n) if n >= min => Ok(n),
-                    _ => Err(format!("{key} must be a whole number ≥ {min}, not {v:?}")),
-                },
-            }
-        };
-        Ok(Options {
-            n: number("N", 5000, 1)?,
-            c: number("C", 20, 1)?,
-            u: number("U", 50, 1)?,
-            warmup: number("WARMUP", 100, 0)?,
-            bridge_threads: number("BRIDGE_THREADS", cpus, 1)?,
-            driver_threads: number("DRIVER_THREADS", cpus, 1)?,
-            log: values
-                .get("LOG")
-                .is_some_and(|v| !matches!(v.trim(), "" | "0" | "false" | "off")),
-            bridge_bin: values
-                .get("BRIDGE_BIN")
-                .filter(|v| !v.trim().is_empty())
-                .map(std::path::PathBuf::from),
-        })
-    }
-}
-
-fn is_known(flag: &str) -> bool {
-    matches!(
-        flag,
-        "N" | "C" | "U" | "WARMUP" | "BRIDGE_THREADS" | "DRIVER_THREADS" | "LOG" | "BRIDGE_BIN"
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// The fake Slack: just enough of the Web API, answering as fast as it can, counting calls.
-
-#[derive(Default)]
-struct Counts {
-    auth_test: AtomicU64,
-    users_list: AtomicU64,
-    lookup_by_email: AtomicU64,
-    post_message: AtomicU64,
-    other: AtomicU64,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct CountsSnapshot {
-    auth_test: u64,
-    users_list: u64,
-    lookup_by_email: u64,
-    post_message: u64,
-    other: u64,
-}
-
-impl Counts {
-    fn snapshot(&self) -> CountsSnapshot {
-        CountsSnapshot {
-            auth_test: self.auth_test.load(Ordering::Relaxed),
-            users_list: self.users_list.load(Ordering::Relaxed),
-            lookup_by_email: self.lookup_by_email.load(Ordering::Relaxed),
-            post_message: self.post_message.load(Ordering::Relaxed),
-            other: self.other.load(Ordering::Relaxed),
-        }
-    }
-}
-
-impl std::ops::Sub for CountsSnapshot {
-    type Output = CountsSnapshot;
-    fn sub(self, before: CountsSnapshot) -> CountsSnapshot {
-        CountsSnapshot {
-            auth_test: self.auth_test - before.auth_test,
-            users_list: self.users_list - before.users_list,
-            lookup_by_email: self.lookup_by_email - before.lookup_by_email,
-            post_message: self.post_message - before.post_message,
-            other: self.other - before.other,
-        }
-    }
-}
-
-struct FakeSlack {
-    /// (lowercased e-mail, user ID), in users.list order.
-    users: Vec<(String, String)>,
-    by_email: HashMap<String, String>,
-    counts: Counts,
-    authorization: String,
-}
-
-#[derive(serde::Deserialize)]
-struct PostMessage {
-    channel: String,
-}
-
-type Reply = warp::http::Response<String>;
-
-fn json(status: u16, body: String) -> Reply {
-    warp::http::Response::builder()
-        .status(status)
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body)
-        .unwrap_or_default()
-}
-
-fn error(code: &str) -> Reply {
-    json(200, format!(r#"{{"ok":false,"error":"{code}"}}"#))
-}
-
-fn user_json(id: &str, email: &str) -> serde_json::Value {
-    serde_json::json!({"id": id, "team_id": "T1", "name": id, "deleted": false, "is_bot": false, "profile": {"email": email}})
-}
-
-impl FakeSlack {
-    fn new(users: usize) -> FakeSlack {
-        let users: Vec<(String, String)> =
-            (0..users).map(|i| (email(i), format!("U{i:08}"))).collect();
-        FakeSlack {
-            by_email: users.iter().cloned().collect(),
-            users,
-            counts: Counts::default(),
-            authorization: format!("Bearer {BOT_TOKEN}"),
-        }
-    }
-
-    /// Binds 127.0.0.1:0 on the current runtime and serves until the runtime stops.
-    async fn start(self: Arc<Self>) -> SocketAddr {
-        let fake = self.clone();
-        let route = warp::path!("api" / String)
-            .and(warp::header::optional::<String>("authorization"))
-            .and(warp::query::<HashMap<String, String>>())
-            .and(warp::body::bytes())
-            .map(
-                move |method: String,
-                      authorization: Option<String>,
-                      query: HashMap<String, String>,
-                      body: bytes::Bytes| {
-                    fake.answer(&method, authorization.as_deref(), &query, &body)
-                },
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake Slack");
-        let addr = listener.local_addr().expect("fake Slack address");
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let service =
-                    hyper_util::service::TowerToHyperService::new(warp::service(route.clone()));
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
-            }
-        });
-        addr
-    }
-
-    fn answer(
-        &self,
-        method: &str,
-        authorization: Option<&str>,
-        query: &HashMap<String, String>,
-        body: &[u8],
-    ) -> Reply {
-        let counter = match method {
-            "auth.test" => &self.counts.auth_test,
-            "users.list" => &self.counts.users_list,
-            "users.lookupByEmail" => &self.counts.lookup_by_email,
-            "chat.postMessage" => &self.counts.post_message,
-            _ => &self.counts.other,
-        };
-        let seq = counter.fetch_add(1, Ordering::Relaxed);
-        if authorization != Some(self.authorization.as_str()) {
-            return error("invalid_auth");
-        }
-        // Slack takes arguments as a query string, a form or JSON: look in both places.
-        let arg = |name: &str| -> Option<String> {
-            query.get(name).cloned().or_else(|| {
-                let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-                value[name].as_str().map(str::to_owned)
-            })
-        };
-        match method {
-            "auth.test" => {
-                let mut reply = json(
-                    200,
-                    r#"{"ok":true,"url":"https://fake.slack.com/","team":"Fake","user":"coder","team_id":"T1","user_id":"UBOT","bot_id":"B1"}"#.into(),
-                );
-                reply.headers_mut().insert(
-                    "x-oauth-scopes",
-                    warp::http::HeaderValue::from_static("chat:write,users:read,users:read.email"),
-                );
-                reply
-            }
-            "users.list" => {
-                let limit = arg("limit")
-                    .and_then(|l| l.parse::<usize>().ok())
-                    .unwrap_or(100)
-                    .clamp(1, 1000);
-                let start = arg("cursor")
-                    .and_then(|c| c.strip_prefix("page-").and_then(|n| n.parse().ok()))
-                    .unwrap_or(0usize);
-                let members: Vec<serde_json::Value> = self
-                    .users
-                    .iter()
-                    .skip(start)
-                    .take(limit)
-                    .map(|(email, id)| user_json(id, email))
-                    .collect();
-                let next = if start + limit < self.users.len() {
-                    format!("page-{}", start + limit)
-                } else {
-                    String::new()
-                };
-                json(
-                    200,
-                    serde_json::json!({"ok": true, "members": members, "response_metadata": {"next_cursor": next}})
-                        .to_string(),
-                )
-            }
-            "users.lookupByEmail" => {
-                let email = arg("email").unwrap_or_default().to_lowercase();
-                match self.by_email.get(&email) {
-                    Some(id) => json(
-                        200,
-                        serde_json::json!({"ok": true, "user": user_json(id, &email)}).to_string(),
-                    ),
-                    None => error("users_not_found"),
-                }
-            }
-            "chat.postMessage" => {
-                let Ok(post) = serde_json::from_slice::<PostMessage>(body) else {
-                    return error("invalid_arguments");
-                };
-                let channel = match post.channel.strip_prefix('U') {
-                    Some(rest) => format!("D{rest}"),
-                    None => post.channel,
-                };
-                json(
-                    200,
-                    format!(
-                        r#"{{"ok":true,"channel":"{channel}","ts":"1700000000.{:06}"}}"#,
-                        seq % 1_000_000
-                    ),
-                )
-            }
-            _ => error("unknown_method"),
-        }
-    }
+    #[arg(long, env = "BRIDGE_BIN")]
+    bridge_bin: Option<PathBuf>,
 }
 
 fn email(i: usize) -> String {
     format!("user{i:05}@example.com")
+}
+
+/// The fake Slack on the current runtime, knowing `users` people, counting calls only.
+async fn start_fake_slack(users: usize) -> FakeSlack {
+    let slack = FakeSlack::start_with(FakeOptions {
+        lean: true,
+        ..FakeOptions::default()
+    })
+    .await;
+    for i in 0..users {
+        slack.add_user(&email(i), &format!("U{i:08}"));
+    }
+    slack
+}
+
+/// Calls of one method in `after` that were not yet in `before`.
+fn calls_since(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(method, n)| (method.clone(), n - before.get(method).copied().unwrap_or(0)))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,10 +136,6 @@ fn process_cpu() -> Duration {
 /// CPU time of the live threads whose name starts with `prefix`: nanoseconds from
 /// `schedstat` (user + system), or clock ticks from `stat` where schedstat is missing.
 fn threads_cpu(prefix: &str) -> Duration {
-    let ticks_per_second = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
-        n if n > 0 => n as u64,
-        _ => 100,
-    };
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
@@ -384,28 +155,25 @@ fn threads_cpu(prefix: &str) -> Duration {
             total += Duration::from_nanos(ns);
             continue;
         }
-        // Fields after the parenthesised name: utime and stime are the 12th and 13th.
-        if let Some(ticks) = std::fs::read_to_string(dir.join("stat"))
-            .ok()
-            .and_then(|s| {
-                let rest = &s[s.rfind(')')? + 2..];
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-            })
-        {
-            total += Duration::from_nanos(ticks * 1_000_000_000 / ticks_per_second);
-        }
+        total += stat_cpu(&dir.join("stat"));
     }
     total
 }
 
 /// User + system CPU of process `pid`, from `/proc/PID/stat`.
 fn child_cpu(pid: u32) -> Duration {
+    stat_cpu(std::path::Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// User + system CPU from a `stat` file (a process's or a thread's), in clock ticks.
+fn stat_cpu(path: &std::path::Path) -> Duration {
+    // SAFETY: sysconf only reads a system constant.
     let ticks_per_second = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
         n if n > 0 => n as u64,
         _ => 100,
     };
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    // Fields after the parenthesised name: utime and stime are the 12th and 13th.
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             let rest = &s[s.rfind(')')? + 2..];
@@ -445,12 +213,7 @@ struct BodyTemplate {
 
 impl BodyTemplate {
     fn load() -> BodyTemplate {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/coder-webhook-samples")
-            .join(SAMPLE);
-        let raw =
-            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let mut body: serde_json::Value = serde_json::from_slice(&raw).expect("sample is JSON");
+        let mut body = support::sample(SAMPLE);
         body["msg_id"] = MSG_ID_MARK.into();
         body["payload"]["user_email"] = EMAIL_MARK.into();
         let text = body.to_string();
@@ -601,15 +364,10 @@ fn per_dm(cpu: Duration, delivered: u64) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The run: start, warm up, measure, stop, report.
 
 fn main() -> std::process::ExitCode {
-    let options = match Options::from_args_and_env() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("load: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
     match run(options) {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::FAILURE,
@@ -629,6 +387,18 @@ fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, String
         .map_err(|e| format!("cannot start the {name} runtime: {e}"))
 }
 
+/// The bridge under load, with where to post webhooks.
+struct Bridge {
+    webhook_url: String,
+    how: Running,
+}
+
+enum Running {
+    /// A child process (`--bridge-bin`), killed if the run ends early.
+    Child(KillOnDrop),
+    InProcess(App),
+}
+
 /// A bridge child process that is killed if the run ends early.
 struct KillOnDrop(Option<std::process::Child>);
 
@@ -641,124 +411,146 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Returns whether every webhook was delivered.
-fn run(o: Options) -> Result<bool, String> {
-    if o.log {
-        coder_slack_bridge::telemetry::init_logging(LogFormat::Text);
+impl Bridge {
+    fn child_pid(&self) -> Option<u32> {
+        match &self.how {
+            Running::Child(guard) => guard.0.as_ref().map(|c| c.id()),
+            Running::InProcess(_) => None,
+        }
     }
-    let run_started = Instant::now();
-    // reqwest is built without a default crypto provider; the bridge installs ring.
-    coder_slack_bridge::slack::install_crypto_provider();
-    let driver = runtime("driver-rt", o.driver_threads)?;
-    let bridge = runtime("bridge-rt", o.bridge_threads)?;
 
-    // Fake Slack on the driver runtime.
-    let fake = Arc::new(FakeSlack::new(o.u));
-    let fake_addr = driver.block_on(fake.clone().start());
-
-    // The bridge: a child process (BRIDGE_BIN), or in-process on its own runtime.
-    let mut child = None;
-    let mut app = None;
-    let webhook_url;
-    if let Some(bin) = &o.bridge_bin {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("cannot pick a port: {e}"))?
-            .port();
-        let process = std::process::Command::new(bin)
-            .arg("serve")
-            .env_clear()
-            .env("SLACK_BOT_TOKEN", BOT_TOKEN)
-            .env("SLACK_API_URL", format!("http://{fake_addr}/api"))
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("CODER_URL", "https://coder.example.com")
-            // As operators run it: an info line per webhook, here to /dev/null.
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        child = Some(KillOnDrop(Some(process)));
-        let base = format!("http://127.0.0.1:{port}");
-        webhook_url = format!("{base}/v1/webhook");
-        let expected = format!("coder_slack_bridge_directory_users {}\n", o.u);
-        let warm = driver.block_on(async {
-            let client = reqwest::Client::new();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let ready = client.get(format!("{base}/readyz")).send().await;
-                let metrics = client.get(format!("{base}/metrics")).send().await;
-                if let (Ok(ready), Ok(metrics)) = (ready, metrics) {
-                    let text = metrics.bytes().await.unwrap_or_default();
-                    if ready.status() == 200 && String::from_utf8_lossy(&text).contains(&expected) {
-                        return Ok(());
-                    }
-                }
-                if Instant::now() > deadline {
-                    return Err(
-                        "the bridge process was not ready with a warm directory after 30 s"
-                            .to_owned(),
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        warm?;
-    } else {
-        let mut settings = Settings::defaults();
-        settings.slack_bot_token = Some(BOT_TOKEN.into());
-        settings.slack_app_token = None;
-        settings.slack_api_url = format!("http://{fake_addr}/api");
-        settings.listen_addr = Some("127.0.0.1:0".into());
-        settings.port = None;
-        settings.coder_url = Some("https://coder.example.com".into());
-        settings.webhook_secret = None;
-        settings.dry_run = false;
-        settings.fallback_channel = None;
-        let config = settings
-            .validate(Needs::Serve)
-            .map_err(|e| format!("settings: {e}"))?;
-        let started = bridge.block_on(App::build(config))?;
-        webhook_url = format!("http://{}/v1/webhook", started.local_addr());
-        let directory = started
-            .directory()
-            .cloned()
-            .ok_or("the bridge has no directory (dry run?)")?;
-        app = Some(started);
-
-        // Wait until the directory is warm and auth.test has been answered.
-        let warm = bridge.block_on(async {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let len = directory.known_users().await;
-                if len == o.u as u64 && fake.counts.auth_test.load(Ordering::Relaxed) > 0 {
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "the directory holds {len} of {} users after 30 s",
-                        o.u
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        warm?;
+    /// CPU of the bridge alone: the child process, or the bridge runtime's threads.
+    fn cpu(&self) -> Duration {
+        match self.child_pid() {
+            Some(pid) => child_cpu(pid),
+            None => threads_cpu("bridge-rt"),
+        }
     }
-    let child_pid = child.as_ref().and_then(|c| c.0.as_ref()).map(|c| c.id());
-    // CPU of the bridge alone: the child process, or the bridge runtime's threads.
-    let bridge_cpu = || match child_pid {
-        Some(pid) => child_cpu(pid),
-        None => threads_cpu("bridge-rt"),
-    };
-    let memory = |key: &str| match child_pid {
-        Some(pid) => proc_status_kib(&pid.to_string(), key),
-        None => status_kib(key),
-    };
-    let idle_rss = memory("VmRSS");
-    let idle_hwm = memory("VmHWM");
 
+    /// A `/proc/…/status` line of the bridge's process, in KiB.
+    fn memory(&self, key: &str) -> Option<u64> {
+        match self.child_pid() {
+            Some(pid) => proc_status_kib(&pid.to_string(), key),
+            None => status_kib(key),
+        }
+    }
+}
+
+/// Starts `bin` as the bridge against `api_url` and waits until it is ready with all `users`.
+fn start_child(
+    bin: &std::path::Path,
+    api_url: &str,
+    users: usize,
+    driver: &tokio::runtime::Runtime,
+) -> Result<Bridge, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot pick a port: {e}"))?
+        .port();
+    let process = std::process::Command::new(bin)
+        .arg("serve")
+        .env_clear()
+        .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env("SLACK_API_URL", api_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("CODER_URL", "https://coder.example.com")
+        // As operators run it: an info line per webhook, here to /dev/null.
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let bridge = Bridge {
+        webhook_url: format!("http://127.0.0.1:{port}/v1/webhook"),
+        how: Running::Child(KillOnDrop(Some(process))),
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let expected = format!("coder_slack_bridge_directory_users {users}\n");
+    let client = reqwest::Client::new();
+    let warm = || async {
+        let ready = client.get(format!("{base}/readyz")).send().await;
+        let metrics = client.get(format!("{base}/metrics")).send().await;
+        let (Ok(ready), Ok(metrics)) = (ready, metrics) else {
+            return false;
+        };
+        let text = metrics.bytes().await.unwrap_or_default();
+        ready.status() == 200 && String::from_utf8_lossy(&text).contains(&expected)
+    };
+    driver.block_on(poll(warm)).map_err(|()| {
+        format!("the bridge process was not ready with a warm directory after {WARM_LIMIT:?}")
+    })?;
+    Ok(bridge)
+}
+
+/// Builds the bridge in-process on `runtime` against `slack` and waits until its directory
+/// holds all `users` and auth.test has been answered.
+fn start_in_process(
+    slack: &FakeSlack,
+    users: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Bridge, String> {
+    let mut settings = Settings::defaults();
+    settings.slack_bot_token = Some(BOT_TOKEN.into());
+    settings.slack_app_token = None;
+    settings.slack_api_url = slack.api_url();
+    settings.listen_addr = Some("127.0.0.1:0".into());
+    settings.port = None;
+    settings.coder_url = Some("https://coder.example.com".into());
+    settings.webhook_secret = None;
+    settings.dry_run = false;
+    settings.fallback_channel = None;
+    let config = settings
+        .validate(Needs::Serve)
+        .map_err(|e| format!("settings: {e}"))?;
+    let app = runtime.block_on(App::build(config))?;
+    let directory = app
+        .directory()
+        .cloned()
+        .ok_or("the bridge has no directory (dry run?)")?;
+    let bridge = Bridge {
+        webhook_url: format!("http://{}/v1/webhook", app.local_addr()),
+        how: Running::InProcess(app),
+    };
+    let warm = || async {
+        directory.known_users().await == users as u64
+            && slack.counts().get("auth.test").is_some_and(|&n| n > 0)
+    };
+    runtime.block_on(poll(warm)).map_err(|()| {
+        format!("the directory does not hold all {users} users after {WARM_LIMIT:?}")
+    })?;
+    Ok(bridge)
+}
+
+/// Polls `ready` every 10 ms until it holds, for at most [`WARM_LIMIT`].
+async fn poll<F, Fut>(ready: F) -> Result<(), ()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WARM_LIMIT;
+    while !ready().await {
+        if Instant::now() > deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// What the measured phase saw.
+struct Measured {
+    warmup: Results,
+    load: Results,
+    elapsed: Duration,
+    process_cpu: Duration,
+    bridge_cpu: Duration,
+    /// Slack calls by method during the load phase.
+    slack: BTreeMap<String, u64>,
+}
+
+/// Sends the warm-up, then the measured webhooks, and takes CPU and Slack calls around them.
+async fn measure(o: &Options, bridge: &Bridge, slack: &FakeSlack) -> Result<Measured, String> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(o.c)
@@ -767,45 +559,36 @@ fn run(o: Options) -> Result<bool, String> {
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let template = Arc::new(BodyTemplate::load());
+    let url = &bridge.webhook_url;
+    let warmup = send_all(&client, url, &template, 0, o.warmup, o.c, o.u).await;
+    let slack_before = slack.counts();
+    let cpu_before = (process_cpu(), bridge.cpu());
+    let started = Instant::now();
+    let load = send_all(&client, url, &template, o.warmup, o.n, o.c, o.u).await;
+    let elapsed = started.elapsed();
+    let cpu_after = (process_cpu(), bridge.cpu());
+    Ok(Measured {
+        warmup,
+        load,
+        elapsed,
+        process_cpu: cpu_after.0.saturating_sub(cpu_before.0),
+        bridge_cpu: cpu_after.1.saturating_sub(cpu_before.1),
+        slack: calls_since(&slack_before, &slack.counts()),
+    })
+}
 
-    let outcome = driver.block_on(async {
-        tokio::time::timeout(RUN_LIMIT, async {
-            let warmup = send_all(&client, &webhook_url, &template, 0, o.warmup, o.c, o.u).await;
-            let slack_before = fake.counts.snapshot();
-            let cpu_before = (process_cpu(), bridge_cpu());
-            let started = Instant::now();
-            let load = send_all(&client, &webhook_url, &template, o.warmup, o.n, o.c, o.u).await;
-            let elapsed = started.elapsed();
-            let cpu_after = (process_cpu(), bridge_cpu());
-            let slack = fake.counts.snapshot() - slack_before;
-            (
-                warmup,
-                load,
-                elapsed,
-                cpu_after.0.saturating_sub(cpu_before.0),
-                cpu_after.1.saturating_sub(cpu_before.1),
-                slack,
-            )
-        })
-        .await
-    });
-    let Ok((warmup, load, elapsed, process_cpu_used, bridge_cpu_used, slack)) = outcome else {
-        return Err(format!("the run did not finish within {RUN_LIMIT:?}"));
-    };
-    let peak_rss = memory("VmHWM");
-    let end_rss = memory("VmRSS");
-
-    // Stop the bridge cleanly, then both runtimes.
-    let stopped = match (app, child) {
-        (Some(app), _) => {
+/// Stops the bridge cleanly; whether it did.
+fn stop(bridge: Bridge, runtime: &tokio::runtime::Runtime) -> bool {
+    match bridge.how {
+        Running::InProcess(app) => {
             app.shutdown_token().cancel();
-            bridge
+            runtime
                 .block_on(async {
                     tokio::time::timeout(Duration::from_secs(30), app.run_until_stopped()).await
                 })
                 .is_ok()
         }
-        (None, Some(mut guard)) => match guard.0.take() {
+        Running::Child(mut guard) => match guard.0.take() {
             Some(mut child) => {
                 // SAFETY: kill only sends a signal to our own child.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -813,11 +596,58 @@ fn run(o: Options) -> Result<bool, String> {
             }
             None => true,
         },
-        (None, None) => true,
-    };
-    bridge.shutdown_timeout(Duration::from_secs(5));
-    driver.shutdown_timeout(Duration::from_secs(5));
+    }
+}
 
+/// The bridge's memory at three moments, in KiB.
+struct Memory {
+    idle_rss: Option<u64>,
+    idle_hwm: Option<u64>,
+    peak_rss: Option<u64>,
+    end_rss: Option<u64>,
+}
+
+/// Returns whether every webhook was delivered.
+fn run(o: Options) -> Result<bool, String> {
+    if o.log {
+        coder_slack_bridge::telemetry::init_logging(LogFormat::Text);
+    }
+    let run_started = Instant::now();
+    support::install_crypto_provider();
+    let driver = runtime("driver-rt", o.driver_threads)?;
+    let bridge_rt = runtime("bridge-rt", o.bridge_threads)?;
+    let slack = driver.block_on(start_fake_slack(o.u));
+    let bridge = match &o.bridge_bin {
+        Some(bin) => start_child(bin, &slack.api_url(), o.u, &driver)?,
+        None => start_in_process(&slack, o.u, &bridge_rt)?,
+    };
+    let idle_rss = bridge.memory("VmRSS");
+    let idle_hwm = bridge.memory("VmHWM");
+    // The timeout's timer belongs to the driver runtime: made inside it.
+    let measured = driver
+        .block_on(async { tokio::time::timeout(RUN_LIMIT, measure(&o, &bridge, &slack)).await })
+        .map_err(|_| format!("the run did not finish within {RUN_LIMIT:?}"))??;
+    let memory = Memory {
+        idle_rss,
+        idle_hwm,
+        peak_rss: bridge.memory("VmHWM"),
+        end_rss: bridge.memory("VmRSS"),
+    };
+    let in_child = bridge.child_pid().is_some();
+    let stopped = stop(bridge, &bridge_rt);
+    bridge_rt.shutdown_timeout(Duration::from_secs(5));
+    driver.shutdown_timeout(Duration::from_secs(5));
+    report(&o, &measured, &memory, in_child, stopped);
+    println!(
+        "  total run time {:.1} s",
+        run_started.elapsed().as_secs_f64()
+    );
+    Ok(measured.load.delivered as usize == o.n && measured.warmup.delivered as usize == o.warmup)
+}
+
+/// Prints what the run measured.
+fn report(o: &Options, m: &Measured, memory: &Memory, in_child: bool, stopped: bool) {
+    let (warmup, load) = (&m.warmup, &m.load);
     let delivered = load.delivered;
     let lat = &load.latencies;
     println!(
@@ -854,9 +684,9 @@ fn run(o: Options) -> Result<bool, String> {
     }
     println!(
         "  throughput:  {:.0} webhooks/s ({} in {:.3} s)",
-        o.n as f64 / elapsed.as_secs_f64(),
+        o.n as f64 / m.elapsed.as_secs_f64(),
         o.n,
-        elapsed.as_secs_f64()
+        m.elapsed.as_secs_f64()
     );
     println!(
         "  latency:     p50 {}  p99 {}  max {}  (client-side, request sent → answer read)",
@@ -864,41 +694,53 @@ fn run(o: Options) -> Result<bool, String> {
         ms(percentile(lat, 99.0)),
         ms(lat.last().copied().unwrap_or_default())
     );
-    if child_pid.is_some() {
+    if in_child {
         println!(
             "  CPU per DM:  {} bridge process (user+sys from /proc/PID/stat, 10 ms ticks); \
              {} for the fake Slack and load client (this process)",
-            per_dm(bridge_cpu_used, delivered),
-            per_dm(process_cpu_used, delivered)
+            per_dm(m.bridge_cpu, delivered),
+            per_dm(m.process_cpu, delivered)
         );
         println!(
             "  memory:      bridge process idle RSS {} (directory warm, before any webhook), \
              peak RSS {} (VmHWM), RSS after load {}",
-            mib(idle_rss),
-            mib(peak_rss),
-            mib(end_rss)
+            mib(memory.idle_rss),
+            mib(memory.peak_rss),
+            mib(memory.end_rss)
         );
     } else {
         println!(
             "  CPU per DM:  {} whole process (getrusage user+sys: bridge + fake Slack + load client \
              share this process, so an upper bound for the bridge)",
-            per_dm(process_cpu_used, delivered)
+            per_dm(m.process_cpu, delivered)
         );
         println!(
             "               {} bridge runtime threads only (bridge-rt, /proc/self/task/*/schedstat); \
              {} for the fake Slack, client and the rest",
-            per_dm(bridge_cpu_used, delivered),
-            per_dm(process_cpu_used.saturating_sub(bridge_cpu_used), delivered)
+            per_dm(m.bridge_cpu, delivered),
+            per_dm(m.process_cpu.saturating_sub(m.bridge_cpu), delivered)
         );
         println!(
             "  memory:      idle RSS {} (directory warm, before any webhook; VmHWM then {}), \
              peak RSS {} (VmHWM), RSS after load {} — whole process, so upper bounds for the bridge",
-            mib(idle_rss),
-            mib(idle_hwm),
-            mib(peak_rss),
-            mib(end_rss)
+            mib(memory.idle_rss),
+            mib(memory.idle_hwm),
+            mib(memory.peak_rss),
+            mib(memory.end_rss)
         );
     }
+    let slack = &m.slack;
+    let calls = |method: &str| slack.get(method).copied().unwrap_or(0);
+    let other = slack.values().sum::<u64>()
+        - [
+            "chat.postMessage",
+            "users.lookupByEmail",
+            "users.list",
+            "auth.test",
+        ]
+        .into_iter()
+        .map(calls)
+        .sum::<u64>();
     let per = |calls: u64| {
         if delivered == 0 {
             0.0
@@ -908,19 +750,14 @@ fn run(o: Options) -> Result<bool, String> {
     };
     println!(
         "  Slack calls: {:.3} per DM during the load phase (chat.postMessage {}, users.lookupByEmail {}, users.list {}, auth.test {}, other {})",
-        per(slack.post_message + slack.lookup_by_email + slack.users_list + slack.other),
-        slack.post_message,
-        slack.lookup_by_email,
-        slack.users_list,
-        slack.auth_test,
-        slack.other
+        per(slack.values().sum::<u64>() - calls("auth.test")),
+        calls("chat.postMessage"),
+        calls("users.lookupByEmail"),
+        calls("users.list"),
+        calls("auth.test"),
+        other
     );
     if !stopped {
         println!("  note: the bridge did not stop cleanly");
     }
-    println!(
-        "  total run time {:.1} s",
-        run_started.elapsed().as_secs_f64()
-    );
-    Ok(delivered as usize == o.n && warmup.delivered as usize == o.warmup)
 }

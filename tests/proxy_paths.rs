@@ -3,23 +3,24 @@
 //! (`ProxyConfig::from_vars`): tests run in parallel threads, so none sets a process-wide
 //! variable; the `check` binary gets its own environment.
 
-mod support_socket;
+mod support;
 
 use coder_slack_bridge::proxy::ProxyConfig;
 use coder_slack_bridge::slack::SlackApi;
 use coder_slack_bridge::socket_mode::{self, tunnel, Timing};
 use coder_slack_bridge::telemetry::Metrics;
 use secrecy::SecretString;
-use std::process::Stdio;
 use std::time::Duration;
-use support_socket::{closed_port, FakeProxy, FakeSlack, FakeWebApi, UntrustedTls};
+use support::web_api::Options;
+use support::{
+    bridge_binary, closed_port, fresh_dir, run_for_text, FakeProxy, FakeSlack, FakeSocketServer,
+    UntrustedTls, APP_TOKEN, BOT_TOKEN,
+};
 use tokio::time::timeout;
 use url::Url;
 
 /// Every wait in these tests is bounded by this, so a hang fails the test.
 const WAIT: Duration = Duration::from_secs(20);
-const BOT_TOKEN: &str = "xoxb-test-bot-token-0001";
-const APP_TOKEN: &str = "xapp-test-app-token-0002";
 /// In proxy URLs: must never be printed.
 const PROXY_PASSWORD: &str = "hunter2";
 
@@ -56,16 +57,26 @@ fn tuning() -> Timing {
 
 /// A fake Web API whose `apps.connections.open` hands out a fake Socket Mode server's URL.
 struct Slack {
-    web: FakeWebApi,
-    ws: FakeSlack,
+    web: FakeSlack,
+    ws: FakeSocketServer,
 }
 
 impl Slack {
     async fn start() -> Slack {
-        let ws = FakeSlack::start().await;
-        let web = FakeWebApi::start().await;
+        let ws = FakeSocketServer::start().await;
+        // A connection per call, so a proxy sees every request line.
+        let web = FakeSlack::start_with(Options {
+            close_connections: true,
+            ..Options::default()
+        })
+        .await;
         web.set_socket_url(&format!("ws://{}/link?n=1&ticket=secret", ws.addr));
         Slack { web, ws }
+    }
+
+    /// `http://127.0.0.1:PORT/api`, for `SlackApi::new`.
+    fn api_url(&self) -> Url {
+        Url::parse(&self.web.api_url()).expect("URL")
     }
 }
 
@@ -90,7 +101,7 @@ async fn the_web_api_and_the_websocket_both_go_through_the_proxy() {
     let proxy = FakeProxy::start().await;
     let slack = Slack::start().await;
     let p = proxies(&[("http_proxy", &proxy.url()), ("HTTPS_PROXY", &proxy.url())]);
-    verify_and_connect(&slack_api(&slack.web.api_url(), &p), &p).await;
+    verify_and_connect(&slack_api(&slack.api_url(), &p), &p).await;
     let lines = proxy.request_lines();
     let web = slack.web.addr;
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -113,7 +124,7 @@ async fn a_no_proxy_network_address_or_star_sends_both_paths_direct() {
         let proxy = FakeProxy::start().await;
         let slack = Slack::start().await;
         let p = proxies(&[("ALL_PROXY", &proxy.url()), ("NO_PROXY", no_proxy)]);
-        verify_and_connect(&slack_api(&slack.web.api_url(), &p), &p).await;
+        verify_and_connect(&slack_api(&slack.api_url(), &p), &p).await;
         assert_eq!(proxy.request_lines(), Vec::<String>::new(), "{no_proxy}");
         assert_eq!(slack.web.calls().len(), 2, "{no_proxy}");
         assert_eq!(slack.ws.accepted(), 1, "{no_proxy}");
@@ -127,7 +138,7 @@ async fn a_no_proxy_host_port_entry_exempts_that_port_only_on_either_path() {
     let slack = Slack::start().await;
     let exempt = format!("127.0.0.1:{}", slack.web.addr.port());
     let p = proxies(&[("ALL_PROXY", &proxy.url()), ("no_proxy", &exempt)]);
-    verify_and_connect(&slack_api(&slack.web.api_url(), &p), &p).await;
+    verify_and_connect(&slack_api(&slack.api_url(), &p), &p).await;
     assert_eq!(
         proxy.request_lines(),
         vec![format!("CONNECT {} HTTP/1.1", slack.ws.addr)]
@@ -138,7 +149,7 @@ async fn a_no_proxy_host_port_entry_exempts_that_port_only_on_either_path() {
     let slack = Slack::start().await;
     let exempt = format!("127.0.0.1:{}", slack.ws.addr.port());
     let p = proxies(&[("ALL_PROXY", &proxy.url()), ("no_proxy", &exempt)]);
-    verify_and_connect(&slack_api(&slack.web.api_url(), &p), &p).await;
+    verify_and_connect(&slack_api(&slack.api_url(), &p), &p).await;
     let lines = proxy.request_lines();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(
@@ -285,42 +296,27 @@ async fn an_unknown_certificate_authority_is_named_on_both_paths() {
         .all(|l| l.starts_with(&format!("CONNECT 127.0.0.1:{port} "))));
 }
 
-/// The bridge binary with only the given variables (and PATH), run where no `.env` is.
+/// The bridge binary with only the given variables (and PATH, HOME), run where no `.env` is.
 fn bridge(vars: &[(&str, &str)]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"));
+    let mut command = bridge_binary(&fresh_dir("proxy-paths"));
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_APP_TOKEN", APP_TOKEN)
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .envs(vars.iter().copied())
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .envs(vars.iter().copied());
     command
 }
 
 /// Runs `bridge check`; (succeeded, stdout, stderr).
 async fn check(vars: &[(&str, &str)]) -> (bool, String, String) {
-    let output = timeout(WAIT, bridge(vars).arg("check").output())
-        .await
-        .expect("check finishes in time")
-        .expect("check runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_for_text(bridge(vars).arg("check")).await
 }
 
 #[tokio::test]
 async fn check_passes_with_both_paths_through_the_proxy() {
     let proxy = FakeProxy::start().await;
     let slack = Slack::start().await;
-    let api_url = slack.web.api_url();
+    let api_url = slack.api_url();
     let (ok, out, err) = check(&[
         ("SLACK_API_URL", api_url.as_str()),
         ("HTTP_PROXY", &proxy.url()),
@@ -363,7 +359,7 @@ async fn check_blames_the_network_not_the_app_token_when_the_proxy_fails() {
 async fn check_blames_the_app_token_when_slack_refuses_it() {
     let slack = Slack::start().await;
     slack.web.fail_open_with("invalid_auth");
-    let api_url = slack.web.api_url();
+    let api_url = slack.api_url();
     let (ok, out, err) = check(&[("SLACK_API_URL", api_url.as_str())]).await;
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL  SLACK_APP_TOKEN"), "{out}");
@@ -391,19 +387,12 @@ async fn https_and_socks_proxies_are_refused_at_start_up_in_one_sentence() {
     assert_nothing_secret(&err);
 
     // The server refuses too, before it starts: it exits rather than serving.
-    let output = timeout(
-        WAIT,
-        bridge(&[
-            ("all_proxy", "socks5://proxy.test:1080"),
-            ("SLACK_API_URL", "http://127.0.0.1:9/api"),
-        ])
-        .output(),
-    )
-    .await
-    .expect("the server exits at once")
-    .expect("runs");
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (ok, _, err) = run_for_text(&mut bridge(&[
+        ("all_proxy", "socks5://proxy.test:1080"),
+        ("SLACK_API_URL", "http://127.0.0.1:9/api"),
+    ]))
+    .await;
+    assert!(!ok);
     assert!(
         err.contains("all_proxy names a socks5:// proxy (socks5://proxy.test:1080), but only http:// proxies are supported"),
         "{err}"

@@ -1,6 +1,6 @@
 //! The Socket Mode client against a fake Slack on loopback.
 
-mod support_socket;
+mod support;
 
 use coder_slack_bridge::socket_mode::{
     DefaultHandler, Envelope, EnvelopeHandler, ProxyConfig, SocketMode, SocketModeConfig, Timing,
@@ -10,8 +10,9 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support_socket::{
-    disconnect, envelope, wait_until, AfterHello, Cmd, FakeOpener, FakeProxy, FakeSlack, Seen,
+use support::{
+    disconnect, envelope, wait_until, AfterHello, Cmd, FakeOpener, FakeProxy, FakeSocketServer,
+    Seen,
 };
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -65,7 +66,7 @@ impl EnvelopeHandler for Recorder {
 }
 
 struct Harness {
-    fake: FakeSlack,
+    fake: FakeSocketServer,
     opener: Arc<FakeOpener>,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -75,7 +76,7 @@ struct Harness {
 impl Harness {
     async fn start(connections: usize, tuning: Timing, handler: Arc<dyn EnvelopeHandler>) -> Self {
         Self::start_with(
-            FakeSlack::start().await,
+            FakeSocketServer::start().await,
             connections,
             tuning,
             ProxyConfig::none(),
@@ -85,7 +86,7 @@ impl Harness {
     }
 
     async fn start_with(
-        fake: FakeSlack,
+        fake: FakeSocketServer,
         connections: usize,
         tuning: Timing,
         proxy: ProxyConfig,
@@ -95,15 +96,26 @@ impl Harness {
         Self::start_full(fake, opener, connections, tuning, proxy, handler)
     }
 
+    /// One connection with the usual tuning, its websocket through `proxy`.
+    async fn through(proxy: ProxyConfig) -> Self {
+        let fake = FakeSocketServer::start().await;
+        Self::start_with(fake, 1, tuning(), proxy, Arc::new(Recorder::default())).await
+    }
+
+    /// One connection with the usual tuning, URLs from an opener the test has set up.
+    fn with_opener(fake: FakeSocketServer, opener: Arc<FakeOpener>) -> Self {
+        let handler = Arc::new(Recorder::default());
+        Self::start_full(fake, opener, 1, tuning(), ProxyConfig::none(), handler)
+    }
+
     fn start_full(
-        fake: FakeSlack,
+        fake: FakeSocketServer,
         opener: Arc<FakeOpener>,
         connections: usize,
         tuning: Timing,
         proxy: ProxyConfig,
         handler: Arc<dyn EnvelopeHandler>,
     ) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Metrics::new();
         let shutdown = CancellationToken::new();
         let socket_mode = SocketMode::spawn(
@@ -131,14 +143,14 @@ impl Harness {
     }
 
     async fn wait_open(&self, n: usize) {
-        wait_until(WAIT, &format!("{n} connections are open"), || {
+        wait_until(&format!("{n} connections are open"), WAIT, async || {
             self.open() == n
         })
         .await;
     }
 
     async fn wait_ack(&self, id: &str) -> usize {
-        wait_until(WAIT, &format!("{id} is acked"), || {
+        wait_until(&format!("{id} is acked"), WAIT, async || {
             self.fake.acks().iter().any(|(_, a)| a == id)
         })
         .await;
@@ -154,7 +166,7 @@ impl Harness {
             .get()
     }
 
-    async fn stop(self) -> FakeSlack {
+    async fn stop(self) -> FakeSocketServer {
         self.shutdown.cancel();
         tokio::time::timeout(WAIT, self.socket_mode.join())
             .await
@@ -215,7 +227,7 @@ async fn every_envelope_type_is_acked_promptly_while_the_handler_is_slow() {
     }
     // Each handler sleeps a minute; the acks did not wait for any of them.
     assert!(sent.elapsed() < Duration::from_secs(2));
-    wait_until(WAIT, "every envelope reached the handler", || {
+    wait_until("every envelope reached the handler", WAIT, async || {
         handler.handled().len() == 4
     })
     .await;
@@ -243,13 +255,13 @@ async fn a_redelivered_envelope_is_acked_twice_but_handled_once() {
     // A later envelope on the same connection is processed after the redelivery.
     h.fake
         .send_text(2, envelope("after", "interactive", payload));
-    wait_until(WAIT, "dup acked twice", || {
+    wait_until("dup acked twice", WAIT, async || {
         h.fake.acks().iter().filter(|(_, id)| id == "dup").count() == 2
     })
     .await;
     let acks = h.fake.acks();
     assert!(acks.contains(&(1, "dup".into())) && acks.contains(&(2, "dup".into())));
-    wait_until(WAIT, "the later envelope was handled", || {
+    wait_until("the later envelope was handled", WAIT, async || {
         handler.count("after") == 1
     })
     .await;
@@ -266,7 +278,7 @@ async fn replacement_opens_before_the_old_socket_closes(reason: &str) {
     // The replacement gets its hello only when the test says so.
     h.fake.hold_hello(2);
     h.fake.send_text(1, disconnect(reason));
-    wait_until(WAIT, "the replacement connected", || {
+    wait_until("the replacement connected", WAIT, async || {
         h.fake.has_seen(&Seen::Accepted(2))
     })
     .await;
@@ -278,7 +290,7 @@ async fn replacement_opens_before_the_old_socket_closes(reason: &str) {
     assert_eq!(h.open(), 1);
 
     h.fake.send_hello(2);
-    wait_until(WAIT, "the old connection was closed", || {
+    wait_until("the old connection was closed", WAIT, async || {
         h.fake.has_seen(&Seen::CloseFrame(1, Some(1000)))
     })
     .await;
@@ -313,11 +325,11 @@ async fn link_disabled_closes_and_reconnects_only_after_the_backoff_max() {
     h.wait_open(1).await;
     let sent = Instant::now();
     h.fake.send_text(1, disconnect("link_disabled"));
-    wait_until(WAIT, "the disabled link was closed", || {
+    wait_until("the disabled link was closed", WAIT, async || {
         h.fake.has_seen(&Seen::CloseFrame(1, Some(1000)))
     })
     .await;
-    wait_until(WAIT, "a new URL was opened", || h.opener.calls() == 2).await;
+    wait_until("a new URL was opened", WAIT, async || h.opener.calls() == 2).await;
     let second_call = h.opener.call_times.lock().unwrap()[1];
     assert!(
         second_call.duration_since(sent) >= Duration::from_millis(400),
@@ -333,7 +345,7 @@ async fn an_abrupt_close_is_followed_by_a_new_connection() {
     let h = Harness::start(1, tuning(), Arc::new(Recorder::default())).await;
     h.wait_open(1).await;
     h.fake.cmd(1, Cmd::DropAbruptly);
-    wait_until(WAIT, "a replacement has hello", || {
+    wait_until("a replacement has hello", WAIT, async || {
         h.fake.has_seen(&Seen::HelloSent(2)) && h.open() == 1
     })
     .await;
@@ -350,7 +362,7 @@ async fn a_silent_server_is_detected_as_stale_and_replaced() {
     h.wait_open(1).await;
     let silent_since = Instant::now();
     h.fake.cmd(1, Cmd::GoSilent);
-    wait_until(WAIT, "a replacement has hello", || {
+    wait_until("a replacement has hello", WAIT, async || {
         h.fake.has_seen(&Seen::HelloSent(2))
     })
     .await;
@@ -372,15 +384,15 @@ async fn pings_and_pongs_keep_a_quiet_connection_alive() {
     h.wait_open(1).await;
     // The fake sends no frames of its own, but its websocket answers the client's pings.
     wait_until(
-        WAIT,
         "the client pinged for longer than stale_after",
-        || h.fake.count(|s| *s == Seen::Ping(1)) >= 8,
+        WAIT,
+        async || h.fake.count(|s| *s == Seen::Ping(1)) >= 8,
     )
     .await;
     assert_eq!(h.opener.calls(), 1, "{:?}", h.fake.seen());
     // The client answers the server's pings.
     h.fake.cmd(1, Cmd::Send(Message::Ping("p".into())));
-    wait_until(WAIT, "the client answered a ping", || {
+    wait_until("the client answered a ping", WAIT, async || {
         h.fake.has_seen(&Seen::Pong(1))
     })
     .await;
@@ -389,20 +401,16 @@ async fn pings_and_pongs_keep_a_quiet_connection_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_opener_is_retried_with_backoff() {
-    let fake = FakeSlack::start().await;
+    let fake = FakeSocketServer::start().await;
     let opener = FakeOpener::new(fake.addr);
     opener
         .failing
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let h = Harness::start_full(
-        fake,
-        opener,
-        1,
-        tuning(),
-        ProxyConfig::none(),
-        Arc::new(Recorder::default()),
-    );
-    wait_until(WAIT, "the opener was retried", || h.opener.calls() >= 4).await;
+    let h = Harness::with_opener(fake, opener);
+    wait_until("the opener was retried", WAIT, async || {
+        h.opener.calls() >= 4
+    })
+    .await;
     h.opener
         .auth_failing
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -427,7 +435,7 @@ async fn a_failing_opener_is_retried_with_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_sends_no_hello_is_replaced() {
-    let fake = FakeSlack::start().await;
+    let fake = FakeSocketServer::start().await;
     fake.hold_hello(1);
     let h = Harness::start_with(
         fake,
@@ -437,7 +445,7 @@ async fn a_connection_that_sends_no_hello_is_replaced() {
         Arc::new(Recorder::default()),
     )
     .await;
-    wait_until(WAIT, "a second connection has hello", || {
+    wait_until("a second connection has hello", WAIT, async || {
         h.fake.has_seen(&Seen::HelloSent(2))
     })
     .await;
@@ -469,8 +477,7 @@ async fn garbage_frames_are_skipped_without_dropping_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_handler_counts_button_clicks() {
     let metrics_for_handler = Metrics::new();
-    let fake = FakeSlack::start().await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeSocketServer::start().await;
     let opener = FakeOpener::new(fake.addr);
     let shutdown = CancellationToken::new();
     let socket_mode = SocketMode::spawn(
@@ -484,7 +491,7 @@ async fn the_default_handler_counts_button_clicks() {
         metrics_for_handler.clone(),
         shutdown.clone(),
     );
-    wait_until(WAIT, "connected", || {
+    wait_until("connected", WAIT, async || {
         socket_mode.state().connections_open == 1
     })
     .await;
@@ -493,11 +500,11 @@ async fn the_default_handler_counts_button_clicks() {
         1,
         envelope("event", "events_api", json!({"type": "event_callback"})),
     );
-    wait_until(WAIT, "the click was counted", || {
+    wait_until("the click was counted", WAIT, async || {
         metrics_for_handler.block_actions.get() == 1
     })
     .await;
-    wait_until(WAIT, "both acked", || fake.acks().len() == 2).await;
+    wait_until("both acked", WAIT, async || fake.acks().len() == 2).await;
     shutdown.cancel();
     tokio::time::timeout(WAIT, socket_mode.join())
         .await
@@ -508,16 +515,8 @@ async fn the_default_handler_counts_button_clicks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_websocket_goes_through_an_http_connect_proxy() {
     let proxy = FakeProxy::start().await;
-    let fake = FakeSlack::start().await;
     let proxy_url = format!("http://bridge:p%40ss@{}", proxy.addr);
-    let h = Harness::start_with(
-        fake,
-        1,
-        tuning(),
-        ProxyConfig::with_proxy(&proxy_url).unwrap(),
-        Arc::new(Recorder::default()),
-    )
-    .await;
+    let h = Harness::through(ProxyConfig::with_proxy(&proxy_url).unwrap()).await;
     h.wait_open(1).await;
     h.fake
         .send_text(1, envelope("via-proxy", "interactive", json!({})));
@@ -543,16 +542,11 @@ async fn the_websocket_goes_through_an_http_connect_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_proxy_bypasses_the_proxy() {
     let proxy = FakeProxy::start().await;
-    let fake = FakeSlack::start().await;
     let proxy_url = format!("http://{}", proxy.addr);
-    let h = Harness::start_with(
-        fake,
-        1,
-        tuning(),
+    let h = Harness::through(
         ProxyConfig::with_proxy(&proxy_url)
             .unwrap()
             .with_no_proxy("localhost,127.0.0.1"),
-        Arc::new(Recorder::default()),
     )
     .await;
     h.wait_open(1).await;
@@ -562,33 +556,10 @@ async fn no_proxy_bypasses_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_refuses_is_retried_like_any_failure() {
-    // A "proxy" that answers 407 to everything.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let refused_count = refused.clone();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-            refused_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = s
-                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
-                .await;
-        }
-    });
-    let fake = FakeSlack::start().await;
-    let h = Harness::start_with(
-        fake,
-        1,
-        tuning(),
-        ProxyConfig::with_proxy(&format!("http://{addr}")).unwrap(),
-        Arc::new(Recorder::default()),
-    )
-    .await;
-    wait_until(WAIT, "the proxy was tried again", || {
-        refused.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    let proxy = FakeProxy::refusing("407 Proxy Authentication Required").await;
+    let h = Harness::through(ProxyConfig::with_proxy(&proxy.url()).unwrap()).await;
+    wait_until("the proxy was tried again", WAIT, async || {
+        proxy.requests.lock().unwrap().len() >= 3
     })
     .await;
     assert_eq!(h.open(), 0);
@@ -598,7 +569,6 @@ async fn a_proxy_that_refuses_is_retried_like_any_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_urls_speak_tls_inside_the_proxy_tunnel() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     // A "Slack" that records the first bytes it gets, then hangs up.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -636,7 +606,7 @@ async fn wss_urls_speak_tls_inside_the_proxy_tunnel() {
 /// A Slack whose connections end (or ask to be replaced) right after hello must not be
 /// reconnected to in a tight loop: each replacement waits its backoff step.
 async fn connections_ending_right_after_hello_back_off(what: AfterHello) {
-    let fake = FakeSlack::start().await;
+    let fake = FakeSocketServer::start().await;
     fake.after_hello(what);
     let mut t = tuning();
     t.backoff_base = Duration::from_millis(200);
@@ -649,7 +619,7 @@ async fn connections_ending_right_after_hello_back_off(what: AfterHello) {
         Arc::new(Recorder::default()),
     )
     .await;
-    wait_until(WAIT, "a few connections", || h.fake.accepted() >= 3).await;
+    wait_until("a few connections", WAIT, async || h.fake.accepted() >= 3).await;
     // An observation window, not a synchronisation: draws average 100 ms, so about 20
     // connections fit in 2 s; a tight loop makes thousands.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -692,9 +662,7 @@ async fn probe_returns_in_time_when_the_server_stops_reading() {
         for _ in 0..100_000 {
             ws.feed(Message::Ping(payload.clone())).await.unwrap();
         }
-        ws.send(Message::text(support_socket::hello()))
-            .await
-            .unwrap();
+        ws.send(Message::text(support::hello())).await.unwrap();
         let _ = until_done.await;
     });
     let url = Url::parse(&format!("ws://{addr}/link?ticket=secret")).unwrap();
@@ -714,17 +682,10 @@ async fn probe_returns_in_time_when_the_server_stops_reading() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_apps_connections_open_waits_its_retry_after() {
-    let fake = FakeSlack::start().await;
+    let fake = FakeSocketServer::start().await;
     let opener = FakeOpener::new(fake.addr);
     *opener.rate_limited.lock().unwrap() = Some(Duration::from_secs(1));
-    let h = Harness::start_full(
-        fake,
-        opener,
-        1,
-        tuning(),
-        ProxyConfig::none(),
-        Arc::new(Recorder::default()),
-    );
+    let h = Harness::with_opener(fake, opener);
     let started = Instant::now();
     h.wait_open(1).await;
     // The backoff alone (≤ 10 ms at first) would have retried at once.

@@ -4,26 +4,9 @@ use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
 
-fn workspace_deleted(email: &str) -> serde_json::Value {
-    notification(
-        sample("TemplateWorkspaceDeleted.json.golden"),
-        &fresh_id(),
-        email,
-    )
-}
-
-async fn bridge_with_bobby() -> (FakeSlack, Bridge) {
-    let slack = FakeSlack::start().await;
-    slack.add_user("bobby@coder.com", "UBOBBY");
-    let bridge = Bridge::start(config(settings(&slack))).await;
-    bridge.wait_ready(200).await;
-    bridge.wait_for_directory(1).await;
-    (slack, bridge)
-}
-
 #[tokio::test]
 async fn the_same_msg_id_twice_posts_once() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     let body = workspace_deleted("bobby@coder.com");
     let (status, _, first) = bridge.post(&body).await;
     assert_eq!((status, &first["status"]), (200, &json!("delivered")));
@@ -35,7 +18,7 @@ async fn the_same_msg_id_twice_posts_once() {
 
 #[tokio::test]
 async fn five_concurrent_copies_post_once_and_wait_for_the_first() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     // A slow Slack keeps the first delivery in flight while the copies arrive.
     slack.delay("chat.postMessage", Duration::from_millis(300));
     let body = workspace_deleted("bobby@coder.com");
@@ -66,14 +49,9 @@ async fn five_concurrent_copies_post_once_and_wait_for_the_first() {
 
 #[tokio::test]
 async fn a_429_is_waited_out_and_delivered_once() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     slack.push("chat.postMessage", Canned::rate_limited(1));
-    let (status, _, answer) = bridge.post(&workspace_deleted("bobby@coder.com")).await;
-    assert_eq!(
-        (status, &answer["status"]),
-        (200, &json!("delivered")),
-        "{answer}"
-    );
+    bridge.deliver(&workspace_deleted("bobby@coder.com")).await;
     let posts = slack.calls_to("chat.postMessage");
     assert_eq!(
         posts.len(),
@@ -84,12 +62,11 @@ async fn a_429_is_waited_out_and_delivered_once() {
         posts[0].args, posts[1].args,
         "the same message is sent again"
     );
-    let metrics = bridge.get("/metrics").await.1;
-    assert!(
-        metrics
-            .contains("coder_slack_bridge_slack_rate_limited_total{method=\"chat.postMessage\"} 1"),
-        "{metrics}"
-    );
+    bridge
+        .assert_metrics(&[
+            "coder_slack_bridge_slack_rate_limited_total{method=\"chat.postMessage\"} 1",
+        ])
+        .await;
     bridge.stop().await;
 }
 
@@ -123,12 +100,7 @@ async fn a_failing_slack_gets_503_within_the_budget_and_the_retry_posts_once() {
 
     // Slack recovers; Coder's retry (same msg_id) posts exactly once.
     slack.always("chat.postMessage", None);
-    let (status, _, answer) = bridge.post(&body).await;
-    assert_eq!(
-        (status, &answer["status"]),
-        (200, &json!("delivered")),
-        "{answer}"
-    );
+    bridge.deliver(&body).await;
     let (status, _, answer) = bridge.post(&body).await;
     assert_eq!((status, answer), (200, json!({"status": "duplicate"})));
     assert_eq!(
@@ -140,7 +112,7 @@ async fn a_failing_slack_gets_503_within_the_budget_and_the_retry_posts_once() {
 
 #[tokio::test]
 async fn a_revoked_token_gets_503_and_nothing_is_posted() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     slack.revoke_token();
     let (status, retry_after, answer) = bridge
         .post(&workspace_deleted("someone.new@coder.com"))
@@ -213,7 +185,7 @@ async fn an_unknown_user_is_undeliverable_with_one_fallback_post() {
 
 #[tokio::test]
 async fn without_a_fallback_channel_an_unknown_user_is_just_undeliverable() {
-    let (slack, bridge) = bridge_with_bobby().await;
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
     let (status, _, answer) = bridge.post(&workspace_deleted("stranger@coder.com")).await;
     assert_eq!((status, &answer["status"]), (200, &json!("undeliverable")));
     assert!(answer.get("fallback_channel").is_none());
@@ -329,6 +301,9 @@ async fn a_learned_address_expires_so_a_reassigned_one_reaches_its_new_owner() {
     };
     assert_eq!(resolve().await.as_deref(), Some("UPREVIOUS"));
     slack.add_user("ops@coder.com", "UNEWOWNER");
-    wait_until(|| async { resolve().await.as_deref() == Some("UNEWOWNER") }).await;
+    wait_until("the new owner resolves", WAIT, async || {
+        resolve().await.as_deref() == Some("UNEWOWNER")
+    })
+    .await;
     assert_eq!(slack.calls_to("users.lookupByEmail").len(), 2);
 }

@@ -5,27 +5,6 @@ use crate::support::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-fn workspace_deleted(email: &str) -> Value {
-    notification(
-        sample("TemplateWorkspaceDeleted.json.golden"),
-        &fresh_id(),
-        email,
-    )
-}
-
-async fn bridge_with_bobby(
-    adjust: impl FnOnce(&mut coder_slack_bridge::config::Config),
-) -> (FakeSlack, Bridge) {
-    let slack = FakeSlack::start().await;
-    slack.add_user("bobby@coder.com", "UBOBBY");
-    let mut c = config(settings(&slack));
-    adjust(&mut c);
-    let bridge = Bridge::start(c).await;
-    bridge.wait_ready(200).await;
-    bridge.wait_for_directory(1).await;
-    (slack, bridge)
-}
-
 /// The one message in Bobby's DM carries this body's msg_id, and the answer names it.
 fn assert_one_message_in_the_dm(slack: &FakeSlack, body: &Value, answer: &Value) {
     let dm = slack.messages_in("DBOBBY");
@@ -156,11 +135,9 @@ async fn a_message_slack_refuses_as_built_goes_to_the_person_as_plain_text() {
             "{text}"
         );
         assert_eq!(retry["metadata"]["event_payload"]["msg_id"], body["msg_id"]);
-        let metrics = bridge.get("/metrics").await.1;
-        assert!(
-            metrics.contains("coder_slack_bridge_plain_text_fallbacks_total 1"),
-            "{metrics}"
-        );
+        bridge
+            .assert_metrics(&["coder_slack_bridge_plain_text_fallbacks_total 1"])
+            .await;
         bridge.stop().await;
     }
 }

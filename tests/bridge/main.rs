@@ -3,5 +3,6 @@
 mod delivery;
 mod honest;
 mod ops;
+#[path = "../support/mod.rs"]
 mod support;
 mod webhook;

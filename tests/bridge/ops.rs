@@ -155,7 +155,7 @@ async fn sigterm(child: &tokio::process::Child) {
 #[tokio::test]
 async fn secrets_never_reach_the_logs_even_at_trace() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     slack.set_socket_url(&socket.url());
     let otp = "9f1c2e7a-otp-secret-5b3d";
     slack.add_user("bobby@coder.com", "UBOBBY");
@@ -244,7 +244,7 @@ async fn secrets_never_reach_the_logs_even_at_trace() {
 async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     slack.set_socket_url(&socket.url());
     let mut s = settings(&slack);
     s.slack_app_token = Some(APP_TOKEN.into());
@@ -259,14 +259,23 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
             serde_json::from_str::<serde_json::Value>(&body).expect("json"),
         )
     };
-    wait_until(|| async { readyz().await.1["socket_mode"]["connections_open"] == 2 }).await;
-    assert_eq!(
-        readyz().await,
-        (
-            200,
-            json!({"status": "ready", "reason": "ok", "socket_mode": {"connections_open": 2, "ever_connected": true}})
+    // Waits until `n` connections are open, then checks the whole answer.
+    let ready_with_open = async |n: u64| {
+        wait_until(
+            &format!("{n} Socket Mode connections are open"),
+            WAIT,
+            async || readyz().await.1["socket_mode"]["connections_open"] == n,
         )
-    );
+        .await;
+        assert_eq!(
+            readyz().await,
+            (
+                200,
+                json!({"status": "ready", "reason": "ok", "socket_mode": {"connections_open": n, "ever_connected": true}})
+            )
+        );
+    };
+    ready_with_open(2).await;
 
     // Every connection goes, and Slack will not hand out new ones for now: DMs still go
     // out, so the bridge stays in service and says what is missing.
@@ -275,30 +284,15 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
         Some(Canned::error("internal_error")),
     );
     socket.drop_all();
-    wait_until(|| async { readyz().await.1["socket_mode"]["connections_open"] == 0 }).await;
-    assert_eq!(
-        readyz().await,
-        (
-            200,
-            json!({"status": "ready", "reason": "ok", "socket_mode": {"connections_open": 0, "ever_connected": true}})
-        )
-    );
-    assert!(bridge
-        .get("/metrics")
-        .await
-        .1
-        .contains("coder_slack_bridge_socket_mode_connections_open 0"));
-    let (status, _, answer) = bridge
-        .post(&notification(
-            sample("TemplateWorkspaceDeleted.json.golden"),
-            &fresh_id(),
-            "bobby@coder.com",
-        ))
+    ready_with_open(0).await;
+    bridge
+        .assert_metrics(&["coder_slack_bridge_socket_mode_connections_open 0"])
         .await;
+    let (status, _, answer) = bridge.post(&workspace_deleted("bobby@coder.com")).await;
     assert_eq!((status, &answer["status"]), (200, &json!("delivered")));
 
     slack.always("apps.connections.open", None);
-    wait_until(|| async {
+    wait_until("the metrics show a reconnect", WAIT, async || {
         let metrics = bridge.get("/metrics").await.1;
         metrics.contains("coder_slack_bridge_socket_mode_connections_open 2")
             && !metrics.contains("coder_slack_bridge_socket_mode_reconnects_total 0")
@@ -339,25 +333,20 @@ async fn metrics_are_exported_after_traffic() {
     bridge.post(&body).await;
     bridge.post(&body).await;
     bridge.post(&json!({"msg_id": "x"})).await;
-    let (status, metrics) = bridge.get("/metrics").await;
-    assert_eq!(status, 200);
-    for expected in [
-        "coder_slack_bridge_webhooks_total{outcome=\"delivered\"} 1",
-        "coder_slack_bridge_webhooks_total{outcome=\"duplicate\"} 1",
-        "coder_slack_bridge_webhooks_total{outcome=\"rejected\"} 1",
-        "coder_slack_bridge_delivery_seconds_count 3",
-        "coder_slack_bridge_slack_api_calls_total{method=\"chat.postMessage\",result=\"ok\"} 1",
-        "coder_slack_bridge_slack_api_calls_total{method=\"auth.test\",result=\"ok\"} 1",
-        "coder_slack_bridge_directory_users 1",
-        "coder_slack_bridge_directory_lookups_total{result=\"hit\"} 1",
-        "coder_slack_bridge_socket_mode_connections_open 0",
-        "# EOF",
-    ] {
-        assert!(
-            metrics.contains(expected),
-            "{expected} missing from:\n{metrics}"
-        );
-    }
+    bridge
+        .assert_metrics(&[
+            "coder_slack_bridge_webhooks_total{outcome=\"delivered\"} 1",
+            "coder_slack_bridge_webhooks_total{outcome=\"duplicate\"} 1",
+            "coder_slack_bridge_webhooks_total{outcome=\"rejected\"} 1",
+            "coder_slack_bridge_delivery_seconds_count 3",
+            "coder_slack_bridge_slack_api_calls_total{method=\"chat.postMessage\",result=\"ok\"} 1",
+            "coder_slack_bridge_slack_api_calls_total{method=\"auth.test\",result=\"ok\"} 1",
+            "coder_slack_bridge_directory_users 1",
+            "coder_slack_bridge_directory_lookups_total{result=\"hit\"} 1",
+            "coder_slack_bridge_socket_mode_connections_open 0",
+            "# EOF",
+        ])
+        .await;
     bridge.stop().await;
 }
 
@@ -450,7 +439,7 @@ async fn sigterm_with_slack_hanging_still_exits_within_25_seconds() {
 
 async fn run_check(
     slack: &FakeSlack,
-    socket: &FakeSocketMode,
+    socket: &FakeSocketServer,
     env: &[(&str, &str)],
 ) -> (bool, String, String) {
     slack.set_socket_url(&socket.url());
@@ -459,18 +448,13 @@ async fn run_check(
         .arg("check")
         .env("SLACK_APP_TOKEN", APP_TOKEN)
         .envs(env.iter().copied());
-    let output = run_to_end(&mut command).await;
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_for_text(&mut command).await
 }
 
 #[tokio::test]
 async fn check_passes_against_a_healthy_slack() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     let (ok, out, err) = run_check(&slack, &socket, &[]).await;
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
@@ -480,17 +464,13 @@ async fn check_passes_against_a_healthy_slack() {
         "{out}"
     );
     assert!(out.contains("all checks passed"));
-    assert_eq!(
-        *socket.accepted.lock().expect("lock"),
-        1,
-        "the websocket was really opened"
-    );
+    assert_eq!(socket.accepted(), 1, "the websocket was really opened");
 }
 
 #[tokio::test]
 async fn check_fails_naming_the_setting_for_a_revoked_token_or_missing_scope() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     slack.revoke_token();
     let (ok, out, err) = run_check(&slack, &socket, &[]).await;
     assert!(!ok, "{out}");
@@ -510,7 +490,7 @@ async fn check_fails_naming_the_setting_for_a_revoked_token_or_missing_scope() {
 #[tokio::test]
 async fn check_warns_without_the_read_back_scopes() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     slack.set_scopes("chat:write,users:read,users:read.email");
     let (ok, out, _) = run_check(&slack, &socket, &[]).await;
     assert!(ok, "the bridge works without them: {out}");
@@ -523,7 +503,7 @@ async fn check_warns_without_the_read_back_scopes() {
 #[tokio::test]
 async fn check_verifies_the_app_can_post_in_the_fallback_channel() {
     let slack = FakeSlack::start().await;
-    let socket = FakeSocketMode::start().await;
+    let socket = FakeSocketServer::start().await;
     let (ok, out, err) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS1234")]).await;
     assert!(!ok, "{out}");
     assert!(
@@ -602,12 +582,7 @@ async fn idle_half_open_and_slow_clients_do_not_block_real_requests() {
         &fresh_id(),
         "bobby@coder.com",
     );
-    let (status, _, answer) = bridge.post(&body).await;
-    assert_eq!(
-        (status, &answer["status"]),
-        (200, &json!("delivered")),
-        "{answer}"
-    );
+    bridge.deliver(&body).await;
 
     // The server hangs up on a client that never finishes its headers.
     let mut buf = [0u8; 256];
@@ -702,8 +677,7 @@ async fn dot_env_is_read_from_the_working_folder_only() {
     .expect("write the parent's .env");
     let here = parent.join("work");
     std::fs::create_dir_all(&here).expect("working folder");
-    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
+    let sample = sample_path("TemplateChangelog.json.golden");
     let preview = || {
         let mut command = bridge_binary(&here);
         command.arg("preview").arg(&sample);
@@ -746,9 +720,8 @@ async fn a_malformed_dot_env_line_is_named_but_not_shown() {
     for (content, line) in cases.iter().zip([3, 4]) {
         let dir = fresh_dir("dotenv-malformed");
         std::fs::write(dir.join(".env"), content).expect("write .env");
-        let output = run_to_end(&mut bridge_binary(&dir)).await;
-        assert!(!output.status.success());
-        let stderr = stderr_of(&output);
+        let (ok, _, stderr) = run_for_text(&mut bridge_binary(&dir)).await;
+        assert!(!ok);
         assert!(
             stderr.contains(&format!(".env line {line} (SLACK_BOT_TOKEN)")),
             "{stderr}"
@@ -769,9 +742,8 @@ async fn placeholders_are_refused_at_start_up_naming_the_setting() {
         dir.join(".env"),
     )
     .expect("copy .env.example");
-    let output = run_to_end(&mut bridge_binary(&dir)).await;
-    assert!(!output.status.success());
-    let stderr = stderr_of(&output);
+    let (ok, _, stderr) = run_for_text(&mut bridge_binary(&dir)).await;
+    assert!(!ok);
     assert!(
         stderr.contains("SLACK_BOT_TOKEN is still the placeholder from .env.example"),
         "{stderr}"
@@ -785,9 +757,8 @@ async fn placeholders_are_refused_at_start_up_naming_the_setting() {
         ("WEBHOOK_SECRET", "CHANGE-ME"),
         ("WEBHOOK_SECRET", "<your webhook secret>"),
     ] {
-        let output = run_to_end(bridge_command(&slack).env(name, value)).await;
-        assert!(!output.status.success(), "{name}={value} was accepted");
-        let stderr = stderr_of(&output);
+        let (ok, _, stderr) = run_for_text(bridge_command(&slack).env(name, value)).await;
+        assert!(!ok, "{name}={value} was accepted");
         assert!(
             stderr.contains(&format!("{name} is still")) && !stderr.contains(value),
             "{name}={value}: {stderr}"
@@ -824,9 +795,9 @@ async fn a_webhook_secret_with_a_trailing_newline_matches_without_it() {
 #[tokio::test]
 async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
     let slack = FakeSlack::start().await;
-    let output = run_to_end(bridge_command(&slack).env("FALLBACK_CHANNEL", "#general")).await;
-    assert!(!output.status.success());
-    let stderr = stderr_of(&output);
+    let (ok, _, stderr) =
+        run_for_text(bridge_command(&slack).env("FALLBACK_CHANNEL", "#general")).await;
+    assert!(!ok);
     assert!(
         stderr.contains("FALLBACK_CHANNEL must be a channel ID") && stderr.contains("#general"),
         "{stderr}"
@@ -839,9 +810,8 @@ async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_API_URL", slack.api_url())
         .env("LISTEN_ADDR", "127.0.0.1:0");
-    let output = run_to_end(&mut command).await;
-    assert!(!output.status.success());
-    let stderr = stderr_of(&output);
+    let (ok, _, stderr) = run_for_text(&mut command).await;
+    assert!(!ok);
     assert!(
         stderr.contains(".env line 1 (FALLBACK_CHANNEL)") && stderr.contains("channel ID"),
         "{stderr}"
@@ -852,9 +822,9 @@ async fn a_fallback_channel_name_is_refused_asking_for_its_id() {
 async fn directory_refresh_out_of_bounds_is_refused_not_a_panic() {
     let slack = FakeSlack::start().await;
     for value in ["100000h", "18446744073709551615h", "30s"] {
-        let output = run_to_end(bridge_command(&slack).env("DIRECTORY_REFRESH", value)).await;
-        assert!(!output.status.success(), "DIRECTORY_REFRESH={value}");
-        let stderr = stderr_of(&output);
+        let (ok, _, stderr) =
+            run_for_text(bridge_command(&slack).env("DIRECTORY_REFRESH", value)).await;
+        assert!(!ok, "DIRECTORY_REFRESH={value}");
         assert!(stderr.contains("error: DIRECTORY_REFRESH"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
@@ -871,9 +841,8 @@ async fn a_value_clap_refuses_names_the_variable_and_the_flag() {
             "LOG_FORMAT (--log-format): invalid value \"yaml\": use one of text, json",
         ),
     ] {
-        let output = run_to_end(bridge_command(&slack).env(name, value)).await;
-        assert!(!output.status.success(), "{name}={value}");
-        let stderr = stderr_of(&output);
+        let (ok, _, stderr) = run_for_text(bridge_command(&slack).env(name, value)).await;
+        assert!(!ok, "{name}={value}");
         assert!(stderr.contains(expected), "{name}={value}: {stderr}");
     }
 }
@@ -883,10 +852,10 @@ async fn send_test_failures_say_nothing_was_sent_and_what_to_do() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     slack.always("chat.postMessage", Some(Canned::error("missing_scope")));
-    let output =
-        run_to_end(bridge_command(&slack).args(["send-test", "--email", "bobby@coder.com"])).await;
-    assert!(!output.status.success());
-    let stderr = stderr_of(&output);
+    let (ok, _, stderr) =
+        run_for_text(bridge_command(&slack).args(["send-test", "--email", "bobby@coder.com"]))
+            .await;
+    assert!(!ok);
     let error = stderr
         .lines()
         .find(|l| l.starts_with("error: "))

@@ -14,7 +14,7 @@ async fn every_sample_is_delivered_as_the_expected_dm() {
     bridge.wait_ready(200).await;
 
     let samples = samples();
-    assert_eq!(samples.len(), 68);
+    assert_eq!(samples.len(), SAMPLE_COUNT);
     for (name, body) in &samples {
         let msg_id = fresh_id();
         let mut body = body.clone();
@@ -77,11 +77,10 @@ async fn every_sample_is_delivered_as_the_expected_dm() {
 
         // Buttons: one per action, in order, with absolute URLs (relative ones resolved
         // against CODER_URL).
-        let buttons: Vec<&Value> = blocks
+        let buttons: Vec<Value> = blocks
             .iter()
             .filter(|b| b["type"] == "actions")
             .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
-            .map(|e| Box::leak(Box::new(e)) as &Value)
             .collect();
         let actions = body["payload"]["actions"]
             .as_array()
@@ -135,17 +134,8 @@ async fn one_sample_exactly_as_slack_receives_it() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     let bridge = Bridge::start(config(settings(&slack))).await;
-    let body = notification(
-        sample("TemplateWorkspaceDeleted.json.golden"),
-        &fresh_id(),
-        "Bobby@Coder.com",
-    );
-    let (status, _, answer) = bridge.post(&body).await;
-    assert_eq!(
-        (status, &answer["status"]),
-        (200, &json!("delivered")),
-        "{answer}"
-    );
+    let body = workspace_deleted("Bobby@Coder.com");
+    bridge.deliver(&body).await;
     let posts = slack.calls_to("chat.postMessage");
     assert_eq!(posts.len(), 1);
     let expected = json!({
@@ -202,48 +192,38 @@ async fn bad_requests_get_specific_errors_and_never_reach_slack() {
         assert_eq!(answer["error"], expected, "{body}");
     }
 
-    let raw = |body: Vec<u8>, content_type: &'static str| {
-        bridge
+    // A body as it is, with its own content type: the status and the answer's `error`.
+    let raw = async |body: Vec<u8>, content_type: &'static str| {
+        let response = bridge
             .client
             .post(bridge.url("/v1/webhook"))
             .header("content-type", content_type)
             .body(body)
             .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        let answer: Value =
+            serde_json::from_slice(&response.bytes().await.expect("body")).unwrap_or_default();
+        (
+            status,
+            answer["error"].as_str().unwrap_or_default().to_owned(),
+        )
     };
-    let response = raw(b"{not json".to_vec(), "application/json")
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 400);
-    let answer: Value =
-        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("body is not valid JSON"),
-        "{answer}"
-    );
+    let (status, error) = raw(b"{not json".to_vec(), "application/json").await;
+    assert_eq!(status, 400);
+    assert!(error.starts_with("body is not valid JSON"), "{error}");
 
-    let response = raw(b"{}".to_vec(), "text/plain").await.expect("send");
-    assert_eq!(response.status(), 415);
+    let (status, _) = raw(b"{}".to_vec(), "text/plain").await;
+    assert_eq!(status, 415);
 
     let huge = format!(
         "{{\"msg_id\":\"m\",\"pad\":\"{}\"}}",
         "x".repeat(1024 * 1024)
     );
-    let response = raw(huge.into_bytes(), "application/json")
-        .await
-        .expect("send");
-    assert_eq!(response.status(), 413);
-    let answer: Value =
-        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("larger than"),
-        "{answer}"
-    );
+    let (status, error) = raw(huge.into_bytes(), "application/json").await;
+    assert_eq!(status, 413);
+    assert!(error.contains("larger than"), "{error}");
 
     let (status, _) = bridge.get("/v1/webhook").await;
     assert_eq!(status, 405);
@@ -273,24 +253,23 @@ async fn dry_run_needs_no_slack_and_sends_nothing() {
     assert!(slack.calls().is_empty(), "a dry run contacts no Slack");
 }
 
+/// Runs a `preview` command, which must succeed, and returns the JSON it printed.
+async fn preview(command: &mut tokio::process::Command) -> Value {
+    let (ok, stdout, stderr) = run_for_text(command).await;
+    assert!(ok, "{stderr}");
+    serde_json::from_str(&stdout).expect("preview prints JSON")
+}
+
 #[tokio::test]
 async fn preview_prints_the_message_without_slack() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
-        "tests/fixtures/coder-webhook-samples/TemplateWorkspaceBuildsFailedReport.json.golden",
-    );
-    let output = run_to_end(
+    let path = sample_path("TemplateWorkspaceBuildsFailedReport.json.golden");
+    let printed = preview(
         bridge_binary(&fresh_dir("preview"))
             .arg("preview")
             .arg(&path)
             .env("SLACK_API_URL", "http://127.0.0.1:9/unreachable"),
     )
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&output.stdout).expect("preview prints JSON");
     assert_eq!(printed["channel"], "<Slack user ID of bobby@coder.com>");
     assert_eq!(
         printed["blocks"][0]["text"]["text"],
@@ -308,20 +287,13 @@ async fn preview_prints_the_message_without_slack() {
 
 #[tokio::test]
 async fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/coder-webhook-samples/TemplateChangelog.json.golden");
-    let output = run_to_end(
+    let path = sample_path("TemplateChangelog.json.golden");
+    let printed = preview(
         bridge_binary(&fresh_dir("preview"))
             .args(["preview", "--coder-url", "https://coder.example.com"])
             .arg(&path),
     )
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&output.stdout).expect("preview prints JSON");
     let actions = printed["blocks"]
         .as_array()
         .and_then(|b| b.iter().find(|b| b["type"] == "actions"))

@@ -1,6 +1,5 @@
-//! A fake Slack Socket Mode server, a fake `apps.connections.open`, and a CONNECT proxy, all on
-//! loopback, for tests/socket_mode.rs.
-#![allow(dead_code)]
+//! A fake Slack Socket Mode server on loopback, its frames (`hello`, `disconnect`, envelopes),
+//! and a fake `apps.connections.open` for the client alone (`FakeOpener`).
 
 use coder_slack_bridge::socket_mode::{OpenConnection, OpenError};
 use futures_util::future::BoxFuture;
@@ -10,9 +9,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
@@ -49,7 +47,7 @@ pub enum Cmd {
 type ConnControl = (usize, mpsc::UnboundedSender<Cmd>);
 
 #[derive(Clone)]
-pub struct FakeSlack {
+pub struct FakeSocketServer {
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<(Instant, Seen)>>>,
     conns: Arc<Mutex<Vec<ConnControl>>>,
@@ -59,6 +57,9 @@ pub struct FakeSlack {
     reused: Arc<Mutex<Vec<usize>>>,
     /// What every connection does right after its hello, when set.
     after_hello: Arc<Mutex<Option<AfterHello>>>,
+    /// Bumped by `drop_all`; every connection open at that moment goes (a watch never misses
+    /// a change, whatever the connection was doing, even mid-handshake).
+    generation: Arc<watch::Sender<u64>>,
 }
 
 /// A misbehaving Slack: what each connection does as soon as it has sent hello.
@@ -70,17 +71,20 @@ pub enum AfterHello {
     Drop,
 }
 
-impl FakeSlack {
-    pub async fn start() -> FakeSlack {
+impl FakeSocketServer {
+    pub async fn start() -> FakeSocketServer {
+        // The clients tested against it may speak TLS (wss through a proxy).
+        super::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let fake = FakeSlack {
+        let fake = FakeSocketServer {
             addr,
             log: Arc::default(),
             conns: Arc::default(),
             hold_hello: Arc::default(),
             reused: Arc::default(),
             after_hello: Arc::default(),
+            generation: Arc::new(watch::Sender::new(0)),
         };
         let server = fake.clone();
         tokio::spawn(async move {
@@ -88,11 +92,24 @@ impl FakeSlack {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                // Subscribed at accept, so a drop_all after the TCP accept reaches it.
+                let mut dropped = server.generation.subscribe();
+                dropped.mark_unchanged();
                 let server = server.clone();
-                tokio::spawn(async move { server.serve(tcp).await });
+                tokio::spawn(async move { server.serve(tcp, dropped).await });
             }
         });
         fake
+    }
+
+    /// `ws://ADDR/link`: a URL for `apps.connections.open` to hand out.
+    pub fn url(&self) -> String {
+        format!("ws://{}/link", self.addr)
+    }
+
+    /// Drops every open connection abruptly (no close frame).
+    pub fn drop_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Every connection from now on does `what` right after its hello.
@@ -176,7 +193,7 @@ impl FakeSlack {
         self.log.lock().unwrap().push((Instant::now(), seen));
     }
 
-    async fn serve(self, tcp: TcpStream) {
+    async fn serve(self, tcp: TcpStream, mut dropped: watch::Receiver<u64>) {
         let path = Arc::new(Mutex::new(String::new()));
         let path_in_callback = path.clone();
         #[allow(clippy::result_large_err)] // the signature is tungstenite's
@@ -224,6 +241,7 @@ impl FakeSlack {
         let mut silent = false;
         loop {
             tokio::select! {
+                _ = dropped.changed() => break, // abrupt: no close frame
                 cmd = rx.recv() => match cmd {
                     None | Some(Cmd::DropAbruptly) => break,
                     Some(Cmd::GoSilent) => silent = true,
@@ -329,283 +347,5 @@ impl OpenConnection for FakeOpener {
             let n = self.next.fetch_add(1, Ordering::SeqCst);
             Ok(Url::parse(&format!("{}?n={n}&ticket=secret", self.base)).unwrap())
         })
-    }
-}
-
-/// An HTTP proxy on loopback that records each request head: `CONNECT` opens a tunnel (what
-/// `https`/`wss` use), an absolute-form request (`POST http://host:port/path`, what `http`
-/// uses) is forwarded as it is.
-#[derive(Clone)]
-pub struct FakeProxy {
-    pub addr: SocketAddr,
-    pub requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl FakeProxy {
-    pub async fn start() -> FakeProxy {
-        Self::spawn(None).await
-    }
-
-    /// A proxy that answers every request with `status` (e.g. `407 Proxy Authentication
-    /// Required`) and closes the connection.
-    pub async fn refusing(status: &'static str) -> FakeProxy {
-        Self::spawn(Some(status)).await
-    }
-
-    async fn spawn(refuse: Option<&'static str>) -> FakeProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = FakeProxy {
-            addr: listener.local_addr().unwrap(),
-            requests: Arc::default(),
-        };
-        let requests = proxy.requests.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let requests = requests.clone();
-                tokio::spawn(async move {
-                    let _ = proxy_one(client, requests, refuse).await;
-                });
-            }
-        });
-        proxy
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The request lines seen so far (`CONNECT host:port HTTP/1.1`, `POST http://… HTTP/1.1`).
-    pub fn request_lines(&self) -> Vec<String> {
-        self.requests
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|head| head.lines().next().unwrap_or_default().to_owned())
-            .collect()
-    }
-}
-
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Ok(None);
-        }
-        head.push(byte[0]);
-    }
-    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
-}
-
-async fn proxy_one(
-    mut client: TcpStream,
-    requests: Arc<Mutex<Vec<String>>>,
-    refuse: Option<&'static str>,
-) -> std::io::Result<()> {
-    let Some(head) = read_head(&mut client).await? else {
-        return Ok(());
-    };
-    requests.lock().unwrap().push(head.clone());
-    if let Some(status) = refuse {
-        let answer = format!(
-            "HTTP/1.1 {status}\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        client.write_all(answer.as_bytes()).await?;
-        return Ok(());
-    }
-    let request_target = head
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .unwrap_or_default()
-        .to_owned();
-    let connect = head.starts_with("CONNECT ");
-    // CONNECT names host:port; an absolute-form request names http://host:port/path.
-    let target = if connect {
-        request_target
-    } else {
-        request_target
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let mut upstream = match TcpStream::connect(&target).await {
-        Ok(s) => s,
-        Err(_) => {
-            client
-                .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                .await?;
-            return Ok(());
-        }
-    };
-    if connect {
-        client
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .await?;
-    } else {
-        upstream.write_all(head.as_bytes()).await?;
-    }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    Ok(())
-}
-
-/// A port on loopback where nothing listens (bound, then released).
-pub async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A fake Slack Web API on loopback: `auth.test` and `apps.connections.open` (with the
-/// websocket URL it was given), answered with `Connection: close`. Records `METHOD path`.
-#[derive(Clone)]
-pub struct FakeWebApi {
-    pub addr: SocketAddr,
-    pub calls: Arc<Mutex<Vec<String>>>,
-    socket_url: Arc<Mutex<String>>,
-    /// `apps.connections.open` answers `{"ok":false,"error":CODE}` while set.
-    open_error: Arc<Mutex<Option<String>>>,
-}
-
-impl FakeWebApi {
-    pub async fn start() -> FakeWebApi {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = FakeWebApi {
-            addr: listener.local_addr().unwrap(),
-            calls: Arc::default(),
-            socket_url: Arc::default(),
-            open_error: Arc::default(),
-        };
-        let server = api.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let _ = server.answer(stream).await;
-                });
-            }
-        });
-        api
-    }
-
-    /// `http://127.0.0.1:PORT/api`, for `SlackApi::new`.
-    pub fn api_url(&self) -> Url {
-        Url::parse(&format!("http://{}/api", self.addr)).unwrap()
-    }
-
-    pub fn set_socket_url(&self, url: &str) {
-        *self.socket_url.lock().unwrap() = url.to_owned();
-    }
-
-    pub fn fail_open_with(&self, code: &str) {
-        *self.open_error.lock().unwrap() = Some(code.to_owned());
-    }
-
-    pub fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    async fn answer(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        let Some(head) = read_head(&mut stream).await? else {
-            return Ok(());
-        };
-        let mut words = head.lines().next().unwrap_or_default().split_whitespace();
-        let method = words.next().unwrap_or_default().to_owned();
-        // Through a proxy the target is absolute (http://host:port/path).
-        let target = words.next().unwrap_or_default();
-        let path = match target.strip_prefix("http://") {
-            Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
-            None => target,
-        };
-        let path = path.split('?').next().unwrap_or_default().to_owned();
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        stream.read_exact(&mut body).await?;
-        self.calls.lock().unwrap().push(format!("{method} {path}"));
-        let json = match path.as_str() {
-            "/api/auth.test" => serde_json::json!({
-                "ok": true, "team": "Test", "user": "bridge", "user_id": "UBOT", "team_id": "T1",
-            }),
-            "/api/apps.connections.open" => match self.open_error.lock().unwrap().clone() {
-                Some(code) => serde_json::json!({"ok": false, "error": code}),
-                None => serde_json::json!({"ok": true, "url": *self.socket_url.lock().unwrap()}),
-            },
-            _ => serde_json::json!({"ok": false, "error": "unknown_method"}),
-        }
-        .to_string();
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-oauth-scopes: chat:write,users:read,users:read.email\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-            json.len()
-        );
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await
-    }
-}
-
-/// A TLS server on loopback whose certificate (for `localhost` and 127.0.0.1) comes from a CA
-/// made up at test time, which no trust store knows. It completes no handshake.
-pub struct UntrustedTls {
-    pub addr: SocketAddr,
-}
-
-impl UntrustedTls {
-    pub async fn start() -> UntrustedTls {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "coder-slack-bridge test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .unwrap();
-        let cert = params.signed_by(&key, &*ca).unwrap();
-        let chain = vec![cert.der().clone(), ca.der().clone()];
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                // The client gives up at the certificate; the outcome is the client's to report.
-                tokio::spawn(async move {
-                    let _ = acceptor.accept(stream).await;
-                });
-            }
-        });
-        UntrustedTls { addr }
-    }
-}
-
-/// Polls `cond` every 5 ms until it holds; panics with `what` after `within`.
-pub async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -1,9 +1,6 @@
-//! A fake Slack the tests own: the Web API over HTTP and a Socket Mode websocket, both on
-//! 127.0.0.1:0. It records every request so tests can assert exactly what Slack received.
+//! A fake Slack Web API over HTTP on 127.0.0.1:0. It records every request so tests can
+//! assert exactly what Slack received; in lean mode (the load example) it only counts them.
 
-use coder_slack_bridge::config::{Config, Needs, Settings};
-use coder_slack_bridge::App;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -86,6 +83,21 @@ struct State {
     scopes: String,
     socket_url: Option<String>,
     posts: u64,
+    /// Calls by method, in every mode.
+    counts: BTreeMap<String, u64>,
+    /// Count calls only: neither `calls` nor `messages` grow (see [`Options::lean`]).
+    lean: bool,
+}
+
+/// How the fake serves; `Options::default()` is what most tests want.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Only count calls per method, keeping neither the calls nor the messages, so the fake
+    /// stays cheap at thousands of calls per second (the load example measures the bridge).
+    pub lean: bool,
+    /// Answer with `Connection: close`, so every call is a new connection (and a proxy sees
+    /// each request line).
+    pub close_connections: bool,
 }
 
 #[derive(Clone)]
@@ -97,8 +109,14 @@ pub struct FakeSlack {
 
 impl FakeSlack {
     pub async fn start() -> FakeSlack {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> FakeSlack {
+        super::install_crypto_provider();
         let state = Arc::new(Mutex::new(State {
             scopes: "chat:write,users:read,users:read.email,im:write,im:history".into(),
+            lean: options.lean,
             ..State::default()
         }));
         let changed = Arc::new(Notify::new());
@@ -127,10 +145,13 @@ impl FakeSlack {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // Small answers: don't let Nagle hold them back.
+                let _ = stream.set_nodelay(true);
                 let service =
                     hyper_util::service::TowerToHyperService::new(warp::service(route.clone()));
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
+                        .keep_alive(!options.close_connections)
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
                 );
             }
@@ -211,6 +232,16 @@ impl FakeSlack {
         self.lock().calls.clone()
     }
 
+    /// Calls so far by method (kept in lean mode too).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.lock().counts.clone()
+    }
+
+    /// Answer `apps.connections.open` with `{"ok":false,"error":code}` from now on.
+    pub fn fail_open_with(&self, code: &str) {
+        self.always("apps.connections.open", Some(Canned::error(code)));
+    }
+
     pub fn calls_to(&self, method: &str) -> Vec<Call> {
         self.lock()
             .calls
@@ -262,11 +293,14 @@ async fn answer(
     // Recorded on arrival, so a test can see a request that Slack is still "working on".
     let delay = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        s.calls.push(Call {
-            method: method.clone(),
-            args: args.clone(),
-            authorization: authorization.clone(),
-        });
+        *s.counts.entry(method.clone()).or_default() += 1;
+        if !s.lean {
+            s.calls.push(Call {
+                method: method.clone(),
+                args: args.clone(),
+                authorization: authorization.clone(),
+            });
+        }
         s.delay.get(&method).copied()
     };
     changed.notify_waiters();
@@ -388,14 +422,17 @@ fn default_answer(
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             let ts = format!("{}.{:06}", now.as_secs(), s.posts % 1_000_000);
-            let mut message = json!({"type": "message", "ts": ts, "text": args["text"]});
-            if let Some(blocks) = args.get("blocks") {
-                message["blocks"] = blocks.clone();
+            // Lean: no read-backs to serve, so nothing to keep.
+            if !s.lean {
+                let mut message = json!({"type": "message", "ts": ts, "text": args["text"]});
+                if let Some(blocks) = args.get("blocks") {
+                    message["blocks"] = blocks.clone();
+                }
+                if let Some(metadata) = args.get("metadata") {
+                    message["metadata"] = metadata.clone();
+                }
+                s.messages.entry(channel.clone()).or_default().push(message);
             }
-            if let Some(metadata) = args.get("metadata") {
-                message["metadata"] = metadata.clone();
-            }
-            s.messages.entry(channel.clone()).or_default().push(message);
             json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": args["text"]}})
         }
         "conversations.open" => {
@@ -472,311 +509,4 @@ fn history(s: &State, args: &Value) -> Value {
 
 fn user_json(id: &str, email: &str) -> Value {
     json!({"id": id, "team_id": "T1", "name": email.split('@').next(), "deleted": false, "is_bot": false, "profile": {"email": email}})
-}
-
-/// A Socket Mode server: every connection gets `hello`; tests can drop them all.
-#[derive(Clone)]
-pub struct FakeSocketMode {
-    pub addr: SocketAddr,
-    /// Bumped by `drop_all`; every connection open at that moment goes (a watch never misses
-    /// a change, whatever the connection was doing).
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
-    pub accepted: Arc<Mutex<u32>>,
-}
-
-impl FakeSocketMode {
-    pub async fn start() -> FakeSocketMode {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let generation = Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let accepted = Arc::new(Mutex::new(0));
-        let (g, a) = (generation.clone(), accepted.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let mut drop_all = g.subscribe();
-                drop_all.mark_unchanged();
-                *a.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                        return;
-                    };
-                    let hello = json!({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake"}, "connection_info": {"app_id": "A1"}});
-                    if ws
-                        .send(tokio_tungstenite::tungstenite::Message::text(
-                            hello.to_string(),
-                        ))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    loop {
-                        tokio::select! {
-                            _ = drop_all.changed() => return, // abrupt: no close frame
-                            msg = ws.next() => if msg.is_none() { return },
-                        }
-                    }
-                });
-            }
-        });
-        FakeSocketMode {
-            addr,
-            generation,
-            accepted,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("ws://{}/link", self.addr)
-    }
-
-    pub fn drop_all(&self) {
-        self.generation.send_modify(|g| *g += 1);
-    }
-}
-
-/// Settings pointing at `slack`, listening on a free loopback port.
-pub fn settings(slack: &FakeSlack) -> Settings {
-    let mut s = Settings::defaults();
-    s.slack_bot_token = Some(BOT_TOKEN.into());
-    s.slack_api_url = slack.api_url();
-    s.listen_addr = Some("127.0.0.1:0".into());
-    s.coder_url = Some("http://test.com".into());
-    s
-}
-
-pub fn config(settings: Settings) -> Config {
-    let mut c = settings
-        .validate(Needs::Serve)
-        .expect("valid test settings");
-    c.tuning.retry_base_delay = Duration::from_millis(20);
-    c.tuning.shutdown_grace = Duration::from_secs(5);
-    c
-}
-
-pub struct Bridge {
-    pub app_addr: SocketAddr,
-    pub shutdown: tokio_util::sync::CancellationToken,
-    pub app: Option<App>,
-    pub client: reqwest::Client,
-}
-
-impl Bridge {
-    pub async fn start(config: Config) -> Bridge {
-        let app = App::build(config).await.expect("app starts");
-        Bridge {
-            app_addr: app.local_addr(),
-            shutdown: app.shutdown_token(),
-            app: Some(app),
-            client: http_client(),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.app_addr, path)
-    }
-
-    /// POSTs a webhook body; returns status, Retry-After and the JSON answer.
-    pub async fn post(&self, body: &Value) -> (u16, Option<String>, Value) {
-        let response = self
-            .client
-            .post(self.url("/v1/webhook"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("webhook request");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let json = serde_json::from_slice(&response.bytes().await.unwrap_or_default())
-            .unwrap_or(Value::Null);
-        (status, retry_after, json)
-    }
-
-    /// POSTs every body at once and asserts each was answered `200 delivered`.
-    pub async fn deliver_all(&self, bodies: &[Value]) {
-        let answers = futures_util::future::join_all(bodies.iter().map(|b| self.post(b))).await;
-        for (status, _, answer) in &answers {
-            assert_eq!(
-                (*status, &answer["status"]),
-                (200, &json!("delivered")),
-                "{answer}"
-            );
-        }
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        let response = self.client.get(self.url(path)).send().await.expect("get");
-        (
-            response.status().as_u16(),
-            response.text().await.unwrap_or_default(),
-        )
-    }
-
-    /// Waits for `/readyz` to answer `status`, or panics after 10 s.
-    pub async fn wait_ready(&self, status: u16) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (got, body) = self.get("/readyz").await;
-            if got == status {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "readyz stayed {got}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the e-mail → user directory holds `users` people, or panics after 10 s.
-    pub async fn wait_for_directory(&self, users: u64) {
-        let directory = self
-            .app
-            .as_ref()
-            .and_then(|a| a.directory())
-            .expect("a directory (not a dry run)")
-            .clone();
-        wait_until(|| {
-            let d = directory.clone();
-            async move { d.known_users().await == users }
-        })
-        .await;
-    }
-
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(app) = self.app.take() {
-            app.run_until_stopped().await;
-        }
-    }
-}
-
-/// The samples Coder renders, as (file name, body).
-pub fn samples() -> Vec<(String, Value)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/coder-webhook-samples");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("samples") {
-        let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        if name.ends_with(".md") {
-            continue;
-        }
-        let body: Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
-        out.push((name, body));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-pub fn sample(name: &str) -> Value {
-    samples()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, b)| b)
-        .expect("sample exists")
-}
-
-/// A body with a fresh msg_id and the given recipient.
-pub fn notification(mut body: Value, msg_id: &str, email: &str) -> Value {
-    body["msg_id"] = msg_id.into();
-    body["payload"]["user_email"] = email.into();
-    body
-}
-
-static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-pub fn fresh_id() -> String {
-    format!(
-        "00000000-0000-4000-8000-{:012}",
-        NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-}
-
-/// Polls `condition` until it holds, or panics after 10 s.
-pub async fn wait_until<F, Fut>(condition: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The longest a test waits for a child process or an HTTP answer: it fails, never hangs.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// An HTTP client whose requests give up after 30 s.
-pub fn http_client() -> reqwest::Client {
-    // reqwest is built without a default TLS provider; the bridge installs the one it uses.
-    coder_slack_bridge::slack::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("HTTP client")
-}
-
-/// A new empty folder of its own under the target's temp folder, e.g. a child's working
-/// folder (so no `.env` but the test's own is there).
-pub fn fresh_dir(name: &str) -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a temp folder");
-    dir
-}
-
-/// The bridge binary working in `dir` with only PATH and HOME from the environment, no
-/// standard input, and killed if the test lets go of it.
-pub fn bridge_binary(dir: &std::path::Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coder-slack-bridge"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-/// Runs `command` to its end and returns what it printed; past [`DEADLINE`] the process is
-/// killed and the test fails.
-pub async fn run_to_end(command: &mut tokio::process::Command) -> std::process::Output {
-    let child = command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the bridge");
-    tokio::time::timeout(DEADLINE, child.wait_with_output())
-        .await
-        .expect("the bridge exits within the deadline (a server that kept running was killed)")
-        .expect("the bridge's output")
 }

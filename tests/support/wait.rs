@@ -1,0 +1,26 @@
+//! Waiting for something that happens on another task: poll with a deadline, so a test
+//! fails with a message rather than hangs. Where a signal exists (e.g.
+//! `FakeSlack::wait_for`), prefer it.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The usual bound on a wait in the bridge tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How often a condition is polled: short, since each check is cheap.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Polls `condition` until it holds; panics naming `what` once `within` has passed.
+pub async fn wait_until(what: &str, within: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting until {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
