@@ -20,6 +20,11 @@ pub mod slack;
 pub mod socket_mode;
 mod startup;
 pub mod telemetry;
+/// The Coder samples, read by the one loader every test uses.
+#[cfg(test)]
+#[path = "../tests/support/samples.rs"]
+#[allow(dead_code)] // the unit tests use the raw bytes only
+mod test_samples;
 
 pub use http::MAX_BODY_BYTES;
 pub use startup::{slack_delivery, App, AppState};

@@ -583,31 +583,19 @@ fn random_hostile_markdown_stays_within_limits() {
 }
 
 fn load_samples() -> Vec<(String, Notification)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/coder-webhook-samples");
-    let mut samples = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("samples folder") {
-        let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if name == "README.md" {
-            continue;
-        }
-        let bytes = std::fs::read(&path).expect("read");
-        let n = Notification::parse(&bytes, None).unwrap_or_else(|e| panic!("{name}: {e}"));
-        samples.push((name, n));
-    }
-    samples.sort_by(|a, b| a.0.cmp(&b.0));
-    samples
+    crate::test_samples::sample_bytes()
+        .into_iter()
+        .map(|(name, bytes)| {
+            let n = Notification::parse(&bytes, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, n)
+        })
+        .collect()
 }
 
 #[test]
 fn every_sample_renders_within_limits() {
     let samples = load_samples();
-    assert_eq!(samples.len(), 68);
+    assert_eq!(samples.len(), crate::test_samples::SAMPLE_COUNT);
     for base in [None, Some("https://coder.example.com")] {
         for (name, n) in &samples {
             let r = render(n, &opts(base), Some("Intended for bobby@coder.com"));
