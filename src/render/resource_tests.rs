@@ -5,6 +5,7 @@
 
 use super::heap_meter::peak_heap;
 use super::mrkdwn::{convert_within, Limits, MAX_LIST_INDENT};
+use super::tests::section_texts;
 use super::*;
 
 /// The webhook body limit (`http::MAX_BODY_BYTES`): the largest body a notification comes in.
@@ -48,21 +49,6 @@ fn render_checked(name: &str, n: &Notification) -> Rendered {
         peak >> 10
     );
     r
-}
-
-fn section_texts(r: &Rendered) -> Vec<String> {
-    r.content
-        .blocks
-        .iter()
-        .flatten()
-        .filter_map(|b| match b {
-            SlackBlock::Section(s) => match &s.text {
-                Some(SlackBlockText::MarkDown(m)) => Some(m.text.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
 
 /// Chars of the line's prefix: quote mark, list markers and indentation.

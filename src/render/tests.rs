@@ -45,7 +45,7 @@ fn header_text(r: &Rendered) -> String {
     json["text"]["text"].as_str().expect("text").to_owned()
 }
 
-fn section_texts(r: &Rendered) -> Vec<String> {
+pub(super) fn section_texts(r: &Rendered) -> Vec<String> {
     blocks(r)
         .iter()
         .filter_map(|b| match b {
@@ -346,9 +346,9 @@ fn buttons_labels_and_ids() {
     assert!(r.shortened);
 }
 
-#[test]
-fn sixty_actions_make_three_blocks() {
-    let urls: Vec<String> = (0..60).map(|i| format!("https://x.com/{i}")).collect();
+/// A body `b` with `n` "Go" buttons, rendered and checked against the limits.
+fn render_with_actions(n: usize) -> Rendered {
+    let urls: Vec<String> = (0..n).map(|i| format!("https://x.com/{i}")).collect();
     let actions: Vec<(&str, &str)> = urls.iter().map(|u| ("Go", u.as_str())).collect();
     let r = render(
         &with_actions(notification("T", "b", None), &actions),
@@ -356,6 +356,12 @@ fn sixty_actions_make_three_blocks() {
         None,
     );
     check(&r);
+    r
+}
+
+#[test]
+fn sixty_actions_make_three_blocks() {
+    let r = render_with_actions(60);
     let actions_blocks: Vec<usize> = blocks(&r)
         .iter()
         .filter_map(|b| match b {
@@ -375,14 +381,7 @@ fn sixty_actions_make_three_blocks() {
 
 #[test]
 fn too_many_actions_are_capped() {
-    let urls: Vec<String> = (0..1300).map(|i| format!("https://x.com/{i}")).collect();
-    let actions: Vec<(&str, &str)> = urls.iter().map(|u| ("Go", u.as_str())).collect();
-    let r = render(
-        &with_actions(notification("T", "b", None), &actions),
-        &RenderOptions::default(),
-        None,
-    );
-    check(&r);
+    let r = render_with_actions(1300);
     assert!(r.shortened);
     assert_eq!(blocks(&r).len(), 50);
     assert_eq!(section_texts(&r), vec!["b".to_owned()]);
