@@ -3,8 +3,8 @@
 
 use crate::coder::Notification;
 use crate::delivery::{Answer, Outcome, RetryLater};
+use crate::startup::AppState;
 use crate::telemetry::OutcomeLabels;
-use crate::AppState;
 use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -143,9 +143,9 @@ async fn webhook(
 ) -> Response {
     let started = Instant::now();
     let (label, response) = match admit(&state, &headers, body).await {
-        Ok((slot, notification)) => {
+        Ok((permit, notification)) => {
             let answered = deliver(&state, notification, started).await;
-            drop(slot);
+            drop(permit);
             answered
         }
         Err(refused) => {
@@ -318,8 +318,8 @@ impl RefusalLog {
     }
 }
 
-/// Everything before delivery: credentials, content type, a request slot, the body, the
-/// parse. The slot is held until the answer, bounding the memory requests take.
+/// Everything before delivery: credentials, content type, a request permit, the body, the
+/// parse. The permit is held until the answer, bounding the memory requests take.
 async fn admit<'s>(
     state: &'s AppState,
     headers: &warp::http::HeaderMap,
@@ -329,14 +329,14 @@ async fn admit<'s>(
         drain(headers, &mut body).await;
         return Err(refused);
     }
-    let slot = acquire_slot(state).await?;
+    let permit = request_permit(state).await?;
     let body = receive_body(state, headers, &mut body).await?;
     let header_msg_id = headers.get("x-message-id").and_then(|v| v.to_str().ok());
     let notification = Notification::parse(&body, header_msg_id).map_err(|e| Refused {
         refusal: Refusal::Invalid,
         detail: Some(e.0),
     })?;
-    Ok((slot, notification))
+    Ok((permit, notification))
 }
 
 fn check_secret(state: &AppState, headers: &warp::http::HeaderMap) -> Result<(), Refused> {
@@ -367,11 +367,11 @@ fn check_json(headers: &warp::http::HeaderMap) -> Result<(), Refused> {
     })
 }
 
-/// A slot per request bounds the memory bodies take; a client that sends its body slowly
-/// loses its slot after `body_read_timeout`.
-async fn acquire_slot(state: &AppState) -> Result<SemaphorePermit<'_>, Refused> {
-    match tokio::time::timeout(Duration::from_secs(5), state.request_slots.acquire()).await {
-        Ok(Ok(slot)) => Ok(slot),
+/// A permit per request bounds the memory bodies take; a client that sends its body slowly
+/// loses its permit after `body_read_timeout`.
+async fn request_permit(state: &AppState) -> Result<SemaphorePermit<'_>, Refused> {
+    match tokio::time::timeout(Duration::from_secs(5), state.request_permits.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
         _ => Err(Refused::new(Refusal::Busy)),
     }
 }

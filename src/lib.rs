@@ -27,4 +27,4 @@ pub mod telemetry;
 mod test_samples;
 
 pub use http::MAX_BODY_BYTES;
-pub use startup::{slack_delivery, App, AppState};
+pub use startup::App;

@@ -32,7 +32,7 @@ where
         + 'static,
 {
     let connections = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connection_permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -47,7 +47,7 @@ where
             },
         };
         // Over the cap, the newest connection is closed at once.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Ok(permit) = connection_permits.clone().try_acquire_owned() else {
             tracing::warn!("too many open connections; closing a new one");
             continue;
         };
@@ -64,7 +64,7 @@ where
             .serve_connection(TokioIo::new(stream), service);
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let _slot = slot;
+            let _permit = permit;
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}

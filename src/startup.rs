@@ -25,14 +25,14 @@ use tokio_util::task::TaskTracker;
 const SOCKET_MODE_CLOSE_BUDGET: Duration = Duration::from_secs(3);
 
 /// What the HTTP handlers share.
-pub struct AppState {
+pub(crate) struct AppState {
     pub metrics: Metrics,
     pub delivery: Arc<Delivery>,
     pub webhook_secret: Option<SecretString>,
     /// Deliveries in flight; shutdown waits for them.
     pub tasks: TaskTracker,
     /// Webhook requests being read or handled; bounds the memory bodies take.
-    pub request_slots: tokio::sync::Semaphore,
+    pub request_permits: tokio::sync::Semaphore,
     pub body_read_timeout: Duration,
     pub readiness: Readiness,
 }
@@ -79,7 +79,7 @@ impl App {
             delivery: Arc::new(delivery),
             webhook_secret: config.webhook_secret.clone(),
             tasks: TaskTracker::new(),
-            request_slots: tokio::sync::Semaphore::new(config.tuning.max_concurrent_requests),
+            request_permits: tokio::sync::Semaphore::new(config.tuning.max_concurrent_requests),
             body_read_timeout: config.tuning.body_read_timeout,
             readiness,
         });
@@ -190,7 +190,7 @@ fn start_slack(
 
 /// Delivery to Slack through `api`, with the e-mail → user directory it looks people up in:
 /// what `serve` runs and what `send-test` sends one notification through.
-pub fn slack_delivery(
+pub(crate) fn slack_delivery(
     api: Arc<SlackApi>,
     config: &Config,
     metrics: &Metrics,
