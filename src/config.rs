@@ -2,6 +2,7 @@
 //! `dotenvy` has loaded `.env`). Validation turns them into a [`Config`] or one plain sentence
 //! naming the setting to fix. Secrets are held in [`SecretString`] so they cannot be printed.
 
+use crate::state::Location;
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
@@ -100,6 +101,16 @@ pub struct Settings {
         global = true
     )]
     pub log_format: LogFormat,
+    /// The store: sqlite://PATH (relative to the working folder) or postgres://… for
+    /// replicas sharing one database. Not used by a dry run or `preview`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://coder-slack-bridge.db",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: SecretString,
     /// Allow a non-loopback LISTEN_ADDR without WEBHOOK_SECRET.
     #[arg(long, env = "ALLOW_UNAUTHENTICATED", global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_unauthenticated: bool,
@@ -119,6 +130,8 @@ pub struct Config {
     pub socket_mode_connections: usize,
     pub delivery_timeout: Duration,
     pub directory_refresh: Duration,
+    /// Where state lives; an in-memory database when nothing needs one (dry run, `preview`).
+    pub database: Location,
     /// Tuning that operators never need but tests shorten.
     pub tuning: Tuning,
 }
@@ -128,14 +141,13 @@ pub struct Config {
 pub struct Tuning {
     /// How long an unknown e-mail address is remembered as unknown.
     pub negative_cache_ttl: Duration,
-    /// How long a delivered `msg_id` is remembered.
+    /// How long a handled `msg_id` is remembered (Coder's retries span about 25 minutes).
     pub dedupe_ttl: Duration,
-    /// How many `msg_id`s are remembered at most (least recently used out first). Coder's
-    /// retries of one message span about 25 minutes: 50k ids cover them at 30 notifications
-    /// a second. Each costs about 0.8 KiB of the process (the cache's entry, 0.35 KiB, plus
-    /// allocator overhead; measured: 49 MiB peak after 50k webhooks), so with the bodies in
-    /// flight the bridge stays under 100 MiB: the shipped memory limits are 128 MiB.
-    pub dedupe_capacity: u64,
+    /// How often ids older than `dedupe_ttl` are pruned from the store.
+    pub prune_every: Duration,
+    /// A claim's lease is DELIVERY_TIMEOUT plus this: time for the store's own calls, and
+    /// for clocks of replicas that disagree a little.
+    pub lease_margin: Duration,
     /// Deliveries talking to Slack at once.
     pub max_concurrent_deliveries: usize,
     /// Open client connections the listener serves at once.
@@ -162,7 +174,8 @@ impl Default for Tuning {
         Tuning {
             negative_cache_ttl: Duration::from_secs(300),
             dedupe_ttl: Duration::from_secs(24 * 3600),
-            dedupe_capacity: 50_000,
+            prune_every: Duration::from_secs(600),
+            lease_margin: Duration::from_secs(30),
             max_concurrent_deliveries: 64,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
@@ -249,6 +262,10 @@ impl Settings {
                 Duration::from_secs(60)..=Duration::from_secs(24 * 3600),
                 "users.list is rate-limited, and a day-old directory is stale enough",
             )?,
+            database: match uses_slack {
+                true => Location::parse(self.database_url.expose_secret()).map_err(ConfigError)?,
+                false => Location::SqliteMemory,
+            },
             tuning: Tuning::default(),
         })
     }

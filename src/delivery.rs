@@ -7,14 +7,14 @@ use crate::render::{self, RenderOptions};
 use crate::retry::Retry;
 use crate::slack::directory::Directory;
 use crate::slack::{ErrorClass, SlackApi, SlackError, METADATA_EVENT_TYPE};
+use crate::state::{Claim, MsgKey, Store, StoreError, Token};
 use crate::telemetry::Metrics;
 use moka::future::Cache;
-use moka::policy::EvictionPolicy;
 use serde::Serialize;
 use slack_morphism::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -67,8 +67,9 @@ pub struct Policy {
     pub budget: Duration,
     pub retry_base: Duration,
     pub max_concurrent: usize,
-    pub dedupe_ttl: Duration,
-    pub dedupe_capacity: u64,
+    /// How long a claim holds a `msg_id` before another replica may take it over: longer
+    /// than any delivery runs (its budget, plus time for the store's own calls).
+    pub lease: Duration,
 }
 
 impl Policy {
@@ -82,8 +83,7 @@ impl Policy {
             budget: config.delivery_timeout,
             retry_base: config.tuning.retry_base_delay,
             max_concurrent: config.tuning.max_concurrent_deliveries,
-            dedupe_ttl: config.tuning.dedupe_ttl,
-            dedupe_capacity: config.tuning.dedupe_capacity,
+            lease: config.delivery_timeout + config.tuning.lease_margin,
         }
     }
 }
@@ -97,39 +97,20 @@ enum Destination {
     },
 }
 
-/// What the dedupe store keeps per `msg_id`: that it was handled, nothing more.
-#[derive(Debug, Clone, Copy)]
-struct Handled;
-
-/// A `msg_id` as a cache key: Coder's are UUIDs, kept as their 16 bytes; anything else
-/// (a hand-made test message) as its text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum MsgKey {
-    Uuid(u128),
-    Other(Arc<str>),
-}
-
-impl MsgKey {
-    fn of(msg_id: &str) -> Self {
-        match uuid::Uuid::try_parse(msg_id) {
-            Ok(id) => MsgKey::Uuid(id.as_u128()),
-            Err(_) => MsgKey::Other(msg_id.into()),
-        }
-    }
-}
-
-/// How long a post whose outcome is unknown is remembered, so that Coder's retries read
-/// the DM back first: Coder's five attempts span about 25 minutes.
-const UNSETTLED_TTL: Duration = Duration::from_secs(3600);
 /// Read-back starts this long before the first attempt, for clock skew between us and Slack.
 const READ_BACK_MARGIN: Duration = Duration::from_secs(120);
 
+/// A claimed copy waits for the delivery holding its `msg_id` by looking again after this
+/// (doubling up to [`MAX_BUSY_POLL`]).
+const BUSY_POLL: Duration = Duration::from_millis(50);
+const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
+
 pub struct Delivery {
     destination: Destination,
-    /// `msg_id`s handled in the dedupe window (delivered, undeliverable or dry run).
-    handled: Cache<MsgKey, Handled>,
-    /// Posts whose outcome is unknown (the answer was lost), with when the first started.
-    unsettled: Cache<MsgKey, SystemTime>,
+    /// Handled `msg_id`s (claims, leases) and what outlives the process.
+    store: Store,
+    /// Slack user → DM channel, in front of the store's copy.
+    dm_channels: Cache<String, Arc<str>>,
     /// Whether the log already said that reading a DM back is not possible.
     read_back_unavailable: AtomicBool,
     permits: Semaphore,
@@ -140,19 +121,26 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn dry_run(policy: Policy, metrics: Metrics, shutdown: CancellationToken) -> Self {
-        Self::with_destination(Destination::DryRun, policy, metrics, shutdown)
+    pub fn dry_run(
+        store: Store,
+        policy: Policy,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self::with_destination(Destination::DryRun, store, policy, metrics, shutdown)
     }
 
     pub fn slack(
         api: Arc<SlackApi>,
         directory: Arc<Directory>,
+        store: Store,
         policy: Policy,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
         Self::with_destination(
             Destination::Slack { api, directory },
+            store,
             policy,
             metrics,
             shutdown,
@@ -161,24 +149,15 @@ impl Delivery {
 
     fn with_destination(
         destination: Destination,
+        store: Store,
         policy: Policy,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
         Delivery {
             destination,
-            // Least recently used out first: a frequency-based admission policy could
-            // refuse to remember a new id, and a forgotten id is a double post.
-            handled: Cache::builder()
-                .max_capacity(policy.dedupe_capacity)
-                .time_to_live(policy.dedupe_ttl)
-                .eviction_policy(EvictionPolicy::lru())
-                .build(),
-            unsettled: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(UNSETTLED_TTL)
-                .eviction_policy(EvictionPolicy::lru())
-                .build(),
+            store,
+            dm_channels: Cache::new(10_000),
             read_back_unavailable: AtomicBool::new(false),
             permits: Semaphore::new(policy.max_concurrent),
             policy,
@@ -187,30 +166,90 @@ impl Delivery {
         }
     }
 
-    /// Delivers once per `msg_id`: a copy that arrives while the first is in flight waits
-    /// for its outcome; a failure is not remembered, so Coder's retry tries again.
+    /// Delivers once per `msg_id`: the id is claimed in the store first; a copy that finds
+    /// it held waits for the holder's outcome; a failure gives the claim up, so Coder's retry
+    /// tries again (reading the DM back first when a post's outcome is unknown).
     pub async fn deliver(&self, notification: &Notification) -> Result<Answer, RetryLater> {
-        // Only that the id was handled is remembered; the full outcome goes to the request
-        // that did the work.
-        let mut fresh = None;
-        let entry = self
-            .handled
-            .entry(MsgKey::of(&notification.msg_id))
-            .or_try_insert_with(async {
-                let outcome = self.deliver_once(notification).await?;
-                fresh = Some(outcome);
-                Ok::<_, RetryLater>(Handled)
-            })
-            .await
-            .map_err(|e| (*e).clone())?;
-        Ok(match fresh {
-            Some(outcome) if entry.is_fresh() => Answer::Fresh(outcome),
-            _ => Answer::Duplicate,
-        })
+        let deadline = Instant::now() + self.policy.budget;
+        let key = MsgKey::of(&notification.msg_id);
+        let Some((token, unsettled_since)) = self.claim(&key, deadline).await? else {
+            return Ok(Answer::Duplicate);
+        };
+        let attempt = Attempt {
+            unsettled_since: Mutex::new(unsettled_since),
+        };
+        let outcome = self.deliver_once(notification, deadline, &attempt).await;
+        let settled = match &outcome {
+            Ok(_) => self.store.finish(&key, &token).await,
+            Err(_) => {
+                let maybe_posted = attempt.unsettled_since().is_some();
+                self.store.release(&key, &token, maybe_posted).await
+            }
+        };
+        if let Err(e) = settled {
+            // The answer stands; the claim's lease ends on its own, and a copy then reads
+            // the DM back before posting.
+            self.note_store_error(&e);
+        }
+        outcome.map(Answer::Fresh)
     }
 
-    async fn deliver_once(&self, notification: &Notification) -> Result<Outcome, RetryLater> {
-        let deadline = Instant::now() + self.policy.budget;
+    /// Claims `key`: `None` when it is handled already (a duplicate); otherwise the claim,
+    /// with when the first attempt began if an earlier one ended without outcome. A claim
+    /// held by another delivery is waited for until `deadline`.
+    async fn claim(
+        &self,
+        key: &MsgKey,
+        deadline: Instant,
+    ) -> Result<Option<(Token, Option<SystemTime>)>, RetryLater> {
+        let mut poll = BUSY_POLL;
+        loop {
+            let claim = self.store.claim(key, self.policy.lease).await;
+            match claim.map_err(|e| self.store_failed(&e))? {
+                Claim::Fresh(token) => return Ok(Some((token, None))),
+                Claim::TakenOver {
+                    token,
+                    first_claimed,
+                } => return Ok(Some((token, Some(first_claimed)))),
+                Claim::Done => return Ok(None),
+                Claim::Busy { lease_ends } => {
+                    let wait = tokio::time::sleep(poll);
+                    if Instant::now() + poll > deadline || self.shutdown.is_cancelled() {
+                        let left = lease_ends.duration_since(SystemTime::now());
+                        return Err(RetryLater {
+                            reason: "another delivery of this msg_id is in flight".into(),
+                            retry_after: left.unwrap_or_default().max(Duration::from_secs(1)),
+                        });
+                    }
+                    tokio::select! {
+                        _ = wait => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
+                    poll = (poll * 2).min(MAX_BUSY_POLL);
+                }
+            }
+        }
+    }
+
+    fn store_failed(&self, e: &StoreError) -> RetryLater {
+        self.note_store_error(e);
+        RetryLater {
+            reason: format!("store: {e}"),
+            retry_after: DEFAULT_RETRY_AFTER,
+        }
+    }
+
+    fn note_store_error(&self, e: &StoreError) {
+        self.metrics.store_errors.inc();
+        tracing::error!(error = %e, "the store failed");
+    }
+
+    async fn deliver_once(
+        &self,
+        notification: &Notification,
+        deadline: Instant,
+        attempt: &Attempt,
+    ) -> Result<Outcome, RetryLater> {
         let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
             .await
             .ok()
@@ -238,6 +277,7 @@ impl Delivery {
                     api,
                     notification,
                     deadline,
+                    attempt,
                 };
                 self.deliver_to_slack(directory, &to).await
             }
@@ -328,11 +368,13 @@ impl Delivery {
         user: &SlackUserId,
         request: &SlackApiChatPostMessageRequest,
     ) -> Result<(String, String), SlackError> {
-        let key = MsgKey::of(&to.notification.msg_id);
         let mut retry = self.retry(to.deadline);
         loop {
-            let error = match self.post_attempt(to, user, &key, request).await {
-                Ok(posted) => return Ok(posted),
+            let error = match self.post_attempt(to, user, request).await {
+                Ok(posted) => {
+                    self.learn_dm_channel(user, &posted.0).await;
+                    return Ok(posted);
+                }
                 Err(e) => e,
             };
             if !retry.wait(error.verdict()).await {
@@ -345,12 +387,9 @@ impl Delivery {
         &self,
         to: &Recipient<'_>,
         user: &SlackUserId,
-        key: &MsgKey,
         request: &SlackApiChatPostMessageRequest,
     ) -> Result<(String, String), SlackError> {
-        // The entry is not removed once settled: the msg_id is then handled, so no copy
-        // posts again, and the entry expires on its own.
-        if let Some(first_attempt) = self.unsettled.get(key).await {
+        if let Some(first_attempt) = to.attempt.unsettled_since() {
             if let Some(found) = self.read_back(to, user, first_attempt).await? {
                 return Ok(found);
             }
@@ -365,8 +404,7 @@ impl Delivery {
         {
             Ok(posted) => Ok(posted),
             Err(e) if e.outcome_unknown() => {
-                // The earliest attempt bounds the read-back.
-                self.unsettled.get_with_by_ref(key, async { started }).await;
+                to.attempt.note_unsettled(started);
                 tracing::warn!(msg_id = %to.notification.msg_id, error = %e, "the outcome of a post is unknown; the DM is read back before posting again");
                 Err(e)
             }
@@ -385,7 +423,7 @@ impl Delivery {
     ) -> Result<Option<(String, String)>, SlackError> {
         let msg_id = &to.notification.msg_id;
         let found = async {
-            let dm = within(to.deadline, "conversations.open", to.api.open_dm(user)).await?;
+            let dm = self.dm_channel(to, user).await?;
             let oldest = slack_ts(first_attempt - READ_BACK_MARGIN);
             let ts = within(
                 to.deadline,
@@ -398,7 +436,7 @@ impl Delivery {
         .await;
         match found {
             Ok(Some(posted)) => {
-                tracing::info!(%msg_id, "the post whose answer was lost is in the DM; not posting again");
+                tracing::info!(%msg_id, "the post whose outcome was unknown is in the DM; not posting again");
                 Ok(Some(posted))
             }
             Ok(None) => Ok(None),
@@ -409,6 +447,49 @@ impl Delivery {
                 Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// `user`'s DM channel with the bot: remembered (here or in the store) from an earlier
+    /// post's answer, else opened (`conversations.open` gives the existing one).
+    async fn dm_channel(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+    ) -> Result<String, SlackError> {
+        if let Some(channel) = self.dm_channels.get(&user.0).await {
+            return Ok(channel.to_string());
+        }
+        match self.store.dm_channel(&user.0).await {
+            Ok(Some(channel)) => {
+                self.dm_channels
+                    .insert(user.0.clone(), channel.as_str().into())
+                    .await;
+                return Ok(channel);
+            }
+            Ok(None) => {}
+            Err(e) => self.note_store_error(&e),
+        }
+        let channel = within(to.deadline, "conversations.open", to.api.open_dm(user)).await?;
+        self.learn_dm_channel(user, &channel).await;
+        Ok(channel)
+    }
+
+    /// Remembers `user`'s DM channel from an answer (once per process and channel: the
+    /// store is written only when it is new).
+    async fn learn_dm_channel(&self, user: &SlackUserId, channel: &str) {
+        // Posts to a user ID are answered with the DM's ID; anything else is not a DM.
+        if !channel.starts_with('D') {
+            return;
+        }
+        if self.dm_channels.get(&user.0).await.as_deref() == Some(channel) {
+            return;
+        }
+        self.dm_channels
+            .insert(user.0.clone(), channel.into())
+            .await;
+        if let Err(e) = self.store.learn_dm_channel(&user.0, channel).await {
+            self.note_store_error(&e);
         }
     }
 
@@ -473,6 +554,32 @@ struct Recipient<'a> {
     api: &'a SlackApi,
     notification: &'a Notification,
     deadline: Instant,
+    attempt: &'a Attempt,
+}
+
+/// What one delivery learns as it goes.
+struct Attempt {
+    /// When the first post whose outcome is unknown began (in this delivery, or in an
+    /// earlier one whose claim this took over): from then on the DM is read back first.
+    unsettled_since: Mutex<Option<SystemTime>>,
+}
+
+impl Attempt {
+    fn unsettled_since(&self) -> Option<SystemTime> {
+        *self
+            .unsettled_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The earliest such post bounds the read-back.
+    fn note_unsettled(&self, started: SystemTime) {
+        let mut since = self
+            .unsettled_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        since.get_or_insert(started);
+    }
 }
 
 /// chat.postMessage arguments for a notification: the rendered content, with the `msg_id`
@@ -543,17 +650,17 @@ fn retry_later(error: &SlackError) -> RetryLater {
 mod tests {
     use super::*;
 
-    fn dry_run(capacity: u64) -> Delivery {
+    async fn dry_run() -> Delivery {
         let policy = Policy {
             render: RenderOptions::default(),
             fallback_channel: None,
             budget: Duration::from_secs(5),
             retry_base: Duration::from_millis(10),
             max_concurrent: 4,
-            dedupe_ttl: Duration::from_secs(3600),
-            dedupe_capacity: capacity,
+            lease: Duration::from_secs(10),
         };
-        Delivery::dry_run(policy, Metrics::new(), CancellationToken::new())
+        let store = Store::in_memory().await.expect("an in-memory store");
+        Delivery::dry_run(store, policy, Metrics::new(), CancellationToken::new())
     }
 
     fn notification(msg_id: &str) -> Notification {
@@ -571,32 +678,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_newest_ids_are_always_remembered_when_the_store_is_full() {
-        let delivery = dry_run(100);
+    async fn every_id_is_handled_once_and_copies_are_duplicates() {
+        let delivery = dry_run().await;
         for n in 0..1_000 {
             let answer = delivery.deliver(&notification(&uuid(n))).await;
             assert_eq!(answer, Ok(Answer::Fresh(Outcome::DryRun)));
         }
-        delivery.handled.run_pending_tasks().await;
-        assert!(delivery.handled.entry_count() <= 100);
-        // Least recently used out first: a new id is never refused a place (an admission
-        // policy that did so would let Coder's retry of it post twice).
-        for n in 950..1_000 {
+        // Nothing is forgotten for want of room: the store holds the whole window.
+        for n in 0..1_000 {
             let answer = delivery.deliver(&notification(&uuid(n))).await;
             assert_eq!(answer, Ok(Answer::Duplicate), "id {n}");
         }
+        // The same UUID in capitals is the same id.
+        let upper = uuid(7).to_uppercase();
+        assert_eq!(
+            delivery.deliver(&notification(&upper)).await,
+            Ok(Answer::Duplicate)
+        );
     }
 
-    #[test]
-    fn uuids_are_keyed_on_their_bytes_and_other_ids_on_their_text() {
-        let id = "0b6e5bd4-8fd4-4c38-a6d5-0d5c8a4f4a43";
-        assert_eq!(MsgKey::of(id), MsgKey::of(&id.to_uppercase()));
-        assert!(matches!(MsgKey::of(id), MsgKey::Uuid(_)));
-        assert_eq!(
-            MsgKey::of("send-test-1"),
-            MsgKey::Other("send-test-1".into())
-        );
-        assert_ne!(MsgKey::of("send-test-1"), MsgKey::of("send-test-2"));
-        assert_eq!(std::mem::size_of::<u128>(), 16);
+    #[tokio::test]
+    async fn copies_at_the_same_instant_are_delivered_once() {
+        let delivery = dry_run().await;
+        let copies = (0..8).map(|_| notification(&uuid(42))).collect::<Vec<_>>();
+        let answers =
+            futures_util::future::join_all(copies.iter().map(|n| delivery.deliver(n))).await;
+        let fresh = answers
+            .iter()
+            .filter(|a| matches!(a, Ok(Answer::Fresh(_))))
+            .count();
+        let duplicates = answers
+            .iter()
+            .filter(|a| **a == Ok(Answer::Duplicate))
+            .count();
+        assert_eq!((fresh, duplicates), (1, 7), "{answers:?}");
     }
 }

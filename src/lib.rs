@@ -1,6 +1,6 @@
 //! coder-slack-bridge: Coder notifications → Slack direct messages, over outbound connections only.
 //!
-//! The data's path: [`http`] receives Coder's webhook → [`delivery`] dedupes and routes it →
+//! The data's path: [`http`] receives Coder's webhook → [`delivery`] claims it in the [`state`] store and routes it →
 //! [`render`] turns it into Block Kit → [`slack`] posts it. [`socket_mode`] runs beside them,
 //! keeping the websocket that carries button clicks. [`App::build`] wires them together and
 //! binds the listener, so tests start the real thing on port 0.
@@ -19,6 +19,7 @@ mod server;
 pub mod slack;
 pub mod socket_mode;
 mod startup;
+pub mod state;
 pub mod telemetry;
 /// The Coder samples, read by the one loader every test uses.
 #[cfg(test)]

@@ -1,17 +1,28 @@
 //! Whether the bridge can deliver DMs, as `/readyz` reports it. Each source sets its own part:
-//! the auth check releases the latch once Slack accepted the bot token; Socket Mode's
+//! the auth check releases the latch once Slack accepted the bot token; a watcher asks the
+//! store every few seconds whether it answers and can write; Socket Mode's
 //! connections are read from its status, reported but never required (DMs go out without
 //! it, so a Socket Mode outage must not take the only replica out of its Service).
 
 use crate::socket_mode::{SocketModeState, Status};
+use crate::state::Store;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Default)]
+/// How often the store is asked whether it answers, and how long it has to.
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(5);
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
 pub struct Readiness {
     dry_run: bool,
     /// Released once Slack accepted the bot token (`auth.test`).
     slack_verified: Arc<AtomicBool>,
+    /// Whether the store answered its last check (it did at start-up, or the bridge
+    /// would not have started).
+    store_answers: Arc<AtomicBool>,
     socket_mode: OnceLock<Status>,
 }
 
@@ -23,6 +34,17 @@ pub struct Report {
     pub reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_mode: Option<SocketModeState>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            dry_run: false,
+            slack_verified: Arc::default(),
+            store_answers: Arc::new(AtomicBool::new(true)),
+            socket_mode: OnceLock::new(),
+        }
+    }
 }
 
 impl Readiness {
@@ -40,6 +62,42 @@ impl Readiness {
         move || verified.store(true, Ordering::Release)
     }
 
+    /// Asks `store` whether it answers and can write, every few seconds until `shutdown`;
+    /// the log says when that changes.
+    pub fn watch_store(
+        &self,
+        store: Store,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let answers = self.store_answers.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(STORE_CHECK_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                let checked = tokio::time::timeout(STORE_CHECK_TIMEOUT, store.health()).await;
+                let failure = match checked {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!(
+                        "the store did not answer within {}s",
+                        STORE_CHECK_TIMEOUT.as_secs()
+                    )),
+                };
+                let was = answers.swap(failure.is_none(), Ordering::AcqRel);
+                match (was, failure) {
+                    (true, Some(e)) => {
+                        tracing::error!(error = %e, "the store stopped answering: not ready until it does")
+                    }
+                    (false, None) => tracing::info!("the store answers again"),
+                    _ => {}
+                }
+            }
+        })
+    }
+
     /// Reports Socket Mode's connections from now on.
     pub fn report_socket_mode(&self, status: Status) {
         let _ = self.socket_mode.set(status);
@@ -48,6 +106,8 @@ impl Readiness {
     pub fn report(&self) -> Report {
         let (ready, reason) = if self.dry_run {
             (true, "dry run: Slack is not contacted")
+        } else if !self.store_answers.load(Ordering::Acquire) {
+            (false, "the store (DATABASE_URL) does not answer")
         } else if self.slack_verified.load(Ordering::Acquire) {
             (true, "ok")
         } else {

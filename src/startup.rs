@@ -11,6 +11,7 @@ use crate::retry::{Retry, Verdict};
 use crate::slack::directory::Directory;
 use crate::slack::{ErrorClass, SlackApi, SlackError};
 use crate::socket_mode::{DefaultHandler, SocketMode, SocketModeConfig};
+use crate::state::Store;
 use crate::telemetry::Metrics;
 use crate::{http, server};
 use secrecy::SecretString;
@@ -66,14 +67,24 @@ impl App {
         if config.coder_url.is_none() {
             tracing::warn!("CODER_URL is not set: buttons with relative URLs are left out");
         }
-        let (delivery, background) = if config.dry_run {
+        let store = open_store(&config).await?;
+        let (delivery, mut background) = if config.dry_run {
             tracing::warn!("DRY_RUN is on: notifications are rendered, not sent to Slack (the log shows their shape; `preview` shows a whole message)");
             let policy = delivery::Policy::from_config(&config);
-            let delivery = Delivery::dry_run(policy, metrics.clone(), shutdown.clone());
+            let delivery =
+                Delivery::dry_run(store.clone(), policy, metrics.clone(), shutdown.clone());
             (delivery, Background::default())
         } else {
-            start_slack(&config, &metrics, &shutdown, &readiness)?
+            start_slack(&config, store.clone(), &metrics, &shutdown, &readiness)?
         };
+        background.tasks.push(store.clone().spawn_pruner(
+            config.tuning.dedupe_ttl,
+            config.tuning.prune_every,
+            shutdown.clone(),
+        ));
+        background
+            .tasks
+            .push(readiness.watch_store(store, shutdown.clone()));
         let state = Arc::new(AppState {
             metrics,
             delivery: Arc::new(delivery),
@@ -149,13 +160,14 @@ impl App {
 /// Socket Mode when there is an app-level token, and the delivery that uses them.
 fn start_slack(
     config: &Config,
+    store: Store,
     metrics: &Metrics,
     shutdown: &CancellationToken,
     readiness: &Readiness,
 ) -> Result<(Delivery, Background), String> {
     let proxies = ProxyConfig::from_env()?;
     let api = Arc::new(SlackApi::from_config(config, &proxies, metrics.clone())?);
-    let (delivery, directory) = slack_delivery(api.clone(), config, metrics, shutdown);
+    let (delivery, directory) = slack_delivery(api.clone(), store, config, metrics, shutdown);
     let tasks = vec![
         directory
             .clone()
@@ -192,6 +204,7 @@ fn start_slack(
 /// what `serve` runs and what `send-test` sends one notification through.
 pub(crate) fn slack_delivery(
     api: Arc<SlackApi>,
+    store: Store,
     config: &Config,
     metrics: &Metrics,
     shutdown: &CancellationToken,
@@ -207,11 +220,29 @@ pub(crate) fn slack_delivery(
     let delivery = Delivery::slack(
         api,
         directory.clone(),
+        store,
         delivery::Policy::from_config(config),
         metrics.clone(),
         shutdown.clone(),
     );
     (delivery, directory)
+}
+
+/// Opens `DATABASE_URL` (an in-memory database when nothing needs one: a dry run).
+async fn open_store(config: &Config) -> Result<Store, String> {
+    let store = Store::open(&config.database)
+        .await
+        .map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let health = store
+        .health()
+        .await
+        .map_err(|e| format!("DATABASE_URL: {e}"))?;
+    tracing::info!(
+        database = %config.database.shown(),
+        schema_version = health.schema_version,
+        "store open"
+    );
+    Ok(store)
 }
 
 /// Binds `LISTEN_ADDR` and serves the HTTP routes until `shutdown`.

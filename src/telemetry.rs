@@ -105,6 +105,8 @@ metrics! {
         => "socket_mode_envelopes_acked", "Socket Mode envelopes acknowledged, by type";
     block_actions: Counter = Counter::default()
         => "block_actions", "Button clicks received over Socket Mode";
+    store_errors: Counter = Counter::default()
+        => "store_errors", "Store operations that failed (claims, marks, reads); the log says which and why";
     plain_text_fallbacks: Counter = Counter::default()
         => "plain_text_fallbacks", "Messages Slack refused as built (invalid_blocks, msg_too_long, …) and sent again as plain text";
 }

@@ -7,6 +7,7 @@ use crate::delivery::{Answer, Outcome};
 use crate::proxy::ProxyConfig;
 use crate::slack::SlackApi;
 use crate::startup::slack_delivery;
+use crate::state::Store;
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,9 @@ pub async fn send_test(settings: Settings, email: &str) -> Result<(), String> {
         &ProxyConfig::from_env()?,
         metrics.clone(),
     )?);
-    let (delivery, _) = slack_delivery(api, &config, &metrics, &CancellationToken::new());
+    // Its msg_id is its own: a private in-memory store, the real one untouched.
+    let store = Store::in_memory().await.map_err(|e| e.to_string())?;
+    let (delivery, _) = slack_delivery(api, store, &config, &metrics, &CancellationToken::new());
     // One attempt, nothing retries it: each failure says so and what to do.
     match delivery.deliver(&notification).await {
         Ok(Answer::Fresh(Outcome::Delivered { channel, ts })) => {

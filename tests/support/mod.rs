@@ -20,6 +20,7 @@ pub use wait::{wait_until, WAIT};
 pub use web_api::{Call, Canned, FakeSlack, Lost, APP_TOKEN, BOT_TOKEN};
 
 use coder_slack_bridge::config::{Config, Needs, Settings};
+use coder_slack_bridge::state::Location;
 use coder_slack_bridge::App;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub fn config(settings: Settings) -> Config {
         .expect("valid test settings");
     c.tuning.retry_base_delay = Duration::from_millis(20);
     c.tuning.shutdown_grace = Duration::from_secs(5);
+    // Each bridge a store of its own; the store's own tests give them files and databases.
+    c.database = Location::SqliteMemory;
     c
 }
 

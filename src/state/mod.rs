@@ -1,0 +1,270 @@
+//! The store: what must outlive the process and be shared by replicas. One interface,
+//! [`Store`], with an SQLite file (the default: nothing to install) or PostgreSQL (several
+//! replicas on one database) behind it. The schema is versioned and migrated at start-up.
+//!
+//! What it keeps: which `msg_id`s are handled (claimed with a lease before the post, marked
+//! done after; see [`Claim`]) and each person's DM channel.
+
+mod location;
+mod postgres;
+mod schema;
+mod sqlite;
+
+pub use location::Location;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A `msg_id` as the store keys it: Coder's are UUIDs, kept as their 16 bytes; anything
+/// else (a hand-made test message) as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MsgKey {
+    Uuid(u128),
+    Other(Arc<str>),
+}
+
+impl MsgKey {
+    pub fn of(msg_id: &str) -> Self {
+        match uuid::Uuid::try_parse(msg_id) {
+            Ok(id) => MsgKey::Uuid(id.as_u128()),
+            Err(_) => MsgKey::Other(msg_id.into()),
+        }
+    }
+
+    /// The key's bytes in the `handled` table. The two kinds cannot collide: a text key
+    /// of 16 bytes would need to be a UUID's raw bytes, which no text `msg_id` parses to.
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            MsgKey::Uuid(id) => id.to_be_bytes().to_vec(),
+            MsgKey::Other(text) => text.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// What claiming a `msg_id` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours, and nobody tried it before.
+    Fresh(Token),
+    /// Ours, taken over from an earlier attempt that ended without an outcome (its replica
+    /// died, or its post's answer was lost): the DM may hold the message already, so it is
+    /// read back (since `first_claimed`) before posting.
+    TakenOver {
+        token: Token,
+        first_claimed: SystemTime,
+    },
+    /// Handled already (delivered, undeliverable or dry run) within the dedupe window.
+    Done,
+    /// Another delivery holds it until its lease ends.
+    Busy { lease_ends: SystemTime },
+}
+
+/// Proof of a claim: only its holder can mark the `msg_id` done or give it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    fn new(replica: &str) -> Self {
+        Token(format!("{replica}/{:016x}", fastrand::u64(..)))
+    }
+}
+
+/// What `check` and `/readyz` report about the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    pub backend: &'static str,
+    pub schema_version: i64,
+}
+
+/// The store failed: which operation, on which database, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the store ({database}) failed to {operation}: {cause}")]
+pub struct StoreError {
+    /// `DATABASE_URL` without its password.
+    pub database: Arc<str>,
+    pub operation: &'static str,
+    pub cause: String,
+}
+
+/// How the store is shared: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+    /// Names this process in claim tokens, so a row shows which replica holds it.
+    replica: Arc<str>,
+}
+
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// One backend's answer to `claim`: `Some((attempts, first_claimed_ms))` when the claim is
+/// ours, else the row that is in the way (`done`, `lease_expires_ms`), if it still exists.
+enum Claimed {
+    Ours { attempts: i64, first_claimed: i64 },
+    Held { done: bool, lease_expires: i64 },
+    Vanished,
+}
+
+impl Store {
+    /// Opens (creating when missing) and migrates the store at `location`.
+    pub async fn open(location: &Location) -> Result<Store, StoreError> {
+        let backend = match location {
+            Location::Sqlite(_) | Location::SqliteMemory => {
+                Backend::Sqlite(sqlite::Sqlite::open(location).await?)
+            }
+            Location::Postgres { .. } => {
+                Backend::Postgres(postgres::Postgres::open(location).await?)
+            }
+        };
+        Ok(Store {
+            backend: Arc::new(backend),
+            replica: replica_name().into(),
+        })
+    }
+
+    /// A private in-memory store: for a dry run, `send-test` and tests.
+    pub async fn in_memory() -> Result<Store, StoreError> {
+        Store::open(&Location::SqliteMemory).await
+    }
+
+    /// Claims `key` for a delivery that may take until `lease` from now. A claim that finds
+    /// the id done, or held under a live lease, says so instead.
+    pub async fn claim(&self, key: &MsgKey, lease: Duration) -> Result<Claim, StoreError> {
+        let token = Token::new(&self.replica);
+        let now = unix_ms(SystemTime::now());
+        let lease_expires = now.saturating_add(lease.as_millis().try_into().unwrap_or(i64::MAX));
+        // A row that vanishes between the attempt and the look (given up by its holder,
+        // or pruned) is claimed again; twice is plenty.
+        for _ in 0..3 {
+            let claimed = match &*self.backend {
+                Backend::Sqlite(db) => db.claim(key.bytes(), &token, now, lease_expires).await,
+                Backend::Postgres(db) => db.claim(key.bytes(), &token, now, lease_expires).await,
+            }?;
+            return Ok(match claimed {
+                Claimed::Ours { attempts: 1, .. } => Claim::Fresh(token),
+                Claimed::Ours { first_claimed, .. } => Claim::TakenOver {
+                    token,
+                    first_claimed: from_unix_ms(first_claimed),
+                },
+                Claimed::Held { done: true, .. } => Claim::Done,
+                Claimed::Held { lease_expires, .. } => Claim::Busy {
+                    lease_ends: from_unix_ms(lease_expires),
+                },
+                Claimed::Vanished => continue,
+            });
+        }
+        Ok(Claim::Busy {
+            lease_ends: SystemTime::now(),
+        })
+    }
+
+    /// Marks a claimed `msg_id` handled: copies and retries are answered `duplicate`.
+    pub async fn finish(&self, key: &MsgKey, token: &Token) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.finish(key.bytes(), token).await,
+            Backend::Postgres(db) => db.finish(key.bytes(), token).await,
+        }
+    }
+
+    /// Gives a claim up. `maybe_posted`: the outcome is unknown (a post's answer was lost),
+    /// so the row stays, its lease ended, and whoever claims it next reads the DM back;
+    /// otherwise nothing was posted and the row goes.
+    pub async fn release(
+        &self,
+        key: &MsgKey,
+        token: &Token,
+        maybe_posted: bool,
+    ) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.release(key.bytes(), token, maybe_posted).await,
+            Backend::Postgres(db) => db.release(key.bytes(), token, maybe_posted).await,
+        }
+    }
+
+    /// The DM channel (`D…`) learned for a Slack user, if any.
+    pub async fn dm_channel(&self, user: &str) -> Result<Option<String>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.dm_channel(user).await,
+            Backend::Postgres(db) => db.dm_channel(user).await,
+        }
+    }
+
+    /// Remembers a Slack user's DM channel, from a post's answer.
+    pub async fn learn_dm_channel(&self, user: &str, channel: &str) -> Result<(), StoreError> {
+        let now = unix_ms(SystemTime::now());
+        match &*self.backend {
+            Backend::Sqlite(db) => db.learn_dm_channel(user, channel, now).await,
+            Backend::Postgres(db) => db.learn_dm_channel(user, channel, now).await,
+        }
+    }
+
+    /// Forgets handled ids first claimed before `window` ago; returns how many went.
+    pub async fn prune(&self, window: Duration) -> Result<u64, StoreError> {
+        let cutoff = unix_ms(SystemTime::now().checked_sub(window).unwrap_or(UNIX_EPOCH));
+        match &*self.backend {
+            Backend::Sqlite(db) => db.prune(cutoff).await,
+            Backend::Postgres(db) => db.prune(cutoff).await,
+        }
+    }
+
+    /// Whether the store answers and can write, with its schema version.
+    pub async fn health(&self) -> Result<Health, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.health().await,
+            Backend::Postgres(db) => db.health().await,
+        }
+    }
+
+    /// Prunes the dedupe window's expired ids every `every` until `shutdown`.
+    pub fn spawn_pruner(
+        self,
+        window: Duration,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                match self.prune(window).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!(pruned = n, "forgot msg_ids older than the dedupe window")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the store; retrying later"),
+                }
+            }
+        })
+    }
+}
+
+/// This process among replicas: host name and process id, as logs and the rows show it.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(64)
+        .collect();
+    match host.is_empty() {
+        true => format!("pid{}", std::process::id()),
+        false => format!("{host}:{}", std::process::id()),
+    }
+}
+
+fn unix_ms(at: SystemTime) -> i64 {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    since.as_millis().try_into().unwrap_or(i64::MAX)
+}
+
+fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs())
+}
+
+#[cfg(test)]
+mod tests;

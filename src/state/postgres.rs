@@ -1,0 +1,281 @@
+//! The PostgreSQL store, for replicas sharing one database: a small pool of connections
+//! (tokio-postgres, asynchronous all the way), statements prepared once per connection.
+//! Claims are single `INSERT … ON CONFLICT` statements, so two replicas claiming one
+//! `msg_id` at the same instant cannot both win. TLS (`sslmode=require`) verifies the
+//! server's certificate against the system's roots.
+
+use super::schema;
+use super::{Claimed, Health, Location, StoreError, Token};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connections per replica: claims are short, and PostgreSQL's default limit is 100.
+const POOL_SIZE: usize = 8;
+/// For connecting, for a free connection, and for one operation.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Serialises migrations of replicas starting together (any fixed number: "csb" + 1).
+const MIGRATION_LOCK: i64 = 0x0063_7362_0001;
+
+pub struct Postgres {
+    pool: Pool,
+    database: Arc<str>,
+}
+
+impl Postgres {
+    pub async fn open(location: &Location) -> Result<Postgres, StoreError> {
+        let database: Arc<str> = location.shown().into();
+        let fail = |operation, cause| StoreError {
+            database: database.clone(),
+            operation,
+            cause,
+        };
+        let url = location.postgres_url().unwrap_or_default();
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| fail("read DATABASE_URL", e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(TIMEOUT);
+        }
+        config.application_name("coder-slack-bridge");
+        let tls = tls().await.map_err(|cause| fail("set up TLS", cause))?;
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(TIMEOUT))
+            .create_timeout(Some(TIMEOUT))
+            .recycle_timeout(Some(TIMEOUT))
+            .build()
+            .map_err(|e| fail("set up its connection pool", e.to_string()))?;
+        let store = Postgres { pool, database };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Runs `work` on a pooled connection, bounded by [`TIMEOUT`].
+    async fn with_client<T, F>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(deadpool_postgres::Object) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let fail = |cause| StoreError {
+            database: self.database.clone(),
+            operation,
+            cause,
+        };
+        let done = tokio::time::timeout(TIMEOUT, async {
+            let client = self.pool.get().await.map_err(|e| describe_pool(&e))?;
+            work(client).await.map_err(|e| describe(&e))
+        })
+        .await;
+        match done {
+            Ok(result) => result.map_err(fail),
+            Err(_) => Err(fail(format!("no answer within {}s", TIMEOUT.as_secs()))),
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let found = self
+            .with_client("migrate its schema", |mut client| async move {
+                let txn = client.transaction().await?;
+                txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                    .await?;
+                txn.batch_execute(schema::VERSION_TABLE).await?;
+                let found: i64 = txn
+                    .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+                    .await?
+                    .get(0);
+                if schema::refuse_newer(found).is_err() {
+                    return Ok(found);
+                }
+                for script in schema::POSTGRES.iter().skip(found as usize) {
+                    txn.batch_execute(script).await?;
+                }
+                txn.execute("DELETE FROM schema_version", &[]).await?;
+                txn.execute(
+                    "INSERT INTO schema_version (version) VALUES ($1)",
+                    &[&schema::LATEST],
+                )
+                .await?;
+                txn.commit().await?;
+                Ok(found)
+            })
+            .await?;
+        schema::refuse_newer(found).map_err(|cause| StoreError {
+            database: self.database.clone(),
+            operation: "open",
+            cause,
+        })
+    }
+
+    pub async fn claim(
+        &self,
+        key: Vec<u8>,
+        token: &Token,
+        now: i64,
+        lease_expires: i64,
+    ) -> Result<Claimed, StoreError> {
+        let owner = token.0.as_str();
+        self.with_client("claim a msg_id", |client| async move {
+            let claim = client.prepare_cached(schema::CLAIM).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&key, &owner, &lease_expires, &now];
+            if let Some(row) = client.query_opt(&claim, &params).await? {
+                return Ok(Claimed::Ours {
+                    attempts: i64::from(row.try_get::<_, i32>(0)?),
+                    first_claimed: row.try_get(1)?,
+                });
+            }
+            let holder = client.prepare_cached(schema::HOLDER).await?;
+            Ok(match client.query_opt(&holder, &[&key]).await? {
+                Some(row) => Claimed::Held {
+                    done: row.try_get::<_, i16>(0)? != 0,
+                    lease_expires: row.try_get(1)?,
+                },
+                None => Claimed::Vanished,
+            })
+        })
+        .await
+    }
+
+    pub async fn finish(&self, key: Vec<u8>, token: &Token) -> Result<(), StoreError> {
+        self.execute("mark a msg_id handled", schema::FINISH, &[&key, &token.0])
+            .await
+            .map(drop)
+    }
+
+    pub async fn release(
+        &self,
+        key: Vec<u8>,
+        token: &Token,
+        maybe_posted: bool,
+    ) -> Result<(), StoreError> {
+        let sql = match maybe_posted {
+            true => schema::RELEASE_UNSETTLED,
+            false => schema::RELEASE,
+        };
+        self.execute("give up a claim", sql, &[&key, &token.0])
+            .await
+            .map(drop)
+    }
+
+    pub async fn dm_channel(&self, user: &str) -> Result<Option<String>, StoreError> {
+        self.with_client("read a DM channel", |client| async move {
+            let statement = client.prepare_cached(schema::DM_CHANNEL).await?;
+            let row = client.query_opt(&statement, &[&user]).await?;
+            row.map(|row| row.try_get(0)).transpose()
+        })
+        .await
+    }
+
+    pub async fn learn_dm_channel(
+        &self,
+        user: &str,
+        channel: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&user, &channel, &now];
+        self.execute("remember a DM channel", schema::LEARN_DM_CHANNEL, &params)
+            .await
+            .map(drop)
+    }
+
+    pub async fn prune(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        loop {
+            let n = self
+                .execute("prune old msg_ids", schema::PRUNE, &[&cutoff])
+                .await?;
+            pruned += n;
+            if n < schema::PRUNE_BATCH {
+                return Ok(pruned);
+            }
+        }
+    }
+
+    pub async fn health(&self) -> Result<Health, StoreError> {
+        self.with_client("answer a health check", |client| async move {
+            // A write that changes nothing fails on a read-only server or without privileges.
+            client
+                .execute("DELETE FROM handled WHERE msg_id = '\\x'::bytea", &[])
+                .await?;
+            let version: i64 = client
+                .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+                .await?
+                .get(0);
+            Ok(Health {
+                backend: "postgres",
+                schema_version: version,
+            })
+        })
+        .await
+    }
+
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.with_client(operation, |client| async move {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, params).await
+        })
+        .await
+    }
+}
+
+/// TLS for `sslmode=prefer|require`, verified against the platform's roots.
+async fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    crate::slack::install_crypto_provider();
+    let config = tokio::task::spawn_blocking(|| {
+        use rustls_platform_verifier::ConfigVerifierExt as _;
+        rustls::ClientConfig::with_platform_verifier().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("TLS setup task failed: {e}"))??;
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// PostgreSQL's own message and code, or the connection failure with its cause.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let hint = match db.code().code() {
+            "25006" => " (the server is read-only: a standby, or default_transaction_read_only is on)",
+            "42501" => " (the user lacks a privilege on the database: grant it CREATE and ownership of the bridge's tables)",
+            "3D000" => " (create the database first: CREATE DATABASE coder_slack_bridge)",
+            "28P01" | "28000" => " (check the user and password in DATABASE_URL)",
+            _ => "",
+        };
+        return format!("{} (SQLSTATE {}){hint}", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+fn describe_pool(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(e) => describe(e),
+        PoolError::Timeout(_) => format!(
+            "cannot connect within {}s (is the server up and reachable?)",
+            TIMEOUT.as_secs()
+        ),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,111 @@
+//! The schema, as numbered migrations. Version N is reached by applying the first N scripts
+//! in order; a database records its version in `schema_version`. Each backend has its own
+//! spelling of the same tables, one script per version each.
+
+/// `handled`: one row per `msg_id` claimed in the dedupe window.
+/// - `owner`: the token of the claim that holds (or last held) it;
+/// - `done`: 1 once handled; 0 while in flight or after an attempt ended without outcome;
+/// - `attempts`: claims so far (more than 1: taken over, so the DM is read back first);
+/// - `lease_expires`, `created_at`: Unix milliseconds; `created_at` is the first claim.
+///
+/// `dm_channels`: each Slack user's DM channel with the bot, learned from post answers.
+pub const SQLITE: &[&str] = &[
+    "CREATE TABLE handled (
+        msg_id BLOB PRIMARY KEY,
+        owner TEXT NOT NULL,
+        done INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        lease_expires INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX handled_created_at ON handled (created_at);",
+    "CREATE TABLE dm_channels (
+        slack_user TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        learned_at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
+];
+
+pub const POSTGRES: &[&str] = &[
+    "CREATE TABLE handled (
+        msg_id BYTEA PRIMARY KEY,
+        owner TEXT NOT NULL,
+        done SMALLINT NOT NULL,
+        attempts INTEGER NOT NULL,
+        lease_expires BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX handled_created_at ON handled (created_at);",
+    "CREATE TABLE dm_channels (
+        slack_user TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        learned_at BIGINT NOT NULL
+    );",
+];
+
+/// The version this build migrates to.
+pub const LATEST: i64 = SQLITE.len() as i64;
+
+/// Creates the version table when missing (version 0: an empty database).
+pub const VERSION_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
+
+/// Why a database at `found` cannot be used by this build, if it cannot.
+pub fn refuse_newer(found: i64) -> Result<(), String> {
+    if found > LATEST {
+        return Err(format!(
+            "the database is at schema version {found}, newer than this bridge knows ({LATEST}): \
+             run the newer bridge that upgraded it, or give this one a database of its own"
+        ));
+    }
+    Ok(())
+}
+
+// Claims, shared by both backends (SQLite takes `$N` parameters as PostgreSQL does).
+
+/// Inserts a claim, or takes over one that is not done and whose lease ended; returns the
+/// row when the claim is ours.
+pub const CLAIM: &str =
+    "INSERT INTO handled (msg_id, owner, done, attempts, lease_expires, created_at)
+    VALUES ($1, $2, 0, 1, $3, $4)
+    ON CONFLICT (msg_id) DO UPDATE
+        SET owner = excluded.owner, lease_expires = excluded.lease_expires,
+            attempts = handled.attempts + 1
+        WHERE handled.done = 0 AND handled.lease_expires <= $4
+    RETURNING attempts, created_at";
+
+/// What holds a `msg_id` that could not be claimed.
+pub const HOLDER: &str = "SELECT done, lease_expires FROM handled WHERE msg_id = $1";
+
+pub const FINISH: &str = "UPDATE handled SET done = 1 WHERE msg_id = $1 AND owner = $2";
+
+/// Nothing was posted: the claim goes, and the next copy starts fresh.
+pub const RELEASE: &str = "DELETE FROM handled WHERE msg_id = $1 AND owner = $2 AND done = 0";
+
+/// The outcome is unknown: the row stays with its lease ended, for a takeover that reads back.
+pub const RELEASE_UNSETTLED: &str =
+    "UPDATE handled SET lease_expires = 0 WHERE msg_id = $1 AND owner = $2 AND done = 0";
+
+/// Bounded batches, so pruning a large backlog never holds the writer for long.
+pub const PRUNE: &str = "DELETE FROM handled WHERE msg_id IN
+    (SELECT msg_id FROM handled WHERE created_at < $1 LIMIT 5000)";
+pub const PRUNE_BATCH: u64 = 5000;
+
+pub const DM_CHANNEL: &str = "SELECT channel FROM dm_channels WHERE slack_user = $1";
+
+pub const LEARN_DM_CHANNEL: &str = "INSERT INTO dm_channels (slack_user, channel, learned_at)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (slack_user) DO UPDATE SET channel = excluded.channel, learned_at = excluded.learned_at";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_every_version() {
+        assert_eq!(SQLITE.len(), POSTGRES.len());
+        assert!(refuse_newer(LATEST).is_ok());
+        let e = refuse_newer(LATEST + 1).unwrap_err();
+        assert!(e.contains("newer than this bridge knows"), "{e}");
+    }
+}

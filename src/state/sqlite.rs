@@ -1,0 +1,335 @@
+//! The SQLite store: one connection on a thread of its own (SQLite's calls block, so they
+//! stay off the async runtime). Operations queue to it and are run in batches, one
+//! transaction per batch, and answered only after the commit: under load many claims share
+//! one commit (WAL, `synchronous=NORMAL`: durable against a killed process, which is what a
+//! claim needs; a power loss may undo the last commits, as for any SQLite file so set up).
+
+use super::schema;
+use super::{Claimed, Health, Location, StoreError, Token};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Operations waiting beyond this make their callers wait (backpressure, bounded memory).
+const QUEUE: usize = 1024;
+/// At most this many operations share one transaction.
+const MAX_BATCH: usize = 256;
+/// How long a write waits for another process holding the file's lock (a second bridge on
+/// the same file, or someone's `sqlite3` shell).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// Runs in the batch's transaction, or hears why there is none.
+type Job = Box<dyn FnOnce(Result<&Transaction, &StoreError>) -> Completion + Send>;
+
+pub struct Sqlite {
+    jobs: mpsc::Sender<Job>,
+    database: Arc<str>,
+}
+
+impl Sqlite {
+    /// Opens (creating when missing) and migrates the database, on its own thread.
+    pub async fn open(location: &Location) -> Result<Sqlite, StoreError> {
+        let database: Arc<str> = location.shown().into();
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let (opened, ready) = oneshot::channel();
+        let path = match location {
+            Location::Sqlite(path) => Some(path.clone()),
+            _ => None,
+        };
+        let name = database.clone();
+        std::thread::Builder::new()
+            .name("sqlite-store".into())
+            .spawn(move || match connect(path.as_deref()) {
+                Ok(conn) => {
+                    let _ = opened.send(Ok(()));
+                    run(conn, queue, &name);
+                }
+                Err(cause) => {
+                    let _ = opened.send(Err(cause));
+                }
+            })
+            .map_err(|e| error(&database, "start its thread", e.to_string()))?;
+        match ready.await {
+            Ok(Ok(())) => Ok(Sqlite { jobs, database }),
+            Ok(Err(cause)) => Err(error(&database, "open", cause)),
+            Err(_) => Err(error(&database, "open", "its thread stopped".into())),
+        }
+    }
+
+    /// Runs `work` in the next batch's transaction; its result is given once that commits.
+    async fn call<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(&Transaction) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let database = self.database.clone();
+        let job: Job = Box::new(move |txn| {
+            let result = match txn {
+                Ok(txn) => work(txn).map_err(|e| error(&database, operation, describe(&e))),
+                Err(e) => Err(e.clone()),
+            };
+            Box::new(move |committed| {
+                let _ = answer.send(match (result, committed) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(e.clone()),
+                    (Ok(value), Ok(())) => Ok(value),
+                });
+            })
+        });
+        let stopped = || {
+            error(
+                &self.database,
+                operation,
+                "the store's thread stopped".into(),
+            )
+        };
+        self.jobs.send(job).await.map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+
+    pub async fn claim(
+        &self,
+        key: Vec<u8>,
+        token: &Token,
+        now: i64,
+        lease_expires: i64,
+    ) -> Result<Claimed, StoreError> {
+        let owner = token.0.clone();
+        self.call("claim a msg_id", move |txn| {
+            let ours = txn
+                .prepare_cached(schema::CLAIM)?
+                .query_row(params![key, owner, lease_expires, now], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            if let Some((attempts, first_claimed)) = ours {
+                return Ok(Claimed::Ours {
+                    attempts,
+                    first_claimed,
+                });
+            }
+            let holder = txn
+                .prepare_cached(schema::HOLDER)?
+                .query_row(params![key], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?)))
+                .optional()?;
+            Ok(match holder {
+                Some((done, lease_expires)) => Claimed::Held {
+                    done: done != 0,
+                    lease_expires,
+                },
+                None => Claimed::Vanished,
+            })
+        })
+        .await
+    }
+
+    pub async fn finish(&self, key: Vec<u8>, token: &Token) -> Result<(), StoreError> {
+        let owner = token.0.clone();
+        self.call("mark a msg_id handled", move |txn| {
+            txn.prepare_cached(schema::FINISH)?
+                .execute(params![key, owner])
+                .map(drop)
+        })
+        .await
+    }
+
+    pub async fn release(
+        &self,
+        key: Vec<u8>,
+        token: &Token,
+        maybe_posted: bool,
+    ) -> Result<(), StoreError> {
+        let owner = token.0.clone();
+        let sql = match maybe_posted {
+            true => schema::RELEASE_UNSETTLED,
+            false => schema::RELEASE,
+        };
+        self.call("give up a claim", move |txn| {
+            txn.prepare_cached(sql)?
+                .execute(params![key, owner])
+                .map(drop)
+        })
+        .await
+    }
+
+    pub async fn dm_channel(&self, user: &str) -> Result<Option<String>, StoreError> {
+        let user = user.to_owned();
+        self.call("read a DM channel", move |txn| {
+            txn.prepare_cached(schema::DM_CHANNEL)?
+                .query_row(params![user], |row| row.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    pub async fn learn_dm_channel(
+        &self,
+        user: &str,
+        channel: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (user, channel) = (user.to_owned(), channel.to_owned());
+        self.call("remember a DM channel", move |txn| {
+            txn.prepare_cached(schema::LEARN_DM_CHANNEL)?
+                .execute(params![user, channel, now])
+                .map(drop)
+        })
+        .await
+    }
+
+    pub async fn prune(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        // One bounded batch per transaction, so claims queued meanwhile wait little.
+        loop {
+            let n = self
+                .call("prune old msg_ids", move |txn| {
+                    txn.prepare_cached(schema::PRUNE)?.execute(params![cutoff])
+                })
+                .await? as u64;
+            pruned += n;
+            if n < schema::PRUNE_BATCH {
+                return Ok(pruned);
+            }
+        }
+    }
+
+    pub async fn health(&self) -> Result<Health, StoreError> {
+        self.call("answer a health check", |txn| {
+            // A write that changes nothing still needs the write lock and a writable file.
+            txn.execute("DELETE FROM handled WHERE msg_id = x''", [])?;
+            Ok(Health {
+                backend: "sqlite",
+                schema_version: schema_version(txn)?,
+            })
+        })
+        .await
+    }
+}
+
+fn error(database: &Arc<str>, operation: &'static str, cause: String) -> StoreError {
+    StoreError {
+        database: database.clone(),
+        operation,
+        cause,
+    }
+}
+
+/// SQLite's message, with the usual fix where there is one.
+pub(super) fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode as Code;
+    let hint = match e.sqlite_error_code() {
+        Some(Code::ReadOnly) => " (the file or its folder is read-only: the bridge must be able to write both, for the database and its -wal file)",
+        Some(Code::CannotOpen) => " (does the folder exist, and may the bridge write to it?)",
+        Some(Code::DatabaseBusy | Code::DatabaseLocked) => " (another process holds the file's lock)",
+        Some(Code::DiskFull) => " (the disk is full)",
+        Some(Code::NotADatabase) => " (the file is not an SQLite database)",
+        _ => "",
+    };
+    format!("{e}{hint}")
+}
+
+fn connect(path: Option<&std::path::Path>) -> Result<Connection, String> {
+    let mut conn = match path {
+        Some(path) => Connection::open(path),
+        None => Connection::open_in_memory(),
+    }
+    .map_err(|e| describe(&e))?;
+    let setup = |conn: &mut Connection| -> rusqlite::Result<()> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers never wait for the writer; NORMAL: a commit is durable against a
+        // killed process without an fsync each (see the module's note).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(())
+    };
+    setup(&mut conn).map_err(|e| describe(&e))?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Brings the schema to [`schema::LATEST`], all in one write transaction (so two processes
+/// starting on one file cannot both migrate).
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let txn = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| describe(&e))?;
+    txn.execute(schema::VERSION_TABLE, [])
+        .map_err(|e| describe(&e))?;
+    let found = schema_version(&txn).map_err(|e| describe(&e))?;
+    schema::refuse_newer(found)?;
+    for (version, script) in schema::SQLITE.iter().enumerate().skip(found as usize) {
+        txn.execute_batch(script).map_err(|e| {
+            format!(
+                "migrate to schema version {}: {}",
+                version + 1,
+                describe(&e)
+            )
+        })?;
+    }
+    txn.execute("DELETE FROM schema_version", [])
+        .map_err(|e| describe(&e))?;
+    txn.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)",
+        [schema::LATEST],
+    )
+    .map_err(|e| describe(&e))?;
+    txn.commit().map_err(|e| describe(&e))
+}
+
+fn schema_version(txn: &Transaction) -> rusqlite::Result<i64> {
+    txn.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_version",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// The store's thread: batches of queued jobs, each batch one transaction.
+fn run(mut conn: Connection, mut queue: mpsc::Receiver<Job>, database: &Arc<str>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let txn = match conn.transaction() {
+            Ok(txn) => txn,
+            Err(e) => {
+                let failed = error(database, "begin a transaction", describe(&e));
+                for job in batch.drain(..) {
+                    job(Err(&failed))(Err(&failed));
+                }
+                continue;
+            }
+        };
+        let completions: Vec<Completion> = batch.drain(..).map(|job| job(Ok(&txn))).collect();
+        let committed = txn
+            .commit()
+            .map_err(|e| error(database, "commit", describe(&e)));
+        for complete in completions {
+            complete(committed.as_ref().map(drop));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) fn migrate_to(path: &std::path::Path, version: usize) {
+    let conn = Connection::open(path).expect("open");
+    conn.execute(schema::VERSION_TABLE, [])
+        .expect("version table");
+    for script in &schema::SQLITE[..version] {
+        conn.execute_batch(script).expect("migrate");
+    }
+    conn.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)",
+        [version as i64],
+    )
+    .expect("record the version");
+}

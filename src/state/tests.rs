@@ -1,0 +1,231 @@
+//! The store's semantics on SQLite (PostgreSQL runs the same cases in `tests/store.rs`).
+
+use super::*;
+use std::path::PathBuf;
+
+fn temp_db(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("csb-state-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp folder");
+    dir.join("state.db")
+}
+
+async fn open(path: &std::path::Path) -> Store {
+    Store::open(&Location::Sqlite(path.to_owned()))
+        .await
+        .expect("opens")
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_claim_is_fresh_then_busy_then_done() {
+    let store = Store::in_memory().await.expect("opens");
+    let key = MsgKey::of("0b6e5bd4-8fd4-4c38-a6d5-0d5c8a4f4a43");
+    let Claim::Fresh(token) = store.claim(&key, LEASE).await.expect("claim") else {
+        panic!("the first claim is fresh");
+    };
+    assert!(matches!(
+        store.claim(&key, LEASE).await,
+        Ok(Claim::Busy { .. })
+    ));
+    store.finish(&key, &token).await.expect("finish");
+    assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
+    // Other keys are not affected, and text ids are kept apart from UUIDs.
+    assert!(matches!(
+        store.claim(&MsgKey::of("send-test-1"), LEASE).await,
+        Ok(Claim::Fresh(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_released_claim_starts_fresh_and_an_unsettled_one_is_taken_over() {
+    let store = Store::in_memory().await.expect("opens");
+    let key = MsgKey::of("a");
+    let Ok(Claim::Fresh(token)) = store.claim(&key, LEASE).await else {
+        panic!()
+    };
+    store.release(&key, &token, false).await.expect("release");
+    let Ok(Claim::Fresh(token)) = store.claim(&key, LEASE).await else {
+        panic!("nothing was posted: the next claim is fresh");
+    };
+    let before = SystemTime::now();
+    store.release(&key, &token, true).await.expect("release");
+    match store.claim(&key, LEASE).await {
+        Ok(Claim::TakenOver {
+            token: next,
+            first_claimed,
+        }) => {
+            assert_ne!(next, token);
+            assert!(first_claimed <= before + Duration::from_millis(1));
+            // The old token can no longer finish what the new one holds.
+            store.finish(&key, &token).await.expect("finish");
+            assert!(matches!(
+                store.claim(&key, LEASE).await,
+                Ok(Claim::Busy { .. })
+            ));
+            store.finish(&key, &next).await.expect("finish");
+            assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
+        }
+        other => panic!("an unsettled claim is taken over, not {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_a_live_one_is_not() {
+    let store = Store::in_memory().await.expect("opens");
+    let key = MsgKey::of("b");
+    let Ok(Claim::Fresh(_dead)) = store.claim(&key, Duration::ZERO).await else {
+        panic!()
+    };
+    assert!(matches!(
+        store.claim(&key, LEASE).await,
+        Ok(Claim::TakenOver { .. })
+    ));
+    match store.claim(&key, LEASE).await {
+        Ok(Claim::Busy { lease_ends }) => assert!(lease_ends > SystemTime::now()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn claims_of_one_id_at_once_have_one_winner() {
+    let store = Store::in_memory().await.expect("opens");
+    let key = MsgKey::of("c");
+    let claims = futures_util::future::join_all((0..50).map(|_| store.claim(&key, LEASE))).await;
+    let won = claims
+        .iter()
+        .filter(|c| matches!(c, Ok(Claim::Fresh(_))))
+        .count();
+    let busy = claims
+        .iter()
+        .filter(|c| matches!(c, Ok(Claim::Busy { .. })))
+        .count();
+    assert_eq!((won, busy), (1, 49));
+}
+
+#[tokio::test]
+async fn state_outlives_the_store_and_old_ids_are_pruned() {
+    let path = temp_db("reopen");
+    let store = open(&path).await;
+    let (old, new) = (MsgKey::of("old"), MsgKey::of("new"));
+    for key in [&old, &new] {
+        let Ok(Claim::Fresh(token)) = store.claim(key, LEASE).await else {
+            panic!()
+        };
+        store.finish(key, &token).await.expect("finish");
+    }
+    store
+        .learn_dm_channel("UBOBBY", "D0BOBBY")
+        .await
+        .expect("learn");
+    drop(store);
+
+    let store = open(&path).await;
+    assert_eq!(store.claim(&new, LEASE).await, Ok(Claim::Done));
+    assert_eq!(store.dm_channel("UBOBBY").await, Ok(Some("D0BOBBY".into())));
+    assert_eq!(store.dm_channel("UOTHER").await, Ok(None));
+    assert_eq!(store.prune(Duration::from_secs(3600)).await, Ok(0));
+    assert_eq!(store.prune(Duration::ZERO).await, Ok(2));
+    assert!(matches!(
+        store.claim(&old, LEASE).await,
+        Ok(Claim::Fresh(_))
+    ));
+    assert_eq!(
+        store.health().await,
+        Ok(Health {
+            backend: "sqlite",
+            schema_version: schema::LATEST
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_database_of_every_earlier_version_is_upgraded_keeping_its_rows() {
+    for version in 1..schema::LATEST as usize {
+        let path = temp_db("migrate");
+        sqlite::migrate_to(&path, version);
+        {
+            // A handled id, as that version's bridge left it.
+            let conn = rusqlite::Connection::open(&path).expect("open");
+            conn.execute(
+                "INSERT INTO handled (msg_id, owner, done, attempts, lease_expires, created_at) VALUES (x'01', 'old', 1, 1, 0, $1)",
+                [unix_ms(SystemTime::now())],
+            )
+            .expect("a row");
+        }
+        let store = open(&path).await;
+        assert_eq!(
+            store.health().await.map(|h| h.schema_version),
+            Ok(schema::LATEST)
+        );
+        assert_eq!(
+            store.claim(&MsgKey::Other("\u{1}".into()), LEASE).await,
+            Ok(Claim::Done),
+            "from version {version}"
+        );
+        store
+            .learn_dm_channel("U1", "D1")
+            .await
+            .expect("the new table is there");
+    }
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_rather_than_guessed_at() {
+    let path = temp_db("newer");
+    sqlite::migrate_to(&path, schema::LATEST as usize);
+    rusqlite::Connection::open(&path)
+        .and_then(|c| c.execute("UPDATE schema_version SET version = 99", []))
+        .expect("bump");
+    let Err(e) = Store::open(&Location::Sqlite(path.clone())).await else {
+        panic!("a newer schema opened");
+    };
+    assert!(e.to_string().contains("schema version 99"), "{e}");
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+}
+
+#[tokio::test]
+async fn an_unwritable_place_is_named_with_its_cause() {
+    let Err(e) = Store::open(&Location::Sqlite("/nonexistent-folder/state.db".into())).await else {
+        panic!("opened a database in a folder that does not exist");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("sqlite:///nonexistent-folder/state.db"),
+        "{text}"
+    );
+    assert!(text.contains("does the folder exist"), "{text}");
+}
+
+#[tokio::test]
+async fn a_read_only_database_is_refused_at_open() {
+    let path = temp_db("readonly");
+    drop(open(&path).await);
+    // Root ignores file modes, so the file is opened read-only through SQLite's own URI.
+    let uri = format!("file:{}?mode=ro", path.display());
+    let conn = rusqlite::Connection::open_with_flags(
+        &uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .expect("open read-only");
+    let e = conn
+        .execute("DELETE FROM handled WHERE msg_id = x''", [])
+        .unwrap_err();
+    assert!(sqlite::describe(&e).contains("read-only"), "{e}");
+}
+
+#[test]
+fn uuids_are_keyed_on_their_bytes_and_other_ids_on_their_text() {
+    let id = "0b6e5bd4-8fd4-4c38-a6d5-0d5c8a4f4a43";
+    assert_eq!(MsgKey::of(id), MsgKey::of(&id.to_uppercase()));
+    assert!(matches!(MsgKey::of(id), MsgKey::Uuid(_)));
+    assert_eq!(MsgKey::of(id).bytes().len(), 16);
+    assert_eq!(
+        MsgKey::of("send-test-1"),
+        MsgKey::Other("send-test-1".into())
+    );
+    assert_ne!(MsgKey::of("send-test-1"), MsgKey::of("send-test-2"));
+}
