@@ -1,10 +1,11 @@
-//! `check`: verifies the tokens, their scopes, the fallback channel and Socket Mode through
-//! the firewall and proxy; prints one line per check and fails naming what to fix.
+//! `check`: verifies the tokens, their scopes, the fallback channel, the store and Socket
+//! Mode through the firewall and proxy; prints one line per check and fails naming what to fix.
 
 use crate::config::{Config, Needs, Settings};
 use crate::proxy::ProxyConfig;
 use crate::slack::SlackApi;
 use crate::socket_mode::{self, OpenConnection as _, OpenError};
+use crate::state::{self, Store};
 use crate::telemetry::Metrics;
 
 const REQUIRED_SCOPES: [&str; 3] = ["chat:write", "users:read", "users:read.email"];
@@ -22,6 +23,7 @@ pub async fn check(settings: Settings) -> Result<(), String> {
     if let Some(channel) = &config.fallback_channel {
         problems.extend(check_fallback_channel(&api, channel).await.err());
     }
+    problems.extend(check_store(&config.database).await.err());
     match &config.slack_app_token {
         None => println!("warn  SLACK_APP_TOKEN: not set, so Socket Mode is off"),
         Some(_) => problems.extend(check_socket_mode(&api, &proxies, &config).await.err()),
@@ -72,6 +74,29 @@ async fn check_bot_token(api: &SlackApi) -> Result<(), String> {
     } else {
         println!("FAIL  bot scopes: missing {missing_required}");
         Err(format!("SLACK_BOT_TOKEN lacks the scopes {missing_required}: add them under OAuth & Permissions and reinstall the app"))
+    }
+}
+
+/// That the store opens (created and migrated as `serve` would), answers and takes writes.
+async fn check_store(database: &state::Location) -> Result<(), String> {
+    let health = match Store::open(database).await {
+        Ok(store) => store.health().await,
+        Err(e) => Err(e),
+    };
+    match health {
+        Ok(health) => {
+            println!(
+                "ok    DATABASE_URL: {} ({}, schema version {}, writable)",
+                database.shown(),
+                health.backend,
+                health.schema_version
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("FAIL  DATABASE_URL: {e}");
+            Err(format!("DATABASE_URL: {e}"))
+        }
     }
 }
 

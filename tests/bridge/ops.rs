@@ -72,17 +72,6 @@ async fn webhook_auth_none_wrong_basic_and_bearer() {
     bridge.stop().await;
 }
 
-/// The binary against `slack`, in an empty working folder of its own.
-fn bridge_command(slack: &FakeSlack) -> tokio::process::Command {
-    let mut command = bridge_binary(&fresh_dir("bridge"));
-    command
-        .env("SLACK_BOT_TOKEN", BOT_TOKEN)
-        .env("SLACK_API_URL", slack.api_url())
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("CODER_URL", "http://test.com");
-    command
-}
-
 #[tokio::test]
 async fn a_public_listener_without_a_secret_is_refused_at_start_up() {
     let slack = FakeSlack::start().await;
@@ -97,43 +86,6 @@ async fn a_public_listener_without_a_secret_is_refused_at_start_up() {
     let output = run_to_end(bridge_command(&slack).env_remove("SLACK_BOT_TOKEN")).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("SLACK_BOT_TOKEN is not set"));
-}
-
-/// Starts the binary and reads its address from the start-up log line.
-async fn spawn_bridge(
-    mut command: tokio::process::Command,
-) -> (
-    tokio::process::Child,
-    String,
-    tokio::task::JoinHandle<String>,
-) {
-    let mut child = command.spawn().expect("spawn bridge");
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let log = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut all = String::new();
-        let mut addr_tx = Some(addr_tx);
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(at) = line.find("local_addr=") {
-                let addr: String = line[at + 11..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\u{1b}')
-                    .collect();
-                if let Some(tx) = addr_tx.take() {
-                    let _ = tx.send(addr);
-                }
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
-        .await
-        .expect("bridge starts")
-        .expect("address logged");
-    (child, addr, log)
 }
 
 async fn sigterm(child: &tokio::process::Child) {
@@ -465,6 +417,45 @@ async fn check_passes_against_a_healthy_slack() {
     );
     assert!(out.contains("all checks passed"));
     assert_eq!(socket.accepted(), 1, "the websocket was really opened");
+    // The default store, created and migrated in the working folder as `serve` would.
+    assert!(
+        out.contains("ok    DATABASE_URL: sqlite://coder-slack-bridge.db (sqlite, schema version 2, writable)"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_store_is_named_by_check_and_refused_by_serve() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketServer::start().await;
+    let nowhere = [("DATABASE_URL", "sqlite:///nonexistent-folder/state.db")];
+    let (ok, out, err) = run_check(&slack, &socket, &nowhere).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "FAIL  DATABASE_URL: the store (sqlite:///nonexistent-folder/state.db) failed to open"
+        ) && out.contains("does the folder exist"),
+        "{out}"
+    );
+    assert!(err.contains("DATABASE_URL"), "{err}");
+
+    let output = run_to_end(bridge_command(&slack).envs(nowhere)).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DATABASE_URL: the store"), "{stderr}");
+
+    // A PostgreSQL server that is not there: the setting, the place (no password), the cause.
+    let url = format!(
+        "postgres://bridge:hunter2@127.0.0.1:{}/bridge",
+        closed_port().await
+    );
+    let (ok, out, _) = run_check(&slack, &socket, &[("DATABASE_URL", &url)]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  DATABASE_URL") && out.contains("bridge:***@127.0.0.1"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
 }
 
 #[tokio::test]

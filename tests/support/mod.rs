@@ -5,6 +5,7 @@
 // Each binary uses part of it, and of the re-exports.
 #![allow(dead_code, unused_imports)]
 
+pub mod postgres;
 pub mod proxy;
 pub mod samples;
 pub mod socket_mode;
@@ -268,4 +269,52 @@ pub async fn run_for_text(command: &mut tokio::process::Command) -> (bool, Strin
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The binary against `slack`, in an empty working folder of its own.
+pub fn bridge_command(slack: &FakeSlack) -> tokio::process::Command {
+    let mut command = bridge_binary(&fresh_dir("bridge"));
+    command
+        .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env("SLACK_API_URL", slack.api_url())
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("CODER_URL", "http://test.com");
+    command
+}
+
+/// Starts the binary and reads its address from the start-up log line.
+pub async fn spawn_bridge(
+    mut command: tokio::process::Command,
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::task::JoinHandle<String>,
+) {
+    let mut child = command.spawn().expect("spawn bridge");
+    let stderr = child.stderr.take().expect("stderr");
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let log = tokio::spawn(async move {
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+        let mut all = String::new();
+        let mut addr_tx = Some(addr_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(at) = line.find("local_addr=") {
+                let addr: String = line[at + 11..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\u{1b}')
+                    .collect();
+                if let Some(tx) = addr_tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+        .await
+        .expect("bridge starts")
+        .expect("address logged");
+    (child, addr, log)
 }

@@ -1,0 +1,156 @@
+//! A real PostgreSQL server for a test: Debian's `postgresql` package, `initdb` into a fresh
+//! temp folder, a free loopback port, stopped (and its folder removed) when the guard drops.
+//! As root (sessions and CI), the server runs as the `postgres` user, which initdb demands.
+//!
+//! Without the package installed, [`PgServer::start`] returns `None` and the test says it
+//! skipped, unless `REQUIRE_POSTGRES` is set (CI sets it), when the test fails instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub struct PgServer {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PgServer {
+    /// Starts a server (on the blocking pool: initdb and pg_ctl take seconds), or `None`
+    /// (with a note) when PostgreSQL is not installed.
+    pub async fn start() -> Option<PgServer> {
+        tokio::task::spawn_blocking(Self::start_blocking)
+            .await
+            .expect("start PostgreSQL")
+    }
+
+    fn start_blocking() -> Option<PgServer> {
+        let Some(bin) = find_bin() else {
+            assert!(
+                std::env::var_os("REQUIRE_POSTGRES").is_none(),
+                "REQUIRE_POSTGRES is set but PostgreSQL is not installed (apt-get install postgresql)"
+            );
+            eprintln!("SKIPPED: PostgreSQL is not installed (apt-get install postgresql runs these tests)");
+            return None;
+        };
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Under /tmp: the postgres user must reach it, and /root is closed to it.
+        let dir = PathBuf::from(format!("/tmp/csb-pg-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a folder for the server");
+        if as_root() {
+            run(Command::new("chown").arg("postgres:").arg(&dir));
+        }
+        let data = dir.join("data");
+        run(as_server_user(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
+            .args(["--locale=C.UTF-8", "--no-sync", "--no-instructions"]));
+        let port = free_port();
+        // fsync off: the tests check the bridge, not the disk, and it saves seconds.
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=60",
+            dir.display()
+        );
+        run(as_server_user(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-w", "-t", "30", "start", "-o", &options]));
+        Some(PgServer { dir, bin, port })
+    }
+
+    /// A URL for a new, empty database on this server.
+    pub async fn new_database(&self, name: &str) -> String {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("connect as postgres");
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a database");
+        drop(client);
+        let _ = connection.await;
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{name}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Runs the statements in `sql` on the database at `url` (the test's own set-up).
+    pub async fn batch(url: &str, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let connection = tokio::spawn(connection);
+        client.batch_execute(sql).await.expect("run the statements");
+        drop(client);
+        let _ = connection.await;
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = as_server_user(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `/usr/lib/postgresql/VERSION/bin`, the newest installed (Debian keeps it off PATH).
+fn find_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort_by_key(|bin| {
+        let version = bin.parent().and_then(Path::file_name);
+        version.and_then(|v| v.to_str()?.parse::<u32>().ok())
+    });
+    versions.pop()
+}
+
+fn as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `program` as the user the server runs as: `postgres` when we are root.
+fn as_server_user(program: &Path) -> Command {
+    if as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a PostgreSQL tool");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
