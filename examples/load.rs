@@ -86,6 +86,54 @@ struct Options {
     /// memory are the bridge's alone.
     #[arg(long, env = "BRIDGE_BIN")]
     bridge_bin: Option<PathBuf>,
+    /// The bridge's store (sqlite://PATH or postgres://…); by default a fresh SQLite file
+    /// in a temporary folder, removed afterwards.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+/// Where the bridge under load keeps its state, and the folder to remove afterwards.
+struct Store {
+    url: String,
+    temp_dir: Option<PathBuf>,
+}
+
+impl Store {
+    fn new(url: Option<&str>) -> Result<Store, String> {
+        let dir = std::env::temp_dir().join(format!("csb-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(match url {
+            Some(url) => Store {
+                url: url.to_owned(),
+                temp_dir: Some(dir),
+            },
+            None => Store {
+                url: format!("sqlite://{}", dir.join("state.db").display()),
+                temp_dir: Some(dir),
+            },
+        })
+    }
+
+    /// The working folder of a child bridge (its default store would land there).
+    fn dir(&self) -> &std::path::Path {
+        self.temp_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new("."))
+    }
+
+    /// The URL without a password, for the report.
+    fn shown(&self) -> String {
+        coder_slack_bridge::state::Location::parse(&self.url).map_or_else(|e| e, |l| l.shown())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.temp_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn email(i: usize) -> String {
@@ -262,6 +310,13 @@ struct Results {
     others: BTreeMap<String, u64>,
 }
 
+/// Webhook `i`'s msg_id: new to every run, so runs on one database are not duplicates.
+fn msg_id(i: usize) -> String {
+    static RUN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| fastrand::u32(..));
+    format!("{run:08x}-0000-4000-8000-{i:012}")
+}
+
 /// Sends webhooks `first..first+count` at concurrency `c`; webhook `i` goes to user `i % u`.
 async fn send_all(
     client: &reqwest::Client,
@@ -286,8 +341,7 @@ async fn send_all(
                     break;
                 }
                 let i = first + i;
-                let body =
-                    template.fill(&format!("00000000-0000-4000-8000-{i:012}"), &email(i % u));
+                let body = template.fill(&msg_id(i), &email(i % u));
                 let started = Instant::now();
                 let answer = client
                     .post(&url)
@@ -441,19 +495,24 @@ fn start_child(
     bin: &std::path::Path,
     api_url: &str,
     users: usize,
+    store: &Store,
     driver: &tokio::runtime::Runtime,
 ) -> Result<Bridge, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("cannot pick a port: {e}"))?
         .port();
-    let process = std::process::Command::new(bin)
+    // Absolute: the child works in the store's folder.
+    let bin = std::fs::canonicalize(bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let process = std::process::Command::new(&bin)
         .arg("serve")
         .env_clear()
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_API_URL", api_url)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("CODER_URL", "https://coder.example.com")
+        .env("DATABASE_URL", &store.url)
+        .current_dir(store.dir())
         // As operators run it: an info line per webhook, here to /dev/null.
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
@@ -488,6 +547,7 @@ fn start_child(
 fn start_in_process(
     slack: &FakeSlack,
     users: usize,
+    store: &Store,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Bridge, String> {
     let mut settings = Settings::defaults();
@@ -500,6 +560,7 @@ fn start_in_process(
     settings.webhook_secret = None;
     settings.dry_run = false;
     settings.fallback_channel = None;
+    settings.database_url = store.url.clone().into();
     let config = settings
         .validate(Needs::Serve)
         .map_err(|e| format!("settings: {e}"))?;
@@ -617,9 +678,10 @@ fn run(o: Options) -> Result<bool, String> {
     let driver = runtime("driver-rt", o.driver_threads)?;
     let bridge_rt = runtime("bridge-rt", o.bridge_threads)?;
     let slack = driver.block_on(start_fake_slack(o.u));
+    let store = Store::new(o.database_url.as_deref())?;
     let bridge = match &o.bridge_bin {
-        Some(bin) => start_child(bin, &slack.api_url(), o.u, &driver)?,
-        None => start_in_process(&slack, o.u, &bridge_rt)?,
+        Some(bin) => start_child(bin, &slack.api_url(), o.u, &store, &driver)?,
+        None => start_in_process(&slack, o.u, &store, &bridge_rt)?,
     };
     let idle_rss = bridge.memory("VmRSS");
     let idle_hwm = bridge.memory("VmHWM");
@@ -638,6 +700,7 @@ fn run(o: Options) -> Result<bool, String> {
     bridge_rt.shutdown_timeout(Duration::from_secs(5));
     driver.shutdown_timeout(Duration::from_secs(5));
     report(&o, &measured, &memory, in_child, stopped);
+    println!("  store:       {}", store.shown());
     println!(
         "  total run time {:.1} s",
         run_started.elapsed().as_secs_f64()

@@ -1,8 +1,14 @@
-//! The PostgreSQL store, for replicas sharing one database: a small pool of connections
+//! The PostgreSQL store, for replicas sharing one database: small pools of connections
 //! (tokio-postgres, asynchronous all the way), statements prepared once per connection.
 //! Claims are single `INSERT … ON CONFLICT` statements, so two replicas claiming one
 //! `msg_id` at the same instant cannot both win. TLS (`sslmode=require`) verifies the
 //! server's certificate against the system's roots.
+//!
+//! Claims commit durably (they must survive a server crash: a lost claim could let a copy
+//! post again). Everything after a claim (done marks, releases, DM channels, pruning) goes
+//! through connections with `synchronous_commit=off`: such a commit is not waited for on
+//! disk, which halves the fsyncs per notification, and losing one in a server crash is
+//! safe: the claim stays, its lease ends, and whoever takes it over reads the DM back.
 
 use super::schema;
 use super::{Claimed, Health, Location, StoreError, Token};
@@ -11,16 +17,28 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Connections per replica: claims are short, and PostgreSQL's default limit is 100.
-const POOL_SIZE: usize = 8;
+/// Connections per replica for claims and for the rest: statements are short, and
+/// PostgreSQL's default limit is 100 connections in all.
+const CLAIM_POOL_SIZE: usize = 8;
+const RELAXED_POOL_SIZE: usize = 4;
 /// For connecting, for a free connection, and for one operation.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Serialises migrations of replicas starting together (any fixed number: "csb" + 1).
 const MIGRATION_LOCK: i64 = 0x0063_7362_0001;
 
 pub struct Postgres {
-    pool: Pool,
+    /// Durable commits: claims, and the schema.
+    durable: Pool,
+    /// `synchronous_commit=off`: what may be lost in a server crash (see the module's note).
+    relaxed: Pool,
     database: Arc<str>,
+}
+
+/// Which of the two pools an operation uses.
+#[derive(Clone, Copy)]
+enum Commit {
+    Durable,
+    Relaxed,
 }
 
 impl Postgres {
@@ -40,22 +58,16 @@ impl Postgres {
         }
         config.application_name("coder-slack-bridge");
         let tls = tls().await.map_err(|cause| fail("set up TLS", cause))?;
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(TIMEOUT))
-            .create_timeout(Some(TIMEOUT))
-            .recycle_timeout(Some(TIMEOUT))
-            .build()
-            .map_err(|e| fail("set up its connection pool", e.to_string()))?;
-        let store = Postgres { pool, database };
+        let mut relaxed = config.clone();
+        let options = relaxed.get_options().unwrap_or_default();
+        relaxed.options(format!("{options} -c synchronous_commit=off").trim_start());
+        let store = Postgres {
+            durable: pool(config, tls.clone(), CLAIM_POOL_SIZE)
+                .map_err(|e| fail("set up its connection pool", e))?,
+            relaxed: pool(relaxed, tls, RELAXED_POOL_SIZE)
+                .map_err(|e| fail("set up its connection pool", e))?,
+            database,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -64,6 +76,7 @@ impl Postgres {
     async fn with_client<T, F>(
         &self,
         operation: &'static str,
+        commit: Commit,
         work: impl FnOnce(deadpool_postgres::Object) -> F,
     ) -> Result<T, StoreError>
     where
@@ -75,7 +88,11 @@ impl Postgres {
             cause,
         };
         let done = tokio::time::timeout(TIMEOUT, async {
-            let client = self.pool.get().await.map_err(|e| describe_pool(&e))?;
+            let pool = match commit {
+                Commit::Durable => &self.durable,
+                Commit::Relaxed => &self.relaxed,
+            };
+            let client = pool.get().await.map_err(|e| describe_pool(&e))?;
             work(client).await.map_err(|e| describe(&e))
         })
         .await;
@@ -87,30 +104,34 @@ impl Postgres {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let found = self
-            .with_client("migrate its schema", |mut client| async move {
-                let txn = client.transaction().await?;
-                txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .with_client(
+                "migrate its schema",
+                Commit::Durable,
+                |mut client| async move {
+                    let txn = client.transaction().await?;
+                    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                        .await?;
+                    txn.batch_execute(schema::VERSION_TABLE).await?;
+                    let found: i64 = txn
+                        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+                        .await?
+                        .get(0);
+                    if schema::refuse_newer(found).is_err() {
+                        return Ok(found);
+                    }
+                    for script in schema::POSTGRES.iter().skip(found as usize) {
+                        txn.batch_execute(script).await?;
+                    }
+                    txn.execute("DELETE FROM schema_version", &[]).await?;
+                    txn.execute(
+                        "INSERT INTO schema_version (version) VALUES ($1)",
+                        &[&schema::LATEST],
+                    )
                     .await?;
-                txn.batch_execute(schema::VERSION_TABLE).await?;
-                let found: i64 = txn
-                    .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
-                    .await?
-                    .get(0);
-                if schema::refuse_newer(found).is_err() {
-                    return Ok(found);
-                }
-                for script in schema::POSTGRES.iter().skip(found as usize) {
-                    txn.batch_execute(script).await?;
-                }
-                txn.execute("DELETE FROM schema_version", &[]).await?;
-                txn.execute(
-                    "INSERT INTO schema_version (version) VALUES ($1)",
-                    &[&schema::LATEST],
-                )
-                .await?;
-                txn.commit().await?;
-                Ok(found)
-            })
+                    txn.commit().await?;
+                    Ok(found)
+                },
+            )
             .await?;
         schema::refuse_newer(found).map_err(|cause| StoreError {
             database: self.database.clone(),
@@ -127,7 +148,7 @@ impl Postgres {
         lease_expires: i64,
     ) -> Result<Claimed, StoreError> {
         let owner = token.0.as_str();
-        self.with_client("claim a msg_id", |client| async move {
+        self.with_client("claim a msg_id", Commit::Durable, |client| async move {
             let claim = client.prepare_cached(schema::CLAIM).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
                 [&key, &owner, &lease_expires, &now];
@@ -171,7 +192,7 @@ impl Postgres {
     }
 
     pub async fn dm_channel(&self, user: &str) -> Result<Option<String>, StoreError> {
-        self.with_client("read a DM channel", |client| async move {
+        self.with_client("read a DM channel", Commit::Relaxed, |client| async move {
             let statement = client.prepare_cached(schema::DM_CHANNEL).await?;
             let row = client.query_opt(&statement, &[&user]).await?;
             row.map(|row| row.try_get(0)).transpose()
@@ -205,35 +226,62 @@ impl Postgres {
     }
 
     pub async fn health(&self) -> Result<Health, StoreError> {
-        self.with_client("answer a health check", |client| async move {
-            // A write that changes nothing fails on a read-only server or without privileges.
-            client
-                .execute("DELETE FROM handled WHERE msg_id = '\\x'::bytea", &[])
-                .await?;
-            let version: i64 = client
-                .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
-                .await?
-                .get(0);
-            Ok(Health {
-                backend: "postgres",
-                schema_version: version,
-            })
-        })
+        self.with_client(
+            "answer a health check",
+            Commit::Durable,
+            |client| async move {
+                // A write that changes nothing fails on a read-only server or without privileges.
+                client
+                    .execute("DELETE FROM handled WHERE msg_id = '\\x'::bytea", &[])
+                    .await?;
+                let version: i64 = client
+                    .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+                    .await?
+                    .get(0);
+                Ok(Health {
+                    backend: "postgres",
+                    schema_version: version,
+                })
+            },
+        )
         .await
     }
 
+    /// Runs a write whose commit may be lost in a server crash (see the module's note).
     async fn execute(
         &self,
         operation: &'static str,
         sql: &'static str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, StoreError> {
-        self.with_client(operation, |client| async move {
+        self.with_client(operation, Commit::Relaxed, |client| async move {
             let statement = client.prepare_cached(sql).await?;
             client.execute(&statement, params).await
         })
         .await
     }
+}
+
+fn pool(
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    size: usize,
+) -> Result<Pool, String> {
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(TIMEOUT))
+        .create_timeout(Some(TIMEOUT))
+        .recycle_timeout(Some(TIMEOUT))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// TLS for `sslmode=prefer|require`, verified against the platform's roots.

@@ -23,9 +23,14 @@ type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// Runs in the batch's transaction, or hears why there is none.
 type Job = Box<dyn FnOnce(Result<&Transaction, &StoreError>) -> Completion + Send>;
 
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Sqlite {
     jobs: mpsc::Sender<Job>,
     database: Arc<str>,
+    /// Dropped with the store: the checkpointer then stops.
+    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Sqlite {
@@ -39,12 +44,13 @@ impl Sqlite {
             _ => None,
         };
         let name = database.clone();
+        let writer_name = database.clone();
         std::thread::Builder::new()
             .name("sqlite-store".into())
             .spawn(move || match connect(path.as_deref()) {
                 Ok(conn) => {
                     let _ = opened.send(Ok(()));
-                    run(conn, queue, &name);
+                    run(conn, queue, &writer_name);
                 }
                 Err(cause) => {
                     let _ = opened.send(Err(cause));
@@ -52,7 +58,14 @@ impl Sqlite {
             })
             .map_err(|e| error(&database, "start its thread", e.to_string()))?;
         match ready.await {
-            Ok(Ok(())) => Ok(Sqlite { jobs, database }),
+            Ok(Ok(())) => Ok(Sqlite {
+                jobs,
+                _checkpointer: match location {
+                    Location::Sqlite(path) => Some(spawn_checkpointer(path.clone(), name)?),
+                    _ => None,
+                },
+                database,
+            }),
             Ok(Err(cause)) => Err(error(&database, "open", cause)),
             Err(_) => Err(error(&database, "open", "its thread stopped".into())),
         }
@@ -243,6 +256,9 @@ fn connect(path: Option<&std::path::Path>) -> Result<Connection, String> {
         // killed process without an fsync each (see the module's note).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints (and their fsync) run on a thread of their own, not in a commit that
+        // every queued claim waits for; see `spawn_checkpointer`.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(())
     };
@@ -286,6 +302,36 @@ fn schema_version(txn: &Transaction) -> rusqlite::Result<i64> {
         [],
         |row| row.get(0),
     )
+}
+
+/// Copies the WAL back into the database every [`CHECKPOINT_EVERY`] on a connection and
+/// thread of its own (passive: it never blocks the writer), until the store is dropped.
+fn spawn_checkpointer(
+    path: std::path::PathBuf,
+    database: Arc<str>,
+) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let conn = Connection::open(&path)
+        .and_then(|conn| conn.busy_timeout(BUSY_TIMEOUT).map(|()| conn))
+        .map_err(|e| error(&database, "open its checkpointer", describe(&e)))?;
+    let (keep, stop) = std::sync::mpsc::channel::<()>();
+    let name = database.clone();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            let checkpoint = || {
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stop.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(e) = checkpoint() {
+                    tracing::warn!(error = %error(&name, "checkpoint", describe(&e)), "the store could not copy its WAL back");
+                }
+            }
+            let _ = checkpoint();
+        })
+        .map_err(|e| error(&database, "start its checkpointer", e.to_string()))?;
+    Ok(keep)
 }
 
 /// The store's thread: batches of queued jobs, each batch one transaction.
