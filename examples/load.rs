@@ -20,7 +20,9 @@
 //! (100), `--bridge-threads`/`BRIDGE_THREADS` and `--driver-threads`/`DRIVER_THREADS` worker
 //! threads (the number of CPUs), `--log`/`LOG=1` installs the bridge's own log subscriber as the
 //! binary does (info level unless `RUST_LOG`, on stderr), `--bridge-bin`/`BRIDGE_BIN` runs that
-//! binary as a child process instead.
+//! binary as a child process instead, `--database-url`/`DATABASE_URL` the bridge's store (a
+//! fresh SQLite file in a temporary folder unless given; every run uses new `msg_id`s, so one
+//! PostgreSQL database serves many runs).
 //!
 //! The fake Slack is the tests' own (tests/support), in lean mode: it counts calls per method
 //! and keeps nothing else, so it is not the bottleneck.

@@ -375,3 +375,43 @@ async fn wait_for_answer(bridge: &Bridge, body: &Value) -> Value {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    let Some((server, ca_pem)) = PgServer::start_with_tls().await else {
+        return;
+    };
+    let url = server.new_database("tls").await;
+    let url = url.replace("sslmode=disable", "sslmode=require");
+    let slack = FakeSlack::start().await;
+    let dir = fresh_dir("pg-tls");
+    let ca_file = dir.join("test-ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write the CA");
+    let check = |trusting_the_ca: bool| {
+        let mut command = bridge_binary(&dir);
+        command
+            .arg("check")
+            .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("SLACK_API_URL", slack.api_url())
+            .env("DATABASE_URL", &url);
+        if trusting_the_ca {
+            command.env("SSL_CERT_FILE", &ca_file);
+        }
+        command
+    };
+    // A certificate from a CA nobody trusts is refused, as libpq's verify-full would.
+    let (ok, out, _) = run_for_text(&mut check(false)).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  DATABASE_URL") && out.contains("UnknownIssuer"),
+        "{out}"
+    );
+    // With the CA in the trust store (SSL_CERT_FILE here) the same URL works, over TLS.
+    let (ok, out, err) = run_for_text(&mut check(true)).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("ok    DATABASE_URL")
+            && out.contains("(postgres, schema version 2, writable)"),
+        "{out}"
+    );
+}

@@ -49,10 +49,13 @@ impl Postgres {
             operation,
             cause,
         };
-        let url = location.postgres_url().unwrap_or_default();
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| fail("read DATABASE_URL", e.to_string()))?;
+        let url = libpq_sslmodes(location.postgres_url().unwrap_or_default());
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            fail(
+                "read DATABASE_URL",
+                format!("{e} (it takes postgres://USER:PASSWORD@HOST:PORT/DATABASE with the options sslmode=disable|prefer|require|verify-full, connect_timeout, application_name and options; sslrootcert is not taken: add your CA to the system's trust store)"),
+            )
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(TIMEOUT);
         }
@@ -284,12 +287,28 @@ fn pool(
         .map_err(|e| e.to_string())
 }
 
+/// libpq's `sslmode=verify-ca` and `verify-full` as `require`, which (unlike libpq's own
+/// `require`) always verifies the server's certificate and name here.
+fn libpq_sslmodes(url: &str) -> String {
+    ["verify-full", "verify-ca"]
+        .iter()
+        .fold(url.to_owned(), |url, mode| {
+            url.replace(&format!("sslmode={mode}"), "sslmode=require")
+        })
+}
+
 /// TLS for `sslmode=prefer|require`, verified against the platform's roots.
 async fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    crate::slack::install_crypto_provider();
     let config = tokio::task::spawn_blocking(|| {
-        use rustls_platform_verifier::ConfigVerifierExt as _;
-        rustls::ClientConfig::with_platform_verifier().map_err(|e| e.to_string())
+        use rustls_platform_verifier::BuilderVerifierExt as _;
+        // Its own provider (ring, as the Slack side uses), so nothing global is assumed.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_platform_verifier()
+            .map(|builder| builder.with_no_client_auth())
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("TLS setup task failed: {e}"))??;
@@ -325,5 +344,17 @@ fn describe_pool(e: &PoolError) -> String {
             TIMEOUT.as_secs()
         ),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn libpq_verifying_sslmodes_are_taken_as_require() {
+        let url = super::libpq_sslmodes("postgres://u@db/x?sslmode=verify-full&connect_timeout=5");
+        assert_eq!(url, "postgres://u@db/x?sslmode=require&connect_timeout=5");
+        assert!(url.parse::<tokio_postgres::Config>().is_ok());
+        let url = super::libpq_sslmodes("postgres://u@db/x?sslmode=verify-ca");
+        assert!(url.parse::<tokio_postgres::Config>().is_ok());
     }
 }

@@ -18,12 +18,23 @@ impl PgServer {
     /// Starts a server (on the blocking pool: initdb and pg_ctl take seconds), or `None`
     /// (with a note) when PostgreSQL is not installed.
     pub async fn start() -> Option<PgServer> {
-        tokio::task::spawn_blocking(Self::start_blocking)
+        tokio::task::spawn_blocking(|| Self::start_blocking(None))
             .await
             .expect("start PostgreSQL")
     }
 
-    fn start_blocking() -> Option<PgServer> {
+    /// A server that offers TLS with a certificate for 127.0.0.1 from a CA made up now; the
+    /// CA's PEM is returned beside it (no trust store knows it).
+    pub async fn start_with_tls() -> Option<(PgServer, String)> {
+        let (ca_pem, cert_pem, key_pem) = test_ca_and_server_cert();
+        let server =
+            tokio::task::spawn_blocking(move || Self::start_blocking(Some((cert_pem, key_pem))))
+                .await
+                .expect("start PostgreSQL")?;
+        Some((server, ca_pem))
+    }
+
+    fn start_blocking(tls: Option<(String, String)>) -> Option<PgServer> {
         let Some(bin) = find_bin() else {
             assert!(
                 std::env::var_os("REQUIRE_POSTGRES").is_none(),
@@ -49,10 +60,30 @@ impl PgServer {
             .args(["--locale=C.UTF-8", "--no-sync", "--no-instructions"]));
         let port = free_port();
         // fsync off: the tests check the bridge, not the disk, and it saves seconds.
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=60",
             dir.display()
         );
+        if let Some((cert, key)) = tls {
+            let (cert_file, key_file) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::write(&cert_file, cert).expect("write the certificate");
+            std::fs::write(&key_file, key).expect("write the key");
+            // PostgreSQL refuses a key that others can read.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                .expect("key mode");
+            if as_root() {
+                run(Command::new("chown")
+                    .arg("postgres:")
+                    .arg(&cert_file)
+                    .arg(&key_file));
+            }
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_file.display(),
+                key_file.display()
+            );
+        }
         run(as_server_user(&bin.join("pg_ctl"))
             .arg("-D")
             .arg(&data)
@@ -148,6 +179,42 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A CA, and a server certificate it signed for 127.0.0.1 and localhost: (CA, cert, key) PEM.
+fn test_ca_and_server_cert() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "coder-slack-bridge test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+    let cert = params.signed_by(&key, &*ca).expect("server certificate");
+    (
+        pem("CERTIFICATE", ca.der()),
+        pem("CERTIFICATE", cert.der()),
+        pem("PRIVATE KEY", &key.serialize_der()),
+    )
+}
+
+/// DER as PEM (rcgen's own PEM output is a feature this build leaves out).
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 fn free_port() -> u16 {
