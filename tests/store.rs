@@ -415,3 +415,71 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_read_only_postgres_database_is_refused_naming_the_cause() {
+    let Some((_server, url)) = postgres("readonly").await else {
+        return;
+    };
+    drop(open_postgres(&url).await);
+    let admin = url.replace("/readonly?", "/postgres?");
+    PgServer::batch(
+        &admin,
+        "ALTER DATABASE readonly SET default_transaction_read_only = on",
+    )
+    .await;
+    let location = Location::parse(&url).expect("a PostgreSQL URL");
+    let Err(e) = Store::open(&location).await else {
+        panic!("a read-only database opened");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("read-only") && text.contains("SQLSTATE 25006"),
+        "{text}"
+    );
+    assert!(text.contains("postgres://postgres@127.0.0.1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_store_that_stops_answering_takes_the_bridge_out_of_service() {
+    let Some((server, url)) = postgres("outage").await else {
+        return;
+    };
+    let (slack, bridge) = {
+        let slack = FakeSlack::start().await;
+        slack.add_user("bobby@coder.com", "UBOBBY");
+        let bridge = Bridge::start(replica_config(&slack, &url)).await;
+        (slack, bridge)
+    };
+    bridge.wait_ready(200).await;
+    bridge.deliver(&workspace_deleted("bobby@coder.com")).await;
+    drop(server);
+    wait_until("/readyz answers 503", Duration::from_secs(30), async || {
+        bridge.get("/readyz").await.0 == 503
+    })
+    .await;
+    let (_, body) = bridge.get("/readyz").await;
+    assert!(
+        body.contains("the store (DATABASE_URL) does not answer"),
+        "{body}"
+    );
+    // Coder is told to try again later; nothing reached Slack.
+    let (status, retry_after, answer) = bridge.post(&workspace_deleted("bobby@coder.com")).await;
+    assert_eq!(
+        (status, retry_after.as_deref()),
+        (503, Some("60")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("store"),
+        "{answer}"
+    );
+    assert_eq!(slack.calls_to("chat.postMessage").len(), 1);
+    bridge
+        .assert_metrics(&["coder_slack_bridge_store_errors_total 1"])
+        .await;
+    bridge.stop().await;
+}

@@ -52,6 +52,11 @@ impl Location {
                 shown: shown.to_string(),
             });
         }
+        if raw.starts_with("sqlite:") {
+            return Err(bad(
+                "must be sqlite://PATH (two slashes; three before an absolute path)",
+            ));
+        }
         let scheme = raw.split(':').next().unwrap_or_default();
         Err(bad(&format!(
             "has scheme {scheme:?}, which the bridge does not know"
@@ -101,6 +106,8 @@ mod tests {
             .unwrap_err()
             .contains("DATABASE_URL"));
         assert!(Location::parse("sqlite://x.db?mode=ro").is_err());
+        let e = Location::parse("sqlite:state.db").unwrap_err();
+        assert!(e.contains("must be sqlite://PATH"), "{e}");
     }
 
     #[test]
