@@ -17,16 +17,8 @@ const LEASE: Duration = Duration::from_secs(60);
 
 /// POSTs a webhook body to the bridge at `addr`: status and JSON answer.
 async fn post_to(client: &reqwest::Client, addr: &str, body: &Value) -> (u16, Value) {
-    let response = client
-        .post(format!("http://{addr}/v1/webhook"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("webhook request");
-    let status = response.status().as_u16();
-    let answer =
-        serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    let (status, _, answer) =
+        post_webhook(client, &format!("http://{addr}/v1/webhook"), body).await;
     (status, answer)
 }
 

@@ -203,9 +203,17 @@ impl Store {
     /// Forgets handled ids first claimed before `window` ago; returns how many went.
     pub async fn prune(&self, window: Duration) -> Result<u64, StoreError> {
         let cutoff = unix_ms(SystemTime::now().checked_sub(window).unwrap_or(UNIX_EPOCH));
-        match &*self.backend {
-            Backend::Sqlite(db) => db.prune(cutoff).await,
-            Backend::Postgres(db) => db.prune(cutoff).await,
+        let mut pruned = 0;
+        // Bounded batches: a large backlog never holds the store for long.
+        loop {
+            let n = match &*self.backend {
+                Backend::Sqlite(db) => db.prune_batch(cutoff).await,
+                Backend::Postgres(db) => db.prune_batch(cutoff).await,
+            }?;
+            pruned += n;
+            if n < schema::PRUNE_BATCH {
+                return Ok(pruned);
+            }
         }
     }
 

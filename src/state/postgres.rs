@@ -215,17 +215,10 @@ impl Postgres {
             .map(drop)
     }
 
-    pub async fn prune(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let mut pruned = 0;
-        loop {
-            let n = self
-                .execute("prune old msg_ids", schema::PRUNE, &[&cutoff])
-                .await?;
-            pruned += n;
-            if n < schema::PRUNE_BATCH {
-                return Ok(pruned);
-            }
-        }
+    /// Forgets up to [`schema::PRUNE_BATCH`] ids first claimed before `cutoff`.
+    pub async fn prune_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
+        self.execute("prune old msg_ids", schema::PRUNE, &[&cutoff])
+            .await
     }
 
     pub async fn health(&self) -> Result<Health, StoreError> {

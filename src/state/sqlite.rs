@@ -193,20 +193,14 @@ impl Sqlite {
         .await
     }
 
-    pub async fn prune(&self, cutoff: i64) -> Result<u64, StoreError> {
-        let mut pruned = 0;
-        // One bounded batch per transaction, so claims queued meanwhile wait little.
-        loop {
-            let n = self
-                .call("prune old msg_ids", move |txn| {
-                    txn.prepare_cached(schema::PRUNE)?.execute(params![cutoff])
-                })
-                .await? as u64;
-            pruned += n;
-            if n < schema::PRUNE_BATCH {
-                return Ok(pruned);
-            }
-        }
+    /// Forgets up to [`schema::PRUNE_BATCH`] ids first claimed before `cutoff`, in one
+    /// transaction, so claims queued meanwhile wait little.
+    pub async fn prune_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
+        self.call("prune old msg_ids", move |txn| {
+            txn.prepare_cached(schema::PRUNE)?.execute(params![cutoff])
+        })
+        .await
+        .map(|n| n as u64)
     }
 
     pub async fn health(&self) -> Result<Health, StoreError> {

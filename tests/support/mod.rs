@@ -78,23 +78,7 @@ impl Bridge {
 
     /// POSTs a webhook body; returns status, Retry-After and the JSON answer.
     pub async fn post(&self, body: &Value) -> (u16, Option<String>, Value) {
-        let response = self
-            .client
-            .post(self.url("/v1/webhook"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("webhook request");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let json = serde_json::from_slice(&response.bytes().await.unwrap_or_default())
-            .unwrap_or(Value::Null);
-        (status, retry_after, json)
+        post_webhook(&self.client, &self.url("/v1/webhook"), body).await
     }
 
     /// POSTs a webhook body, asserts it was answered `200 delivered`, and returns the answer.
@@ -160,6 +144,30 @@ impl Bridge {
             app.run_until_stopped().await;
         }
     }
+}
+
+/// POSTs a webhook body to `url`; returns status, Retry-After and the JSON answer.
+pub async fn post_webhook(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("webhook request");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let json =
+        serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    (status, retry_after, json)
 }
 
 /// A fake Slack that knows bobby@coder.com, and a bridge on it (its config first adjusted)
