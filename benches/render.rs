@@ -118,6 +118,7 @@ fn bench_pathological(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(MAX_BODY_BYTES as u64));
     for (name, markdown) in pathological_bodies() {
         let notification = Notification {
+            labels: Default::default(),
             msg_id: "00000000-0000-0000-0000-000000000000".into(),
             notification_name: "Pathological".into(),
             template_id: None,

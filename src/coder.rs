@@ -47,6 +47,39 @@ pub struct Notification {
     pub title_markdown: Option<String>,
     /// Markdown (webhook `_version` 1.1 and later).
     pub body_markdown: Option<String>,
+    /// The labels that name a workspace; no other label is kept (some carry secrets, such
+    /// as the one-time passcode).
+    pub labels: WorkspaceLabels,
+}
+
+/// `payload.labels` that say which workspace a notification is about, when it is: Coder
+/// names it in `workspace` or `name`, and its owner in `workspace_owner_username` when the
+/// recipient is someone else (a template admin's copy). Which kinds use them: [`crate::kinds`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkspaceLabels {
+    pub workspace: Option<String>,
+    pub name: Option<String>,
+    pub workspace_owner_username: Option<String>,
+}
+
+impl WorkspaceLabels {
+    /// The three labels from `payload.labels`, when they are strings; anything else there
+    /// (other labels, other types) is ignored, as Coder may add labels at any time.
+    fn from_wire(labels: Option<&Value>) -> Self {
+        let label = |key: &str| {
+            labels
+                .and_then(|labels| labels.get(key))
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        WorkspaceLabels {
+            workspace: label("workspace"),
+            name: label("name"),
+            workspace_owner_username: label("workspace_owner_username"),
+        }
+    }
 }
 
 impl fmt::Debug for Notification {
@@ -66,8 +99,8 @@ impl fmt::Debug for Notification {
 pub struct PayloadError(pub String);
 
 /// The body as Coder sends it. Every field is optional here: what is required is checked in
-/// [`Wire::validate`], so the error can name it. Fields not listed (`labels`, `data`,
-/// `targets`, anything new) are skipped without being built.
+/// [`Wire::validate`], so the error can name it. Fields not listed (`data`, `targets`,
+/// anything new) are skipped without being built.
 #[derive(Deserialize)]
 struct Wire {
     msg_id: Option<String>,
@@ -86,6 +119,8 @@ struct WirePayload {
     user_name: Option<String>,
     user_username: Option<String>,
     actions: Option<Vec<WireAction>>,
+    /// Any JSON: only three string labels are taken from it.
+    labels: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +184,7 @@ impl Wire {
             })
             .collect::<Result<_, PayloadError>>()?;
         Ok(Notification {
+            labels: WorkspaceLabels::from_wire(payload.labels.as_ref()),
             msg_id,
             notification_name: payload.notification_name.unwrap_or_default(),
             template_id: payload.notification_template_id,

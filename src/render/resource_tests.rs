@@ -22,6 +22,7 @@ const MAX_PREFIX: usize = 2 + (MAX_LIST_INDENT - 1) * 12 + 12;
 
 fn notification(body_markdown: Option<String>, body: String) -> Notification {
     Notification {
+        labels: Default::default(),
         msg_id: "m".into(),
         notification_name: "Worst case".into(),
         template_id: None,

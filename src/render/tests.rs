@@ -5,6 +5,7 @@ use super::*;
 
 fn notification(title: &str, body: &str, body_markdown: Option<&str>) -> Notification {
     Notification {
+        labels: Default::default(),
         msg_id: "m".into(),
         notification_name: "Test Notification".into(),
         template_id: None,

@@ -1,0 +1,230 @@
+//! Coder's notification kinds, in one table: which are about a workspace (so they can gather
+//! in that workspace's thread) and which are urgent (so they are never hidden in a thread).
+//! A kind is known by its template ID, fixed in Coder's source (`coderd/notifications/events.go`
+//! and the migrations that insert `notification_templates`); its name is the fallback, since
+//! Coder renames templates but keeps their IDs, and its test fixtures zero the ID.
+
+use crate::coder::Notification;
+
+/// One kind of notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// The template's ID in Coder.
+    pub template_id: &'static str,
+    /// Its names, newest first (Coder renamed some: the older names still arrive from older
+    /// deployments).
+    pub names: &'static [&'static str],
+    /// Whether it is about one workspace, named in its labels.
+    pub about_workspace: bool,
+    /// Whether it asks for attention now (a build failed, resources ran out, the workspace is
+    /// about to stop or go away).
+    pub urgent: bool,
+}
+
+const fn kind(
+    template_id: &'static str,
+    names: &'static [&'static str],
+    about_workspace: bool,
+    urgent: bool,
+) -> Kind {
+    Kind {
+        template_id,
+        names,
+        about_workspace,
+        urgent,
+    }
+}
+
+const WORKSPACE: bool = true;
+const OTHER: bool = false;
+const URGENT: bool = true;
+const ROUTINE: bool = false;
+
+/// Every template Coder ships, by its ID in Coder's source.
+#[rustfmt::skip]
+pub const KINDS: &[Kind] = &[
+    kind("281fdf73-c6d6-4cbb-8ff5-888baf8a2fff", &["Workspace Created"], WORKSPACE, ROUTINE),
+    kind("d089fe7b-d5c5-4c0c-aaf5-689859f7d392", &["Workspace Manually Updated"], WORKSPACE, ROUTINE),
+    kind("f517da0b-cdc9-410f-ab89-a86107c420ed", &["Workspace Deleted"], WORKSPACE, URGENT),
+    kind("381df2a9-c0c0-4749-420f-80a9280c66f9", &["Workspace Autobuild Failed"], WORKSPACE, URGENT),
+    kind("0ea69165-ec14-4314-91f1-69566ac3c5a0", &["Workspace Marked as Dormant"], WORKSPACE, URGENT),
+    kind("c34a0c09-0704-4cac-bd1c-0c0146811c2b", &["Workspace Updated Automatically"], WORKSPACE, ROUTINE),
+    kind("51ce2fdf-c9ca-4be1-8d70-628674f9bc42", &["Workspace Marked for Deletion"], WORKSPACE, URGENT),
+    kind("6f6cb984-c167-4fa5-bb87-1058dd642779", &["Workspace Autostop Reminder"], WORKSPACE, URGENT),
+    kind("2faeee0f-26cb-4e96-821c-85ccb9f71513", &["Workspace Manual Build Failed"], WORKSPACE, URGENT),
+    kind("a9d027b4-ac49-4fb1-9f6d-45af15f64e7a", &["Workspace Out Of Memory", "Workspace Reached Resource Threshold"], WORKSPACE, URGENT),
+    kind("f047f6a3-5713-40f7-85aa-0394cce9fa3a", &["Workspace Out Of Disk"], WORKSPACE, URGENT),
+    kind("bb2bb51b-5d40-4e33-ae8b-f40f13bfcd24", &["Workspace Agent Restarted"], WORKSPACE, ROUTINE),
+    kind("89d9745a-816e-4695-a17f-3d0a229e2b8d", &["Prebuilt Workspace Resource Replaced"], WORKSPACE, ROUTINE),
+    kind("8c5a4d12-9f7e-4b3a-a1c8-6e4f2d9b5a7c", &["Task Completed"], WORKSPACE, ROUTINE),
+    kind("3b7e8f1a-4c2d-49a6-b5e9-7f3a1c8d6b4e", &["Task Failed"], WORKSPACE, ROUTINE),
+    kind("d4a6271c-cced-4ed0-84ad-afd02a9c7799", &["Task Idle"], WORKSPACE, ROUTINE),
+    kind("bd4b7168-d05e-4e19-ad0f-3593b77aa90f", &["Task Working"], WORKSPACE, ROUTINE),
+    kind("2a74f3d3-ab09-4123-a4a5-ca238f4f65a1", &["Task Paused"], WORKSPACE, ROUTINE),
+    kind("843ee9c3-a8fb-4846-afa9-977bec578649", &["Task Resumed"], WORKSPACE, ROUTINE),
+    kind("4e19c0ac-94e1-4532-9515-d1801aa283b2", &["User account created"], OTHER, ROUTINE),
+    kind("f44d9314-ad03-4bc8-95d0-5cad491da6b6", &["User account deleted"], OTHER, ROUTINE),
+    kind("b02ddd82-4733-4d02-a2d7-c36f3598997d", &["User account suspended"], OTHER, ROUTINE),
+    kind("9f5af851-8408-4e73-a7a1-c6502ba46689", &["User account activated"], OTHER, ROUTINE),
+    kind("6a2f0609-9b69-4d36-a989-9f5925b6cbff", &["Your account has been suspended"], OTHER, ROUTINE),
+    kind("1a6a6bea-ee0a-43e2-9e7c-eabdb53730e4", &["Your account has been activated"], OTHER, ROUTINE),
+    kind("62f86a30-2330-4b61-a26d-311ff3b608cf", &["One-Time Passcode"], OTHER, ROUTINE),
+    // `labels.name` here is the template's name, not a workspace's.
+    kind("29a09665-2a4c-403f-9648-54301670e7be", &["Template Deleted"], OTHER, ROUTINE),
+    kind("f40fae84-55a2-42cd-99fa-b41c1ca64894", &["Template Deprecated"], OTHER, ROUTINE),
+    kind("34a20db2-e9cc-4a93-b0e4-8569699d7a00", &["Report: Workspace Builds Failed", "Report: Workspace Builds Failed For Template"], OTHER, ROUTINE),
+    kind("414d9331-c1fc-4761-b40c-d1f4702279eb", &["Prebuild Failure Limit Reached"], OTHER, ROUTINE),
+    kind("c425f63e-716a-4bf4-ae24-78348f706c3f", &["Troubleshooting Notification", "Test Notification"], OTHER, ROUTINE),
+    kind("39b1e189-c857-4b0c-877a-511144c18516", &["Custom Notification"], OTHER, ROUTINE),
+    kind("764031be-4863-4220-867b-6ce1a1b7a5f5", &["Chats Auto-Archived"], OTHER, ROUTINE),
+    kind("b789bd75-d7c6-4cab-9757-1147ab184903", &["Chat Shared"], OTHER, ROUTINE),
+    kind("3f1c6d8a-5b2e-4f7a-9c0d-7e8b2a4c6d1f", &["Chat Project Shared"], OTHER, ROUTINE),
+    kind("b5db9597-de2a-4dea-87e9-25cee6906b86", &["AI Budget Warning"], OTHER, ROUTINE),
+    kind("cdcf2ecd-f003-4169-9800-abb2661ea522", &["AI Budget Limit Reached"], OTHER, ROUTINE),
+    kind("2a7b0ac1-00e1-4625-9cd5-1e5933972c77", &["User Approaching AI Budget Limit"], OTHER, ROUTINE),
+    kind("0bafe0ea-a78b-4217-ad05-1ef12e92e025", &["User Reached AI Budget Limit"], OTHER, ROUTINE),
+    kind("1b7d9fa7-f5a8-4e46-8078-5cf53abfed94", &["Missing AI Model Prices", "Report: Unpriced AI Models"], OTHER, ROUTINE),
+    kind("b02d53fd-477d-4a65-8d42-1b7e4b38f8c3", &["Changelog"], OTHER, ROUTINE),
+    // MCP gateway escalations name a workspace, but are about a tool call awaiting approval.
+    kind("d2209b6a-3ac7-4560-8de3-cc9024cc5708", &["MCP Tool Call Awaiting Approval"], OTHER, ROUTINE),
+];
+
+/// The workspace a notification is about, when it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace<'a> {
+    /// Its owner's username, when Coder names one other than the recipient.
+    pub owner: Option<&'a str>,
+    pub name: &'a str,
+}
+
+impl Kind {
+    /// The kind of `notification`: by template ID, else by name; `None` for a kind this
+    /// build does not know (a newer Coder's), which is then treated as about no workspace.
+    pub fn of(notification: &Notification) -> Option<&'static Kind> {
+        let id = notification.template_id.as_deref().map(str::trim);
+        let by_id = id.and_then(|id| {
+            KINDS
+                .iter()
+                .find(|k| k.template_id.eq_ignore_ascii_case(id))
+        });
+        by_id.or_else(|| {
+            let name = notification.notification_name.trim();
+            KINDS
+                .iter()
+                .find(|k| k.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        })
+    }
+}
+
+/// The workspace `notification` is about: for kinds about a workspace, the one its labels
+/// name (`workspace`, else `name`), with the owner Coder names.
+pub fn workspace_of(notification: &Notification) -> Option<Workspace<'_>> {
+    if !Kind::of(notification).is_some_and(|k| k.about_workspace) {
+        return None;
+    }
+    let labels = &notification.labels;
+    let name = labels.workspace.as_deref().or(labels.name.as_deref())?;
+    Some(Workspace {
+        owner: labels.workspace_owner_username.as_deref(),
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_samples::{sample_bytes, sample_path};
+
+    fn parse(bytes: &[u8]) -> Notification {
+        Notification::parse(bytes, None).expect("a valid sample")
+    }
+
+    #[test]
+    fn every_sample_is_a_known_kind() {
+        for (name, bytes) in sample_bytes() {
+            let notification = parse(&bytes);
+            assert!(
+                Kind::of(&notification).is_some(),
+                "{name}: {:?} is not in the table",
+                notification.notification_name
+            );
+        }
+    }
+
+    #[test]
+    fn workspace_samples_name_their_workspace_and_others_do_not() {
+        let mut about_workspace = 0;
+        for (name, bytes) in sample_bytes() {
+            let notification = parse(&bytes);
+            let kind = Kind::of(&notification).expect("known");
+            match workspace_of(&notification) {
+                Some(workspace) => {
+                    assert!(kind.about_workspace, "{name}");
+                    assert!(!workspace.name.is_empty(), "{name}");
+                    about_workspace += 1;
+                }
+                None => assert!(!kind.about_workspace, "{name}: no workspace label"),
+            }
+        }
+        assert!(
+            about_workspace >= 20,
+            "{about_workspace} samples about a workspace"
+        );
+    }
+
+    #[test]
+    fn ids_and_names_are_unique_and_the_id_wins_over_a_renamed_name() {
+        for (i, a) in KINDS.iter().enumerate() {
+            for b in &KINDS[i + 1..] {
+                assert_ne!(a.template_id, b.template_id);
+                assert!(
+                    a.names.iter().all(|n| !b.names.contains(n)),
+                    "{n:?}",
+                    n = a.names
+                );
+            }
+        }
+        let body = serde_json::json!({
+            "msg_id": "m",
+            "payload": {
+                "notification_name": "Workspace Reached Resource Threshold",
+                "notification_template_id": "A9D027B4-AC49-4FB1-9F6D-45AF15F64E7A",
+                "user_email": "a@b.c",
+                "labels": {"workspace": "dev", "threshold": "90%"},
+            },
+        });
+        let notification = parse(body.to_string().as_bytes());
+        let kind = Kind::of(&notification).expect("known by its ID");
+        assert_eq!(kind.names[0], "Workspace Out Of Memory");
+        assert!(kind.urgent);
+        let workspace = workspace_of(&notification).expect("about a workspace");
+        assert_eq!((workspace.owner, workspace.name), (None, "dev"));
+    }
+
+    #[test]
+    fn a_template_admins_copy_names_the_owner_and_template_names_are_not_workspaces() {
+        let sample = |name| parse(&std::fs::read(sample_path(name)).expect("a sample"));
+        let failed = sample("TemplateWorkspaceManualBuildFailed.json.golden");
+        let workspace = workspace_of(&failed).expect("about a workspace");
+        assert!(workspace.owner.is_some(), "{workspace:?}");
+        let deleted = sample("TemplateTemplateDeleted.json.golden");
+        assert!(deleted.labels.name.is_some());
+        assert_eq!(workspace_of(&deleted), None);
+    }
+
+    #[test]
+    fn unknown_kinds_are_about_no_workspace() {
+        let body = serde_json::json!({
+            "msg_id": "m",
+            "payload": {
+                "notification_name": "Something New",
+                "notification_template_id": "00000000-0000-0000-0000-000000000001",
+                "user_email": "a@b.c",
+                "labels": {"workspace": "dev"},
+            },
+        });
+        let notification = parse(body.to_string().as_bytes());
+        assert_eq!(Kind::of(&notification), None);
+        assert_eq!(workspace_of(&notification), None);
+    }
+}
