@@ -92,6 +92,17 @@ struct Options {
     /// in a temporary folder, removed afterwards.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
+    /// The bridge's THREADS: `workspace` (the default: a card per workspace, edited with each
+    /// notification) or `off`.
+    #[arg(long, env = "THREADS", value_enum, default_value = "workspace")]
+    threads: coder_slack_bridge::config::Threads,
+}
+
+fn threads_value(threads: coder_slack_bridge::config::Threads) -> &'static str {
+    match threads {
+        coder_slack_bridge::config::Threads::Workspace => "workspace",
+        coder_slack_bridge::config::Threads::Off => "off",
+    }
 }
 
 /// Where the bridge under load keeps its state, and the folder to remove afterwards.
@@ -496,7 +507,7 @@ impl Bridge {
 fn start_child(
     bin: &std::path::Path,
     api_url: &str,
-    users: usize,
+    (users, threads): (usize, coder_slack_bridge::config::Threads),
     store: &Store,
     driver: &tokio::runtime::Runtime,
 ) -> Result<Bridge, String> {
@@ -514,6 +525,7 @@ fn start_child(
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("CODER_URL", "https://coder.example.com")
         .env("DATABASE_URL", &store.url)
+        .env("THREADS", threads_value(threads))
         .current_dir(store.dir())
         // As operators run it: an info line per webhook, here to /dev/null.
         .env("RUST_LOG", "info")
@@ -548,7 +560,7 @@ fn start_child(
 /// holds all `users` and auth.test has been answered.
 fn start_in_process(
     slack: &FakeSlack,
-    users: usize,
+    (users, threads): (usize, coder_slack_bridge::config::Threads),
     store: &Store,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Bridge, String> {
@@ -563,6 +575,7 @@ fn start_in_process(
     settings.dry_run = false;
     settings.fallback_channel = None;
     settings.database_url = store.url.clone().into();
+    settings.threads = threads;
     let config = settings
         .validate(Needs::Serve)
         .map_err(|e| format!("settings: {e}"))?;
@@ -682,8 +695,8 @@ fn run(o: Options) -> Result<bool, String> {
     let slack = driver.block_on(start_fake_slack(o.u));
     let store = Store::new(o.database_url.as_deref())?;
     let bridge = match &o.bridge_bin {
-        Some(bin) => start_child(bin, &slack.api_url(), o.u, &store, &driver)?,
-        None => start_in_process(&slack, o.u, &store, &bridge_rt)?,
+        Some(bin) => start_child(bin, &slack.api_url(), (o.u, o.threads), &store, &driver)?,
+        None => start_in_process(&slack, (o.u, o.threads), &store, &bridge_rt)?,
     };
     let idle_rss = bridge.memory("VmRSS");
     let idle_hwm = bridge.memory("VmHWM");
@@ -702,7 +715,11 @@ fn run(o: Options) -> Result<bool, String> {
     bridge_rt.shutdown_timeout(Duration::from_secs(5));
     driver.shutdown_timeout(Duration::from_secs(5));
     report(&o, &measured, &memory, in_child, stopped);
-    println!("  store:       {}", store.shown());
+    println!(
+        "  store:       {}; THREADS={}",
+        store.shown(),
+        threads_value(o.threads)
+    );
     println!(
         "  total run time {:.1} s",
         run_started.elapsed().as_secs_f64()

@@ -111,9 +111,28 @@ pub struct Settings {
         global = true
     )]
     pub database_url: SecretString,
+    /// `workspace`: notifications about one workspace gather in its thread under a card kept
+    /// current; `off`: one top-level message each.
+    #[arg(
+        long,
+        env = "THREADS",
+        value_enum,
+        default_value = "workspace",
+        global = true
+    )]
+    pub threads: Threads,
     /// Allow a non-loopback LISTEN_ADDR without WEBHOOK_SECRET.
     #[arg(long, env = "ALLOW_UNAUTHENTICATED", global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_unauthenticated: bool,
+}
+
+/// `THREADS`: where a notification about a workspace goes in the person's DM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Threads {
+    /// In the workspace's thread, under a card kept current.
+    Workspace,
+    /// Each a top-level message.
+    Off,
 }
 
 /// Validated configuration.
@@ -132,6 +151,7 @@ pub struct Config {
     pub directory_refresh: Duration,
     /// Where state lives; an in-memory database when nothing needs one (dry run, `preview`).
     pub database: Location,
+    pub threads: Threads,
     /// Tuning that operators never need but tests shorten.
     pub tuning: Tuning,
 }
@@ -266,6 +286,7 @@ impl Settings {
                 true => Location::parse(self.database_url.expose_secret()).map_err(ConfigError)?,
                 false => Location::SqliteMemory,
             },
+            threads: self.threads,
             tuning: Tuning::default(),
         })
     }

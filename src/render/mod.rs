@@ -8,6 +8,7 @@
 //! can carry: only the head of the body is converted ([`BODY_LIMITS`]; the rest could not be
 //! sent), and nothing is scanned more than a bounded number of times.
 
+mod card;
 #[cfg(test)]
 mod heap_meter;
 mod limits;
@@ -17,6 +18,8 @@ mod plain;
 #[cfg(test)]
 mod resource_tests;
 mod split;
+
+pub use card::card;
 #[cfg(test)]
 mod tests;
 

@@ -93,6 +93,9 @@ enum Meaning {
     MessagesTabOff,
     /// The workspace does not let this app do that.
     NotAllowed,
+    /// The message or thread asked about is no longer there (deleted), or can no longer be
+    /// edited: a new one is started.
+    Gone,
 }
 
 const CODES: &[(&str, Meaning)] = &[
@@ -125,6 +128,10 @@ const CODES: &[(&str, Meaning)] = &[
     ("ekm_access_denied", Meaning::NotAllowed),
     ("team_access_not_granted", Meaning::NotAllowed),
     ("org_login_required", Meaning::NotAllowed),
+    ("thread_not_found", Meaning::Gone),
+    ("message_not_found", Meaning::Gone),
+    ("cant_update_message", Meaning::Gone),
+    ("edit_window_closed", Meaning::Gone),
 ];
 
 fn meaning(code: &str) -> Option<Meaning> {
@@ -135,7 +142,7 @@ impl SlackError {
     pub fn class(&self) -> ErrorClass {
         match self {
             SlackError::Api { code, .. } => match meaning(code) {
-                Some(Meaning::Unreachable) => ErrorClass::Permanent,
+                Some(Meaning::Unreachable | Meaning::Gone) => ErrorClass::Permanent,
                 Some(Meaning::BadMessage) => ErrorClass::BadMessage,
                 Some(_) => ErrorClass::Configuration,
                 None => ErrorClass::Transient,
@@ -144,6 +151,11 @@ impl SlackError {
             SlackError::RateLimited { retry_after, .. } => ErrorClass::RateLimited(*retry_after),
             _ => ErrorClass::Transient,
         }
+    }
+
+    /// Whether the message or thread the call named is gone (or can no longer be edited).
+    pub fn is_gone(&self) -> bool {
+        matches!(self, SlackError::Api { code, .. } if meaning(code) == Some(Meaning::Gone))
     }
 
     /// Whether the token lacks a scope the call needs.
@@ -208,7 +220,7 @@ impl SlackError {
             Meaning::NotAllowed => {
                 "the Slack workspace does not let this app do that: check the app's installation".into()
             }
-            Meaning::Unreachable | Meaning::BadMessage => return None,
+            Meaning::Unreachable | Meaning::BadMessage | Meaning::Gone => return None,
         })
     }
 }
@@ -388,18 +400,19 @@ impl SlackApi {
         Ok(opened.channel.id)
     }
 
-    /// Looks in `channel` for a message posted at or after `oldest` (a Slack timestamp)
-    /// whose metadata names `msg_id`; returns its `ts`.
+    /// Looks in `channel` (in the thread under `thread_ts`, when given) for a message posted
+    /// at or after `oldest` (a Slack timestamp) whose metadata names `msg_id`; returns its `ts`.
     pub async fn find_notification(
         &self,
         channel: &str,
+        thread_ts: Option<&str>,
         oldest: &str,
         msg_id: &str,
     ) -> Result<Option<String>, SlackError> {
         let mut cursor: Option<String> = None;
         for _ in 0..HISTORY_PAGES {
             let history = self
-                .history_page(channel, oldest, cursor.as_deref())
+                .history_page(channel, thread_ts, oldest, cursor.as_deref())
                 .await?;
             let found = history.messages.into_iter().find(|m| {
                 m.metadata.as_ref().is_some_and(|meta| {
@@ -421,18 +434,24 @@ impl SlackApi {
         Ok(None)
     }
 
+    /// A page of `conversations.history`, or of `conversations.replies` under `thread_ts`.
     async fn history_page(
         &self,
         channel: &str,
+        thread_ts: Option<&str>,
         oldest: &str,
         cursor: Option<&str>,
     ) -> Result<History, SlackError> {
-        const METHOD: &str = "conversations.history";
-        let token = self.bot_token(METHOD)?;
+        let method = match thread_ts {
+            Some(_) => "conversations.replies",
+            None => "conversations.history",
+        };
+        let token = self.bot_token(method)?;
         let started = Instant::now();
         // A read method: Slack takes its arguments as a query, not as JSON.
         let params = [
             ("channel", Some(channel)),
+            ("ts", thread_ts),
             ("oldest", Some(oldest)),
             ("inclusive", Some("true")),
             ("include_all_metadata", Some("true")),
@@ -443,9 +462,25 @@ impl SlackApi {
             .client
             .open_session(token)
             .http_session_api
-            .http_get(METHOD, &params, None)
+            .http_get(method, &params, None)
             .await;
-        self.finish(METHOD, started, result)
+        self.finish(method, started, result)
+    }
+
+    /// `chat.update`: replaces the message at `ts` in `channel` with `content`.
+    pub async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        content: SlackMessageContent,
+    ) -> Result<(), SlackError> {
+        let request = SlackApiChatUpdateRequest::new(
+            SlackChannelId(channel.to_owned()),
+            content,
+            SlackTs(ts.to_owned()),
+        );
+        let _: PostedMessage = self.post("chat.update", &request).await?;
+        Ok(())
     }
 
     /// Proves the bot may post in `channel` without posting: a message scheduled an hour

@@ -12,6 +12,9 @@ mod sqlite;
 
 pub use location::Location;
 
+/// The schema version this build migrates a database to.
+pub const SCHEMA_VERSION: i64 = schema::LATEST;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +70,34 @@ impl Token {
     fn new(replica: &str) -> Self {
         Token(format!("{replica}/{:016x}", fastrand::u64(..)))
     }
+}
+
+/// A workspace's thread in one person's DM: whose DM, whose workspace, which workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadKey {
+    /// The recipient's Slack user ID.
+    pub slack_user: String,
+    /// The workspace owner's Coder username.
+    pub owner: String,
+    pub workspace: String,
+}
+
+/// A thread's card: the top-level message its replies hang under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    pub channel: String,
+    pub card_ts: String,
+}
+
+/// What claiming a thread found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadClaim {
+    /// The thread exists.
+    Found(Thread),
+    /// None yet: this delivery makes its card, then [`Store::set_thread`].
+    Ours(Token),
+    /// Another delivery is making its card.
+    Busy,
 }
 
 /// What `check` and `/readyz` report about the store.
@@ -197,6 +228,60 @@ impl Store {
         match &*self.backend {
             Backend::Sqlite(db) => db.learn_dm_channel(user, channel, now).await,
             Backend::Postgres(db) => db.learn_dm_channel(user, channel, now).await,
+        }
+    }
+
+    /// The thread for `key`, or the right to make its card (see [`ThreadClaim`]).
+    pub async fn claim_thread(
+        &self,
+        key: &ThreadKey,
+        lease: Duration,
+    ) -> Result<ThreadClaim, StoreError> {
+        let token = Token::new(&self.replica);
+        let now = unix_ms(SystemTime::now());
+        let lease_expires = now.saturating_add(lease.as_millis().try_into().unwrap_or(i64::MAX));
+        let ours = match &*self.backend {
+            Backend::Sqlite(db) => db.claim_thread(key, &token, lease_expires, now).await,
+            Backend::Postgres(db) => db.claim_thread(key, &token, lease_expires, now).await,
+        }?;
+        if ours {
+            return Ok(ThreadClaim::Ours(token));
+        }
+        let found = match &*self.backend {
+            Backend::Sqlite(db) => db.thread(key).await,
+            Backend::Postgres(db) => db.thread(key).await,
+        }?;
+        Ok(found.map_or(ThreadClaim::Busy, ThreadClaim::Found))
+    }
+
+    /// Records the card the holder of `token` made for `key`.
+    pub async fn set_thread(
+        &self,
+        key: &ThreadKey,
+        token: &Token,
+        thread: &Thread,
+    ) -> Result<(), StoreError> {
+        let now = unix_ms(SystemTime::now());
+        match &*self.backend {
+            Backend::Sqlite(db) => db.set_thread(key, token, thread, now).await,
+            Backend::Postgres(db) => db.set_thread(key, token, thread, now).await,
+        }
+    }
+
+    /// Gives up making `key`'s card (it could not be posted).
+    pub async fn release_thread(&self, key: &ThreadKey, token: &Token) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.release_thread(key, token).await,
+            Backend::Postgres(db) => db.release_thread(key, token).await,
+        }
+    }
+
+    /// Forgets the card at `card_ts` (Slack no longer has it): the next notification about
+    /// the workspace starts a new thread.
+    pub async fn forget_thread(&self, key: &ThreadKey, card_ts: &str) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.forget_thread(key, card_ts).await,
+            Backend::Postgres(db) => db.forget_thread(key, card_ts).await,
         }
     }
 

@@ -11,11 +11,12 @@
 //! safe: the claim stays, its lease ends, and whoever takes it over reads the DM back.
 
 use super::schema;
-use super::{Claimed, Health, Location, StoreError, Token};
+use super::{Claimed, Health, Location, StoreError, Thread, ThreadKey, Token};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
 
 /// Connections per replica for claims and for the rest: statements are short, and
 /// PostgreSQL's default limit is 100 connections in all.
@@ -211,6 +212,85 @@ impl Postgres {
     ) -> Result<(), StoreError> {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&user, &channel, &now];
         self.execute("remember a DM channel", schema::LEARN_DM_CHANNEL, &params)
+            .await
+            .map(drop)
+    }
+
+    /// Whether the making of `key`'s card is now `token`'s.
+    pub async fn claim_thread(
+        &self,
+        key: &ThreadKey,
+        token: &Token,
+        lease_expires: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.with_client("claim a thread", Commit::Durable, |client| async move {
+            let statement = client.prepare_cached(schema::CLAIM_THREAD).await?;
+            let params: [&(dyn ToSql + Sync); 6] = [
+                &key.slack_user,
+                &key.owner,
+                &key.workspace,
+                &token.0,
+                &lease_expires,
+                &now,
+            ];
+            Ok(client.query_opt(&statement, &params).await?.is_some())
+        })
+        .await
+    }
+
+    pub async fn thread(&self, key: &ThreadKey) -> Result<Option<Thread>, StoreError> {
+        self.with_client("read a thread", Commit::Durable, |client| async move {
+            let statement = client.prepare_cached(schema::THREAD).await?;
+            let params: [&(dyn ToSql + Sync); 3] = [&key.slack_user, &key.owner, &key.workspace];
+            let Some(row) = client.query_opt(&statement, &params).await? else {
+                return Ok(None);
+            };
+            let channel: Option<String> = row.try_get(0)?;
+            let card_ts: Option<String> = row.try_get(1)?;
+            Ok(channel
+                .zip(card_ts)
+                .map(|(channel, card_ts)| Thread { channel, card_ts }))
+        })
+        .await
+    }
+
+    pub async fn set_thread(
+        &self,
+        key: &ThreadKey,
+        token: &Token,
+        thread: &Thread,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        // Durable: a card lost in a server crash would be made again, as a second card.
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &thread.channel,
+            &thread.card_ts,
+            &now,
+            &key.slack_user,
+            &key.owner,
+            &key.workspace,
+            &token.0,
+        ];
+        self.with_client("record a thread", Commit::Durable, |client| async move {
+            let statement = client.prepare_cached(schema::SET_THREAD).await?;
+            client.execute(&statement, &params).await.map(drop)
+        })
+        .await
+    }
+
+    pub async fn release_thread(&self, key: &ThreadKey, token: &Token) -> Result<(), StoreError> {
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&key.slack_user, &key.owner, &key.workspace, &token.0];
+        self.execute("give up a thread", schema::RELEASE_THREAD, &params)
+            .await
+            .map(drop)
+    }
+
+    pub async fn forget_thread(&self, key: &ThreadKey, card_ts: &str) -> Result<(), StoreError> {
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&key.slack_user, &key.owner, &key.workspace, &card_ts];
+        self.execute("forget a thread", schema::FORGET_THREAD, &params)
             .await
             .map(drop)
     }

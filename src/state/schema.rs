@@ -9,6 +9,10 @@
 /// - `lease_expires`, `created_at`: Unix milliseconds; `created_at` is the first claim.
 ///
 /// `dm_channels`: each Slack user's DM channel with the bot, learned from post answers.
+///
+/// `threads`: each (recipient, owner, workspace)'s thread in the recipient's DM: the card
+/// (`channel`, `card_ts`), or, while `card_ts` is NULL, the claim (`maker`, `lease_expires`)
+/// of the delivery posting the card, so two notifications at once make one card.
 pub const SQLITE: &[&str] = &[
     "CREATE TABLE handled (
         msg_id BLOB PRIMARY KEY,
@@ -23,6 +27,17 @@ pub const SQLITE: &[&str] = &[
         slack_user TEXT PRIMARY KEY,
         channel TEXT NOT NULL,
         learned_at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
+    "CREATE TABLE threads (
+        slack_user TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        workspace TEXT NOT NULL,
+        channel TEXT,
+        card_ts TEXT,
+        maker TEXT NOT NULL,
+        lease_expires INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (slack_user, owner, workspace)
     ) WITHOUT ROWID;",
 ];
 
@@ -40,6 +55,17 @@ pub const POSTGRES: &[&str] = &[
         slack_user TEXT PRIMARY KEY,
         channel TEXT NOT NULL,
         learned_at BIGINT NOT NULL
+    );",
+    "CREATE TABLE threads (
+        slack_user TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        workspace TEXT NOT NULL,
+        channel TEXT,
+        card_ts TEXT,
+        maker TEXT NOT NULL,
+        lease_expires BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (slack_user, owner, workspace)
     );",
 ];
 
@@ -96,6 +122,29 @@ pub const DM_CHANNEL: &str = "SELECT channel FROM dm_channels WHERE slack_user =
 pub const LEARN_DM_CHANNEL: &str = "INSERT INTO dm_channels (slack_user, channel, learned_at)
     VALUES ($1, $2, $3)
     ON CONFLICT (slack_user) DO UPDATE SET channel = excluded.channel, learned_at = excluded.learned_at";
+
+/// Claims the making of a thread's card, or takes over a claim whose lease ended without
+/// a card; returns the maker when the claim is ours.
+pub const CLAIM_THREAD: &str = "INSERT INTO threads
+        (slack_user, owner, workspace, channel, card_ts, maker, lease_expires, updated_at)
+    VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6)
+    ON CONFLICT (slack_user, owner, workspace) DO UPDATE
+        SET maker = excluded.maker, lease_expires = excluded.lease_expires
+        WHERE threads.card_ts IS NULL AND threads.lease_expires <= $6
+    RETURNING maker";
+
+pub const THREAD: &str = "SELECT channel, card_ts FROM threads
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3";
+
+pub const SET_THREAD: &str = "UPDATE threads SET channel = $1, card_ts = $2, updated_at = $3
+    WHERE slack_user = $4 AND owner = $5 AND workspace = $6 AND maker = $7";
+
+pub const RELEASE_THREAD: &str = "DELETE FROM threads
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND maker = $4 AND card_ts IS NULL";
+
+/// Only that card: a newer one made meanwhile stays.
+pub const FORGET_THREAD: &str = "DELETE FROM threads
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND card_ts = $4";
 
 #[cfg(test)]
 mod tests {

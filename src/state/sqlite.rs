@@ -5,7 +5,7 @@
 //! claim needs; a power loss may undo the last commits, as for any SQLite file so set up).
 
 use super::schema;
-use super::{Claimed, Health, Location, StoreError, Token};
+use super::{Claimed, Health, Location, StoreError, Thread, ThreadKey, Token};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,6 +188,100 @@ impl Sqlite {
         self.call("remember a DM channel", move |txn| {
             txn.prepare_cached(schema::LEARN_DM_CHANNEL)?
                 .execute(params![user, channel, now])
+                .map(drop)
+        })
+        .await
+    }
+
+    /// Whether the making of `key`'s card is now `token`'s.
+    pub async fn claim_thread(
+        &self,
+        key: &ThreadKey,
+        token: &Token,
+        lease_expires: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (key, maker) = (key.clone(), token.0.clone());
+        self.call("claim a thread", move |txn| {
+            let params = params![
+                key.slack_user,
+                key.owner,
+                key.workspace,
+                maker,
+                lease_expires,
+                now
+            ];
+            let mut claim = txn.prepare_cached(schema::CLAIM_THREAD)?;
+            claim
+                .query_row(params, |_| Ok(()))
+                .optional()
+                .map(|row| row.is_some())
+        })
+        .await
+    }
+
+    pub async fn thread(&self, key: &ThreadKey) -> Result<Option<Thread>, StoreError> {
+        let key = key.clone();
+        self.call("read a thread", move |txn| {
+            let row = txn
+                .prepare_cached(schema::THREAD)?
+                .query_row(params![key.slack_user, key.owner, key.workspace], |row| {
+                    Ok((
+                        row.get::<_, Option<String>>(0)?,
+                        row.get::<_, Option<String>>(1)?,
+                    ))
+                })
+                .optional()?;
+            Ok(match row {
+                Some((Some(channel), Some(card_ts))) => Some(Thread { channel, card_ts }),
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    pub async fn set_thread(
+        &self,
+        key: &ThreadKey,
+        token: &Token,
+        thread: &Thread,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (key, maker, thread) = (key.clone(), token.0.clone(), thread.clone());
+        self.call("record a thread", move |txn| {
+            let params = params![
+                thread.channel,
+                thread.card_ts,
+                now,
+                key.slack_user,
+                key.owner,
+                key.workspace,
+                maker
+            ];
+            txn.prepare_cached(schema::SET_THREAD)?
+                .execute(params)
+                .map(drop)
+        })
+        .await
+    }
+
+    pub async fn release_thread(&self, key: &ThreadKey, token: &Token) -> Result<(), StoreError> {
+        let (key, maker) = (key.clone(), token.0.clone());
+        self.call("give up a thread", move |txn| {
+            let params = params![key.slack_user, key.owner, key.workspace, maker];
+            txn.prepare_cached(schema::RELEASE_THREAD)?
+                .execute(params)
+                .map(drop)
+        })
+        .await
+    }
+
+    pub async fn forget_thread(&self, key: &ThreadKey, card_ts: &str) -> Result<(), StoreError> {
+        let (key, card_ts) = (key.clone(), card_ts.to_owned());
+        self.call("forget a thread", move |txn| {
+            let params = params![key.slack_user, key.owner, key.workspace, card_ts];
+            txn.prepare_cached(schema::FORGET_THREAD)?
+                .execute(params)
                 .map(drop)
         })
         .await

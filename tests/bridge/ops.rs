@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use base64::Engine as _;
+use coder_slack_bridge::state::SCHEMA_VERSION;
 use serde_json::json;
 use std::process::Stdio;
 use std::time::Duration;
@@ -419,7 +420,7 @@ async fn check_passes_against_a_healthy_slack() {
     assert_eq!(socket.accepted(), 1, "the websocket was really opened");
     // The default store, created and migrated in the working folder as `serve` would.
     assert!(
-        out.contains("ok    DATABASE_URL: sqlite://coder-slack-bridge.db (sqlite, schema version 2, writable)"),
+        out.contains(&format!("ok    DATABASE_URL: sqlite://coder-slack-bridge.db (sqlite, schema version {SCHEMA_VERSION}, writable)")),
         "{out}"
     );
 }

@@ -21,6 +21,7 @@ pub use wait::{wait_until, WAIT};
 pub use web_api::{Call, Canned, FakeSlack, Lost, APP_TOKEN, BOT_TOKEN};
 
 use coder_slack_bridge::config::{Config, Needs, Settings};
+use coder_slack_bridge::delivery::Threads;
 use coder_slack_bridge::state::Location;
 use coder_slack_bridge::App;
 use serde_json::{json, Value};
@@ -51,6 +52,8 @@ pub fn config(settings: Settings) -> Config {
     c.tuning.shutdown_grace = Duration::from_secs(5);
     // Each bridge a store of its own; the store's own tests give them files and databases.
     c.database = Location::SqliteMemory;
+    // One message per notification, so posts can be counted; tests/threads.rs turns them on.
+    c.threads = Threads::Off;
     c
 }
 

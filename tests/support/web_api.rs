@@ -203,6 +203,30 @@ impl FakeSlack {
             .push_back(how);
     }
 
+    /// The top-level messages of a conversation (what the person sees without opening a
+    /// thread: broadcast replies too), oldest first.
+    pub fn top_level(&self, channel: &str) -> Vec<Value> {
+        self.messages_in(channel)
+            .into_iter()
+            .filter(|m| m.get("thread_ts").is_none() || m["reply_broadcast"] == true)
+            .collect()
+    }
+
+    /// The replies in the thread under `ts`, oldest first.
+    pub fn replies(&self, channel: &str, ts: &str) -> Vec<Value> {
+        self.messages_in(channel)
+            .into_iter()
+            .filter(|m| m["thread_ts"] == ts)
+            .collect()
+    }
+
+    /// Deletes a message, as its reader can (a card, say).
+    pub fn delete_message(&self, channel: &str, ts: &str) {
+        if let Some(messages) = self.lock().messages.get_mut(channel) {
+            messages.retain(|m| m["ts"] != ts);
+        }
+    }
+
     /// The messages in a conversation (`D…` for a person's DM), oldest first.
     pub fn messages_in(&self, channel: &str) -> Vec<Value> {
         self.lock()
@@ -415,8 +439,19 @@ fn default_answer(
             json!({"ok": true, "members": members, "response_metadata": {"next_cursor": next}})
         }
         "chat.postMessage" => {
-            s.posts += 1;
             let channel = dm_of(args["channel"].as_str().unwrap_or_default());
+            let thread_ts = args["thread_ts"].as_str().map(str::to_owned);
+            if let Some(parent) = &thread_ts {
+                // Lean keeps no messages, so it cannot know a thread is gone.
+                if !s.lean && find(s, &channel, parent).is_none() {
+                    return (
+                        200,
+                        vec![],
+                        json!({"ok": false, "error": "thread_not_found"}),
+                    );
+                }
+            }
+            s.posts += 1;
             // Real time, so `oldest` in a read-back means what it means at Slack.
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -431,6 +466,11 @@ fn default_answer(
                 if let Some(metadata) = args.get("metadata") {
                     message["metadata"] = metadata.clone();
                 }
+                if let Some(parent) = thread_ts {
+                    message["thread_ts"] = parent.into();
+                    message["reply_broadcast"] =
+                        args["reply_broadcast"].as_bool().unwrap_or(false).into();
+                }
                 s.messages.entry(channel.clone()).or_default().push(message);
             }
             json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": args["text"]}})
@@ -444,6 +484,22 @@ fn default_answer(
             }
         }
         "conversations.history" => history(s, args),
+        "conversations.replies" => replies(s, args),
+        "chat.update" => {
+            let channel = args["channel"].as_str().unwrap_or_default().to_owned();
+            let ts = args["ts"].as_str().unwrap_or_default().to_owned();
+            match find(s, &channel, &ts) {
+                None if s.lean => json!({"ok": true, "channel": channel, "ts": ts}),
+                Some(index) => {
+                    let message = &mut s.messages.get_mut(&channel).expect("found")[index];
+                    message["text"] = args["text"].clone();
+                    message["blocks"] = args.get("blocks").cloned().unwrap_or(Value::Null);
+                    message["edits"] = (message["edits"].as_u64().unwrap_or(0) + 1).into();
+                    json!({"ok": true, "channel": channel, "ts": ts})
+                }
+                None => json!({"ok": false, "error": "message_not_found"}),
+            }
+        }
         "chat.scheduleMessage" => {
             let channel = args["channel"].as_str().unwrap_or_default();
             if s.channels.iter().any(|c| c == channel) {
@@ -471,8 +527,39 @@ fn dm_of(channel: &str) -> String {
         .unwrap_or_else(|| channel.to_owned())
 }
 
+/// Where the message at `ts` is in `channel`'s list.
+fn find(s: &State, channel: &str, ts: &str) -> Option<usize> {
+    s.messages.get(channel)?.iter().position(|m| m["ts"] == ts)
+}
+
+/// `conversations.replies` (a GET): the parent at `ts`, then its replies, oldest first.
+fn replies(s: &State, args: &Value) -> Value {
+    let channel = args["channel"].as_str().unwrap_or_default();
+    let ts = args["ts"].as_str().unwrap_or_default();
+    if find(s, channel, ts).is_none() {
+        return json!({"ok": false, "error": "thread_not_found"});
+    }
+    let with_metadata = args["include_all_metadata"] == "true";
+    let messages: Vec<Value> = s.messages[channel]
+        .iter()
+        .filter(|m| m["ts"] == ts || m["thread_ts"] == ts)
+        .map(|m| without_metadata_unless(m, with_metadata))
+        .collect();
+    json!({"ok": true, "messages": messages, "has_more": false})
+}
+
+fn without_metadata_unless(message: &Value, with_metadata: bool) -> Value {
+    let mut message = message.clone();
+    if !with_metadata {
+        if let Some(object) = message.as_object_mut() {
+            object.remove("metadata");
+        }
+    }
+    message
+}
+
 /// `conversations.history` (a GET: every argument a string), newest first, metadata only
-/// with `include_all_metadata`.
+/// with `include_all_metadata`. Replies in threads are left out, unless broadcast.
 fn history(s: &State, args: &Value) -> Value {
     let channel = args["channel"].as_str().unwrap_or_default();
     let oldest: f64 = args["oldest"]
@@ -487,6 +574,7 @@ fn history(s: &State, args: &Value) -> Value {
         .unwrap_or_default()
         .iter()
         .rev()
+        .filter(|m| m.get("thread_ts").is_none() || m["reply_broadcast"] == true)
         .filter(|m| {
             m["ts"]
                 .as_str()
@@ -494,15 +582,7 @@ fn history(s: &State, args: &Value) -> Value {
                 .unwrap_or(0.0)
                 >= oldest
         })
-        .map(|m| {
-            let mut m = m.clone();
-            if !with_metadata {
-                if let Some(object) = m.as_object_mut() {
-                    object.remove("metadata");
-                }
-            }
-            m
-        })
+        .map(|m| without_metadata_unless(m, with_metadata))
         .collect();
     json!({"ok": true, "messages": messages, "has_more": false})
 }

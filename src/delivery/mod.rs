@@ -2,12 +2,15 @@
 //! decide what Coder is told. Coder retries anything but a 2xx (5 attempts, 5 minutes apart),
 //! so an answer is either final (2xx) or "try again" (503 with `Retry-After`).
 
+mod thread;
+
 use crate::coder::Notification;
+pub use crate::config::Threads;
 use crate::render::{self, RenderOptions};
 use crate::retry::Retry;
 use crate::slack::directory::Directory;
 use crate::slack::{ErrorClass, SlackApi, SlackError, METADATA_EVENT_TYPE};
-use crate::state::{Claim, MsgKey, Store, StoreError, Token};
+use crate::state::{Claim, MsgKey, Store, StoreError, ThreadKey, Token};
 use crate::telemetry::Metrics;
 use moka::future::Cache;
 use serde::Serialize;
@@ -16,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thread::{Failed, Place};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +74,8 @@ pub struct Policy {
     /// How long a claim holds a `msg_id` before another replica may take it over: longer
     /// than any delivery runs (its budget, plus time for the store's own calls).
     pub lease: Duration,
+    /// Whether notifications about a workspace gather in its thread (`THREADS`).
+    pub threads: Threads,
 }
 
 impl Policy {
@@ -84,6 +90,7 @@ impl Policy {
             retry_base: config.tuning.retry_base_delay,
             max_concurrent: config.tuning.max_concurrent_deliveries,
             lease: config.delivery_timeout + config.tuning.lease_margin,
+            threads: config.threads,
         }
     }
 }
@@ -307,28 +314,73 @@ impl Delivery {
         };
         let rendered = render::render(notification, &self.policy.render, None);
         log_skipped(notification, &rendered.skipped_actions);
-        let channel = SlackChannelId(user.0.clone());
-        let blocks = post_request(channel.clone(), rendered.content, notification);
-        match self.post_exactly_once(to, &user, &blocks).await {
-            // The bridge's fault, not the person's: they get the same notification as
-            // plain text rather than being called unreachable.
-            Err(refused) if refused.class() == ErrorClass::BadMessage => {
-                self.note_refused_message(notification, &refused);
-                let content = render::plain_text(notification, &self.policy.render);
-                let plain = post_request(channel, content, notification);
-                let posted = self.post_exactly_once(to, &user, &plain).await;
-                self.outcome(to, posted, "Slack refused this message, even as plain text")
-                    .await
+        let thread = self.thread_key(notification, &user);
+        let mut placed = self
+            .post_placed(to, &user, thread.as_ref(), &rendered.content)
+            .await;
+        if let (Err(Failed::Slack(gone)), Some(_)) = (&placed, &thread) {
+            if gone.is_gone() {
+                // The card or its thread was deleted: start a new one, once.
+                placed = self
+                    .post_placed(to, &user, thread.as_ref(), &rendered.content)
+                    .await;
             }
-            posted => {
+        }
+        match placed {
+            Ok((place, posted, refusal)) => {
+                if let (Ok(_), Some(key), Some(card)) = (&posted, &thread, &place.thread) {
+                    if !place.card_is_new {
+                        self.update_card(to, key, card).await;
+                    }
+                }
+                self.outcome(to, posted, refusal).await
+            }
+            Err(Failed::Slack(e)) => {
                 self.outcome(
                     to,
-                    posted,
+                    Err(e),
                     "Slack will not deliver this message to the user",
                 )
                 .await
             }
+            Err(Failed::Later(later)) => Err(later),
         }
+    }
+
+    /// Posts `content` where it belongs (the workspace's thread, else the DM), as plain
+    /// text when Slack refuses the blocks; with the place, and what a refusal means.
+    async fn post_placed(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        thread: Option<&ThreadKey>,
+        content: &SlackMessageContent,
+    ) -> Result<(Place, Result<(String, String), SlackError>, &'static str), Failed> {
+        let place = match thread {
+            Some(key) => self.thread_place(to, user, key).await?,
+            None => Place::dm(user),
+        };
+        let notification = to.notification;
+        let request = place.request(content.clone(), notification);
+        let (posted, refusal) = match self.post_exactly_once(to, user, &place, &request).await {
+            // The bridge's fault, not the person's: they get the same notification as
+            // plain text rather than being called unreachable.
+            Err(refused) if refused.class() == ErrorClass::BadMessage => {
+                self.note_refused_message(notification, &refused);
+                let plain = render::plain_text(notification, &self.policy.render);
+                let request = place.request(plain, notification);
+                let posted = self.post_exactly_once(to, user, &place, &request).await;
+                (posted, "Slack refused this message, even as plain text")
+            }
+            posted => (posted, "Slack will not deliver this message to the user"),
+        };
+        if let (Err(e), Some(key), Some(card)) = (&posted, thread, &place.thread) {
+            if e.is_gone() {
+                self.forget_thread(key, card).await;
+                return Err(Failed::Slack(e.clone()));
+            }
+        }
+        Ok((place, posted, refusal))
     }
 
     fn note_refused_message(&self, notification: &Notification, refused: &SlackError) {
@@ -366,11 +418,12 @@ impl Delivery {
         &self,
         to: &Recipient<'_>,
         user: &SlackUserId,
+        place: &Place,
         request: &SlackApiChatPostMessageRequest,
     ) -> Result<(String, String), SlackError> {
         let mut retry = self.retry(to.deadline);
         loop {
-            let error = match self.post_attempt(to, user, request).await {
+            let error = match self.post_attempt(to, user, place, request).await {
                 Ok(posted) => {
                     self.learn_dm_channel(user, &posted.0).await;
                     return Ok(posted);
@@ -387,10 +440,12 @@ impl Delivery {
         &self,
         to: &Recipient<'_>,
         user: &SlackUserId,
+        place: &Place,
         request: &SlackApiChatPostMessageRequest,
     ) -> Result<(String, String), SlackError> {
         if let Some(first_attempt) = to.attempt.unsettled_since() {
-            if let Some(found) = self.read_back(to, user, first_attempt).await? {
+            let thread_ts = place.thread.as_ref().map(|t| t.card_ts.as_str());
+            if let Some(found) = self.read_back(to, user, thread_ts, first_attempt).await? {
                 return Ok(found);
             }
         }
@@ -419,6 +474,7 @@ impl Delivery {
         &self,
         to: &Recipient<'_>,
         user: &SlackUserId,
+        thread_ts: Option<&str>,
         first_attempt: SystemTime,
     ) -> Result<Option<(String, String)>, SlackError> {
         let msg_id = &to.notification.msg_id;
@@ -428,7 +484,7 @@ impl Delivery {
             let ts = within(
                 to.deadline,
                 "conversations.history",
-                to.api.find_notification(&dm, &oldest, msg_id),
+                to.api.find_notification(&dm, thread_ts, &oldest, msg_id),
             )
             .await?;
             Ok::<_, SlackError>(ts.map(|ts| (dm, ts)))
@@ -658,6 +714,7 @@ mod tests {
             retry_base: Duration::from_millis(10),
             max_concurrent: 4,
             lease: Duration::from_secs(10),
+            threads: Threads::Off,
         };
         let store = Store::in_memory().await.expect("an in-memory store");
         Delivery::dry_run(store, policy, Metrics::new(), CancellationToken::new())

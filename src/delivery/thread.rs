@@ -1,0 +1,199 @@
+//! Where a notification goes in the person's DM: its workspace's thread, under a card made
+//! once per (recipient, owner, workspace) and edited to show the latest notification, or the
+//! DM itself. Urgent kinds in a thread are broadcast to the conversation too.
+
+use super::{within, Delivery, Recipient, RetryLater, Threads, BUSY_POLL, MAX_BUSY_POLL};
+use crate::coder::Notification;
+use crate::kinds::{self, Kind};
+use crate::render;
+use crate::slack::SlackError;
+use crate::state::{Thread, ThreadClaim, ThreadKey, Token};
+use slack_morphism::prelude::*;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// Where one notification is posted.
+pub(super) struct Place {
+    channel: SlackChannelId,
+    /// The workspace's thread, when it goes in one.
+    pub thread: Option<Thread>,
+    /// Shown in the conversation as well as in the thread.
+    broadcast: bool,
+    /// The card was made for this notification, so it shows it already.
+    pub card_is_new: bool,
+}
+
+impl Place {
+    /// The person's DM, top level (a post to a user ID goes to the app's DM with them).
+    pub fn dm(user: &SlackUserId) -> Place {
+        Place {
+            channel: SlackChannelId(user.0.clone()),
+            thread: None,
+            broadcast: false,
+            card_is_new: false,
+        }
+    }
+
+    /// chat.postMessage arguments for `content` here.
+    pub fn request(
+        &self,
+        content: SlackMessageContent,
+        notification: &Notification,
+    ) -> SlackApiChatPostMessageRequest {
+        let request = super::post_request(self.channel.clone(), content, notification);
+        match &self.thread {
+            Some(thread) => request
+                .with_thread_ts(SlackTs(thread.card_ts.clone()))
+                .with_reply_broadcast(self.broadcast),
+            None => request,
+        }
+    }
+}
+
+/// Why a notification could not be placed.
+pub(super) enum Failed {
+    /// Slack refused or failed (its class decides the answer).
+    Slack(SlackError),
+    /// Try again later (the store failed, or another delivery is making the card).
+    Later(RetryLater),
+}
+
+impl Delivery {
+    /// The thread `notification` belongs in: with `THREADS=workspace`, for a kind about a
+    /// workspace. The owner is the one Coder names, else the recipient.
+    pub(super) fn thread_key(
+        &self,
+        notification: &Notification,
+        user: &SlackUserId,
+    ) -> Option<ThreadKey> {
+        if self.policy.threads != Threads::Workspace {
+            return None;
+        }
+        let workspace = kinds::workspace_of(notification)?;
+        let owner = workspace
+            .owner
+            .or(notification.user_username.as_deref())
+            .unwrap_or(&notification.user_email);
+        Some(ThreadKey {
+            slack_user: user.0.clone(),
+            owner: owner.to_owned(),
+            workspace: workspace.name.to_owned(),
+        })
+    }
+
+    /// The thread for `key`: known to the store, or its card posted now. A card another
+    /// delivery is posting is waited for, so notifications at once share one thread.
+    pub(super) async fn thread_place(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        key: &ThreadKey,
+    ) -> Result<Place, Failed> {
+        let broadcast = Kind::of(to.notification).is_some_and(|k| k.urgent);
+        let mut poll = BUSY_POLL;
+        loop {
+            let claim = self.store.claim_thread(key, self.policy.lease).await;
+            let (thread, card_is_new) = match claim
+                .map_err(|e| Failed::Later(self.store_failed(&e)))?
+            {
+                ThreadClaim::Found(thread) => (thread, false),
+                ThreadClaim::Ours(token) => (self.make_card(to, user, key, &token).await?, true),
+                ThreadClaim::Busy if Instant::now() + poll <= to.deadline => {
+                    tokio::time::sleep(poll).await;
+                    poll = (poll * 2).min(MAX_BUSY_POLL);
+                    continue;
+                }
+                ThreadClaim::Busy => {
+                    return Err(Failed::Later(RetryLater {
+                        reason: "another delivery is starting this workspace's thread".into(),
+                        retry_after: Duration::from_secs(5),
+                    }))
+                }
+            };
+            return Ok(Place {
+                channel: SlackChannelId(thread.channel.clone()),
+                thread: Some(thread),
+                broadcast,
+                card_is_new,
+            });
+        }
+    }
+
+    /// Posts the workspace's card (top level) and records it.
+    async fn make_card(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        key: &ThreadKey,
+        token: &Token,
+    ) -> Result<Thread, Failed> {
+        let card = render::card(
+            &key.workspace,
+            &key.owner,
+            to.notification,
+            SystemTime::now(),
+        );
+        let request = render::post_message_request(SlackChannelId(user.0.clone()), card);
+        let posted = self
+            .retry(to.deadline)
+            .run(SlackError::verdict, || {
+                within(
+                    to.deadline,
+                    "chat.postMessage",
+                    to.api.post_message(&request),
+                )
+            })
+            .await;
+        match posted {
+            Ok((channel, card_ts)) => {
+                let thread = Thread { channel, card_ts };
+                // Unrecorded, the card still serves this notification; the next one makes
+                // a new card once this claim's lease ends.
+                if let Err(e) = self.store.set_thread(key, token, &thread).await {
+                    self.note_store_error(&e);
+                }
+                Ok(thread)
+            }
+            Err(e) => {
+                if let Err(e) = self.store.release_thread(key, token).await {
+                    self.note_store_error(&e);
+                }
+                Err(Failed::Slack(e))
+            }
+        }
+    }
+
+    /// Shows the notification just posted on its workspace's card.
+    pub(super) async fn update_card(&self, to: &Recipient<'_>, key: &ThreadKey, thread: &Thread) {
+        let card = render::card(
+            &key.workspace,
+            &key.owner,
+            to.notification,
+            SystemTime::now(),
+        );
+        let update = to
+            .api
+            .update_message(&thread.channel, &thread.card_ts, card);
+        match within(to.deadline, "chat.update", update).await {
+            Ok(()) => {}
+            Err(e) if e.is_gone() => self.forget_thread(key, thread).await,
+            // chat.update is rate-limited per workspace (Tier 3); in a burst the card shows
+            // a later notification, and the replies are never held back for it.
+            Err(e @ SlackError::RateLimited { .. }) => {
+                tracing::debug!(msg_id = %to.notification.msg_id, error = %e, "the workspace's card was not updated")
+            }
+            // The reply is posted; a stale card catches up with the next notification.
+            Err(e) => {
+                tracing::warn!(msg_id = %to.notification.msg_id, error = %e, "the workspace's card was not updated")
+            }
+        }
+    }
+
+    /// Forgets a card Slack no longer has: the next notification starts a new thread.
+    pub(super) async fn forget_thread(&self, key: &ThreadKey, thread: &Thread) {
+        tracing::info!(workspace = %key.workspace, "the workspace's card is gone from Slack; a new thread starts");
+        if let Err(e) = self.store.forget_thread(key, &thread.card_ts).await {
+            self.note_store_error(&e);
+        }
+    }
+}

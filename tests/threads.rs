@@ -1,0 +1,202 @@
+//! `THREADS=workspace`: notifications about a workspace gather in its thread in the person's
+//! DM, under a card edited to show the latest; urgent ones are broadcast to the conversation.
+//! Asserted on what the fake Slack keeps: each conversation's posts, threads and edits.
+
+mod support;
+
+use coder_slack_bridge::config::Config;
+use coder_slack_bridge::delivery::Threads;
+use coder_slack_bridge::state::Location;
+use serde_json::Value;
+use support::*;
+
+const DM: &str = "DBOBBY";
+
+/// A sample for Bobby about `workspace`, with a fresh msg_id.
+fn about(sample_name: &str, workspace: &str) -> Value {
+    let mut body = notification(sample(sample_name), &fresh_id(), "bobby@coder.com");
+    let labels = &mut body["payload"]["labels"];
+    for key in ["workspace", "name"] {
+        if labels.get(key).is_some() {
+            labels[key] = workspace.into();
+        }
+    }
+    body
+}
+
+const AUTOSTOP: &str = "TemplateWorkspaceAutostopReminder.json.golden";
+const AUTOBUILD_FAILED: &str = "TemplateWorkspaceAutobuildFailed.json.golden";
+const OUT_OF_MEMORY: &str = "TemplateWorkspaceOutOfMemory.json.golden";
+const DELETED: &str = "TemplateWorkspaceDeleted.json.golden";
+const MANUALLY_UPDATED: &str = "TemplateWorkspaceManuallyUpdated.json.golden";
+const TEST: &str = "TemplateTestNotification.json.golden";
+
+fn threaded(config: &mut Config) {
+    config.threads = Threads::Workspace;
+}
+
+fn msg_id(message: &Value) -> &str {
+    message["metadata"]["event_payload"]["msg_id"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// The card whose heading names `workspace`.
+fn card_of(slack: &FakeSlack, workspace: &str) -> Value {
+    let heading = format!("*Workspace {workspace}* ·");
+    let cards: Vec<Value> = slack
+        .top_level(DM)
+        .into_iter()
+        .filter(|m| {
+            m["blocks"][0]["text"]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&heading))
+        })
+        .collect();
+    assert_eq!(cards.len(), 1, "one card for {workspace}: {cards:#?}");
+    cards[0].clone()
+}
+
+#[tokio::test]
+async fn a_thread_per_workspace_under_a_card_kept_current() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    let dev = [AUTOSTOP, AUTOBUILD_FAILED, OUT_OF_MEMORY, DELETED].map(|s| about(s, "dev"));
+    for body in &dev {
+        bridge.deliver(body).await;
+    }
+    let api = about(MANUALLY_UPDATED, "api");
+    bridge.deliver(&api).await;
+    let test = notification(sample(TEST), &fresh_id(), "bobby@coder.com");
+    bridge.deliver(&test).await;
+
+    // dev: one thread, the four in order, each broadcast (all four kinds are urgent).
+    let dev_card = card_of(&slack, "dev");
+    let dev_ts = dev_card["ts"].as_str().expect("ts");
+    let replies = slack.replies(DM, dev_ts);
+    let ids: Vec<&str> = replies.iter().map(msg_id).collect();
+    let sent: Vec<&str> = dev
+        .iter()
+        .map(|b| b["msg_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, sent);
+    assert!(
+        replies.iter().all(|r| r["reply_broadcast"] == true),
+        "{replies:#?}"
+    );
+    // The card shows the last one: made for the first, edited as each of the others arrived.
+    let latest = dev_card["blocks"][1]["elements"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        latest.starts_with("Latest: Workspace \"bobby-workspace\" deleted · <!date^"),
+        "{latest}"
+    );
+    assert_eq!(dev_card["edits"], 3);
+    assert_eq!(
+        dev_card["blocks"][0]["text"]["text"],
+        "*Workspace dev* · bobby"
+    );
+
+    // api: its own thread, not broadcast (a routine kind), owned by whom Coder names.
+    let api_card = card_of(&slack, "api");
+    assert_eq!(
+        api_card["blocks"][0]["text"]["text"],
+        "*Workspace api* · Bobby"
+    );
+    let api_replies = slack.replies(DM, api_card["ts"].as_str().expect("ts"));
+    assert_eq!(api_replies.len(), 1);
+    assert_eq!(msg_id(&api_replies[0]), api["msg_id"]);
+    assert_eq!(api_replies[0]["reply_broadcast"], false);
+
+    // The test notification is about no workspace: top level, in no thread.
+    let test_message = slack
+        .top_level(DM)
+        .into_iter()
+        .find(|m| msg_id(m) == test["msg_id"])
+        .expect("the test notification at top level");
+    assert!(test_message.get("thread_ts").is_none());
+    // What the person sees without opening a thread: 2 cards, 4 broadcasts, the test.
+    assert_eq!(slack.top_level(DM).len(), 7);
+    assert_eq!(slack.calls_to("chat.postMessage").len(), 8);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn threads_off_posts_each_notification_at_top_level_as_before() {
+    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
+    for body in [AUTOSTOP, DELETED].map(|s| about(s, "dev")) {
+        bridge.deliver(&body).await;
+    }
+    let messages = slack.messages_in(DM);
+    assert_eq!(messages.len(), 2);
+    assert!(messages.iter().all(|m| m.get("thread_ts").is_none()));
+    assert!(slack.calls_to("chat.update").is_empty());
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn notifications_about_a_new_workspace_at_once_share_one_card() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    let bodies: Vec<Value> = (0..5).map(|_| about(OUT_OF_MEMORY, "dev")).collect();
+    bridge.deliver_all(&bodies).await;
+    let card = card_of(&slack, "dev");
+    assert_eq!(slack.replies(DM, card["ts"].as_str().expect("ts")).len(), 5);
+    assert_eq!(slack.calls_to("chat.postMessage").len(), 6);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_card_starts_a_new_thread() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    let first = card_of(&slack, "dev");
+    slack.delete_message(DM, first["ts"].as_str().expect("ts"));
+    let next = about(DELETED, "dev");
+    let answer = bridge.deliver(&next).await;
+    let second = card_of(&slack, "dev");
+    assert_ne!(first["ts"], second["ts"]);
+    let replies = slack.replies(DM, second["ts"].as_str().expect("ts"));
+    assert_eq!(replies.len(), 1);
+    assert_eq!(msg_id(&replies[0]), next["msg_id"]);
+    assert_eq!(answer["ts"], replies[0]["ts"]);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_whose_answer_is_lost_is_read_back_in_its_thread() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    // The next reply reaches Slack, but an edge proxy answers 502.
+    slack.lose_answer("chat.postMessage", Lost::Status(502));
+    let body = about(OUT_OF_MEMORY, "dev");
+    let answer = bridge.deliver(&body).await;
+    let card = card_of(&slack, "dev");
+    let replies = slack.replies(DM, card["ts"].as_str().expect("ts"));
+    assert_eq!(replies.len(), 2, "posted once: {replies:#?}");
+    assert_eq!(answer["ts"], replies[1]["ts"]);
+    assert_eq!(slack.calls_to("conversations.replies").len(), 1);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn threads_outlive_a_restart() {
+    let dir = fresh_dir("threads-restart");
+    let on_file = |config: &mut Config| {
+        config.threads = Threads::Workspace;
+        config.database = Location::Sqlite(dir.join("state.db"));
+    };
+    let (slack, bridge) = bridge_with_bobby(on_file).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    bridge.stop().await;
+
+    let mut config = config(settings(&slack));
+    on_file(&mut config);
+    let bridge = Bridge::start(config).await;
+    bridge.wait_ready(200).await;
+    bridge.deliver(&about(DELETED, "dev")).await;
+    let card = card_of(&slack, "dev");
+    assert_eq!(slack.replies(DM, card["ts"].as_str().expect("ts")).len(), 2);
+    assert_eq!(card["edits"], 1);
+    bridge.stop().await;
+    assert_eq!(slack.top_level(DM).len(), 3, "one card, two broadcasts");
+}
