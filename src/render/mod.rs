@@ -127,7 +127,8 @@ pub fn render(
     let note_block = note_block(note);
     let mut body = body_sections(notification);
     let mut buttons = buttons(notification, options);
-    let fixed_blocks = 1 + usize::from(note_block.is_some());
+    let preferences = preferences_block(notification, options);
+    let fixed_blocks = 1 + usize::from(note_block.is_some()) + usize::from(preferences.is_some());
     let shortened_note = fit_blocks(fixed_blocks, &mut body, &mut buttons);
 
     let mut blocks = vec![SlackBlock::Header(SlackHeaderBlock::new(
@@ -151,6 +152,7 @@ pub fn render(
     for chunk in elements.chunks(MAX_ACTIONS_PER_BLOCK) {
         blocks.push(SlackBlock::Actions(SlackActionsBlock::new(chunk.to_vec())));
     }
+    blocks.extend(preferences);
 
     Rendered {
         content: SlackMessageContent::new()
@@ -159,6 +161,25 @@ pub fn render(
         skipped_actions: buttons.skipped,
         shortened: title_cut || buttons.label_cut || shortened_note,
     }
+}
+
+/// A link to Coder's own preference page, set to turn this kind of notification off (what
+/// Coder's e-mails link to; it acts with the person's own Coder session). Only with
+/// `CODER_URL` and a real template ID (Coder's test fixtures zero it).
+fn preferences_block(n: &Notification, options: &RenderOptions) -> Option<SlackBlock> {
+    let id = uuid::Uuid::try_parse(n.template_id.as_deref()?.trim()).ok()?;
+    if id.is_nil() {
+        return None;
+    }
+    let mut url = options
+        .coder_url
+        .as_ref()?
+        .join("/settings/notifications")
+        .ok()?;
+    url.set_query(Some(&format!("disabled={}", id.hyphenated())));
+    Some(context_block(format!(
+        "<{url}|Turn these notifications off in Coder>"
+    )))
 }
 
 /// chat.postMessage arguments for a rendered message: channel set, link and media unfurling

@@ -720,3 +720,30 @@ fn sample_otp_and_out_of_disk() {
     let body = section_texts(&r).join("\n\n");
     assert!(body.contains("• _docker_container[0]_"), "{body}");
 }
+
+#[test]
+fn every_message_links_to_coders_setting_that_turns_its_kind_off() {
+    let dormant = sample("TemplateWorkspaceDormant.golden.json");
+    let json = |options: &RenderOptions| {
+        serde_json::to_value(render(&dormant, options, None).content).expect("JSON")
+    };
+    let with_url = json(&opts(Some("https://coder.example.com")));
+    let blocks = with_url["blocks"].as_array().expect("blocks");
+    assert_eq!(
+        blocks.last().map(|b| &b["elements"][0]["text"]),
+        Some(&serde_json::json!(
+            "<https://coder.example.com/settings/notifications?disabled=0ea69165-ec14-4314-91f1-69566ac3c5a0|Turn these notifications off in Coder>"
+        ))
+    );
+    // Without CODER_URL there is nowhere to link; Coder's fixtures zero the template ID.
+    let without = json(&opts(None));
+    assert!(!without.to_string().contains("settings/notifications"));
+    let zeroed = sample("TemplateWorkspaceDormant.json.golden");
+    assert_eq!(
+        zeroed.template_id.as_deref(),
+        Some("00000000-0000-0000-0000-000000000000")
+    );
+    let zeroed = render(&zeroed, &opts(Some("https://coder.example.com")), None);
+    let text = serde_json::to_string(&zeroed.content).expect("JSON");
+    assert!(!text.contains("settings/notifications"), "{text}");
+}
