@@ -32,8 +32,13 @@ pub enum Command {
     Check,
     /// Print the chat.postMessage arguments a Coder payload becomes, without contacting Slack.
     Preview {
-        /// A webhook body as Coder sends it; `-` reads standard input.
-        file: PathBuf,
+        /// A webhook body as Coder sends it; `-` reads standard input. With --thread, several.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Show what a sequence of payloads becomes in the person's DM: each workspace's card
+        /// (as the last one leaves it) with its thread's replies, and top-level messages.
+        #[arg(long)]
+        thread: bool,
     },
     /// Send a sample notification through the full path to one person.
     SendTest {

@@ -130,6 +130,15 @@ pub fn workspace_of(notification: &Notification) -> Option<Workspace<'_>> {
     })
 }
 
+/// Whose workspace it is: the owner Coder names (a template admin's copy of someone's
+/// failed build), else the recipient's Coder username, else their e-mail address.
+pub fn owner_of<'a>(notification: &'a Notification, workspace: &Workspace<'a>) -> &'a str {
+    workspace
+        .owner
+        .or(notification.user_username.as_deref())
+        .unwrap_or(&notification.user_email)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

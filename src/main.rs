@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.settings).await,
             Command::Check => commands::check(cli.settings).await,
-            Command::Preview { file } => commands::preview(cli.settings, &file),
+            Command::Preview { files, thread } => commands::preview(cli.settings, &files, thread),
             Command::SendTest { email } => commands::send_test(cli.settings, &email).await,
         }
     });

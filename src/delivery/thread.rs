@@ -70,13 +70,9 @@ impl Delivery {
             return None;
         }
         let workspace = kinds::workspace_of(notification)?;
-        let owner = workspace
-            .owner
-            .or(notification.user_username.as_deref())
-            .unwrap_or(&notification.user_email);
         Some(ThreadKey {
             slack_user: user.0.clone(),
-            owner: owner.to_owned(),
+            owner: kinds::owner_of(notification, &workspace).to_owned(),
             workspace: workspace.name.to_owned(),
         })
     }

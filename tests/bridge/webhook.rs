@@ -398,3 +398,57 @@ async fn an_oversized_body_is_answered_413_not_reset() {
     assert!(slack.calls_to("chat.postMessage").is_empty());
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn preview_thread_shows_what_a_sequence_becomes_in_the_dm() {
+    let names = [
+        "TemplateWorkspaceAutostopReminder.json.golden",
+        "TemplateTestNotification.json.golden",
+        "TemplateWorkspaceManuallyUpdated.json.golden",
+        "TemplateWorkspaceDeleted.json.golden",
+    ];
+    let printed = preview(
+        bridge_binary(&fresh_dir("preview"))
+            .args(["preview", "--thread"])
+            .args(names.map(sample_path)),
+    )
+    .await;
+    let top = printed["conversation"].as_array().expect("a conversation");
+    // Bobby's workspace (autostop, deleted), the test notification, and the template
+    // admin's copy about Bobby's workspace as owned by "Bobby" (Coder names the owner).
+    assert_eq!(top.len(), 3, "{printed:#}");
+    let card = &top[0]["card"];
+    assert_eq!(
+        card["blocks"][0]["text"]["text"],
+        "*Workspace bobby-workspace* · bobby"
+    );
+    let latest = card["blocks"][1]["elements"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        latest.starts_with("Latest: Workspace \"bobby-workspace\" deleted"),
+        "{latest}"
+    );
+    let replies = top[0]["replies"].as_array().expect("replies");
+    assert_eq!(replies.len(), 2);
+    assert!(replies.iter().all(|r| r["reply_broadcast"] == true
+        && r["thread_ts"] == "<ts of the card for bobby-workspace>"));
+    assert_eq!(
+        top[1]["message"]["blocks"][0]["text"]["text"],
+        "A test notification"
+    );
+    assert_eq!(
+        top[2]["card"]["blocks"][0]["text"]["text"],
+        "*Workspace bobby-workspace* · Bobby"
+    );
+    assert_eq!(top[2]["replies"][0]["reply_broadcast"], false);
+
+    // Without --thread, one file only.
+    let (ok, _, stderr) = run_for_text(
+        bridge_binary(&fresh_dir("preview"))
+            .arg("preview")
+            .args(names.map(sample_path)),
+    )
+    .await;
+    assert!(!ok && stderr.contains("--thread"), "{stderr}");
+}
