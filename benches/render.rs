@@ -30,6 +30,7 @@ fn largest_samples() -> Vec<(String, Vec<u8>)> {
 
 fn options() -> RenderOptions {
     RenderOptions {
+        snooze: false,
         coder_url: Some("https://coder.example.com".parse().expect("url")),
     }
 }

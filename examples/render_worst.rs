@@ -225,6 +225,7 @@ fn run_case(name: &str) {
         std::process::exit(2);
     };
     let options = RenderOptions {
+        snooze: false,
         coder_url: Some("https://coder.example.com".parse().expect("url")),
     };
     let before = rusage();

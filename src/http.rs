@@ -118,6 +118,7 @@ enum Label {
     Delivered,
     Undeliverable,
     DryRun,
+    Snoozed,
 }
 
 impl Label {
@@ -130,6 +131,7 @@ impl Label {
             Label::Delivered => "delivered",
             Label::Undeliverable => "undeliverable",
             Label::DryRun => "dry_run",
+            Label::Snoozed => "snoozed",
         }
     }
 }
@@ -461,6 +463,7 @@ fn answer(result: Result<Answer, RetryLater>) -> (Label, Response) {
                 Outcome::Delivered { .. } => Label::Delivered,
                 Outcome::Undeliverable { .. } => Label::Undeliverable,
                 Outcome::DryRun => Label::DryRun,
+                Outcome::Snoozed => Label::Snoozed,
             };
             (label, warp::reply::json(&outcome).into_response())
         }

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod delivery;
 mod http;
+pub mod interact;
 pub mod kinds;
 pub mod proxy;
 mod readiness;

@@ -5,12 +5,13 @@
 
 use crate::config::Config;
 use crate::delivery::{self, Delivery};
+use crate::interact::Interact;
 use crate::proxy::ProxyConfig;
 use crate::readiness::Readiness;
 use crate::retry::{Retry, Verdict};
 use crate::slack::directory::Directory;
 use crate::slack::{ErrorClass, SlackApi, SlackError};
-use crate::socket_mode::{DefaultHandler, SocketMode, SocketModeConfig};
+use crate::socket_mode::{SocketMode, SocketModeConfig};
 use crate::state::Store;
 use crate::telemetry::Metrics;
 use crate::{http, server};
@@ -167,7 +168,8 @@ fn start_slack(
 ) -> Result<(Delivery, Background), String> {
     let proxies = ProxyConfig::from_env()?;
     let api = Arc::new(SlackApi::from_config(config, &proxies, metrics.clone())?);
-    let (delivery, directory) = slack_delivery(api.clone(), store, config, metrics, shutdown);
+    let (delivery, directory) =
+        slack_delivery(api.clone(), store.clone(), config, metrics, shutdown);
     let tasks = vec![
         directory
             .clone()
@@ -175,6 +177,7 @@ fn start_slack(
         spawn_auth_check(api.clone(), readiness.latch(), shutdown.clone()),
     ];
     let socket_mode = if api.has_app_token() {
+        let interact = Arc::new(Interact::new(api.clone(), store, metrics.clone()));
         let socket_mode = SocketMode::spawn(
             api,
             SocketModeConfig {
@@ -182,7 +185,7 @@ fn start_slack(
                 tuning: config.tuning.socket_mode.clone(),
                 proxy: proxies,
             },
-            Arc::new(DefaultHandler::new(metrics.clone())),
+            interact,
             metrics.clone(),
             shutdown.clone(),
         );

@@ -105,6 +105,8 @@ metrics! {
         => "socket_mode_envelopes_acked", "Socket Mode envelopes acknowledged, by type";
     block_actions: Counter = Counter::default()
         => "block_actions", "Button clicks received over Socket Mode";
+    snoozed: Counter = Counter::default()
+        => "snoozed", "Notifications held back because the person snoozed their workspace in Slack";
     store_errors: Counter = Counter::default()
         => "store_errors", "Store operations that failed (claims, marks, reads); the log says which and why";
     plain_text_fallbacks: Counter = Counter::default()

@@ -14,6 +14,7 @@ pub fn preview(settings: Settings, files: &[PathBuf], thread: bool) -> Result<()
     // CODER_URL from the environment, `.env` or `--coder-url`, like every other setting.
     let config = settings.validate(Needs::Nothing).map_err(|e| e.0)?;
     let options = RenderOptions {
+        snooze: config.slack_app_token.is_some(),
         coder_url: config.coder_url,
     };
     let notifications = files

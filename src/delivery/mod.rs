@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use thread::{Failed, Place};
+use thread::{Failed, Place, Snooze};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,8 @@ pub enum Outcome {
         fallback_channel: Option<String>,
     },
     DryRun,
+    /// The person snoozed this workspace's notifications in Slack; held back.
+    Snoozed,
 }
 
 /// What the webhook answers.
@@ -83,6 +85,7 @@ impl Policy {
     pub fn from_config(config: &crate::config::Config) -> Self {
         Policy {
             render: RenderOptions {
+                snooze: config.slack_app_token.is_some(),
                 coder_url: config.coder_url.clone(),
             },
             fallback_channel: config.fallback_channel.clone(),
@@ -312,9 +315,17 @@ impl Delivery {
             let reason = "users_not_found: no active Slack user has this e-mail address";
             return self.undeliverable(to, reason).await;
         };
-        let rendered = render::render(notification, &self.policy.render, None);
+        let workspace = self.workspace_key(notification, &user);
+        let note = match &workspace {
+            Some(key) => match self.snooze_check(key).await? {
+                Snooze::On => return Ok(Outcome::Snoozed),
+                Snooze::Ended(note) => note,
+            },
+            None => None,
+        };
+        let rendered = render::render(notification, &self.policy.render, note.as_deref());
         log_skipped(notification, &rendered.skipped_actions);
-        let thread = self.thread_key(notification, &user);
+        let thread = workspace.filter(|_| self.policy.threads == Threads::Workspace);
         let mut placed = self
             .post_placed(to, &user, thread.as_ref(), &rendered.content)
             .await;

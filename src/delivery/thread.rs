@@ -2,7 +2,7 @@
 //! once per (recipient, owner, workspace) and edited to show the latest notification, or the
 //! DM itself. Urgent kinds in a thread are broadcast to the conversation too.
 
-use super::{within, Delivery, Recipient, RetryLater, Threads, BUSY_POLL, MAX_BUSY_POLL};
+use super::{within, Delivery, Recipient, RetryLater, BUSY_POLL, MAX_BUSY_POLL};
 use crate::coder::Notification;
 use crate::kinds::{self, Kind};
 use crate::render;
@@ -50,6 +50,14 @@ impl Place {
     }
 }
 
+/// A workspace's snooze, as a delivery finds it.
+pub(super) enum Snooze {
+    /// On: the notification is held back.
+    On,
+    /// Off; when one just ended, the note saying how many it held back.
+    Ended(Option<String>),
+}
+
 /// Why a notification could not be placed.
 pub(super) enum Failed {
     /// Slack refused or failed (its class decides the answer).
@@ -59,16 +67,14 @@ pub(super) enum Failed {
 }
 
 impl Delivery {
-    /// The thread `notification` belongs in: with `THREADS=workspace`, for a kind about a
-    /// workspace. The owner is the one Coder names, else the recipient.
-    pub(super) fn thread_key(
+    /// The workspace `notification` is about, for `user`: its thread (with
+    /// `THREADS=workspace`) and its snooze are keyed on it. The owner is the one Coder
+    /// names, else the recipient.
+    pub(super) fn workspace_key(
         &self,
         notification: &Notification,
         user: &SlackUserId,
     ) -> Option<ThreadKey> {
-        if self.policy.threads != Threads::Workspace {
-            return None;
-        }
         let workspace = kinds::workspace_of(notification)?;
         Some(ThreadKey {
             slack_user: user.0.clone(),
@@ -115,6 +121,35 @@ impl Delivery {
         }
     }
 
+    /// Whether `key`'s recipient snoozed the workspace: counts a held-back notification, or
+    /// ends a snooze that ran out and says what it held back.
+    pub(super) async fn snooze_check(&self, key: &ThreadKey) -> Result<Snooze, RetryLater> {
+        if let Some(until) = self
+            .store
+            .hold_back(key)
+            .await
+            .map_err(|e| self.store_failed(&e))?
+        {
+            self.metrics.snoozed.inc();
+            tracing::info!(workspace = %key.workspace, until = %crate::render::utc_time(until), "held back: the person snoozed this workspace");
+            return Ok(Snooze::On);
+        }
+        let held = match self.store.end_snooze(key).await {
+            Ok(held) => held.unwrap_or(0),
+            Err(e) => {
+                self.note_store_error(&e);
+                0
+            }
+        };
+        Ok(Snooze::Ended((held > 0).then(|| {
+            let (noun, verb) = match held {
+                1 => ("notification", "was"),
+                _ => ("notifications", "were"),
+            };
+            format!("{held} {noun} about this workspace {verb} held back while it was snoozed.")
+        })))
+    }
+
     /// Posts the workspace's card (top level) and records it.
     async fn make_card(
         &self,
@@ -142,6 +177,7 @@ impl Delivery {
             .await;
         match posted {
             Ok((channel, card_ts)) => {
+                self.learn_dm_channel(user, &channel).await;
                 let thread = Thread { channel, card_ts };
                 // Unrecorded, the card still serves this notification; the next one makes
                 // a new card once this claim's lease ends.

@@ -43,6 +43,11 @@ pub fn card(
     ])
 }
 
+/// A moment as `2026-11-27 10:04 UTC`.
+pub fn utc_time(at: SystemTime) -> String {
+    utc(at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs())
+}
+
 /// `2026-11-27 10:04 UTC`, for readers whose Slack cannot format dates.
 fn utc(secs: u64) -> String {
     let days = secs / 86_400;

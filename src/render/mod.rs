@@ -19,7 +19,7 @@ mod plain;
 mod resource_tests;
 mod split;
 
-pub use card::card;
+pub use card::{card, utc_time};
 #[cfg(test)]
 mod tests;
 
@@ -82,6 +82,9 @@ const SKIP_TOO_MANY: &str = "too many actions to fit in one message";
 pub struct RenderOptions {
     /// Coder's access URL, for relative action URLs.
     pub coder_url: Option<url::Url>,
+    /// Whether messages about a workspace offer the snooze control (clicks arrive over
+    /// Socket Mode, so only with an app-level token).
+    pub snooze: bool,
 }
 
 /// A rendered message.
@@ -128,7 +131,11 @@ pub fn render(
     let mut body = body_sections(notification);
     let mut buttons = buttons(notification, options);
     let preferences = preferences_block(notification, options);
-    let fixed_blocks = 1 + usize::from(note_block.is_some()) + usize::from(preferences.is_some());
+    let snooze = snooze_block(notification, options);
+    let fixed_blocks = 1
+        + usize::from(note_block.is_some())
+        + usize::from(preferences.is_some())
+        + usize::from(snooze.is_some());
     let shortened_note = fit_blocks(fixed_blocks, &mut body, &mut buttons);
 
     let mut blocks = vec![SlackBlock::Header(SlackHeaderBlock::new(
@@ -152,6 +159,7 @@ pub fn render(
     for chunk in elements.chunks(MAX_ACTIONS_PER_BLOCK) {
         blocks.push(SlackBlock::Actions(SlackActionsBlock::new(chunk.to_vec())));
     }
+    blocks.extend(snooze);
     blocks.extend(preferences);
 
     Rendered {
@@ -161,6 +169,41 @@ pub fn render(
         skipped_actions: buttons.skipped,
         shortened: title_cut || buttons.label_cut || shortened_note,
     }
+}
+
+/// How long a snooze lasts, by the value its option carries.
+pub const SNOOZES: [(&str, &str, u64); 3] = [
+    ("1h", "Snooze this workspace for 1 hour", 3600),
+    ("1d", "Snooze this workspace for 1 day", 86_400),
+    ("1w", "Snooze this workspace for 1 week", 7 * 86_400),
+];
+/// Slack's limit on an overflow option's value.
+const MAX_OPTION_VALUE: usize = 75;
+
+/// The snooze control (`action_id` `snooze`) on a message about a workspace: each option's
+/// value is `DURATION:OWNER/WORKSPACE`, which is all a click needs.
+fn snooze_block(n: &Notification, options: &RenderOptions) -> Option<SlackBlock> {
+    if !options.snooze {
+        return None;
+    }
+    let workspace = crate::kinds::workspace_of(n)?;
+    let target = format!(
+        "{}/{}",
+        crate::kinds::owner_of(n, &workspace),
+        workspace.name
+    );
+    let choices: Vec<_> = SNOOZES
+        .iter()
+        .map(|(code, label, _)| SlackBlockChoiceItem::new(pt!(*label), format!("{code}:{target}")))
+        .collect();
+    if choices.iter().any(|c| c.value.len() > MAX_OPTION_VALUE) {
+        return None;
+    }
+    let overflow =
+        SlackBlockOverflowElement::new(choices).with_action_id(SlackActionId("snooze".into()));
+    Some(SlackBlock::Actions(SlackActionsBlock::new(vec![
+        overflow.into()
+    ])))
 }
 
 /// A link to Coder's own preference page, set to turn this kind of notification off (what

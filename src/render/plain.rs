@@ -75,6 +75,7 @@ mod tests {
     #[test]
     fn title_body_and_links_escaped_without_blocks() {
         let options = RenderOptions {
+            snooze: false,
             coder_url: Some("https://coder.example.com".parse().expect("url")),
         };
         let content = plain_text(&notification(), &options);

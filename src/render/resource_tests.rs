@@ -40,6 +40,7 @@ fn notification(body_markdown: Option<String>, body: String) -> Notification {
 /// Renders `n` (with a note) and checks it: every Block Kit limit, and the heap it held.
 fn render_checked(name: &str, n: &Notification) -> Rendered {
     let options = RenderOptions {
+        snooze: false,
         coder_url: Some(url::Url::parse("https://coder.example.com").expect("url")),
     };
     let (r, peak) = peak_heap(|| render(n, &options, Some("Intended for a@b.c")));

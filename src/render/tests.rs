@@ -33,6 +33,7 @@ fn with_actions(mut n: Notification, actions: &[(&str, &str)]) -> Notification {
 
 fn opts(base: Option<&str>) -> RenderOptions {
     RenderOptions {
+        snooze: false,
         coder_url: base.map(|b| url::Url::parse(b).expect("url")),
     }
 }

@@ -467,6 +467,22 @@ impl SlackApi {
         self.finish(method, started, result)
     }
 
+    /// `chat.postEphemeral`: `text` shown to `user` alone in `channel`.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let request = SlackApiChatPostEphemeralRequest::new(
+            SlackChannelId(channel.to_owned()),
+            SlackUserId(user.to_owned()),
+            SlackMessageContent::new().with_text(text.to_owned()),
+        );
+        let _: serde::de::IgnoredAny = self.post("chat.postEphemeral", &request).await?;
+        Ok(())
+    }
+
     /// `chat.update`: replaces the message at `ts` in `channel` with `content`.
     pub async fn update_message(
         &self,

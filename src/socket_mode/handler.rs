@@ -8,6 +8,8 @@ use serde_json::Value;
 
 /// The prefix of the `action_id`s the bridge gives its buttons (`coder_action_0`, …).
 pub const BRIDGE_ACTION_PREFIX: &str = "coder_action_";
+/// The bridge's own controls (see `interact`).
+const BRIDGE_CONTROLS: [&str; 2] = ["snooze", "unsnooze"];
 
 /// Handles envelopes after they were acked; each envelope id reaches it at most once (per
 /// dedupe window). Each call runs in its own task.
@@ -70,7 +72,9 @@ impl DefaultHandler {
                 continue;
             };
             let action_id = sanitize_label(action_id, 64);
-            if action_id.starts_with(BRIDGE_ACTION_PREFIX) {
+            if action_id.starts_with(BRIDGE_ACTION_PREFIX)
+                || BRIDGE_CONTROLS.contains(&action_id.as_str())
+            {
                 clicks += 1;
                 self.metrics.block_actions.inc();
                 tracing::info!(user = %user, action_id = %action_id, "button clicked");

@@ -285,6 +285,70 @@ impl Store {
         }
     }
 
+    /// Snoozes `key`'s workspace for its recipient until `until`.
+    pub async fn snooze(&self, key: &ThreadKey, until: SystemTime) -> Result<(), StoreError> {
+        self.key_execute(
+            "snooze a workspace",
+            schema::SNOOZE,
+            key,
+            Some(unix_ms(until)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Ends `key`'s snooze now; whether there was one.
+    pub async fn unsnooze(&self, key: &ThreadKey) -> Result<bool, StoreError> {
+        let changed = self
+            .key_execute("end a snooze", schema::UNSNOOZE, key, None)
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// When `key` is snoozed now: counts one more notification held back and says until when.
+    pub async fn hold_back(&self, key: &ThreadKey) -> Result<Option<SystemTime>, StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let until = self
+            .key_query("check a snooze", schema::HOLD_BACK, key, now)
+            .await?;
+        Ok(until.map(from_unix_ms))
+    }
+
+    /// Removes `key`'s snooze if it has ended; how many notifications it held back.
+    pub async fn end_snooze(&self, key: &ThreadKey) -> Result<Option<u64>, StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let held = self
+            .key_query("end a snooze", schema::END_SNOOZE, key, now)
+            .await?;
+        Ok(held.map(|n| n.max(0).unsigned_abs()))
+    }
+
+    async fn key_execute(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        key: &ThreadKey,
+        at: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.key_execute(operation, sql, key, at).await,
+            Backend::Postgres(db) => db.key_execute(operation, sql, key, at).await,
+        }
+    }
+
+    async fn key_query(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        key: &ThreadKey,
+        at: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.key_query(operation, sql, key, at).await,
+            Backend::Postgres(db) => db.key_query(operation, sql, key, at).await,
+        }
+    }
+
     /// Forgets handled ids first claimed before `window` ago; returns how many went.
     pub async fn prune(&self, window: Duration) -> Result<u64, StoreError> {
         let cutoff = unix_ms(SystemTime::now().checked_sub(window).unwrap_or(UNIX_EPOCH));

@@ -295,6 +295,56 @@ impl Postgres {
             .map(drop)
     }
 
+    /// Runs `sql` with a workspace's key (and `at`, as `$4`, when given); rows changed.
+    pub async fn key_execute(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        key: &ThreadKey,
+        at: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        self.with_client(operation, Commit::Durable, |client| async move {
+            let statement = client.prepare_cached(sql).await?;
+            match at {
+                Some(at) => {
+                    let params: [&(dyn ToSql + Sync); 4] =
+                        [&key.slack_user, &key.owner, &key.workspace, &at];
+                    client.execute(&statement, &params).await
+                }
+                None => {
+                    let params: [&(dyn ToSql + Sync); 3] =
+                        [&key.slack_user, &key.owner, &key.workspace];
+                    client.execute(&statement, &params).await
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `sql` with a workspace's key and `at` (`$4`); the first column of its row
+    /// (BIGINT or INTEGER).
+    pub async fn key_query(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        key: &ThreadKey,
+        at: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.with_client(operation, Commit::Durable, |client| async move {
+            let statement = client.prepare_cached(sql).await?;
+            let params: [&(dyn ToSql + Sync); 4] =
+                [&key.slack_user, &key.owner, &key.workspace, &at];
+            let Some(row) = client.query_opt(&statement, &params).await? else {
+                return Ok(None);
+            };
+            match row.try_get::<_, i64>(0) {
+                Ok(value) => Ok(Some(value)),
+                Err(_) => row.try_get::<_, i32>(0).map(|v| Some(i64::from(v))),
+            }
+        })
+        .await
+    }
+
     /// Forgets up to [`schema::PRUNE_BATCH`] ids first claimed before `cutoff`.
     pub async fn prune_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
         self.execute("prune old msg_ids", schema::PRUNE, &[&cutoff])

@@ -13,6 +13,9 @@
 /// `threads`: each (recipient, owner, workspace)'s thread in the recipient's DM: the card
 /// (`channel`, `card_ts`), or, while `card_ts` is NULL, the claim (`maker`, `lease_expires`)
 /// of the delivery posting the card, so two notifications at once make one card.
+///
+/// `snoozes`: a person's snooze of one workspace (`until`, Unix ms; 0 once undone) and how
+/// many notifications it `held_back`, reported with the first after it ends.
 pub const SQLITE: &[&str] = &[
     "CREATE TABLE handled (
         msg_id BLOB PRIMARY KEY,
@@ -37,6 +40,14 @@ pub const SQLITE: &[&str] = &[
         maker TEXT NOT NULL,
         lease_expires INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
+        PRIMARY KEY (slack_user, owner, workspace)
+    ) WITHOUT ROWID;",
+    "CREATE TABLE snoozes (
+        slack_user TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        workspace TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        held_back INTEGER NOT NULL,
         PRIMARY KEY (slack_user, owner, workspace)
     ) WITHOUT ROWID;",
 ];
@@ -65,6 +76,14 @@ pub const POSTGRES: &[&str] = &[
         maker TEXT NOT NULL,
         lease_expires BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
+        PRIMARY KEY (slack_user, owner, workspace)
+    );",
+    "CREATE TABLE snoozes (
+        slack_user TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        workspace TEXT NOT NULL,
+        until BIGINT NOT NULL,
+        held_back INTEGER NOT NULL,
         PRIMARY KEY (slack_user, owner, workspace)
     );",
 ];
@@ -145,6 +164,25 @@ pub const RELEASE_THREAD: &str = "DELETE FROM threads
 /// Only that card: a newer one made meanwhile stays.
 pub const FORGET_THREAD: &str = "DELETE FROM threads
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND card_ts = $4";
+
+/// Snoozes a workspace until `$4` (a later snooze replaces the end; the count stays).
+pub const SNOOZE: &str = "INSERT INTO snoozes (slack_user, owner, workspace, until, held_back)
+    VALUES ($1, $2, $3, $4, 0)
+    ON CONFLICT (slack_user, owner, workspace) DO UPDATE SET until = excluded.until";
+
+/// Ends a snooze now; the next notification reports what it held back.
+pub const UNSNOOZE: &str = "UPDATE snoozes SET until = 0
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3";
+
+/// Counts one more held back, when a snooze is on at `$4`; returns its end.
+pub const HOLD_BACK: &str = "UPDATE snoozes SET held_back = held_back + 1
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND until > $4
+    RETURNING until";
+
+/// Removes a snooze that ended by `$4`; returns how many it held back.
+pub const END_SNOOZE: &str = "DELETE FROM snoozes
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND until <= $4
+    RETURNING held_back";
 
 #[cfg(test)]
 mod tests {

@@ -287,6 +287,48 @@ impl Sqlite {
         .await
     }
 
+    /// Runs `sql` with a workspace's key (and `at`, as `$4`, when given); rows changed.
+    pub async fn key_execute(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        key: &ThreadKey,
+        at: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        let key = key.clone();
+        self.call(operation, move |txn| {
+            let mut statement = txn.prepare_cached(sql)?;
+            match at {
+                Some(at) => {
+                    statement.execute(params![key.slack_user, key.owner, key.workspace, at])
+                }
+                None => statement.execute(params![key.slack_user, key.owner, key.workspace]),
+            }
+        })
+        .await
+        .map(|n| n as u64)
+    }
+
+    /// Runs `sql` with a workspace's key and `at` (`$4`); the first column of its row.
+    pub async fn key_query(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        key: &ThreadKey,
+        at: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let key = key.clone();
+        self.call(operation, move |txn| {
+            txn.prepare_cached(sql)?
+                .query_row(
+                    params![key.slack_user, key.owner, key.workspace, at],
+                    |row| row.get(0),
+                )
+                .optional()
+        })
+        .await
+    }
+
     /// Forgets up to [`schema::PRUNE_BATCH`] ids first claimed before `cutoff`, in one
     /// transaction, so claims queued meanwhile wait little.
     pub async fn prune_batch(&self, cutoff: i64) -> Result<u64, StoreError> {

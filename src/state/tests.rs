@@ -229,3 +229,33 @@ fn uuids_are_keyed_on_their_bytes_and_other_ids_on_their_text() {
     );
     assert_ne!(MsgKey::of("send-test-1"), MsgKey::of("send-test-2"));
 }
+
+#[tokio::test]
+async fn a_snooze_holds_back_counts_and_reports_once_it_ends() {
+    let store = Store::in_memory().await.expect("opens");
+    let key = ThreadKey {
+        slack_user: "UBOBBY".into(),
+        owner: "bobby".into(),
+        workspace: "dev".into(),
+    };
+    assert_eq!(store.hold_back(&key).await, Ok(None));
+    let until = SystemTime::now() + Duration::from_secs(3600);
+    store.snooze(&key, until).await.expect("snooze");
+    for _ in 0..2 {
+        let held = store.hold_back(&key).await.expect("check");
+        assert!(held.is_some_and(|t| t > SystemTime::now()), "{held:?}");
+    }
+    // Still on: nothing to end yet.
+    assert_eq!(store.end_snooze(&key).await, Ok(None));
+    assert_eq!(store.unsnooze(&key).await, Ok(true));
+    assert_eq!(store.hold_back(&key).await, Ok(None));
+    assert_eq!(store.end_snooze(&key).await, Ok(Some(2)));
+    assert_eq!(store.end_snooze(&key).await, Ok(None));
+    // Another person's snooze of the same workspace is theirs alone.
+    let other = ThreadKey {
+        slack_user: "UALICE".into(),
+        ..key.clone()
+    };
+    store.snooze(&other, until).await.expect("snooze");
+    assert_eq!(store.hold_back(&key).await, Ok(None));
+}

@@ -106,6 +106,7 @@ async fn every_sample_is_delivered_as_the_expected_dm() {
         let rendered = render::render(
             &notification,
             &render::RenderOptions {
+                snooze: false,
                 coder_url: url::Url::parse("http://test.com").ok(),
             },
             None,

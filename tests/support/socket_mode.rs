@@ -171,11 +171,12 @@ impl FakeSocketServer {
         self.reused.lock().unwrap().clone()
     }
 
-    /// Sends a command to connection `n`.
+    /// Sends a command to connection `n` (the latest, when a URL was used again).
     pub fn cmd(&self, n: usize, cmd: Cmd) {
         let conns = self.conns.lock().unwrap();
         let (_, tx) = conns
             .iter()
+            .rev()
             .find(|(k, _)| *k == n)
             .unwrap_or_else(|| panic!("no connection {n}"));
         tx.send(cmd).unwrap();

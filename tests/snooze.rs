@@ -1,0 +1,173 @@
+//! Snoozing a workspace from Slack: the `snooze` control on a workspace's messages, clicked
+//! over Socket Mode (the fake's websocket), holds its notifications back for that person
+//! until it ends or they click `unsnooze`; someone else's click changes nothing.
+
+mod support;
+
+use coder_slack_bridge::config::{Config, Threads};
+use coder_slack_bridge::state::Location;
+use serde_json::{json, Value};
+use support::*;
+
+const DM: &str = "DBOBBY";
+
+fn about(sample_name: &str, workspace: &str) -> Value {
+    let mut body = notification(sample(sample_name), &fresh_id(), "bobby@coder.com");
+    let labels = &mut body["payload"]["labels"];
+    for key in ["workspace", "name"] {
+        if labels.get(key).is_some() {
+            labels[key] = workspace.into();
+        }
+    }
+    body
+}
+
+const AUTOSTOP: &str = "TemplateWorkspaceAutostopReminder.json.golden";
+const OUT_OF_MEMORY: &str = "TemplateWorkspaceOutOfMemory.json.golden";
+
+/// A bridge with Socket Mode on (the fake's websocket), threads on, its store in `dir`,
+/// with one Socket Mode connection open.
+async fn start(slack: &FakeSlack, socket: &FakeSocketServer, dir: &std::path::Path) -> Bridge {
+    slack.set_socket_url(&socket.url());
+    let mut s = settings(slack);
+    s.slack_app_token = Some(APP_TOKEN.into());
+    s.socket_mode_connections = "1".into();
+    let mut c: Config = config(s);
+    c.threads = Threads::Workspace;
+    c.database = Location::Sqlite(dir.join("state.db"));
+    let bridge = Bridge::start(c).await;
+    wait_until("a Socket Mode connection is open", WAIT, async || {
+        let (_, body) = bridge.get("/readyz").await;
+        serde_json::from_str::<Value>(&body)
+            .is_ok_and(|r| r["socket_mode"]["connections_open"] == 1)
+    })
+    .await;
+    bridge.wait_for_directory(1).await;
+    bridge
+}
+
+/// A click on `action` by `user` on the message at `message_ts` (in the thread `thread_ts`).
+fn click(id: &str, user: &str, message_ts: &str, thread_ts: &str, action: Value) -> String {
+    envelope(
+        id,
+        "interactive",
+        json!({
+            "type": "block_actions",
+            "user": {"id": user},
+            "container": {"type": "message", "channel_id": DM, "message_ts": message_ts, "thread_ts": thread_ts},
+            "channel": {"id": DM},
+            "actions": [action],
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_snooze_from_slack_holds_a_workspace_back_until_it_is_undone() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    let dir = fresh_dir("snooze");
+    let bridge = start(&slack, &socket, &dir).await;
+
+    let first = bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    let card_ts = slack.messages_in(DM)[0]["ts"]
+        .as_str()
+        .expect("card")
+        .to_owned();
+    let reply = slack.replies(DM, &card_ts)[0].clone();
+    assert_eq!(first["ts"], reply["ts"]);
+    // The snooze control: an overflow whose options carry what a click needs.
+    let overflow = reply["blocks"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["elements"][0]["action_id"] == "snooze"))
+        .map(|b| b["elements"][0].clone())
+        .expect("a snooze control");
+    let values: Vec<&str> = overflow["options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .map(|o| o["value"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(values, ["1h:bobby/dev", "1d:bobby/dev", "1w:bobby/dev"]);
+
+    // Bobby snoozes dev for a day: a note in the thread says so, with unsnooze.
+    let reply_ts = reply["ts"].as_str().expect("ts");
+    let snooze = json!({"action_id": "snooze", "type": "overflow", "selected_option": {"value": "1d:bobby/dev"}});
+    socket.send_text(0, click("e1", "UBOBBY", reply_ts, &card_ts, snooze));
+    wait_until("the snoozed note is in the thread", WAIT, async || {
+        slack.replies(DM, &card_ts).len() == 2
+    })
+    .await;
+    let note = slack.replies(DM, &card_ts)[1].clone();
+    assert!(
+        note["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Notifications about *dev* are snoozed until <!date^"),
+        "{note}"
+    );
+    assert_eq!(note["blocks"][1]["elements"][0]["action_id"], "unsnooze");
+
+    // dev is held back; api is not.
+    let posts = slack.calls_to("chat.postMessage").len();
+    let (status, _, answer) = bridge.post(&about(OUT_OF_MEMORY, "dev")).await;
+    assert_eq!((status, answer), (200, json!({"status": "snoozed"})));
+    assert_eq!(
+        slack.calls_to("chat.postMessage").len(),
+        posts,
+        "nothing posted"
+    );
+    bridge.deliver(&about(OUT_OF_MEMORY, "api")).await;
+
+    // Someone else's click changes nothing, and they are told why.
+    let unsnooze = json!({"action_id": "unsnooze", "type": "button", "value": "bobby/dev"});
+    let note_ts = note["ts"].as_str().expect("ts").to_owned();
+    socket.send_text(
+        0,
+        click("e2", "UMALLORY", &note_ts, &card_ts, unsnooze.clone()),
+    );
+    slack
+        .wait_for("an ephemeral note to the other person", |calls| {
+            calls.iter().any(|c| c.method == "chat.postEphemeral")
+        })
+        .await;
+    let ephemeral = slack.calls_to("chat.postEphemeral");
+    assert_eq!(ephemeral[0].args["user"], "UMALLORY");
+    let (_, _, answer) = bridge.post(&about(OUT_OF_MEMORY, "dev")).await;
+    assert_eq!(answer, json!({"status": "snoozed"}));
+
+    // The snooze outlives a restart.
+    bridge.stop().await;
+    let bridge = start(&slack, &socket, &dir).await;
+    let (_, _, answer) = bridge.post(&about(OUT_OF_MEMORY, "dev")).await;
+    assert_eq!(answer, json!({"status": "snoozed"}));
+
+    // Bobby unsnoozes from the note: the note says so, and the next notification says how
+    // many were held back.
+    socket.send_text(0, click("e3", "UBOBBY", &note_ts, &card_ts, unsnooze));
+    wait_until("the note says the snooze ended", WAIT, async || {
+        slack.replies(DM, &card_ts)[1]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("on again"))
+    })
+    .await;
+    let next = about(OUT_OF_MEMORY, "dev");
+    bridge.deliver(&next).await;
+    let last = slack
+        .replies(DM, &card_ts)
+        .last()
+        .cloned()
+        .expect("a reply");
+    assert_eq!(last["metadata"]["event_payload"]["msg_id"], next["msg_id"]);
+    assert_eq!(
+        last["blocks"][1]["elements"][0]["text"],
+        "3 notifications about this workspace were held back while it was snoozed."
+    );
+    bridge
+        .assert_metrics(&[
+            "coder_slack_bridge_snoozed_total 1",
+            "coder_slack_bridge_webhooks_total{outcome=\"snoozed\"} 1",
+        ])
+        .await;
+    bridge.stop().await;
+}
