@@ -1,8 +1,10 @@
-//! What clicks do. The `snooze` control on a workspace's messages holds back that workspace's
-//! notifications for the person until it ends, and posts a note (in the thread clicked in)
-//! with an `unsnooze` button, which ends it. Only the DM's recipient can act: anyone else gets
-//! an ephemeral note and nothing changes. This runs after Socket Mode acked the envelope, so
-//! Slack never waits for it, and each envelope reaches it once.
+//! What clicks and the App Home do. The `snooze` control on a workspace's messages holds back
+//! that workspace's notifications for the person until it ends, and posts a note (in the
+//! thread clicked in) with an `unsnooze` button, which ends it. Only the DM's recipient can
+//! act: anyone else gets an ephemeral note and nothing changes. Opening the app's Home tab
+//! (`app_home_opened`) publishes the person's snoozes (with `unsnooze`) and workspaces. This
+//! runs after Socket Mode acked the envelope, so Slack never waits for it, and each envelope
+//! reaches it once.
 
 use crate::render::{self, SNOOZES};
 use crate::slack::SlackApi;
@@ -21,13 +23,16 @@ pub struct Interact {
     api: Arc<SlackApi>,
     store: Store,
     counter: DefaultHandler,
+    /// For the App Home's link to the person's notification settings in Coder.
+    coder_url: Option<url::Url>,
 }
 
 /// One click on a snooze control or an unsnooze button.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Click {
     user: String,
-    channel: String,
+    /// The DM clicked in; `None` on the App Home (the clicker's own).
+    channel: Option<String>,
     message_ts: String,
     /// The thread clicked in (the message's own ts when it is top-level).
     thread_ts: String,
@@ -38,22 +43,31 @@ struct Click {
 }
 
 impl Interact {
-    pub fn new(api: Arc<SlackApi>, store: Store, metrics: Metrics) -> Self {
+    pub fn new(
+        api: Arc<SlackApi>,
+        store: Store,
+        metrics: Metrics,
+        coder_url: Option<url::Url>,
+    ) -> Self {
         Interact {
             api,
             store,
             counter: DefaultHandler::new(metrics),
+            coder_url,
         }
     }
 
     async fn act(&self, click: Click) {
-        if !self.is_recipient(&click).await {
+        let Some(channel) = click.channel.clone() else {
+            // On the App Home, which is the clicker's own: only unsnooze is offered there.
+            if click.snooze_for.is_none() {
+                self.unsnooze_from_home(&click).await;
+            }
+            return;
+        };
+        if !self.is_recipient(&click.user, &channel).await {
             let note = "Only the person these notifications are for can snooze them.";
-            if let Err(e) = self
-                .api
-                .post_ephemeral(&click.channel, &click.user, note)
-                .await
-            {
+            if let Err(e) = self.api.post_ephemeral(&channel, &click.user, note).await {
                 tracing::debug!(error = %e, "the note to someone else's click was not shown");
             }
             tracing::info!(user = %click.user, "a click on someone else's notifications changed nothing");
@@ -65,8 +79,8 @@ impl Interact {
             workspace: click.workspace.clone(),
         };
         let done = match click.snooze_for {
-            Some(length) => self.snooze(&click, &key, length).await,
-            None => self.unsnooze(&click, &key).await,
+            Some(length) => self.snooze(&click, &channel, &key, length).await,
+            None => self.unsnooze(&click, &channel, &key).await,
         };
         if let Err(e) = done {
             tracing::warn!(user = %click.user, workspace = %click.workspace, error = %e, "a click could not be carried out");
@@ -75,14 +89,14 @@ impl Interact {
 
     /// Whether the clicker is the person the DM is with: their DM channel is the one the
     /// click came from.
-    async fn is_recipient(&self, click: &Click) -> bool {
-        if let Ok(Some(channel)) = self.store.dm_channel(&click.user).await {
-            return channel == click.channel;
+    async fn is_recipient(&self, user: &str, clicked_in: &str) -> bool {
+        if let Ok(Some(channel)) = self.store.dm_channel(user).await {
+            return channel == clicked_in;
         }
-        match self.api.open_dm(&SlackUserId(click.user.clone())).await {
+        match self.api.open_dm(&SlackUserId(user.to_owned())).await {
             Ok(channel) => {
-                let _ = self.store.learn_dm_channel(&click.user, &channel).await;
-                channel == click.channel
+                let _ = self.store.learn_dm_channel(user, &channel).await;
+                channel == clicked_in
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell whose DM a click came from; nothing changed");
@@ -91,7 +105,13 @@ impl Interact {
         }
     }
 
-    async fn snooze(&self, click: &Click, key: &ThreadKey, length: Duration) -> Result<(), String> {
+    async fn snooze(
+        &self,
+        click: &Click,
+        channel: &str,
+        key: &ThreadKey,
+        length: Duration,
+    ) -> Result<(), String> {
         let until = SystemTime::now() + length;
         self.store
             .snooze(key, until)
@@ -99,9 +119,8 @@ impl Interact {
             .map_err(|e| e.to_string())?;
         tracing::info!(user = %click.user, workspace = %key.workspace, until = %render::utc_time(until), "workspace snoozed");
         let note = snoozed_note(key, until);
-        let request =
-            SlackApiChatPostMessageRequest::new(SlackChannelId(click.channel.clone()), note)
-                .with_thread_ts(SlackTs(click.thread_ts.clone()));
+        let request = SlackApiChatPostMessageRequest::new(SlackChannelId(channel.to_owned()), note)
+            .with_thread_ts(SlackTs(click.thread_ts.clone()));
         self.api
             .post_message(&request)
             .await
@@ -109,7 +128,7 @@ impl Interact {
             .map_err(|e| e.to_string())
     }
 
-    async fn unsnooze(&self, click: &Click, key: &ThreadKey) -> Result<(), String> {
+    async fn unsnooze(&self, click: &Click, channel: &str, key: &ThreadKey) -> Result<(), String> {
         self.store.unsnooze(key).await.map_err(|e| e.to_string())?;
         tracing::info!(user = %click.user, workspace = %key.workspace, "workspace unsnoozed");
         let text = format!(
@@ -118,16 +137,60 @@ impl Interact {
         );
         let content = SlackMessageContent::new().with_text(text);
         self.api
-            .update_message(&click.channel, &click.message_ts, content)
+            .update_message(channel, &click.message_ts, content)
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+impl Interact {
+    /// Ends a snooze from the App Home, and shows the Home again without it.
+    async fn unsnooze_from_home(&self, click: &Click) {
+        let key = ThreadKey {
+            slack_user: click.user.clone(),
+            owner: click.owner.clone(),
+            workspace: click.workspace.clone(),
+        };
+        match self.store.unsnooze(&key).await {
+            Ok(_) => {
+                tracing::info!(user = %click.user, workspace = %key.workspace, "workspace unsnoozed from the App Home")
+            }
+            Err(e) => tracing::warn!(error = %e, "a click could not be carried out"),
+        }
+        self.publish_home(&click.user).await;
+    }
+
+    /// Publishes `user`'s App Home: their snoozes and workspaces, from the store.
+    async fn publish_home(&self, user: &str) {
+        let home = match self.store.home(user).await {
+            Ok(home) => home,
+            Err(e) => return tracing::warn!(error = %e, "the App Home could not be read"),
+        };
+        let blocks = render::home_view(&home, self.coder_url.as_ref());
+        if let Err(e) = self.api.publish_home(user, blocks).await {
+            tracing::warn!(error = %e, "the App Home could not be published");
+        }
+    }
+}
+
+/// The user whose Home tab was opened, from an `app_home_opened` event.
+fn home_opened(envelope: &Envelope) -> Option<&str> {
+    let event = envelope.payload.get("event")?;
+    let home = event.get("type")?.as_str()? == "app_home_opened"
+        && event.get("tab").and_then(Value::as_str).unwrap_or("home") == "home";
+    home.then(|| event.get("user")?.as_str()).flatten()
 }
 
 impl EnvelopeHandler for Interact {
     fn handle(&self, envelope: Envelope) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.counter.record(&envelope);
+            if envelope.kind == "events_api" {
+                if let Some(user) = home_opened(&envelope) {
+                    self.publish_home(user).await;
+                }
+                return;
+            }
             let is_click =
                 envelope.kind == "interactive" && envelope.payload_type() == Some("block_actions");
             if let Some(click) = is_click.then(|| Click::parse(&envelope.payload)).flatten() {
@@ -153,12 +216,15 @@ impl Click {
             _ => return None,
         };
         let (owner, workspace) = target.split_once('/')?;
-        let message_ts = text("/container/message_ts")?.to_owned();
+        let from_home = text("/container/type") == Some("view");
+        let message_ts = text("/container/message_ts").unwrap_or_default().to_owned();
+        let channel = text("/container/channel_id").or(text("/channel/id"));
+        if !from_home && (channel.is_none() || message_ts.is_empty()) {
+            return None;
+        }
         Some(Click {
             user: text("/user/id")?.to_owned(),
-            channel: text("/container/channel_id")
-                .or(text("/channel/id"))?
-                .to_owned(),
+            channel: (!from_home).then(|| channel.map(str::to_owned)).flatten(),
             thread_ts: text("/container/thread_ts")
                 .unwrap_or(&message_ts)
                 .to_owned(),
@@ -212,8 +278,8 @@ mod tests {
             ("bobby", "dev")
         );
         assert_eq!(
-            (click.channel.as_str(), click.thread_ts.as_str()),
-            ("DBOBBY", "1.0")
+            (click.channel.as_deref(), click.thread_ts.as_str()),
+            (Some("DBOBBY"), "1.0")
         );
 
         let mut unsnooze = payload.clone();

@@ -177,7 +177,12 @@ fn start_slack(
         spawn_auth_check(api.clone(), readiness.latch(), shutdown.clone()),
     ];
     let socket_mode = if api.has_app_token() {
-        let interact = Arc::new(Interact::new(api.clone(), store, metrics.clone()));
+        let interact = Arc::new(Interact::new(
+            api.clone(),
+            store,
+            metrics.clone(),
+            config.coder_url.clone(),
+        ));
         let socket_mode = SocketMode::spawn(
             api,
             SocketModeConfig {

@@ -171,3 +171,74 @@ async fn a_snooze_from_slack_holds_a_workspace_back_until_it_is_undone() {
         .await;
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn the_app_home_lists_snoozes_and_workspaces_and_unsnoozes() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    let bridge = start(&slack, &socket, &fresh_dir("home")).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    bridge.deliver(&about(OUT_OF_MEMORY, "api")).await;
+    let card_ts = slack.messages_in(DM)[0]["ts"]
+        .as_str()
+        .expect("card")
+        .to_owned();
+    let reply_ts = slack.replies(DM, &card_ts)[0]["ts"]
+        .as_str()
+        .expect("reply")
+        .to_owned();
+    let snooze = json!({"action_id": "snooze", "selected_option": {"value": "1w:bobby/dev"}});
+    socket.send_text(0, click("e1", "UBOBBY", &reply_ts, &card_ts, snooze));
+    wait_until("the snoozed note", WAIT, async || {
+        slack.replies(DM, &card_ts).len() == 2
+    })
+    .await;
+
+    // Bobby opens the app's Home tab.
+    let opened = json!({"type": "event_callback", "event": {"type": "app_home_opened", "user": "UBOBBY", "tab": "home"}});
+    socket.send_text(0, envelope("e2", "events_api", opened));
+    slack
+        .wait_for("the Home view is published", |calls| {
+            calls.iter().any(|c| c.method == "views.publish")
+        })
+        .await;
+    let published = slack.calls_to("views.publish");
+    assert_eq!(published[0].args["user_id"], "UBOBBY");
+    let view = published[0].args["view"].to_string();
+    assert!(view.contains("*dev* (bobby) until <!date^"), "{view}");
+    assert!(
+        view.contains("\"action_id\":\"unsnooze\"") && view.contains("\"value\":\"bobby/dev\""),
+        "{view}"
+    );
+    assert!(
+        view.contains("*api* (bobby)") && view.contains("is low on memory"),
+        "{view}"
+    );
+    assert!(
+        view.contains("http://test.com/settings/notifications"),
+        "{view}"
+    );
+
+    // Unsnooze from the Home tab: the Home is published again, and dev is delivered again.
+    let from_home = envelope(
+        "e3",
+        "interactive",
+        json!({
+            "type": "block_actions",
+            "user": {"id": "UBOBBY"},
+            "container": {"type": "view", "view_id": "VHOME"},
+            "actions": [{"action_id": "unsnooze", "value": "bobby/dev"}],
+        }),
+    );
+    socket.send_text(0, from_home);
+    slack
+        .wait_for("the Home view is published again", |calls| {
+            calls.iter().filter(|c| c.method == "views.publish").count() == 2
+        })
+        .await;
+    let view = slack.calls_to("views.publish")[1].args["view"].to_string();
+    assert!(view.contains("Nothing is snoozed"), "{view}");
+    bridge.deliver(&about(OUT_OF_MEMORY, "dev")).await;
+    bridge.stop().await;
+}

@@ -343,6 +343,7 @@ impl Delivery {
                     if !place.card_is_new {
                         self.update_card(to, key, card).await;
                     }
+                    self.record_latest(key, notification).await;
                 }
                 self.outcome(to, posted, refusal).await
             }

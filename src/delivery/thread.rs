@@ -221,6 +221,14 @@ impl Delivery {
         }
     }
 
+    /// Records what the card now shows, for the App Home.
+    pub(super) async fn record_latest(&self, key: &ThreadKey, notification: &Notification) {
+        let latest = render::latest_of(notification);
+        if let Err(e) = self.store.set_latest(key, &latest, SystemTime::now()).await {
+            self.note_store_error(&e);
+        }
+    }
+
     /// Forgets a card Slack no longer has: the next notification starts a new thread.
     pub(super) async fn forget_thread(&self, key: &ThreadKey, thread: &Thread) {
         tracing::info!(workspace = %key.workspace, "the workspace's card is gone from Slack; a new thread starts");

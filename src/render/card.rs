@@ -15,10 +15,7 @@ pub fn card(
 ) -> SlackMessageContent {
     let name = collapse_whitespace(workspace, MAX_HEADER_TEXT);
     let owner = collapse_whitespace(owner, MAX_HEADER_TEXT);
-    let mut what = collapse_whitespace(&latest.title, MAX_HEADER_TEXT);
-    if what.is_empty() {
-        what = collapse_whitespace(&latest.notification_name, MAX_HEADER_TEXT);
-    }
+    let what = latest_of(latest);
     let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     // Slack shows the time in each reader's own time zone; the fallback is UTC.
     let when = format!(
@@ -41,6 +38,15 @@ pub fn card(
             SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(latest_line)),
         ])),
     ])
+}
+
+/// What a card says happened last: the notification's title (or its kind's name).
+pub fn latest_of(notification: &Notification) -> String {
+    let what = collapse_whitespace(&notification.title, MAX_HEADER_TEXT);
+    match what.is_empty() {
+        true => collapse_whitespace(&notification.notification_name, MAX_HEADER_TEXT),
+        false => what,
+    }
 }
 
 /// A moment as `2026-11-27 10:04 UTC`.

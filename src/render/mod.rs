@@ -11,6 +11,7 @@
 mod card;
 #[cfg(test)]
 mod heap_meter;
+mod home;
 mod limits;
 pub mod mrkdwn;
 mod parser_guard;
@@ -19,7 +20,8 @@ mod plain;
 mod resource_tests;
 mod split;
 
-pub use card::{card, utc_time};
+pub use card::{card, latest_of, utc_time};
+pub use home::home_view;
 #[cfg(test)]
 mod tests;
 

@@ -467,6 +467,20 @@ impl SlackApi {
         self.finish(method, started, result)
     }
 
+    /// `views.publish`: `blocks` as `user`'s App Home.
+    pub async fn publish_home(
+        &self,
+        user: &str,
+        blocks: Vec<SlackBlock>,
+    ) -> Result<(), SlackError> {
+        let request = SlackApiViewsPublishRequest::new(
+            SlackUserId(user.to_owned()),
+            SlackView::Home(SlackHomeView::new(blocks)),
+        );
+        let _: serde::de::IgnoredAny = self.post("views.publish", &request).await?;
+        Ok(())
+    }
+
     /// `chat.postEphemeral`: `text` shown to `user` alone in `channel`.
     pub async fn post_ephemeral(
         &self,

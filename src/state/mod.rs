@@ -100,6 +100,30 @@ pub enum ThreadClaim {
     Busy,
 }
 
+/// What a person's App Home shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Home {
+    /// Snoozes in force, soonest end first.
+    pub snoozes: Vec<Snoozed>,
+    /// Workspaces with a thread in their DM, most recent first.
+    pub workspaces: Vec<Known>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snoozed {
+    pub owner: String,
+    pub workspace: String,
+    pub until: SystemTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub owner: String,
+    pub workspace: String,
+    /// What its card shows last, and when it happened.
+    pub latest: Option<(String, SystemTime)>,
+}
+
 /// What `check` and `/readyz` report about the store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Health {
@@ -129,6 +153,13 @@ enum Backend {
     Sqlite(sqlite::Sqlite),
     Postgres(postgres::Postgres),
 }
+
+/// A person's snoozes (owner, workspace, until) and workspaces (owner, workspace, latest,
+/// latest_at), as rows.
+type HomeRows = (
+    Vec<(String, String, i64)>,
+    Vec<(String, String, Option<String>, Option<i64>)>,
+);
 
 /// One backend's answer to `claim`: `Some((attempts, first_claimed_ms))` when the claim is
 /// ours, else the row that is in the way (`done`, `lease_expires_ms`), if it still exists.
@@ -283,6 +314,47 @@ impl Store {
             Backend::Sqlite(db) => db.forget_thread(key, card_ts).await,
             Backend::Postgres(db) => db.forget_thread(key, card_ts).await,
         }
+    }
+
+    /// Records what `key`'s card now shows (for the App Home).
+    pub async fn set_latest(
+        &self,
+        key: &ThreadKey,
+        latest: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        let at = unix_ms(at);
+        match &*self.backend {
+            Backend::Sqlite(db) => db.set_latest(key, latest, at).await,
+            Backend::Postgres(db) => db.set_latest(key, latest, at).await,
+        }
+    }
+
+    /// What `slack_user`'s App Home shows: their snoozes and workspaces.
+    pub async fn home(&self, slack_user: &str) -> Result<Home, StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let (snoozes, workspaces) = match &*self.backend {
+            Backend::Sqlite(db) => db.home(slack_user, now).await,
+            Backend::Postgres(db) => db.home(slack_user, now).await,
+        }?;
+        Ok(Home {
+            snoozes: snoozes
+                .into_iter()
+                .map(|(owner, workspace, until)| Snoozed {
+                    owner,
+                    workspace,
+                    until: from_unix_ms(until),
+                })
+                .collect(),
+            workspaces: workspaces
+                .into_iter()
+                .map(|(owner, workspace, latest, at)| Known {
+                    owner,
+                    workspace,
+                    latest: latest.zip(at.map(from_unix_ms)),
+                })
+                .collect(),
+        })
     }
 
     /// Snoozes `key`'s workspace for its recipient until `until`.

@@ -11,7 +11,7 @@
 //! safe: the claim stays, its lease ends, and whoever takes it over reads the DM back.
 
 use super::schema;
-use super::{Claimed, Health, Location, StoreError, Thread, ThreadKey, Token};
+use super::{Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::future::Future;
 use std::sync::Arc;
@@ -293,6 +293,40 @@ impl Postgres {
         self.execute("forget a thread", schema::FORGET_THREAD, &params)
             .await
             .map(drop)
+    }
+
+    pub async fn set_latest(
+        &self,
+        key: &ThreadKey,
+        latest: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&latest, &at, &key.slack_user, &key.owner, &key.workspace];
+        self.execute("record a card's latest", schema::SET_LATEST, &params)
+            .await
+            .map(drop)
+    }
+
+    pub async fn home(&self, slack_user: &str, now: i64) -> Result<HomeRows, StoreError> {
+        self.with_client("read an App Home", Commit::Relaxed, |client| async move {
+            let statement = client.prepare_cached(schema::SNOOZES_OF).await?;
+            let snoozes = client
+                .query(&statement, &[&slack_user, &now])
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+            let statement = client.prepare_cached(schema::THREADS_OF).await?;
+            let workspaces = client
+                .query(&statement, &[&slack_user])
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+            Ok((snoozes, workspaces))
+        })
+        .await
     }
 
     /// Runs `sql` with a workspace's key (and `at`, as `$4`, when given); rows changed.

@@ -14,6 +14,8 @@
 /// (`channel`, `card_ts`), or, while `card_ts` is NULL, the claim (`maker`, `lease_expires`)
 /// of the delivery posting the card, so two notifications at once make one card.
 ///
+/// `threads.latest`, `threads.latest_at` (version 5): what the card shows, for the App Home.
+///
 /// `snoozes`: a person's snooze of one workspace (`until`, Unix ms; 0 once undone) and how
 /// many notifications it `held_back`, reported with the first after it ends.
 pub const SQLITE: &[&str] = &[
@@ -50,6 +52,8 @@ pub const SQLITE: &[&str] = &[
         held_back INTEGER NOT NULL,
         PRIMARY KEY (slack_user, owner, workspace)
     ) WITHOUT ROWID;",
+    "ALTER TABLE threads ADD COLUMN latest TEXT;
+    ALTER TABLE threads ADD COLUMN latest_at BIGINT;",
 ];
 
 pub const POSTGRES: &[&str] = &[
@@ -86,6 +90,8 @@ pub const POSTGRES: &[&str] = &[
         held_back INTEGER NOT NULL,
         PRIMARY KEY (slack_user, owner, workspace)
     );",
+    "ALTER TABLE threads ADD COLUMN latest TEXT;
+    ALTER TABLE threads ADD COLUMN latest_at BIGINT;",
 ];
 
 /// The version this build migrates to.
@@ -183,6 +189,19 @@ pub const HOLD_BACK: &str = "UPDATE snoozes SET held_back = held_back + 1
 pub const END_SNOOZE: &str = "DELETE FROM snoozes
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND until <= $4
     RETURNING held_back";
+
+/// What a thread's card now shows.
+pub const SET_LATEST: &str = "UPDATE threads SET latest = $1, latest_at = $2
+    WHERE slack_user = $3 AND owner = $4 AND workspace = $5";
+
+/// A person's snoozes in force at `$2`, soonest end first.
+pub const SNOOZES_OF: &str = "SELECT owner, workspace, until FROM snoozes
+    WHERE slack_user = $1 AND until > $2 ORDER BY until LIMIT 40";
+
+/// A person's workspaces with a thread, most recent first.
+pub const THREADS_OF: &str = "SELECT owner, workspace, latest, latest_at FROM threads
+    WHERE slack_user = $1 AND card_ts IS NOT NULL
+    ORDER BY coalesce(latest_at, updated_at) DESC LIMIT 40";
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 //! claim needs; a power loss may undo the last commits, as for any SQLite file so set up).
 
 use super::schema;
-use super::{Claimed, Health, Location, StoreError, Thread, ThreadKey, Token};
+use super::{Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,6 +283,42 @@ impl Sqlite {
             txn.prepare_cached(schema::FORGET_THREAD)?
                 .execute(params)
                 .map(drop)
+        })
+        .await
+    }
+
+    pub async fn set_latest(
+        &self,
+        key: &ThreadKey,
+        latest: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let (key, latest) = (key.clone(), latest.to_owned());
+        self.call("record a card's latest", move |txn| {
+            let params = params![latest, at, key.slack_user, key.owner, key.workspace];
+            txn.prepare_cached(schema::SET_LATEST)?
+                .execute(params)
+                .map(drop)
+        })
+        .await
+    }
+
+    pub async fn home(&self, slack_user: &str, now: i64) -> Result<HomeRows, StoreError> {
+        let user = slack_user.to_owned();
+        self.call("read an App Home", move |txn| {
+            let snoozes = txn
+                .prepare_cached(schema::SNOOZES_OF)?
+                .query_map(params![user, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let workspaces = txn
+                .prepare_cached(schema::THREADS_OF)?
+                .query_map(params![user], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((snoozes, workspaces))
         })
         .await
     }

@@ -511,6 +511,7 @@ fn default_answer(
         }
         "chat.deleteScheduledMessage" => json!({"ok": true}),
         "chat.postEphemeral" => json!({"ok": true, "message_ts": "1.000001"}),
+        "views.publish" => json!({"ok": true, "view": {"id": "VHOME"}}),
         "apps.connections.open" => match &s.socket_url {
             Some(url) => json!({"ok": true, "url": url}),
             None => json!({"ok": false, "error": "internal_error"}),

@@ -1,0 +1,77 @@
+//! A person's App Home: their snoozes (each with `unsnooze`), their workspaces with what each
+//! card shows last, and the link to their notification preferences in Coder.
+
+use super::{card::utc_time, mrkdwn};
+use crate::state::Home;
+use slack_morphism::prelude::*;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The blocks of `home` (Slack allows 100 in a Home view; the store gives at most 40 of each
+/// list, each taking one block).
+pub fn home_view(home: &Home, coder_url: Option<&url::Url>) -> Vec<SlackBlock> {
+    let mut blocks = vec![SlackBlock::Header(SlackHeaderBlock::new(pt!(
+        "Your Coder notifications"
+    )))];
+    blocks.push(section("*Snoozed*".into()));
+    if home.snoozes.is_empty() {
+        blocks.push(context(
+            "Nothing is snoozed. Snooze a workspace from the ⋯ menu on any of its messages.".into(),
+        ));
+    }
+    for snooze in &home.snoozes {
+        let text = format!(
+            "*{}* ({}) until {}",
+            mrkdwn::escape(&snooze.workspace),
+            mrkdwn::escape(&snooze.owner),
+            when(snooze.until)
+        );
+        let unsnooze = SlackBlockButtonElement::new(pt!("Unsnooze"))
+            .with_action_id(SlackActionId("unsnooze".into()))
+            .with_value(format!("{}/{}", snooze.owner, snooze.workspace));
+        blocks.push(SlackBlock::Section(
+            SlackSectionBlock::new()
+                .with_text(md!(text))
+                .with_accessory(unsnooze.into()),
+        ));
+    }
+    blocks.push(section("*Workspaces*".into()));
+    if home.workspaces.is_empty() {
+        blocks.push(context("No notifications about a workspace yet.".into()));
+    }
+    for known in &home.workspaces {
+        let latest = match &known.latest {
+            Some((what, at)) => format!("{} · {}", mrkdwn::escape(what), when(*at)),
+            None => "no notification recorded".to_owned(),
+        };
+        blocks.push(section(format!(
+            "*{}* ({})\n{latest}",
+            mrkdwn::escape(&known.workspace),
+            mrkdwn::escape(&known.owner)
+        )));
+    }
+    if let Some(url) = coder_url.and_then(|u| u.join("/settings/notifications").ok()) {
+        blocks.push(context(format!(
+            "Choose which notifications Coder sends you: <{url}|your notification settings in Coder>"
+        )));
+    }
+    blocks
+}
+
+fn section(text: String) -> SlackBlock {
+    SlackBlock::Section(SlackSectionBlock::new().with_text(md!(text)))
+}
+
+fn context(text: String) -> SlackBlock {
+    SlackBlock::Context(SlackContextBlock::new(vec![
+        SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(text)),
+    ]))
+}
+
+/// A moment in the reader's own time zone (UTC when their Slack cannot say).
+fn when(at: SystemTime) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    format!(
+        "<!date^{secs}^{{date_short_pretty}} at {{time}}|{}>",
+        utc_time(at)
+    )
+}
