@@ -82,8 +82,37 @@ impl Interact {
             Some(length) => self.snooze(&click, &channel, &key, length).await,
             None => self.unsnooze(&click, &channel, &key).await,
         };
-        if let Err(e) = done {
-            tracing::warn!(user = %click.user, workspace = %click.workspace, error = %e, "a click could not be carried out");
+        match done {
+            Ok(()) => {
+                let snoozed_until = click.snooze_for.map(|d| SystemTime::now() + d);
+                self.refresh_card(&key, snoozed_until).await;
+            }
+            Err(e) => {
+                tracing::warn!(user = %click.user, workspace = %click.workspace, error = %e, "a click could not be carried out")
+            }
+        }
+    }
+
+    /// Shows on the workspace's card whether it is snoozed, and until when.
+    async fn refresh_card(&self, key: &ThreadKey, snoozed_until: Option<SystemTime>) {
+        let (thread, latest) = match self.store.card(key).await {
+            Ok(Some(card)) => card,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "the workspace's card could not be read"),
+        };
+        let (latest, at) = latest.unwrap_or_else(|| (String::new(), SystemTime::now()));
+        let card = render::card(&render::CardState {
+            workspace: &key.workspace,
+            owner: &key.owner,
+            latest: &latest,
+            at,
+            snoozed_until,
+        });
+        let update = self
+            .api
+            .update_message(&thread.channel, &thread.card_ts, card);
+        if let Err(e) = update.await {
+            tracing::warn!(error = %e, "the workspace's card was not updated");
         }
     }
 
@@ -153,7 +182,8 @@ impl Interact {
         };
         match self.store.unsnooze(&key).await {
             Ok(_) => {
-                tracing::info!(user = %click.user, workspace = %key.workspace, "workspace unsnoozed from the App Home")
+                tracing::info!(user = %click.user, workspace = %key.workspace, "workspace unsnoozed from the App Home");
+                self.refresh_card(&key, None).await;
             }
             Err(e) => tracing::warn!(error = %e, "a click could not be carried out"),
         }
@@ -238,14 +268,10 @@ impl Click {
 
 /// The note a snooze posts: until when, and the `unsnooze` button.
 fn snoozed_note(key: &ThreadKey, until: SystemTime) -> SlackMessageContent {
-    let secs = until
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
     let workspace = render::mrkdwn::escape(&key.workspace);
     let text = format!(
-        "Notifications about *{workspace}* are snoozed until <!date^{secs}^{{date_short_pretty}} at {{time}}|{}>.",
-        render::utc_time(until)
+        "Notifications about *{workspace}* are snoozed until {}.",
+        render::when(until)
     );
     let button = SlackBlockButtonElement::new(pt!("Unsnooze"))
         .with_action_id(SlackActionId("unsnooze".into()))

@@ -107,6 +107,16 @@ async fn a_snooze_from_slack_holds_a_workspace_back_until_it_is_undone() {
         "{note}"
     );
     assert_eq!(note["blocks"][1]["elements"][0]["action_id"], "unsnooze");
+    // The card shows it too, with unsnooze.
+    let card_says = async |snoozed: bool| {
+        wait_until("the card shows the snooze", WAIT, async || {
+            let card = slack.messages_in(DM)[0].to_string();
+            card.contains("Snoozed until <!date^") == snoozed
+                && card.contains("\"action_id\":\"unsnooze\"") == snoozed
+        })
+        .await
+    };
+    card_says(true).await;
 
     // dev is held back; api is not.
     let posts = slack.calls_to("chat.postMessage").len();
@@ -151,6 +161,7 @@ async fn a_snooze_from_slack_holds_a_workspace_back_until_it_is_undone() {
             .is_some_and(|t| t.contains("on again"))
     })
     .await;
+    card_says(false).await;
     let next = about(OUT_OF_MEMORY, "dev");
     bridge.deliver(&next).await;
     let last = slack

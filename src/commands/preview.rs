@@ -92,12 +92,13 @@ fn conversation(notifications: &[Notification], options: &RenderOptions) -> Valu
             }
         };
         let card_ts = format!("<ts of the card for {}>", workspace.name);
-        let card = render::card(
-            workspace.name,
+        let card = render::card(&render::CardState {
+            workspace: workspace.name,
             owner,
-            notification,
-            std::time::SystemTime::now(),
-        );
+            latest: &render::latest_of(notification),
+            at: std::time::SystemTime::now(),
+            snoozed_until: None,
+        });
         top[at]["card"] = serde_json::to_value(&card).unwrap_or(Value::Null);
         if let Some(replies) = top[at]["replies"].as_array_mut() {
             replies.push(message(notification, options, Some(&card_ts)));

@@ -158,12 +158,7 @@ impl Delivery {
         key: &ThreadKey,
         token: &Token,
     ) -> Result<Thread, Failed> {
-        let card = render::card(
-            &key.workspace,
-            &key.owner,
-            to.notification,
-            SystemTime::now(),
-        );
+        let card = fresh_card(key, to.notification);
         let request = render::post_message_request(SlackChannelId(user.0.clone()), card);
         let posted = self
             .retry(to.deadline)
@@ -197,12 +192,7 @@ impl Delivery {
 
     /// Shows the notification just posted on its workspace's card.
     pub(super) async fn update_card(&self, to: &Recipient<'_>, key: &ThreadKey, thread: &Thread) {
-        let card = render::card(
-            &key.workspace,
-            &key.owner,
-            to.notification,
-            SystemTime::now(),
-        );
+        let card = fresh_card(key, to.notification);
         let update = to
             .api
             .update_message(&thread.channel, &thread.card_ts, card);
@@ -236,4 +226,16 @@ impl Delivery {
             self.note_store_error(&e);
         }
     }
+}
+
+/// The card for `key` showing `notification`, which arrives now (a workspace being posted to
+/// is not snoozed).
+fn fresh_card(key: &ThreadKey, notification: &Notification) -> SlackMessageContent {
+    render::card(&render::CardState {
+        workspace: &key.workspace,
+        owner: &key.owner,
+        latest: &render::latest_of(notification),
+        at: SystemTime::now(),
+        snoozed_until: None,
+    })
 }

@@ -6,38 +6,69 @@ use crate::coder::Notification;
 use slack_morphism::prelude::*;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The card for `workspace` (owned by `owner`) after `latest`, which arrived `at`.
-pub fn card(
-    workspace: &str,
-    owner: &str,
-    latest: &Notification,
-    at: SystemTime,
-) -> SlackMessageContent {
-    let name = collapse_whitespace(workspace, MAX_HEADER_TEXT);
-    let owner = collapse_whitespace(owner, MAX_HEADER_TEXT);
-    let what = latest_of(latest);
-    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    // Slack shows the time in each reader's own time zone; the fallback is UTC.
-    let when = format!(
-        "<!date^{secs}^{{date_short_pretty}} at {{time}}|{}>",
-        utc(secs)
-    );
+/// What a card shows.
+#[derive(Debug, Clone, Copy)]
+pub struct CardState<'a> {
+    pub workspace: &'a str,
+    /// The owner's Coder username.
+    pub owner: &'a str,
+    /// What happened last (see [`latest_of`]), and when.
+    pub latest: &'a str,
+    pub at: SystemTime,
+    /// While the recipient has the workspace snoozed: until when.
+    pub snoozed_until: Option<SystemTime>,
+}
+
+/// The card for a workspace: whose it is, what happened last and when, and a snooze in
+/// force (with `unsnooze`).
+pub fn card(state: &CardState<'_>) -> SlackMessageContent {
+    let name = collapse_whitespace(state.workspace, MAX_HEADER_TEXT);
+    let owner = collapse_whitespace(state.owner, MAX_HEADER_TEXT);
+    let what = collapse_whitespace(state.latest, MAX_HEADER_TEXT);
     let heading = format!(
         "*Workspace {}* · {}",
         mrkdwn::escape(&name),
         mrkdwn::escape(&owner)
     );
-    let latest_line = format!("Latest: {} · {when}", mrkdwn::escape(&what));
+    let latest_line = format!("Latest: {} · {}", mrkdwn::escape(&what), when(state.at));
     // Each part is cut to a header's length, so the whole is short.
     let text = mrkdwn::escape(&format!("Workspace {name} ({owner}): {what}"));
-    SlackMessageContent::new().with_text(text).with_blocks(vec![
+    let mut blocks = vec![
         SlackBlock::Section(SlackSectionBlock::new().with_text(SlackBlockText::MarkDown(
             SlackBlockMarkDownText::new(heading),
         ))),
-        SlackBlock::Context(SlackContextBlock::new(vec![
-            SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(latest_line)),
-        ])),
-    ])
+        context(latest_line),
+    ];
+    if let Some(until) = state.snoozed_until {
+        blocks.push(context(format!(
+            "Snoozed until {}: notifications about it are held back.",
+            when(until)
+        )));
+        let unsnooze = SlackBlockButtonElement::new(pt!("Unsnooze"))
+            .with_action_id(SlackActionId("unsnooze".into()))
+            .with_value(format!("{}/{}", state.owner, state.workspace));
+        blocks.push(SlackBlock::Actions(SlackActionsBlock::new(vec![
+            unsnooze.into()
+        ])));
+    }
+    SlackMessageContent::new()
+        .with_text(text)
+        .with_blocks(blocks)
+}
+
+fn context(text: String) -> SlackBlock {
+    SlackBlock::Context(SlackContextBlock::new(vec![
+        SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(text)),
+    ]))
+}
+
+/// A moment in the reader's own time zone (the fallback, for clients that cannot, is UTC).
+pub fn when(at: SystemTime) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    format!(
+        "<!date^{secs}^{{date_short_pretty}} at {{time}}|{}>",
+        utc(secs)
+    )
 }
 
 /// What a card says happened last: the notification's title (or its kind's name).
@@ -89,13 +120,16 @@ mod tests {
     #[test]
     fn the_card_names_the_workspace_its_owner_and_what_happened_last() {
         let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-        let card = card(
-            "dev",
-            "bobby",
-            &notification("Workspace \"dev\" deleted"),
+        let latest = latest_of(&notification("Workspace \"dev\" deleted"));
+        let state = CardState {
+            workspace: "dev",
+            owner: "bobby",
+            latest: &latest,
             at,
-        );
-        let json = serde_json::to_value(&card).expect("JSON");
+            snoozed_until: None,
+        };
+        let json = serde_json::to_value(card(&state)).expect("JSON");
+        assert_eq!(json["blocks"].as_array().map(Vec::len), Some(2));
         assert_eq!(json["blocks"][0]["text"]["text"], "*Workspace dev* · bobby");
         assert_eq!(
             json["blocks"][1]["elements"][0]["text"],
@@ -105,11 +139,30 @@ mod tests {
             json["text"],
             "Workspace dev (bobby): Workspace \"dev\" deleted"
         );
+        // Snoozed: until when, and unsnooze.
+        let snoozed = CardState {
+            snoozed_until: Some(at + Duration::from_secs(3600)),
+            ..state
+        };
+        let json = serde_json::to_value(card(&snoozed)).expect("JSON");
+        assert_eq!(
+            json["blocks"][2]["elements"][0]["text"],
+            "Snoozed until <!date^1795003600^{date_short_pretty} at {time}|2026-11-18 12:06 UTC>: notifications about it are held back."
+        );
+        assert_eq!(json["blocks"][3]["elements"][0]["action_id"], "unsnooze");
+        assert_eq!(json["blocks"][3]["elements"][0]["value"], "bobby/dev");
     }
 
     #[test]
     fn hostile_names_are_escaped() {
-        let card = card("<!channel>", "a&b", &notification("*x* <@U1>"), UNIX_EPOCH);
+        let latest = latest_of(&notification("*x* <@U1>"));
+        let card = card(&CardState {
+            workspace: "<!channel>",
+            owner: "a&b",
+            latest: &latest,
+            at: UNIX_EPOCH,
+            snoozed_until: None,
+        });
         let json = serde_json::to_value(&card).expect("JSON").to_string();
         assert!(
             !json.contains("<!channel>") && !json.contains("<@U1>"),

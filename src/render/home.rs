@@ -1,10 +1,9 @@
 //! A person's App Home: their snoozes (each with `unsnooze`), their workspaces with what each
 //! card shows last, and the link to their notification preferences in Coder.
 
-use super::{card::utc_time, mrkdwn};
+use super::{card::when, mrkdwn};
 use crate::state::Home;
 use slack_morphism::prelude::*;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The blocks of `home` (Slack allows 100 in a Home view; the store gives at most 40 of each
 /// list, each taking one block).
@@ -65,13 +64,4 @@ fn context(text: String) -> SlackBlock {
     SlackBlock::Context(SlackContextBlock::new(vec![
         SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(text)),
     ]))
-}
-
-/// A moment in the reader's own time zone (UTC when their Slack cannot say).
-fn when(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    format!(
-        "<!date^{secs}^{{date_short_pretty}} at {{time}}|{}>",
-        utc_time(at)
-    )
 }

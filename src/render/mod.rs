@@ -20,7 +20,7 @@ mod plain;
 mod resource_tests;
 mod split;
 
-pub use card::{card, latest_of, utc_time};
+pub use card::{card, latest_of, utc_time, when, CardState};
 pub use home::home_view;
 #[cfg(test)]
 mod tests;

@@ -154,6 +154,9 @@ enum Backend {
     Postgres(postgres::Postgres),
 }
 
+/// A card's row: channel, card_ts, latest, latest_at.
+type CardRow = (String, String, Option<String>, Option<i64>);
+
 /// A person's snoozes (owner, workspace, until) and workspaces (owner, workspace, latest,
 /// latest_at), as rows.
 type HomeRows = (
@@ -328,6 +331,23 @@ impl Store {
             Backend::Sqlite(db) => db.set_latest(key, latest, at).await,
             Backend::Postgres(db) => db.set_latest(key, latest, at).await,
         }
+    }
+
+    /// `key`'s card, and what it shows last.
+    pub async fn card(
+        &self,
+        key: &ThreadKey,
+    ) -> Result<Option<(Thread, Option<(String, SystemTime)>)>, StoreError> {
+        let row = match &*self.backend {
+            Backend::Sqlite(db) => db.card(key).await,
+            Backend::Postgres(db) => db.card(key).await,
+        }?;
+        Ok(row.map(|(channel, card_ts, latest, at)| {
+            (
+                Thread { channel, card_ts },
+                latest.zip(at.map(from_unix_ms)),
+            )
+        }))
     }
 
     /// What `slack_user`'s App Home shows: their snoozes and workspaces.

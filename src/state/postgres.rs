@@ -11,7 +11,7 @@
 //! safe: the claim stays, its lease ends, and whoever takes it over reads the DM back.
 
 use super::schema;
-use super::{Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
+use super::{CardRow, Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::future::Future;
 use std::sync::Arc;
@@ -306,6 +306,23 @@ impl Postgres {
         self.execute("record a card's latest", schema::SET_LATEST, &params)
             .await
             .map(drop)
+    }
+
+    pub async fn card(&self, key: &ThreadKey) -> Result<Option<CardRow>, StoreError> {
+        self.with_client("read a card", Commit::Relaxed, |client| async move {
+            let statement = client.prepare_cached(schema::CARD).await?;
+            let params: [&(dyn ToSql + Sync); 3] = [&key.slack_user, &key.owner, &key.workspace];
+            let Some(r) = client.query_opt(&statement, &params).await? else {
+                return Ok(None);
+            };
+            Ok(Some((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+            )))
+        })
+        .await
     }
 
     pub async fn home(&self, slack_user: &str, now: i64) -> Result<HomeRows, StoreError> {

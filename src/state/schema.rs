@@ -194,6 +194,10 @@ pub const END_SNOOZE: &str = "DELETE FROM snoozes
 pub const SET_LATEST: &str = "UPDATE threads SET latest = $1, latest_at = $2
     WHERE slack_user = $3 AND owner = $4 AND workspace = $5";
 
+/// A thread's card and what it shows.
+pub const CARD: &str = "SELECT channel, card_ts, latest, latest_at FROM threads
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND card_ts IS NOT NULL";
+
 /// A person's snoozes in force at `$2`, soonest end first.
 pub const SNOOZES_OF: &str = "SELECT owner, workspace, until FROM snoozes
     WHERE slack_user = $1 AND until > $2 ORDER BY until LIMIT 40";

@@ -5,7 +5,7 @@
 //! claim needs; a power loss may undo the last commits, as for any SQLite file so set up).
 
 use super::schema;
-use super::{Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
+use super::{CardRow, Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
@@ -299,6 +299,18 @@ impl Sqlite {
             txn.prepare_cached(schema::SET_LATEST)?
                 .execute(params)
                 .map(drop)
+        })
+        .await
+    }
+
+    pub async fn card(&self, key: &ThreadKey) -> Result<Option<CardRow>, StoreError> {
+        let key = key.clone();
+        self.call("read a card", move |txn| {
+            txn.prepare_cached(schema::CARD)?
+                .query_row(params![key.slack_user, key.owner, key.workspace], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
         })
         .await
     }
