@@ -253,3 +253,42 @@ async fn the_app_home_lists_snoozes_and_workspaces_and_unsnoozes() {
     bridge.deliver(&about(OUT_OF_MEMORY, "dev")).await;
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_click_is_acked_at_once_while_slack_is_slow() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    let bridge = start(&slack, &socket, &fresh_dir("slow")).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    let card_ts = slack.messages_in(DM)[0]["ts"]
+        .as_str()
+        .expect("card")
+        .to_owned();
+    let reply_ts = slack.replies(DM, &card_ts)[0]["ts"]
+        .as_str()
+        .expect("reply")
+        .to_owned();
+
+    // Slack takes its time over everything the click leads to.
+    for method in ["chat.postMessage", "chat.update", "conversations.open"] {
+        slack.delay(method, std::time::Duration::from_secs(4));
+    }
+    let snooze = json!({"action_id": "snooze", "selected_option": {"value": "1h:bobby/dev"}});
+    socket.send_text(
+        0,
+        click("slow-click", "UBOBBY", &reply_ts, &card_ts, snooze),
+    );
+    wait_until("the click is acked", WAIT, async || {
+        socket.acks().iter().any(|(_, id)| id == "slow-click")
+    })
+    .await;
+    // Acked before any of it was done: the note is not in the thread yet.
+    assert_eq!(slack.replies(DM, &card_ts).len(), 1);
+    // And it is done in the end.
+    wait_until("the snoozed note", WAIT, async || {
+        slack.replies(DM, &card_ts).len() == 2
+    })
+    .await;
+    bridge.stop().await;
+}
