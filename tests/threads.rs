@@ -12,18 +12,6 @@ use support::*;
 
 const DM: &str = "DBOBBY";
 
-/// A sample for Bobby about `workspace`, with a fresh msg_id.
-fn about(sample_name: &str, workspace: &str) -> Value {
-    let mut body = notification(sample(sample_name), &fresh_id(), "bobby@coder.com");
-    let labels = &mut body["payload"]["labels"];
-    for key in ["workspace", "name"] {
-        if labels.get(key).is_some() {
-            labels[key] = workspace.into();
-        }
-    }
-    body
-}
-
 const AUTOSTOP: &str = "TemplateWorkspaceAutostopReminder.json.golden";
 const AUTOBUILD_FAILED: &str = "TemplateWorkspaceAutobuildFailed.json.golden";
 const OUT_OF_MEMORY: &str = "TemplateWorkspaceOutOfMemory.json.golden";

@@ -582,17 +582,7 @@ impl Delivery {
             rendered.content,
             notification,
         );
-        let posted = self
-            .retry(to.deadline)
-            .run(SlackError::verdict, || {
-                within(
-                    to.deadline,
-                    "chat.postMessage",
-                    to.api.post_message(&request),
-                )
-            })
-            .await;
-        match posted {
+        match self.post_retrying(to, &request).await {
             Ok(_) => Ok(Outcome::Undeliverable {
                 reason: reason.to_owned(),
                 fallback_channel: Some(channel.clone()),
@@ -606,6 +596,24 @@ impl Delivery {
             }
             Err(e) => Err(retry_later(&e)),
         }
+    }
+
+    /// chat.postMessage, retried as the delivery's policy says (no read-back: for posts
+    /// other than the notification itself to its person).
+    async fn post_retrying(
+        &self,
+        to: &Recipient<'_>,
+        request: &SlackApiChatPostMessageRequest,
+    ) -> Result<(String, String), SlackError> {
+        self.retry(to.deadline)
+            .run(SlackError::verdict, || {
+                within(
+                    to.deadline,
+                    "chat.postMessage",
+                    to.api.post_message(request),
+                )
+            })
+            .await
     }
 
     /// The retry policy of every Slack call a delivery makes: backoff from `retry_base`,

@@ -160,17 +160,7 @@ impl Delivery {
     ) -> Result<Thread, Failed> {
         let card = fresh_card(key, to.notification);
         let request = render::post_message_request(SlackChannelId(user.0.clone()), card);
-        let posted = self
-            .retry(to.deadline)
-            .run(SlackError::verdict, || {
-                within(
-                    to.deadline,
-                    "chat.postMessage",
-                    to.api.post_message(&request),
-                )
-            })
-            .await;
-        match posted {
+        match self.post_retrying(to, &request).await {
             Ok((channel, card_ts)) => {
                 self.learn_dm_channel(user, &channel).await;
                 let thread = Thread { channel, card_ts };

@@ -195,6 +195,19 @@ pub fn workspace_deleted(email: &str) -> Value {
     )
 }
 
+/// A sample for Bobby about `workspace` (in whichever label the sample names it), with a
+/// fresh msg_id.
+pub fn about(sample_name: &str, workspace: &str) -> Value {
+    let mut body = notification(sample(sample_name), &fresh_id(), "bobby@coder.com");
+    let labels = &mut body["payload"]["labels"];
+    for key in ["workspace", "name"] {
+        if labels.get(key).is_some() {
+            labels[key] = workspace.into();
+        }
+    }
+    body
+}
+
 /// A body with a fresh msg_id and the given recipient.
 pub fn notification(mut body: Value, msg_id: &str, email: &str) -> Value {
     body["msg_id"] = msg_id.into();
