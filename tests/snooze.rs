@@ -87,6 +87,13 @@ async fn a_snooze_from_slack_holds_a_workspace_back_until_it_is_undone() {
         slack.replies(DM, &card_ts).len() == 2
     })
     .await;
+    // Slack delivering the same click again changes nothing twice.
+    let again = json!({"action_id": "snooze", "type": "overflow", "selected_option": {"value": "1d:bobby/dev"}});
+    socket.send_text(0, click("e1", "UBOBBY", reply_ts, &card_ts, again));
+    wait_until("the repeated click is acked", WAIT, async || {
+        socket.acks().iter().filter(|(_, id)| id == "e1").count() == 2
+    })
+    .await;
     let note = slack.replies(DM, &card_ts)[1].clone();
     assert!(
         note["text"]
@@ -130,6 +137,11 @@ async fn a_snooze_from_slack_holds_a_workspace_back_until_it_is_undone() {
             calls.iter().any(|c| c.method == "chat.postEphemeral")
         })
         .await;
+    assert_eq!(
+        slack.replies(DM, &card_ts).len(),
+        2,
+        "one note for the click Slack delivered twice"
+    );
     let ephemeral = slack.calls_to("chat.postEphemeral");
     assert_eq!(ephemeral[0].args["user"], "UMALLORY");
     let (_, _, answer) = bridge.post(&about(OUT_OF_MEMORY, "dev")).await;

@@ -25,8 +25,14 @@ pub async fn check(settings: Settings) -> Result<(), String> {
     }
     problems.extend(check_store(&config.database).await.err());
     match &config.slack_app_token {
-        None => println!("warn  SLACK_APP_TOKEN: not set, so Socket Mode is off"),
-        Some(_) => problems.extend(check_socket_mode(&api, &proxies, &config).await.err()),
+        None => println!(
+            "warn  SLACK_APP_TOKEN: not set, so Socket Mode is off: no snooze, no App Home"
+        ),
+        Some(_) => {
+            problems.extend(check_socket_mode(&api, &proxies, &config).await.err());
+            // A bot token cannot read the app's own settings, so this one is a reminder.
+            println!("note  App Home: needs App Home → Home Tab on and the bot event app_home_opened (the README's manifest has both); a bot token cannot check them");
+        }
     }
     if problems.is_empty() {
         println!("all checks passed");
