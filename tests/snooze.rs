@@ -35,6 +35,17 @@ async fn start(slack: &FakeSlack, socket: &FakeSocketServer, dir: &std::path::Pa
     bridge
 }
 
+/// The `ts` of the first card in Bobby's DM, and of its first reply.
+fn first_thread(slack: &FakeSlack) -> (String, String) {
+    let card_ts = slack.messages_in(DM)[0]["ts"]
+        .as_str()
+        .expect("a card")
+        .to_owned();
+    let replies = slack.replies(DM, &card_ts);
+    let reply_ts = replies[0]["ts"].as_str().expect("a reply").to_owned();
+    (card_ts, reply_ts)
+}
+
 /// A click on `action` by `user` on the message at `message_ts` (in the thread `thread_ts`).
 fn click(id: &str, user: &str, message_ts: &str, thread_ts: &str, action: Value) -> String {
     envelope(
@@ -192,14 +203,7 @@ async fn the_app_home_lists_snoozes_and_workspaces_and_unsnoozes() {
     let bridge = start(&slack, &socket, &fresh_dir("home")).await;
     bridge.deliver(&about(AUTOSTOP, "dev")).await;
     bridge.deliver(&about(OUT_OF_MEMORY, "api")).await;
-    let card_ts = slack.messages_in(DM)[0]["ts"]
-        .as_str()
-        .expect("card")
-        .to_owned();
-    let reply_ts = slack.replies(DM, &card_ts)[0]["ts"]
-        .as_str()
-        .expect("reply")
-        .to_owned();
+    let (card_ts, reply_ts) = first_thread(&slack);
     let snooze = json!({"action_id": "snooze", "selected_option": {"value": "1w:bobby/dev"}});
     socket.send_text(0, click("e1", "UBOBBY", &reply_ts, &card_ts, snooze));
     wait_until("the snoozed note", WAIT, async || {
@@ -262,14 +266,7 @@ async fn a_click_is_acked_at_once_while_slack_is_slow() {
     let socket = FakeSocketServer::start().await;
     let bridge = start(&slack, &socket, &fresh_dir("slow")).await;
     bridge.deliver(&about(AUTOSTOP, "dev")).await;
-    let card_ts = slack.messages_in(DM)[0]["ts"]
-        .as_str()
-        .expect("card")
-        .to_owned();
-    let reply_ts = slack.replies(DM, &card_ts)[0]["ts"]
-        .as_str()
-        .expect("reply")
-        .to_owned();
+    let (card_ts, reply_ts) = first_thread(&slack);
 
     // Slack takes its time over everything the click leads to.
     for method in ["chat.postMessage", "chat.update", "conversations.open"] {
