@@ -5,7 +5,9 @@
 mod support;
 
 use coder_slack_bridge::config::Config;
-use coder_slack_bridge::state::{Claim, Location, MsgKey, Store, SCHEMA_VERSION};
+use coder_slack_bridge::state::{
+    Claim, Location, MsgKey, SnoozeMet, Store, ThreadKey, SCHEMA_VERSION,
+};
 use coder_slack_bridge::App;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -182,6 +184,19 @@ async fn postgres_claims_have_one_winner_across_replicas_and_leases_hand_over() 
         Ok(Claim::Busy { .. })
     ));
 
+    // A snooze set on one replica holds on the other, and ends there.
+    let dev = ThreadKey {
+        slack_user: "UBOBBY".into(),
+        owner: "bobby".into(),
+        workspace: "dev".into(),
+    };
+    assert_eq!(b.meet_snooze(&dev).await, Ok(SnoozeMet::None));
+    a.snooze(&dev, std::time::SystemTime::now() + LEASE)
+        .await
+        .expect("snooze");
+    assert!(matches!(b.meet_snooze(&dev).await, Ok(SnoozeMet::On(_))));
+    assert_eq!(b.unsnooze(&dev).await, Ok(true));
+    assert_eq!(a.meet_snooze(&dev).await, Ok(SnoozeMet::Ended(1)));
     a.learn_dm_channel("UBOBBY", "DBOBBY").await.expect("learn");
     assert_eq!(b.dm_channel("UBOBBY").await, Ok(Some("DBOBBY".into())));
     assert_eq!(a.prune(Duration::ZERO).await, Ok(2));

@@ -7,7 +7,7 @@ use crate::coder::Notification;
 use crate::kinds::{self, Kind};
 use crate::render;
 use crate::slack::SlackError;
-use crate::state::{Thread, ThreadClaim, ThreadKey, Token};
+use crate::state::{SnoozeMet, Thread, ThreadClaim, ThreadKey, Token};
 use slack_morphism::prelude::*;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -124,22 +124,15 @@ impl Delivery {
     /// Whether `key`'s recipient snoozed the workspace: counts a held-back notification, or
     /// ends a snooze that ran out and says what it held back.
     pub(super) async fn snooze_check(&self, key: &ThreadKey) -> Result<Snooze, RetryLater> {
-        if let Some(until) = self
-            .store
-            .hold_back(key)
-            .await
-            .map_err(|e| self.store_failed(&e))?
-        {
-            self.metrics.snoozed.inc();
-            tracing::info!(workspace = %key.workspace, until = %crate::render::utc_time(until), "held back: the person snoozed this workspace");
-            return Ok(Snooze::On);
-        }
-        let held = match self.store.end_snooze(key).await {
-            Ok(held) => held.unwrap_or(0),
-            Err(e) => {
-                self.note_store_error(&e);
-                0
+        let met = self.store.meet_snooze(key).await;
+        let held = match met.map_err(|e| self.store_failed(&e))? {
+            SnoozeMet::On(until) => {
+                self.metrics.snoozed.inc();
+                tracing::info!(workspace = %key.workspace, until = %crate::render::utc_time(until), "held back: the person snoozed this workspace");
+                return Ok(Snooze::On);
             }
+            SnoozeMet::Ended(held) => held,
+            SnoozeMet::None => 0,
         };
         Ok(Snooze::Ended((held > 0).then(|| {
             let (noun, verb) = match held {

@@ -124,6 +124,16 @@ pub struct Known {
     pub latest: Option<(String, SystemTime)>,
 }
 
+/// What a notification about a workspace meets: see [`Store::meet_snooze`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnoozeMet {
+    None,
+    /// Held back; the snooze lasts until then.
+    On(SystemTime),
+    /// A snooze that ended, and how many notifications it held back.
+    Ended(u64),
+}
+
 /// What `check` and `/readyz` report about the store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Health {
@@ -271,6 +281,10 @@ impl Store {
         key: &ThreadKey,
         lease: Duration,
     ) -> Result<ThreadClaim, StoreError> {
+        // Most notifications join a thread that exists: a read, no write.
+        if let Some(thread) = self.thread(key).await? {
+            return Ok(ThreadClaim::Found(thread));
+        }
         let token = Token::new(&self.replica);
         let now = unix_ms(SystemTime::now());
         let lease_expires = now.saturating_add(lease.as_millis().try_into().unwrap_or(i64::MAX));
@@ -281,11 +295,15 @@ impl Store {
         if ours {
             return Ok(ThreadClaim::Ours(token));
         }
-        let found = match &*self.backend {
+        let found = self.thread(key).await?;
+        Ok(found.map_or(ThreadClaim::Busy, ThreadClaim::Found))
+    }
+
+    async fn thread(&self, key: &ThreadKey) -> Result<Option<Thread>, StoreError> {
+        match &*self.backend {
             Backend::Sqlite(db) => db.thread(key).await,
             Backend::Postgres(db) => db.thread(key).await,
-        }?;
-        Ok(found.map_or(ThreadClaim::Busy, ThreadClaim::Found))
+        }
     }
 
     /// Records the card the holder of `token` made for `key`.
@@ -395,6 +413,29 @@ impl Store {
             .key_execute("end a snooze", schema::UNSNOOZE, key, None)
             .await?;
         Ok(changed > 0)
+    }
+
+    /// What a notification about `key`'s workspace meets: no snooze (one read, the common
+    /// case), a snooze in force (counted as holding one more back), or one that ended (then
+    /// removed, with how many it held back).
+    pub async fn meet_snooze(&self, key: &ThreadKey) -> Result<SnoozeMet, StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let until = self
+            .key_query("check a snooze", schema::SNOOZE_UNTIL, key, now)
+            .await?;
+        let Some(until) = until else {
+            return Ok(SnoozeMet::None);
+        };
+        // Re-checked by the writes themselves: a snooze may end or change meanwhile.
+        if until > now {
+            if let Some(until) = self.hold_back(key).await? {
+                return Ok(SnoozeMet::On(until));
+            }
+        }
+        Ok(match self.end_snooze(key).await? {
+            Some(held) => SnoozeMet::Ended(held),
+            None => SnoozeMet::None,
+        })
     }
 
     /// When `key` is snoozed now: counts one more notification held back and says until when.

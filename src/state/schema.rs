@@ -180,6 +180,12 @@ pub const SNOOZE: &str = "INSERT INTO snoozes (slack_user, owner, workspace, unt
 pub const UNSNOOZE: &str = "UPDATE snoozes SET until = 0
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3";
 
+/// A snooze's end, if there is one. (`$4`, the time, is only there for the shape all
+/// snooze statements share; SQLite numbers parameters in order of appearance, so none may
+/// come before `$1`.)
+pub const SNOOZE_UNTIL: &str = "SELECT until FROM snoozes
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND (until > $4 OR until <= $4)";
+
 /// Counts one more held back, when a snooze is on at `$4`; returns its end.
 pub const HOLD_BACK: &str = "UPDATE snoozes SET held_back = held_back + 1
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND until > $4

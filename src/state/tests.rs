@@ -251,6 +251,16 @@ async fn a_snooze_holds_back_counts_and_reports_once_it_ends() {
     assert_eq!(store.hold_back(&key).await, Ok(None));
     assert_eq!(store.end_snooze(&key).await, Ok(Some(2)));
     assert_eq!(store.end_snooze(&key).await, Ok(None));
+    // The same, as a delivery meets it.
+    assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::None));
+    store.snooze(&key, until).await.expect("snooze");
+    assert_eq!(
+        store.meet_snooze(&key).await,
+        Ok(SnoozeMet::On(from_unix_ms(unix_ms(until))))
+    );
+    store.unsnooze(&key).await.expect("unsnooze");
+    assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::Ended(1)));
+    assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::None));
     // Another person's snooze of the same workspace is theirs alone.
     let other = ThreadKey {
         slack_user: "UALICE".into(),
