@@ -2,14 +2,13 @@
 //! with timeouts and the bridge's own proxy decision (slack-morphism's own hyper connector
 //! supports neither a proxy nor a per-call timeout).
 
-use crate::proxy::{error_chain, ProxyConfig};
+use crate::proxy::ProxyConfig;
 use futures_util::future::{BoxFuture, FutureExt};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use slack_morphism::errors::*;
 use slack_morphism::multipart_form::FileMultipartData;
 use slack_morphism::prelude::*;
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
@@ -34,7 +33,7 @@ impl ReqwestConnector {
     /// A transport failure in words: what failed (naming the proxy when there was one) and
     /// every cause. Never the URL's path or query, a token, or the proxy's credentials.
     pub fn describe_error(&self, error: reqwest::Error) -> String {
-        describe_transport_error(error, &self.proxies)
+        crate::outbound::describe_transport_error(error, &self.proxies, "Slack")
     }
 
     async fn send<RS>(
@@ -67,72 +66,6 @@ impl ReqwestConnector {
                 .with_cause(Box::new(TransportError(self.describe_error(error)))),
         )
     }
-}
-
-/// reqwest's proxy setting: [`ProxyConfig::proxy_for`], the decision the websocket uses too.
-/// (The client must also be built with `.no_proxy()` so reqwest reads no variables itself.)
-pub fn reqwest_proxy(proxies: Arc<ProxyConfig>) -> reqwest::Proxy {
-    reqwest::Proxy::custom(move |url| proxies.proxy_for(url).map(|p| p.url().clone()))
-}
-
-/// I/O error kinds that can only come from opening a TCP connection. Behind a proxy the bridge
-/// opens TCP connections to the proxy alone, so these mean the proxy could not be reached.
-const CONNECT_KINDS: [std::io::ErrorKind; 5] = [
-    std::io::ErrorKind::ConnectionRefused,
-    std::io::ErrorKind::HostUnreachable,
-    std::io::ErrorKind::NetworkUnreachable,
-    std::io::ErrorKind::AddrNotAvailable,
-    std::io::ErrorKind::TimedOut,
-];
-
-fn describe_transport_error(error: reqwest::Error, proxies: &ProxyConfig) -> String {
-    // Read the URL before dropping it: its host and port may be shown, its path and query
-    // (an e-mail address, a ticket) may not.
-    let target = error.url().map(|url| {
-        let host = url.host_str().unwrap_or_default();
-        let port = url.port_or_known_default().unwrap_or_default();
-        (format!("{host}:{port}"), proxies.proxy_for(url).cloned())
-    });
-    let error = error.without_url();
-    let (what, proxy) = match target {
-        Some((what, proxy)) => (what, proxy),
-        None => ("Slack".to_owned(), None),
-    };
-    let lead = match proxy {
-        Some(proxy) if error.is_connect() && failed_to_reach_proxy(&error) => {
-            format!("could not connect to the proxy {proxy}")
-        }
-        Some(proxy) if error.is_connect() => {
-            format!("could not connect to {what} through the proxy {proxy}")
-        }
-        Some(proxy) if error.is_timeout() => {
-            format!("timed out talking to {what} through the proxy {proxy}")
-        }
-        Some(proxy) => format!("request to {what} through the proxy {proxy} failed"),
-        None if error.is_connect() => format!("could not connect to {what}"),
-        None if error.is_timeout() => format!("timed out talking to {what}"),
-        None => format!("request to {what} failed"),
-    };
-    // For a failed connection the lead says what reqwest's own "error sending request" would;
-    // the causes follow.
-    let causes = match error.source() {
-        Some(cause) if error.is_connect() || error.is_timeout() => error_chain(cause),
-        _ => error_chain(&error),
-    };
-    format!("{lead}: {causes}")
-}
-
-fn failed_to_reach_proxy(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if CONNECT_KINDS.contains(&io.kind()) {
-                return true;
-            }
-        }
-        next = e.source();
-    }
-    false
 }
 
 /// Maps Slack's answer the way slack-morphism's own connector does, so its typed API works
