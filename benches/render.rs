@@ -123,6 +123,8 @@ fn bench_pathological(c: &mut Criterion) {
             msg_id: "00000000-0000-0000-0000-000000000000".into(),
             notification_name: "Pathological".into(),
             template_id: None,
+            user_id: None,
+            first_target: None,
             user_email: "bobby@coder.com".into(),
             user_name: None,
             user_username: None,

@@ -152,6 +152,8 @@ fn notification(body_markdown: Option<String>, body: String) -> Notification {
         msg_id: "00000000-0000-0000-0000-000000000000".into(),
         notification_name: "Worst case".into(),
         template_id: None,
+        user_id: None,
+        first_target: None,
         user_email: "bobby@coder.com".into(),
         user_name: None,
         user_username: None,

@@ -35,6 +35,10 @@ pub struct Notification {
     pub msg_id: String,
     pub notification_name: String,
     pub template_id: Option<String>,
+    /// The recipient's Coder user ID (a UUID; Coder's test fixtures zero it).
+    pub user_id: Option<String>,
+    /// `payload.targets[0]` (payload 1.2+): for kinds about a workspace, its ID; a hint only.
+    pub first_target: Option<String>,
     pub user_email: String,
     pub user_name: Option<String>,
     pub user_username: Option<String>,
@@ -99,7 +103,7 @@ impl fmt::Debug for Notification {
 pub struct PayloadError(pub String);
 
 /// The body as Coder sends it. Every field is optional here: what is required is checked in
-/// [`Wire::validate`], so the error can name it. Fields not listed (`data`, `targets`,
+/// [`Wire::validate`], so the error can name it. Fields not listed (`data`,
 /// anything new) are skipped without being built.
 #[derive(Deserialize)]
 struct Wire {
@@ -115,6 +119,10 @@ struct Wire {
 struct WirePayload {
     notification_name: Option<String>,
     notification_template_id: Option<String>,
+    /// Any JSON: a string is kept, anything else ignored (only buttons that act need it).
+    user_id: Option<Value>,
+    /// Any JSON: only a first element that is a string is kept.
+    targets: Option<Value>,
     user_email: Option<String>,
     user_name: Option<String>,
     user_username: Option<String>,
@@ -188,6 +196,12 @@ impl Wire {
             msg_id,
             notification_name: payload.notification_name.unwrap_or_default(),
             template_id: payload.notification_template_id,
+            user_id: payload.user_id.as_ref().and_then(text_of),
+            first_target: payload
+                .targets
+                .as_ref()
+                .and_then(|t| t.get(0))
+                .and_then(text_of),
             user_email,
             user_name: payload.user_name,
             user_username: payload.user_username,
@@ -198,6 +212,12 @@ impl Wire {
             body_markdown: self.body_markdown,
         })
     }
+}
+
+/// A JSON string's trimmed text, when it is a non-empty string.
+fn text_of(value: &Value) -> Option<String> {
+    let text = value.as_str()?.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// Names what is wrong with a body the typed parse refused: invalid JSON, or the first field

@@ -68,6 +68,10 @@ pub struct Settings {
     /// Coder's access URL, to resolve relative button URLs.
     #[arg(long, env = "CODER_URL", global = true)]
     pub coder_url: Option<String>,
+    /// Coder API token (a least-privilege service account's): buttons that extend, start
+    /// and keep the workspace a notification is about. Needs CODER_URL and SLACK_APP_TOKEN.
+    #[arg(long, env = "CODER_TOKEN", hide_env_values = true, global = true)]
+    pub coder_token: Option<SecretString>,
     /// Address the webhook listener binds.
     #[arg(long, env = "LISTEN_ADDR", global = true)]
     pub listen_addr: Option<String>,
@@ -147,6 +151,8 @@ pub struct Config {
     pub slack_app_token: Option<SecretString>,
     pub slack_api_url: Url,
     pub coder_url: Option<Url>,
+    /// For the buttons that act on Coder; only with `coder_url`.
+    pub coder_token: Option<SecretString>,
     pub listen_addr: SocketAddr,
     pub webhook_secret: Option<SecretString>,
     pub dry_run: bool,
@@ -186,6 +192,10 @@ pub struct Tuning {
     pub max_concurrent_requests: usize,
     /// Timeout for one Slack Web API call.
     pub slack_call_timeout: Duration,
+    /// Timeout for one call to Coder's API from a click.
+    pub coder_call_timeout: Duration,
+    /// Timeout for reading a workspace from Coder while its notification is delivered.
+    pub coder_lookup_timeout: Duration,
     /// First wait before retrying a failed Slack call (doubles, full jitter).
     pub retry_base_delay: Duration,
     /// How long shutdown waits for requests and deliveries in flight; Socket Mode's close
@@ -207,6 +217,8 @@ impl Default for Tuning {
             body_read_timeout: Duration::from_secs(10),
             max_concurrent_requests: 32,
             slack_call_timeout: Duration::from_secs(10),
+            coder_call_timeout: Duration::from_secs(10),
+            coder_lookup_timeout: Duration::from_secs(3),
             retry_base_delay: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(20),
             socket_mode: crate::socket_mode::Timing::default(),
@@ -260,6 +272,7 @@ impl Settings {
             None | Some("") => None,
             Some(raw) => Some(http_url("CODER_URL", raw)?),
         };
+        let coder_token = coder_token(self.coder_token, coder_url.is_some(), uses_slack)?;
         let listen_addr = listen_addr(self.listen_addr.as_deref(), self.port)?;
         let webhook_secret = webhook_secret(self.webhook_secret, needs == Needs::Serve)?;
         if needs == Needs::Serve && webhook_secret.is_none() && !self.allow_unauthenticated {
@@ -270,6 +283,7 @@ impl Settings {
             slack_app_token,
             slack_api_url,
             coder_url,
+            coder_token,
             listen_addr,
             webhook_secret,
             dry_run: self.dry_run,
@@ -340,6 +354,32 @@ fn app_token(
     }
     if !token.expose_secret().starts_with("xapp-") {
         return err("SLACK_APP_TOKEN must start with xapp- (an app-level token)");
+    }
+    Ok(Some(token))
+}
+
+fn coder_token(
+    raw: Option<SecretString>,
+    has_coder_url: bool,
+    uses_slack: bool,
+) -> Result<Option<SecretString>, ConfigError> {
+    let Some(token) = secret_setting("CODER_TOKEN", raw) else {
+        return Ok(None);
+    };
+    if !has_coder_url {
+        return err("CODER_TOKEN is set but CODER_URL is not: set CODER_URL to Coder's access URL (the buttons that act call Coder's API there)");
+    }
+    if uses_slack {
+        refuse_placeholder(
+            "CODER_TOKEN",
+            token.expose_secret(),
+            "a token of a Coder service account (see README: \"Buttons that act on Coder\"), or leave it unset",
+        )?;
+    }
+    if token.expose_secret().chars().any(|c| !c.is_ascii_graphic()) {
+        return err(
+            "CODER_TOKEN has spaces or characters no Coder token has: paste the token alone",
+        );
     }
     Ok(Some(token))
 }

@@ -4,6 +4,7 @@
 //! and the migrations that insert `notification_templates`); its name is the fallback, since
 //! Coder renames templates but keeps their IDs, and its test fixtures zero the ID.
 
+use crate::act::Act;
 use crate::coder::Notification;
 
 /// One kind of notification.
@@ -114,6 +115,17 @@ impl Kind {
                 .find(|k| k.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
         })
     }
+
+    /// The act its notifications offer on their workspace (with `CODER_TOKEN`): extend on
+    /// the autostop reminder, start on a failed autobuild, keep on dormancy and deletion.
+    pub fn act(&self) -> Option<Act> {
+        match self.names[0] {
+            "Workspace Autostop Reminder" => Some(Act::Extend),
+            "Workspace Autobuild Failed" => Some(Act::Start),
+            "Workspace Marked as Dormant" | "Workspace Marked for Deletion" => Some(Act::Keep),
+            _ => None,
+        }
+    }
 }
 
 /// The workspace `notification` is about: for kinds about a workspace, the one its labels
@@ -219,6 +231,23 @@ mod tests {
         let deleted = sample("TemplateTemplateDeleted.json.golden");
         assert!(deleted.labels.name.is_some());
         assert_eq!(workspace_of(&deleted), None);
+    }
+
+    #[test]
+    fn four_kinds_offer_an_act() {
+        let acts: Vec<_> = KINDS
+            .iter()
+            .filter_map(|k| Some((k.names[0], k.act()?)))
+            .collect();
+        assert_eq!(
+            acts,
+            [
+                ("Workspace Autobuild Failed", Act::Start),
+                ("Workspace Marked as Dormant", Act::Keep),
+                ("Workspace Marked for Deletion", Act::Keep),
+                ("Workspace Autostop Reminder", Act::Extend),
+            ]
+        );
     }
 
     #[test]

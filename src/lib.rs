@@ -5,14 +5,17 @@
 //! keeping the websocket that carries button clicks. [`App::build`] wires them together and
 //! binds the listener, so tests start the real thing on port 0.
 
+pub mod act;
 mod backoff;
 pub mod coder;
+pub mod coder_api;
 pub mod commands;
 pub mod config;
 pub mod delivery;
 mod http;
 pub mod interact;
 pub mod kinds;
+mod outbound;
 pub mod proxy;
 mod readiness;
 pub mod render;

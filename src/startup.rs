@@ -3,6 +3,7 @@
 //! [`App::run_until_stopped`] serves until the shutdown token is cancelled, then stops in
 //! bounded time.
 
+use crate::coder_api::CoderApi;
 use crate::config::Config;
 use crate::delivery::{self, Delivery};
 use crate::interact::Interact;
@@ -168,8 +169,12 @@ fn start_slack(
 ) -> Result<(Delivery, Background), String> {
     let proxies = ProxyConfig::from_env()?;
     let api = Arc::new(SlackApi::from_config(config, &proxies, metrics.clone())?);
-    let (delivery, directory) =
+    let (mut delivery, directory) =
         slack_delivery(api.clone(), store.clone(), config, metrics, shutdown);
+    let coder = coder_api(config, &proxies, api.has_app_token())?;
+    if let Some(coder) = &coder {
+        delivery = delivery.with_coder(coder.clone());
+    }
     let tasks = vec![
         directory
             .clone()
@@ -177,12 +182,16 @@ fn start_slack(
         spawn_auth_check(api.clone(), readiness.latch(), shutdown.clone()),
     ];
     let socket_mode = if api.has_app_token() {
-        let interact = Arc::new(Interact::new(
+        let mut interact = Interact::new(
             api.clone(),
             store,
             metrics.clone(),
             config.coder_url.clone(),
-        ));
+        );
+        if let Some(coder) = coder {
+            interact = interact.with_coder(coder);
+        }
+        let interact = Arc::new(interact);
         let socket_mode = SocketMode::spawn(
             api,
             SocketModeConfig {
@@ -206,6 +215,31 @@ fn start_slack(
         tasks,
     };
     Ok((delivery, background))
+}
+
+/// Coder's API for the buttons that act, when `CODER_TOKEN` is set and clicks can arrive
+/// (Socket Mode: `SLACK_APP_TOKEN`).
+fn coder_api(
+    config: &Config,
+    proxies: &ProxyConfig,
+    socket_mode: bool,
+) -> Result<Option<Arc<CoderApi>>, String> {
+    let (Some(token), Some(url)) = (&config.coder_token, &config.coder_url) else {
+        return Ok(None);
+    };
+    if !socket_mode {
+        tracing::warn!("CODER_TOKEN is set but SLACK_APP_TOKEN is not: clicks arrive over Socket Mode, so the buttons that act on Coder are left out");
+        return Ok(None);
+    }
+    let api = CoderApi::new(
+        url,
+        token.clone(),
+        Arc::new(proxies.clone()),
+        config.tuning.coder_call_timeout,
+        config.tuning.coder_lookup_timeout,
+    )?;
+    tracing::info!(coder_url = %url, "CODER_TOKEN is set: notifications offer extend, start and keep (run `check` to verify the token)");
+    Ok(Some(Arc::new(api)))
 }
 
 /// Delivery to Slack through `api`, with the e-mail → user directory it looks people up in:

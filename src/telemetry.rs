@@ -54,6 +54,13 @@ pub struct LookupLabels {
     pub result: &'static str,
 }
 
+/// A click on a button that acts on Coder: which act, and what came of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CoderActionLabels {
+    pub action: &'static str,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EnvelopeLabels {
     pub r#type: String,
@@ -107,6 +114,8 @@ metrics! {
         => "block_actions", "Button clicks received over Socket Mode";
     snoozed: Counter = Counter::default()
         => "snoozed", "Notifications held back because the person snoozed their workspace in Slack";
+    coder_actions: Family<CoderActionLabels, Counter> = Family::default()
+        => "coder_actions", "Clicks on the buttons that act on Coder, by action (extend, start, keep) and outcome (done, unchanged, refused, token_refused, failed, unreachable, not_allowed; repeated: a click Slack delivered again, not carried out twice)";
     store_errors: Counter = Counter::default()
         => "store_errors", "Store operations that failed (claims, marks, reads); the log says which and why";
     plain_text_fallbacks: Counter = Counter::default()

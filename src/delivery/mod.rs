@@ -2,9 +2,11 @@
 //! decide what Coder is told. Coder retries anything but a 2xx (5 attempts, 5 minutes apart),
 //! so an answer is either final (2xx) or "try again" (503 with `Retry-After`).
 
+mod offer;
 mod thread;
 
 use crate::coder::Notification;
+use crate::coder_api::CoderApi;
 pub use crate::config::Threads;
 use crate::render::{self, RenderOptions};
 use crate::retry::Retry;
@@ -117,6 +119,8 @@ const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
 
 pub struct Delivery {
     destination: Destination,
+    /// Coder's API, for the buttons that act (`CODER_TOKEN`, with Socket Mode for clicks).
+    coder: Option<Arc<CoderApi>>,
     /// Handled `msg_id`s (claims, leases) and what outlives the process.
     store: Store,
     /// Slack user → DM channel, in front of the store's copy.
@@ -166,6 +170,7 @@ impl Delivery {
     ) -> Self {
         Delivery {
             destination,
+            coder: None,
             store,
             dm_channels: Cache::new(10_000),
             read_back_unavailable: AtomicBool::new(false),
@@ -174,6 +179,12 @@ impl Delivery {
             metrics,
             shutdown,
         }
+    }
+
+    /// Offers buttons that act on the workspace through `coder`.
+    pub fn with_coder(mut self, coder: Arc<CoderApi>) -> Self {
+        self.coder = Some(coder);
+        self
     }
 
     /// Delivers once per `msg_id`: the id is claimed in the store first; a copy that finds
@@ -323,7 +334,13 @@ impl Delivery {
             },
             None => None,
         };
-        let rendered = render::render(notification, &self.policy.render, note.as_deref());
+        let offer = self.offer_for(notification).await;
+        let rendered = render::render_offering(
+            notification,
+            &self.policy.render,
+            note.as_deref(),
+            offer.as_ref(),
+        );
         log_skipped(notification, &rendered.skipped_actions);
         let thread = workspace.filter(|_| self.policy.threads == Threads::Workspace);
         let mut placed = self

@@ -29,6 +29,7 @@ pub use limits::check_limits;
 pub use plain::plain_text;
 use split::split_sections;
 
+use crate::act::Offer;
 use crate::coder::Notification;
 use mrkdwn::{byte_index_of_char, cut_escaped, entity_safe, escape, escape_within};
 use slack_morphism::prelude::*;
@@ -128,12 +129,22 @@ pub fn render(
     options: &RenderOptions,
     note: Option<&str>,
 ) -> Rendered {
+    render_offering(notification, options, note, None)
+}
+
+/// [`render`], with a button that acts on the workspace in Coder beside the snooze control.
+pub fn render_offering(
+    notification: &Notification,
+    options: &RenderOptions,
+    note: Option<&str>,
+    offer: Option<&Offer>,
+) -> Rendered {
     let (title, title_cut) = header_title(notification);
     let note_block = note_block(note);
     let mut body = body_sections(notification);
     let mut buttons = buttons(notification, options);
     let preferences = preferences_block(notification, options);
-    let snooze = snooze_block(notification, options);
+    let snooze = controls_block(notification, options, offer);
     let fixed_blocks = 1
         + usize::from(note_block.is_some())
         + usize::from(preferences.is_some())
@@ -182,9 +193,31 @@ pub const SNOOZES: [(&str, &str, u64); 3] = [
 /// Slack's limit on an overflow option's value.
 const MAX_OPTION_VALUE: usize = 75;
 
+/// The controls of a message about a workspace, in one row: the button that acts on it in
+/// Coder when there is one, and the snooze control.
+fn controls_block(
+    n: &Notification,
+    options: &RenderOptions,
+    offer: Option<&Offer>,
+) -> Option<SlackBlock> {
+    let mut elements: Vec<SlackActionBlockElement> =
+        offer.and_then(offer_button).into_iter().collect();
+    elements.extend(snooze_control(n, options));
+    (!elements.is_empty()).then(|| SlackBlock::Actions(SlackActionsBlock::new(elements)))
+}
+
+/// The button of an act; its value carries the workspace (see [`crate::act::ActTarget`]).
+fn offer_button(offer: &Offer) -> Option<SlackActionBlockElement> {
+    let button = SlackBlockButtonElement::new(pt!(offer.act.label()))
+        .with_action_id(SlackActionId(offer.act.action_id().into()))
+        .with_value(offer.target.to_value()?)
+        .with_style(SlackBlockButtonStyle::Primary);
+    Some(button.into())
+}
+
 /// The snooze control (`action_id` `snooze`) on a message about a workspace: each option's
 /// value is `DURATION:OWNER/WORKSPACE`, which is all a click needs.
-fn snooze_block(n: &Notification, options: &RenderOptions) -> Option<SlackBlock> {
+fn snooze_control(n: &Notification, options: &RenderOptions) -> Option<SlackActionBlockElement> {
     if !options.snooze {
         return None;
     }
@@ -203,9 +236,7 @@ fn snooze_block(n: &Notification, options: &RenderOptions) -> Option<SlackBlock>
     }
     let overflow =
         SlackBlockOverflowElement::new(choices).with_action_id(SlackActionId("snooze".into()));
-    Some(SlackBlock::Actions(SlackActionsBlock::new(vec![
-        overflow.into()
-    ])))
+    Some(overflow.into())
 }
 
 /// A link to Coder's own preference page, set to turn this kind of notification off (what

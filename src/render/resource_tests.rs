@@ -26,6 +26,8 @@ fn notification(body_markdown: Option<String>, body: String) -> Notification {
         msg_id: "m".into(),
         notification_name: "Worst case".into(),
         template_id: None,
+        user_id: None,
+        first_target: None,
         user_email: "a@b.c".into(),
         user_name: None,
         user_username: None,

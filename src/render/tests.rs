@@ -9,6 +9,8 @@ fn notification(title: &str, body: &str, body_markdown: Option<&str>) -> Notific
         msg_id: "m".into(),
         notification_name: "Test Notification".into(),
         template_id: None,
+        user_id: None,
+        first_target: None,
         user_email: "a@b.c".into(),
         user_name: None,
         user_username: None,

@@ -14,18 +14,11 @@ use futures_util::future::{BoxFuture, FutureExt};
 use secrecy::{ExposeSecret, SecretString};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// Installs ring as rustls's crypto provider, once per process (reqwest and the Socket Mode
-/// websocket both use rustls without choosing one).
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+pub use crate::outbound::install_crypto_provider;
 
 /// How a failed call should be treated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,19 +310,9 @@ impl SlackApi {
         metrics: Metrics,
         proxies: &ProxyConfig,
     ) -> Result<Self, String> {
-        install_crypto_provider();
         let proxies = Arc::new(proxies.clone());
-        // `.no_proxy()` stops reqwest reading HTTPS_PROXY/NO_PROXY itself: the websocket's
-        // decision (`proxies`) is the only one, so the two paths cannot disagree.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .proxy(connector::reqwest_proxy(proxies.clone()))
-            .timeout(call_timeout)
-            .connect_timeout(call_timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("coder-slack-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let user_agent = concat!("coder-slack-bridge/", env!("CARGO_PKG_VERSION"));
+        let http = crate::outbound::client(proxies.clone(), call_timeout, user_agent)?;
         let token =
             |t: &SecretString| SlackApiToken::new(SlackApiTokenValue(t.expose_secret().to_owned()));
         Ok(SlackApi {
@@ -481,18 +464,21 @@ impl SlackApi {
         Ok(())
     }
 
-    /// `chat.postEphemeral`: `text` shown to `user` alone in `channel`.
+    /// `chat.postEphemeral`: `text` shown to `user` alone in `channel` (in the thread under
+    /// `thread_ts`, when given).
     pub async fn post_ephemeral(
         &self,
         channel: &str,
         user: &str,
+        thread_ts: Option<&str>,
         text: &str,
     ) -> Result<(), SlackError> {
         let request = SlackApiChatPostEphemeralRequest::new(
             SlackChannelId(channel.to_owned()),
             SlackUserId(user.to_owned()),
             SlackMessageContent::new().with_text(text.to_owned()),
-        );
+        )
+        .opt_thread_ts(thread_ts.map(|ts| SlackTs(ts.to_owned())));
         let _: serde::de::IgnoredAny = self.post("chat.postEphemeral", &request).await?;
         Ok(())
     }
@@ -509,6 +495,25 @@ impl SlackApi {
             content,
             SlackTs(ts.to_owned()),
         );
+        let _: PostedMessage = self.post("chat.update", &request).await?;
+        Ok(())
+    }
+
+    /// `chat.update` with blocks as Slack sent them (a clicked message, edited to show what
+    /// the click did): kept as JSON, so no block shape the typed model lacks is lost.
+    pub async fn update_message_blocks(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: &serde_json::Value,
+    ) -> Result<(), SlackError> {
+        let request = serde_json::json!({
+            "channel": channel,
+            "ts": ts,
+            "text": text,
+            "blocks": blocks,
+        });
         let _: PostedMessage = self.post("chat.update", &request).await?;
         Ok(())
     }

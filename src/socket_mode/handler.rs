@@ -9,7 +9,13 @@ use serde_json::Value;
 /// The prefix of the `action_id`s the bridge gives its buttons (`coder_action_0`, …).
 pub const BRIDGE_ACTION_PREFIX: &str = "coder_action_";
 /// The bridge's own controls (see `interact`).
-const BRIDGE_CONTROLS: [&str; 2] = ["snooze", "unsnooze"];
+const BRIDGE_CONTROLS: [&str; 5] = [
+    "snooze",
+    "unsnooze",
+    "extend_workspace",
+    "start_workspace",
+    "keep_workspace",
+];
 
 /// Handles envelopes after they were acked; each envelope id reaches it at most once (per
 /// dedupe window). Each call runs in its own task.

@@ -4,8 +4,11 @@
 //! act: anyone else gets an ephemeral note and nothing changes. Opening the app's Home tab
 //! (`app_home_opened`) publishes the person's snoozes (with `unsnooze`) and workspaces. This
 //! runs after Socket Mode acked the envelope, so Slack never waits for it, and each envelope
-//! reaches it once.
+//! reaches it once. The buttons that act on the workspace in Coder are in [`acting`].
 
+mod acting;
+
+use crate::coder_api::CoderApi;
 use crate::render::{self, SNOOZES};
 use crate::slack::SlackApi;
 use crate::socket_mode::envelope::Envelope;
@@ -23,8 +26,12 @@ pub struct Interact {
     api: Arc<SlackApi>,
     store: Store,
     counter: DefaultHandler,
-    /// For the App Home's link to the person's notification settings in Coder.
+    metrics: Metrics,
+    /// For the App Home's link to the person's notification settings in Coder, and the
+    /// workspace's page when Coder refuses an act.
     coder_url: Option<url::Url>,
+    /// Coder's API, for the buttons that act (`CODER_TOKEN`).
+    coder: Option<Arc<CoderApi>>,
 }
 
 /// One click on a snooze control or an unsnooze button.
@@ -52,9 +59,17 @@ impl Interact {
         Interact {
             api,
             store,
-            counter: DefaultHandler::new(metrics),
+            counter: DefaultHandler::new(metrics.clone()),
+            metrics,
             coder_url,
+            coder: None,
         }
+    }
+
+    /// Carries out clicks on the buttons that act on Coder through `coder`.
+    pub fn with_coder(mut self, coder: Arc<CoderApi>) -> Self {
+        self.coder = Some(coder);
+        self
     }
 
     async fn act(&self, click: Click) {
@@ -67,7 +82,9 @@ impl Interact {
         };
         if !self.is_recipient(&click.user, &channel).await {
             let note = "Only the person these notifications are for can snooze them.";
-            if let Err(e) = self.api.post_ephemeral(&channel, &click.user, note).await {
+            let thread = Some(click.thread_ts.as_str());
+            let posted = self.api.post_ephemeral(&channel, &click.user, thread, note);
+            if let Err(e) = posted.await {
                 tracing::debug!(error = %e, "the note to someone else's click was not shown");
             }
             tracing::info!(user = %click.user, "a click on someone else's notifications changed nothing");
@@ -223,7 +240,12 @@ impl EnvelopeHandler for Interact {
             }
             let is_click =
                 envelope.kind == "interactive" && envelope.payload_type() == Some("block_actions");
-            if let Some(click) = is_click.then(|| Click::parse(&envelope.payload)).flatten() {
+            if !is_click {
+                return;
+            }
+            if let Some(click) = acting::ActClick::parse(&envelope.payload) {
+                self.act_on_coder(click).await;
+            } else if let Some(click) = Click::parse(&envelope.payload) {
                 self.act(click).await;
             }
         })

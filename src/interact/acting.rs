@@ -1,0 +1,370 @@
+//! Clicks on the buttons that act on Coder: extend, start, keep. The clicker must be the DM's
+//! recipient (the workspace's owner was checked when the button was made); anyone else gets
+//! an ephemeral note and Coder is not called. A click is carried out once, even when Slack
+//! delivers its envelope again (to this replica or another: the store remembers it). The
+//! outcome edits the clicked message; a refusal is an ephemeral note with Coder's message
+//! and a link to the workspace in the dashboard.
+
+use super::Interact;
+use crate::act::{Act, ActTarget};
+use crate::coder_api::{Acted, CoderError};
+use crate::render;
+use crate::render::mrkdwn::escape;
+use crate::state::{Claim, MsgKey};
+use crate::telemetry::CoderActionLabels;
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime};
+
+/// How long a click is remembered as carried out; Slack redelivers within minutes.
+const CLICK_MEMORY: Duration = Duration::from_secs(3600);
+
+/// One click on an act's button.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ActClick {
+    act: Act,
+    target: ActTarget,
+    user: String,
+    channel: String,
+    message_ts: String,
+    /// The thread clicked in, for notes.
+    thread_ts: Option<String>,
+    /// Slack's time of this click: the same in every delivery of its envelope.
+    action_ts: String,
+    /// The clicked message's `text` and `blocks` as Slack sent them, to edit.
+    text: String,
+    blocks: Option<Value>,
+}
+
+impl ActClick {
+    /// An act's click from a `block_actions` payload; `None` for anything else.
+    pub(super) fn parse(payload: &Value) -> Option<ActClick> {
+        let text = |pointer: &str| payload.pointer(pointer).and_then(Value::as_str);
+        let action = payload.get("actions")?.as_array()?.first()?;
+        let act = Act::from_action_id(action.get("action_id")?.as_str()?)?;
+        let target = ActTarget::parse(action.get("value")?.as_str()?)?;
+        let message_ts = text("/container/message_ts")?.to_owned();
+        Some(ActClick {
+            act,
+            target,
+            user: text("/user/id")?.to_owned(),
+            channel: text("/container/channel_id")
+                .or(text("/channel/id"))?
+                .to_owned(),
+            thread_ts: text("/container/thread_ts").map(str::to_owned),
+            action_ts: action
+                .get("action_ts")
+                .and_then(Value::as_str)
+                .unwrap_or(&message_ts)
+                .to_owned(),
+            message_ts,
+            text: text("/message/text").unwrap_or_default().to_owned(),
+            blocks: payload.pointer("/message/blocks").cloned(),
+        })
+    }
+
+    fn workspace(&self) -> String {
+        format!("{}/{}", self.target.owner, self.target.name)
+    }
+}
+
+impl Interact {
+    pub(super) async fn act_on_coder(&self, click: ActClick) {
+        let Some(coder) = self.coder.clone() else {
+            let note = "This button needs CODER_TOKEN, which the bridge no longer has: open the workspace in Coder instead.";
+            return self.note(&click, note).await;
+        };
+        if !self.first_time(&click).await {
+            self.count(&click, "repeated");
+            tracing::debug!(user = %click.user, action = click.act.name(), "a click delivered again was carried out already");
+            return;
+        }
+        if !self.is_recipient(&click.user, &click.channel).await {
+            self.count(&click, "not_allowed");
+            tracing::info!(slack_user = %click.user, workspace = %click.workspace(), action = click.act.name(), outcome = "not_allowed", "a click on someone else's workspace; Coder was not called");
+            let note = format!(
+                "Only {} can {} this workspace from here.",
+                escape(&click.target.owner),
+                click.act.name()
+            );
+            return self.note(&click, &note).await;
+        }
+        let result = coder.act(click.act, &click.target, &click.user).await;
+        let outcome = match &result {
+            Ok(Acted::Done) => "done",
+            Ok(Acted::Unchanged) => "unchanged",
+            Err(e) => e.outcome(),
+        };
+        self.count(&click, outcome);
+        match &result {
+            Ok(_) => {
+                tracing::info!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome, "acted on Coder")
+            }
+            Err(e) => {
+                tracing::warn!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome, error = %e, "Coder did not act")
+            }
+        }
+        match result {
+            Ok(acted) => self.show_outcome(&click, acted).await,
+            Err(e) => self.note(&click, &self.refusal_note(&click, &e)).await,
+        }
+    }
+
+    /// Whether this click is new: the store keeps each click (by user, Slack's `action_ts`
+    /// and button) for an hour. When the store cannot say, the click goes ahead: Socket Mode
+    /// already drops an envelope this process has seen, and the acts are safe to repeat
+    /// (extend asks for one fixed deadline; keep is a no-op once kept; Coder refuses a start
+    /// while a build runs).
+    async fn first_time(&self, click: &ActClick) -> bool {
+        let key = MsgKey::Other(
+            format!(
+                "click:{}:{}:{}",
+                click.user,
+                click.action_ts,
+                click.act.action_id()
+            )
+            .into(),
+        );
+        match self.store.claim(&key, CLICK_MEMORY).await {
+            Ok(Claim::Fresh(token)) => {
+                if let Err(e) = self.store.finish(&key, &token).await {
+                    tracing::warn!(error = %e, "a click could not be marked carried out");
+                }
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether a click was carried out already; going ahead");
+                true
+            }
+        }
+    }
+
+    fn count(&self, click: &ActClick, outcome: &'static str) {
+        let labels = CoderActionLabels {
+            action: click.act.name(),
+            outcome,
+        };
+        self.metrics.coder_actions.get_or_create(&labels).inc();
+    }
+
+    /// Edits the clicked message: the button gives way to what it did.
+    async fn show_outcome(&self, click: &ActClick, acted: Acted) {
+        let said = outcome_text(click, acted, SystemTime::now());
+        let edited = click
+            .blocks
+            .as_ref()
+            .and_then(|blocks| settled_blocks(blocks, click.act.action_id(), &said));
+        let Some(blocks) = edited else {
+            return self.note(click, &said).await;
+        };
+        let text = match click.text.is_empty() {
+            true => said.clone(),
+            false => click.text.clone(),
+        };
+        let update =
+            self.api
+                .update_message_blocks(&click.channel, &click.message_ts, &text, &blocks);
+        if let Err(e) = update.await {
+            tracing::warn!(error = %e, "the message could not be edited to show what the click did");
+            self.note(click, &said).await;
+        }
+    }
+
+    /// Why nothing was done, in words for the person, with a link to do it in Coder.
+    fn refusal_note(&self, click: &ActClick, error: &CoderError) -> String {
+        let workspace = escape(&click.target.name);
+        let what = match error {
+            CoderError::Refused { message, .. } => {
+                format!("Coder did not {} *{workspace}*: {}", click.act.name(), escape(message))
+            }
+            CoderError::TokenRefused { .. } => format!(
+                "Nothing was done to *{workspace}*: Coder refused the bridge's token. Ask your Coder administrator to run `coder-slack-bridge check`."
+            ),
+            CoderError::Failed { message, .. } => format!(
+                "Coder failed to {} *{workspace}* ({}); it may not have happened.",
+                click.act.name(),
+                escape(message)
+            ),
+            CoderError::Unreachable(_) => format!(
+                "Coder did not answer, so *{workspace}* may not have been {}.",
+                past_tense(click.act)
+            ),
+        };
+        match self.dashboard_link(&click.target) {
+            Some(link) => format!("{what} <{link}|Open {workspace} in Coder>"),
+            None => what,
+        }
+    }
+
+    /// `{CODER_URL}/@owner/workspace`, the workspace's page in the dashboard.
+    fn dashboard_link(&self, target: &ActTarget) -> Option<url::Url> {
+        let mut url = self.coder_url.clone()?;
+        url.path_segments_mut()
+            .ok()?
+            .pop_if_empty()
+            .push(&format!("@{}", target.owner))
+            .push(&target.name);
+        Some(url)
+    }
+
+    /// An ephemeral note to the clicker, where they clicked.
+    async fn note(&self, click: &ActClick, text: &str) {
+        let thread = click.thread_ts.as_deref();
+        let posted = self
+            .api
+            .post_ephemeral(&click.channel, &click.user, thread, text);
+        if let Err(e) = posted.await {
+            tracing::warn!(error = %e, "a note about a click could not be shown");
+        }
+    }
+}
+
+fn past_tense(act: Act) -> &'static str {
+    match act {
+        Act::Extend => "extended",
+        Act::Start => "started",
+        Act::Keep => "kept",
+    }
+}
+
+/// What the message says once the act is done (mrkdwn).
+fn outcome_text(click: &ActClick, acted: Acted, now: SystemTime) -> String {
+    let workspace = escape(&click.target.name);
+    match (click.act, acted) {
+        (Act::Extend, _) => {
+            let until = click
+                .target
+                .deadline
+                .and_then(|secs| u64::try_from(secs).ok())
+                .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+                .unwrap_or(now);
+            format!(
+                ":white_check_mark: Extended until {} by you.",
+                render::when(until)
+            )
+        }
+        (Act::Start, _) => format!(
+            ":white_check_mark: Start requested by you {}: Coder is building *{workspace}*.",
+            render::when(now)
+        ),
+        (Act::Keep, Acted::Done) => format!(
+            ":white_check_mark: Kept by you: *{workspace}* is active again and will not be deleted."
+        ),
+        (Act::Keep, Acted::Unchanged) => {
+            format!(":white_check_mark: Kept: *{workspace}* was not dormant any more.")
+        }
+    }
+}
+
+/// `blocks` with the button `action_id` taken out and `said` in its place (a context line);
+/// an actions block left empty goes. `None` when `blocks` is not a list of blocks.
+fn settled_blocks(blocks: &Value, action_id: &str, said: &str) -> Option<Value> {
+    let mut out = Vec::new();
+    let mut placed = false;
+    for block in blocks.as_array()? {
+        let elements = block.get("elements").and_then(Value::as_array);
+        let is_ours = |e: &Value| e.get("action_id").and_then(Value::as_str) == Some(action_id);
+        match elements {
+            Some(elements)
+                if block.get("type") == Some(&json!("actions")) && elements.iter().any(is_ours) =>
+            {
+                let rest: Vec<Value> = elements.iter().filter(|e| !is_ours(e)).cloned().collect();
+                out.push(
+                    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": said}]}),
+                );
+                placed = true;
+                if !rest.is_empty() {
+                    let mut kept = block.clone();
+                    kept["elements"] = Value::Array(rest);
+                    out.push(kept);
+                }
+            }
+            _ => out.push(block.clone()),
+        }
+    }
+    if !placed {
+        out.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": said}]}));
+    }
+    Some(Value::Array(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(action_id: &str, value: &str) -> Value {
+        json!({
+            "type": "block_actions",
+            "user": {"id": "UBOBBY"},
+            "container": {"type": "message", "channel_id": "DBOBBY", "message_ts": "2.0", "thread_ts": "1.0"},
+            "message": {"text": "Your workspace will stop soon", "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": "stop soon"}},
+                {"type": "actions", "elements": [
+                    {"type": "button", "action_id": action_id, "value": value},
+                    {"type": "overflow", "action_id": "snooze"},
+                ]},
+            ]},
+            "actions": [{"action_id": action_id, "value": value, "action_ts": "1710510000.123"}],
+        })
+    }
+
+    fn target() -> ActTarget {
+        ActTarget {
+            workspace_id: uuid::Uuid::from_u128(1),
+            user_id: uuid::Uuid::from_u128(2),
+            owner: "bobby".into(),
+            name: "dev".into(),
+            deadline: Some(1_710_514_800),
+        }
+    }
+
+    #[test]
+    fn act_clicks_are_parsed_and_others_are_not() {
+        let value = target().to_value().expect("fits");
+        let click = ActClick::parse(&payload("extend_workspace", &value)).expect("a click");
+        assert_eq!((click.act, click.target.clone()), (Act::Extend, target()));
+        assert_eq!(
+            (
+                click.channel.as_str(),
+                click.message_ts.as_str(),
+                click.action_ts.as_str()
+            ),
+            ("DBOBBY", "2.0", "1710510000.123")
+        );
+        assert_eq!(ActClick::parse(&payload("snooze", &value)), None);
+        assert_eq!(
+            ActClick::parse(&payload("start_workspace", "bobby/dev")),
+            None
+        );
+    }
+
+    #[test]
+    fn the_button_gives_way_to_the_outcome_and_the_rest_of_the_row_stays() {
+        let value = target().to_value().expect("fits");
+        let click = ActClick::parse(&payload("extend_workspace", &value)).expect("a click");
+        let said = outcome_text(&click, Acted::Done, SystemTime::now());
+        assert!(said.contains("2024-03-15 15:00 UTC"), "{said}");
+        let blocks = settled_blocks(
+            click.blocks.as_ref().expect("blocks"),
+            "extend_workspace",
+            &said,
+        )
+        .expect("blocks");
+        let kinds: Vec<_> = blocks
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|b| b["type"].clone())
+            .collect();
+        assert_eq!(kinds, [json!("header"), json!("context"), json!("actions")]);
+        assert_eq!(blocks[1]["elements"][0]["text"], json!(said));
+        assert_eq!(
+            blocks[2]["elements"],
+            json!([{"type": "overflow", "action_id": "snooze"}])
+        );
+        assert_eq!(
+            settled_blocks(&json!("nope"), "extend_workspace", &said),
+            None
+        );
+    }
+}
