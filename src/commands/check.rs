@@ -1,5 +1,5 @@
-//! `check`: verifies the tokens, their scopes, the fallback channel, the store and Socket
-//! Mode through the firewall and proxy; prints one line per check and fails naming what to fix.
+//! `check`: verifies the tokens, their scopes, the fallback channel, the store, Coder
+//! (`check_coder`) and Socket Mode through the firewall and proxy; prints one line per check and fails naming what to fix.
 
 use crate::config::{Config, Needs, Settings};
 use crate::proxy::ProxyConfig;
@@ -24,6 +24,7 @@ pub async fn check(settings: Settings) -> Result<(), String> {
         problems.extend(check_fallback_channel(&api, channel).await.err());
     }
     problems.extend(check_store(&config.database).await.err());
+    problems.extend(super::check_coder::check_coder(&config, &proxies).await);
     match &config.slack_app_token {
         None => println!(
             "warn  SLACK_APP_TOKEN: not set, so Socket Mode is off: no snooze, no App Home"

@@ -1,6 +1,7 @@
 //! The subcommands besides `serve`, each in the library so its whole path is tested.
 
 mod check;
+mod check_coder;
 mod preview;
 mod send_test;
 
