@@ -5,6 +5,7 @@
 // Each binary uses part of it, and of the re-exports.
 #![allow(dead_code, unused_imports)]
 
+pub mod coder_api;
 pub mod postgres;
 pub mod proxy;
 pub mod samples;

@@ -1,0 +1,553 @@
+//! Buttons that act on Coder (`CODER_TOKEN`): extend on the autostop reminder, start on a
+//! failed autobuild, keep on dormancy and deletion. Clicks arrive over Socket Mode (the fake's
+//! websocket); Coder is a fake the tests own, so every call it receives is asserted.
+
+mod support;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use coder_slack_bridge::config::Config;
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::coder_api::{self, FakeCoder, FakeWorkspace, CODER_TOKEN};
+use support::*;
+
+const DM: &str = "DBOBBY";
+const BOBBY: &str = "b0bb1e00-0000-4000-8000-000000000001";
+const MALLORY: &str = "3a110000-0000-4000-8000-000000000002";
+const DEV: &str = "de000000-0000-4000-8000-000000000003";
+const SHARED: &str = "5a000000-0000-4000-8000-000000000004";
+
+const AUTOSTOP: &str = "TemplateWorkspaceAutostopReminder.json.golden";
+const AUTOBUILD_FAILED: &str = "TemplateWorkspaceAutobuildFailed.json.golden";
+const DORMANT: &str = "TemplateWorkspaceDormant.json.golden";
+const MARKED_FOR_DELETION: &str = "TemplateWorkspaceMarkedForDeletion.json.golden";
+const OUT_OF_MEMORY: &str = "TemplateWorkspaceOutOfMemory.json.golden";
+
+const ACT_IDS: [&str; 3] = ["extend_workspace", "start_workspace", "keep_workspace"];
+
+struct World {
+    slack: FakeSlack,
+    socket: FakeSocketServer,
+    coder: FakeCoder,
+    bridge: Bridge,
+}
+
+/// Bobby in Slack, his running workspace `dev` in Coder, and a bridge with Socket Mode on,
+/// with `CODER_TOKEN` when `token`.
+async fn start(token: bool) -> World {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    slack.set_socket_url(&socket.url());
+    let coder = FakeCoder::start().await;
+    coder.add_workspace(FakeWorkspace::running(DEV, BOBBY, "bobby", "dev"));
+    let mut s = settings(&slack);
+    s.slack_app_token = Some(APP_TOKEN.into());
+    s.socket_mode_connections = "1".into();
+    s.coder_url = Some(coder.url());
+    s.coder_token = token.then(|| CODER_TOKEN.into());
+    let mut c: Config = config(s);
+    c.tuning.coder_call_timeout = Duration::from_secs(1);
+    let bridge = Bridge::start(c).await;
+    wait_until("a Socket Mode connection is open", WAIT, async || {
+        let (_, body) = bridge.get("/readyz").await;
+        serde_json::from_str::<Value>(&body)
+            .is_ok_and(|r| r["socket_mode"]["connections_open"] == 1)
+    })
+    .await;
+    bridge.wait_for_directory(1).await;
+    World {
+        slack,
+        socket,
+        coder,
+        bridge,
+    }
+}
+
+/// A sample for Bobby (his Coder user ID set) about `workspace`, naming `target` first in
+/// `targets` (or none, as payload 1.1 does).
+fn for_bobby(sample: &str, workspace: &str, target: Option<&str>) -> Value {
+    let mut body = about(sample, workspace);
+    body["payload"]["user_id"] = BOBBY.into();
+    body["payload"]["targets"] = match target {
+        Some(id) => json!([id, BOBBY]),
+        None => Value::Null,
+    };
+    body
+}
+
+/// Delivers `body` and returns the message it became in Bobby's DM.
+async fn deliver(world: &World, body: &Value) -> Value {
+    let answer = world.bridge.deliver(body).await;
+    let ts = answer["ts"].as_str().expect("delivered");
+    message(world, ts)
+}
+
+fn message(world: &World, ts: &str) -> Value {
+    world
+        .slack
+        .messages_in(DM)
+        .into_iter()
+        .find(|m| m["ts"] == ts)
+        .expect("the message is in the DM")
+}
+
+/// The message's buttons that act on Coder.
+fn act_buttons(message: &Value) -> Vec<Value> {
+    let blocks = message["blocks"].as_array().cloned().unwrap_or_default();
+    blocks
+        .iter()
+        .filter_map(|b| b["elements"].as_array())
+        .flatten()
+        .filter(|e| ACT_IDS.contains(&e["action_id"].as_str().unwrap_or_default()))
+        .cloned()
+        .collect()
+}
+
+/// Slack's envelope for `user` clicking the act button of `message` (as it was then), at
+/// `action_ts`.
+fn click(envelope_id: &str, user: &str, message: &Value, action_ts: &str) -> String {
+    let button = act_buttons(message).pop().expect("an act button");
+    envelope(
+        envelope_id,
+        "interactive",
+        json!({
+            "type": "block_actions",
+            "user": {"id": user},
+            "container": {"type": "message", "channel_id": DM, "message_ts": message["ts"]},
+            "channel": {"id": DM},
+            "message": {"ts": message["ts"], "text": message["text"], "blocks": message["blocks"]},
+            "actions": [{"type": "button", "action_id": button["action_id"], "value": button["value"], "action_ts": action_ts}],
+        }),
+    )
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The metric line `coder_actions_total{action, outcome} n`.
+fn acted(action: &str, outcome: &str, n: u64) -> String {
+    format!(
+        "coder_slack_bridge_coder_actions_total{{action=\"{action}\",outcome=\"{outcome}\"}} {n}"
+    )
+}
+
+async fn wait_for_edit(world: &World, n: usize) {
+    world
+        .slack
+        .wait_for("the clicked message is edited", |calls| {
+            calls.iter().filter(|c| c.method == "chat.update").count() == n
+        })
+        .await;
+}
+
+async fn wait_for_notes(world: &World, n: usize) -> Value {
+    world
+        .slack
+        .wait_for("an ephemeral note", |calls| {
+            calls
+                .iter()
+                .filter(|c| c.method == "chat.postEphemeral")
+                .count()
+                == n
+        })
+        .await;
+    world.slack.calls_to("chat.postEphemeral")[n - 1]
+        .args
+        .clone()
+}
+
+#[tokio::test]
+async fn each_kind_offers_its_button_on_the_recipients_own_workspace() {
+    let world = start(true).await;
+    let deadline = world
+        .coder
+        .workspace(DEV)
+        .expect("dev")
+        .deadline
+        .expect("a deadline");
+    let offered = async |sample, target| {
+        let message = deliver(&world, &for_bobby(sample, "dev", target)).await;
+        act_buttons(&message)
+    };
+
+    let extend = offered(AUTOSTOP, Some(DEV)).await;
+    assert_eq!(extend.len(), 1, "{extend:?}");
+    assert_eq!(
+        (
+            extend[0]["action_id"].as_str(),
+            extend[0]["text"]["text"].as_str()
+        ),
+        (Some("extend_workspace"), Some("Extend 1 hour"))
+    );
+    let value: Value =
+        serde_json::from_str(extend[0]["value"].as_str().expect("a value")).expect("JSON");
+    assert_eq!(value["w"], DEV);
+    assert_eq!(value["d"], (deadline + TimeDelta::hours(1)).timestamp());
+    // Without `targets` (payload 1.1) the workspace is found by owner and name.
+    let calls_before = world.coder.calls().len();
+    assert_eq!(offered(AUTOSTOP, None).await.len(), 1);
+    let lookups: Vec<String> = world.coder.calls()[calls_before..]
+        .iter()
+        .map(|c| c.path.clone())
+        .collect();
+    assert_eq!(lookups, ["/api/v2/users/bobby/workspace/dev"]);
+    assert!(offered(OUT_OF_MEMORY, Some(DEV)).await.is_empty());
+
+    let mut failed = FakeWorkspace::running(DEV, BOBBY, "bobby", "dev");
+    failed.job_status = "failed".into();
+    world.coder.add_workspace(failed.clone());
+    let start = offered(AUTOBUILD_FAILED, Some(DEV)).await;
+    assert_eq!(
+        start
+            .iter()
+            .map(|b| b["action_id"].clone())
+            .collect::<Vec<_>>(),
+        ["start_workspace"]
+    );
+
+    let mut dormant = failed;
+    dormant.transition = "stop".into();
+    dormant.job_status = "succeeded".into();
+    dormant.dormant_at = Some(coder_api::now());
+    world.coder.add_workspace(dormant);
+    for sample in [DORMANT, MARKED_FOR_DELETION] {
+        let keep = offered(sample, Some(DEV)).await;
+        assert_eq!(
+            keep.iter()
+                .map(|b| b["action_id"].clone())
+                .collect::<Vec<_>>(),
+            ["keep_workspace"],
+            "{sample}"
+        );
+    }
+    // Not offered on a workspace someone else owns, even when `targets` points at it.
+    world
+        .coder
+        .add_workspace(FakeWorkspace::running(SHARED, MALLORY, "mallory", "shared"));
+    assert!(offered(AUTOSTOP, Some(SHARED)).await.is_empty());
+    assert!(
+        world.coder.actions().is_empty(),
+        "delivering acts on nothing"
+    );
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_token_there_are_no_buttons_and_coder_is_never_called() {
+    let world = start(false).await;
+    for sample in [AUTOSTOP, AUTOBUILD_FAILED, DORMANT, MARKED_FOR_DELETION] {
+        let message = deliver(&world, &for_bobby(sample, "dev", Some(DEV))).await;
+        assert!(act_buttons(&message).is_empty(), "{sample}: {message}");
+    }
+    assert!(world.coder.calls().is_empty());
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_click_by_the_owner_makes_one_call_and_the_message_shows_what_it_did() {
+    let world = start(true).await;
+    let deadline = world
+        .coder
+        .workspace(DEV)
+        .expect("dev")
+        .deadline
+        .expect("a deadline");
+
+    // Extend.
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    world
+        .socket
+        .send_text(0, click("e1", "UBOBBY", &reminder, "100.1"));
+    wait_for_edit(&world, 1).await;
+    let calls = world.coder.actions();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (calls[0].method.as_str(), calls[0].path.as_str()),
+        ("PUT", format!("/api/v2/workspaces/{DEV}/extend").as_str())
+    );
+    assert_eq!(
+        calls[0].body,
+        json!({"deadline": rfc3339(deadline + TimeDelta::hours(1))})
+    );
+    assert_eq!(calls[0].token.as_deref(), Some(CODER_TOKEN));
+    let agent = calls[0].user_agent.clone().unwrap_or_default();
+    assert!(
+        agent.starts_with("coder-slack-bridge/") && agent.contains("Slack user UBOBBY"),
+        "{agent}"
+    );
+    assert_eq!(
+        world.coder.workspace(DEV).and_then(|w| w.deadline),
+        Some(deadline + TimeDelta::hours(1))
+    );
+    let edited = world.slack.calls_to("chat.update")[0].args.clone();
+    assert_eq!(
+        (edited["channel"].as_str(), edited["ts"].clone()),
+        (Some(DM), reminder["ts"].clone())
+    );
+    let shown = message(&world, reminder["ts"].as_str().expect("ts"));
+    assert!(
+        act_buttons(&shown).is_empty(),
+        "the button gave way: {shown}"
+    );
+    let said = shown["blocks"].to_string();
+    let until = deadline + TimeDelta::hours(1);
+    assert!(
+        said.contains(&format!("Extended until <!date^{}^", until.timestamp()))
+            && said.contains("UTC> by you."),
+        "{said}"
+    );
+    assert!(
+        said.contains("\"action_id\":\"snooze\""),
+        "the snooze control stays: {said}"
+    );
+
+    // Start.
+    let mut failed = FakeWorkspace::running(DEV, BOBBY, "bobby", "dev");
+    failed.job_status = "failed".into();
+    world.coder.add_workspace(failed);
+    let autobuild = deliver(&world, &for_bobby(AUTOBUILD_FAILED, "dev", Some(DEV))).await;
+    world
+        .socket
+        .send_text(0, click("e2", "UBOBBY", &autobuild, "100.2"));
+    wait_for_edit(&world, 2).await;
+    let start = world.coder.actions()[1].clone();
+    assert_eq!(
+        (start.method.as_str(), start.body.clone()),
+        ("POST", json!({"transition": "start"}))
+    );
+    assert_eq!(start.path, format!("/api/v2/workspaces/{DEV}/builds"));
+    let shown = message(&world, autobuild["ts"].as_str().expect("ts"))["blocks"].to_string();
+    assert!(shown.contains("Start requested by you"), "{shown}");
+
+    // Keep.
+    let mut dormant = FakeWorkspace::running(DEV, BOBBY, "bobby", "dev");
+    dormant.transition = "stop".into();
+    dormant.dormant_at = Some(coder_api::now());
+    world.coder.add_workspace(dormant);
+    let marked = deliver(&world, &for_bobby(DORMANT, "dev", Some(DEV))).await;
+    world
+        .socket
+        .send_text(0, click("e3", "UBOBBY", &marked, "100.3"));
+    wait_for_edit(&world, 3).await;
+    let keep = world.coder.actions()[2].clone();
+    assert_eq!(
+        (keep.method.as_str(), keep.body.clone()),
+        ("PUT", json!({"dormant": false}))
+    );
+    assert_eq!(world.coder.workspace(DEV).and_then(|w| w.dormant_at), None);
+    let shown = message(&world, marked["ts"].as_str().expect("ts"))["blocks"].to_string();
+    assert!(
+        shown.contains("Kept by you: *dev* is active again"),
+        "{shown}"
+    );
+
+    assert_eq!(world.coder.actions().len(), 3, "one call per click");
+    world
+        .bridge
+        .assert_metrics(&[
+            &acted("extend", "done", 1),
+            &acted("start", "done", 1),
+            &acted("keep", "done", 1),
+        ])
+        .await;
+    let (_, metrics) = world.bridge.get("/metrics").await;
+    assert!(!metrics.contains(CODER_TOKEN));
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn others_clicks_repeated_envelopes_and_double_clicks_act_at_most_once() {
+    let world = start(true).await;
+    let deadline = world
+        .coder
+        .workspace(DEV)
+        .expect("dev")
+        .deadline
+        .expect("a deadline");
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+
+    // Someone else clicking in Bobby's DM: a note to them, and Coder is not called.
+    world
+        .socket
+        .send_text(0, click("m1", "UMALLORY", &reminder, "200.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(note["user"], "UMALLORY");
+    assert_eq!(
+        note["text"],
+        "Only bobby can extend this workspace from here."
+    );
+    assert!(world.coder.actions().is_empty());
+
+    // Bobby's click, with its envelope delivered twice on the connection and once more under
+    // another envelope ID (as a redelivery to another replica would be): one call.
+    let first = click("b1", "UBOBBY", &reminder, "200.2");
+    world.socket.send_text(0, first.clone());
+    world.socket.send_text(0, first);
+    world
+        .socket
+        .send_text(0, click("b1-again", "UBOBBY", &reminder, "200.2"));
+    wait_until("the repeated click is seen and skipped", WAIT, async || {
+        world
+            .bridge
+            .get("/metrics")
+            .await
+            .1
+            .contains(&acted("extend", "repeated", 1))
+    })
+    .await;
+    wait_for_edit(&world, 1).await;
+    assert_eq!(world.coder.actions().len(), 1);
+
+    // A double click (the second on the message as it was): the same deadline asked twice,
+    // so it moves by one hour, not two.
+    world
+        .socket
+        .send_text(0, click("b2", "UBOBBY", &reminder, "200.3"));
+    wait_for_edit(&world, 2).await;
+    let calls = world.coder.actions();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].body, calls[1].body);
+    assert_eq!(
+        world.coder.workspace(DEV).and_then(|w| w.deadline),
+        Some(deadline + TimeDelta::hours(1))
+    );
+    world
+        .bridge
+        .assert_metrics(&[
+            &acted("extend", "not_allowed", 1),
+            &acted("extend", "done", 2),
+        ])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
+    let world = start(true).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    let extend = format!("/api/v2/workspaces/{DEV}/extend");
+    let link = format!("<{}/@bobby/dev|Open dev in Coder>", world.coder.url());
+    let refusals = [
+        (409, "Workspace must be started, current status: stop", "Coder did not extend *dev*: Workspace must be started, current status: stop"),
+        (400, "Cannot extend workspace beyond max deadline.", "Coder did not extend *dev*: Cannot extend workspace beyond max deadline."),
+        (403, "Forbidden.", "Coder did not extend *dev*: Forbidden."),
+        (404, coder_api::NOT_FOUND, "Coder did not extend *dev*: Resource not found"),
+        (500, "Internal error updating the deadline.", "Coder failed to extend *dev* (Internal error updating the deadline.); it may not have happened."),
+    ];
+    for (n, (status, message, said)) in refusals.into_iter().enumerate() {
+        world
+            .coder
+            .push("PUT", &extend, status, json!({"message": message}));
+        world.socket.send_text(
+            0,
+            click(&format!("r{n}"), "UBOBBY", &reminder, &format!("300.{n}")),
+        );
+        let note = wait_for_notes(&world, n + 1).await;
+        let text = note["text"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with(said) && text.ends_with(&link),
+            "{status}: {text}"
+        );
+        assert_eq!(note["user"], "UBOBBY");
+    }
+
+    // A revoked token: the note says to run `check`.
+    world.coder.revoke_token();
+    world
+        .socket
+        .send_text(0, click("r-401", "UBOBBY", &reminder, "300.401"));
+    let note = wait_for_notes(&world, 6).await;
+    assert!(note["text"].as_str().unwrap_or_default().contains("Coder refused the bridge's token. Ask your Coder administrator to run `coder-slack-bridge check`."), "{note}");
+
+    // Coder hanging past the call timeout: the click is acked at once, and a note follows.
+    world.coder.hang("PUT", &extend, Duration::from_secs(5));
+    world
+        .socket
+        .send_text(0, click("r-hang", "UBOBBY", &reminder, "300.9"));
+    wait_until("the click is acked", Duration::from_secs(3), async || {
+        world.socket.acks().iter().any(|(_, id)| id == "r-hang")
+    })
+    .await;
+    let note = wait_for_notes(&world, 7).await;
+    assert!(
+        note["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Coder did not answer, so *dev* may not have been extended."),
+        "{note}"
+    );
+
+    assert!(
+        world.slack.calls_to("chat.update").is_empty(),
+        "nothing done, nothing shown as done"
+    );
+    world
+        .bridge
+        .assert_metrics(&[
+            &acted("extend", "refused", 4),
+            &acted("extend", "failed", 1),
+            &acted("extend", "token_refused", 1),
+            &acted("extend", "unreachable", 1),
+        ])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn check_verifies_the_token_and_names_a_revoked_one() {
+    let slack = FakeSlack::start().await;
+    let coder = FakeCoder::start().await;
+    let check = || {
+        let mut command = bridge_command(&slack);
+        command
+            .env("CODER_URL", coder.url())
+            .env("CODER_TOKEN", CODER_TOKEN)
+            .arg("check");
+        command
+    };
+    coder.set_me("slack-bridge", &[]);
+    let (ok, out, err) = run_for_text(&mut check()).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "ok    CODER_URL: Coder v2.24.1+deadbee at {}",
+            coder.url()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok    CODER_TOKEN: Coder account slack-bridge (no site-wide roles)"),
+        "{out}"
+    );
+
+    // An Owner's token works, with a warning; so does an old Coder.
+    coder.set_me("admin", &["owner"]);
+    coder.set_version("v2.19.3+abcdef0");
+    let (ok, out, _) = run_for_text(&mut check()).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warn  CODER_TOKEN: its account has the site-wide role owner"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warn  Coder v2.19.3+abcdef0: older than v2.21"),
+        "{out}"
+    );
+
+    coder.revoke_token();
+    let (ok, out, err) = run_for_text(&mut check()).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  CODER_TOKEN: Coder refused CODER_TOKEN (401)"),
+        "{out}"
+    );
+    assert!(err.contains("CODER_TOKEN was refused by Coder"), "{err}");
+    for call in coder.calls() {
+        if call.path != "/api/v2/buildinfo" {
+            assert_eq!(call.token.as_deref(), Some(CODER_TOKEN), "{call:?}");
+        }
+    }
+    assert!(!out.contains(CODER_TOKEN) && !err.contains(CODER_TOKEN));
+}
