@@ -815,6 +815,34 @@ mod tests {
     }
 
     #[test]
+    fn coder_token_needs_coder_url_and_a_real_token() {
+        let mut s = settings();
+        s.coder_token = Some("tok-123".into());
+        let e = s.clone().validate(Needs::Serve).unwrap_err().0;
+        assert!(
+            e.starts_with("CODER_TOKEN is set but CODER_URL is not"),
+            "{e}"
+        );
+        s.coder_url = Some("https://coder.example.com".into());
+        let c = s.clone().validate(Needs::Serve).expect("valid");
+        assert_eq!(
+            c.coder_token.map(|t| t.expose_secret().to_owned()),
+            Some("tok-123".into())
+        );
+        for bad in ["your-coder-token", "tok 123"] {
+            s.coder_token = Some(bad.into());
+            let e = s.clone().validate(Needs::Serve).unwrap_err().0;
+            assert!(e.starts_with("CODER_TOKEN"), "{bad}: {e}");
+        }
+        s.coder_token = Some("  \n".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .expect("valid")
+            .coder_token
+            .is_none());
+    }
+
+    #[test]
     fn missing_or_malformed_settings_are_named() {
         let mut s = settings();
         s.slack_bot_token = None;

@@ -5,7 +5,7 @@
 mod support;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use coder_slack_bridge::config::Config;
+use coder_slack_bridge::config::{Config, Threads};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::coder_api::{self, FakeCoder, FakeWorkspace, CODER_TOKEN};
@@ -33,8 +33,12 @@ struct World {
 }
 
 /// Bobby in Slack, his running workspace `dev` in Coder, and a bridge with Socket Mode on,
-/// with `CODER_TOKEN` when `token`.
+/// with `CODER_TOKEN` when `token`, one message per notification.
 async fn start(token: bool) -> World {
+    start_with(token, Threads::Off).await
+}
+
+async fn start_with(token: bool, threads: Threads) -> World {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     let socket = FakeSocketServer::start().await;
@@ -48,6 +52,7 @@ async fn start(token: bool) -> World {
     s.coder_token = token.then(|| CODER_TOKEN.into());
     let mut c: Config = config(s);
     c.tuning.coder_call_timeout = Duration::from_secs(1);
+    c.threads = threads;
     let bridge = Bridge::start(c).await;
     wait_until("a Socket Mode connection is open", WAIT, async || {
         let (_, body) = bridge.get("/readyz").await;
@@ -102,6 +107,20 @@ fn act_buttons(message: &Value) -> Vec<Value> {
         .filter(|e| ACT_IDS.contains(&e["action_id"].as_str().unwrap_or_default()))
         .cloned()
         .collect()
+}
+
+/// The message at `ts` in Bobby's DM, top level or in a thread.
+fn any_message(world: &World, ts: &str) -> Value {
+    let top = world.slack.messages_in(DM);
+    let replies = top.iter().flat_map(|m| {
+        let card_ts = m["ts"].as_str().unwrap_or_default();
+        world.slack.replies(DM, card_ts)
+    });
+    top.iter()
+        .cloned()
+        .chain(replies.collect::<Vec<_>>())
+        .find(|m| m["ts"] == ts)
+        .expect("the message is in the DM")
 }
 
 /// Slack's envelope for `user` clicking the act button of `message` (as it was then), at
@@ -550,4 +569,119 @@ async fn check_verifies_the_token_and_names_a_revoked_one() {
         }
     }
     assert!(!out.contains(CODER_TOKEN) && !err.contains(CODER_TOKEN));
+}
+
+#[tokio::test]
+async fn in_a_workspace_thread_the_reply_and_the_card_show_what_was_done() {
+    let world = start_with(true, Threads::Workspace).await;
+    let deadline = world
+        .coder
+        .workspace(DEV)
+        .expect("dev")
+        .deadline
+        .expect("a deadline");
+    let answer = world
+        .bridge
+        .deliver(&for_bobby(AUTOSTOP, "dev", Some(DEV)))
+        .await;
+    let reply = any_message(&world, answer["ts"].as_str().expect("ts"));
+    let card_ts = world.slack.messages_in(DM)[0]["ts"].clone();
+    assert_ne!(
+        reply["ts"], card_ts,
+        "the reminder is a reply under the card"
+    );
+    assert_eq!(act_buttons(&reply).len(), 1);
+
+    world
+        .socket
+        .send_text(0, click("t1", "UBOBBY", &reply, "400.1"));
+    let until = rfc_utc(deadline + TimeDelta::hours(1));
+    wait_until(
+        "the card says the workspace was extended",
+        WAIT,
+        async || {
+            world.slack.messages_in(DM)[0]
+                .to_string()
+                .contains(&format!("Extended until {until}"))
+        },
+    )
+    .await;
+    let edited = any_message(&world, reply["ts"].as_str().expect("ts"));
+    assert!(act_buttons(&edited).is_empty(), "{edited}");
+    assert!(edited["blocks"].to_string().contains("by you."), "{edited}");
+    assert_eq!(world.coder.actions().len(), 1);
+    world.bridge.stop().await;
+}
+
+/// `2024-03-15 15:00 UTC`, as the card writes times.
+fn rfc_utc(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+#[tokio::test]
+async fn the_log_names_each_action_and_never_the_token() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    slack.set_socket_url(&socket.url());
+    let coder = FakeCoder::start().await;
+    coder.add_workspace(FakeWorkspace::running(DEV, BOBBY, "bobby", "dev"));
+    let mut command = bridge_command(&slack);
+    command
+        .env("SLACK_APP_TOKEN", APP_TOKEN)
+        .env("SOCKET_MODE_CONNECTIONS", "1")
+        .env("THREADS", "off")
+        .env("CODER_URL", coder.url())
+        .env("CODER_TOKEN", CODER_TOKEN)
+        .env("RUST_LOG", "debug");
+    let (mut child, addr, log) = spawn_bridge(command).await;
+    let client = http_client();
+    let url = format!("http://{addr}/v1/webhook");
+    wait_until(
+        "the bridge is ready with Socket Mode open",
+        WAIT,
+        async || {
+            let ready = client.get(format!("http://{addr}/readyz")).send().await;
+            ready.is_ok_and(|r| r.status() == 200) && socket.accepted() == 1
+        },
+    )
+    .await;
+    let (status, _, answer) =
+        post_webhook(&client, &url, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    assert_eq!(status, 200, "{answer}");
+    let ts = answer["ts"].as_str().expect("delivered").to_owned();
+    let message = slack
+        .messages_in(DM)
+        .into_iter()
+        .find(|m| m["ts"] == ts.as_str())
+        .expect("posted");
+    socket.send_text(0, click("l1", "UBOBBY", &message, "500.1"));
+    slack
+        .wait_for("the clicked message is edited", |calls| {
+            calls.iter().any(|c| c.method == "chat.update")
+        })
+        .await;
+    child.start_kill().expect("kill");
+    let _ = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("killed");
+    let log = tokio::time::timeout(DEADLINE, log)
+        .await
+        .expect("log read")
+        .expect("log");
+    let line = log
+        .lines()
+        .find(|l| l.contains("acted on Coder"))
+        .unwrap_or_else(|| panic!("no action logged: {log}"));
+    for part in [
+        "slack_user=UBOBBY",
+        "coder_user=bobby",
+        "workspace=bobby/dev",
+        "action=\"extend\"",
+        "outcome=\"done\"",
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    assert!(log.contains("Coder"), "the log was read");
+    assert!(!log.contains(CODER_TOKEN), "the token is in the log");
 }

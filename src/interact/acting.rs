@@ -10,7 +10,7 @@ use crate::act::{Act, ActTarget};
 use crate::coder_api::{Acted, CoderError};
 use crate::render;
 use crate::render::mrkdwn::escape;
-use crate::state::{Claim, MsgKey};
+use crate::state::{Claim, MsgKey, ThreadKey};
 use crate::telemetry::CoderActionLabels;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
@@ -104,9 +104,40 @@ impl Interact {
             }
         }
         match result {
-            Ok(acted) => self.show_outcome(&click, acted).await,
+            Ok(acted) => {
+                self.show_outcome(&click, acted).await;
+                self.show_on_card(&click, acted).await;
+            }
             Err(e) => self.note(&click, &self.refusal_note(&click, &e)).await,
         }
+    }
+
+    /// Keeps the workspace's card current: it says what the click did, as it says what the
+    /// latest notification was.
+    async fn show_on_card(&self, click: &ActClick, acted: Acted) {
+        let key = ThreadKey {
+            slack_user: click.user.clone(),
+            owner: click.target.owner.clone(),
+            workspace: click.target.name.clone(),
+        };
+        let latest = outcome_latest(click, acted);
+        if let Err(e) = self
+            .store
+            .set_latest(&key, &latest, SystemTime::now())
+            .await
+        {
+            return tracing::warn!(error = %e, "the workspace's card could not be brought up to date");
+        }
+        // The card shows a snooze in force; acting does not end one.
+        let snoozed_until = match self.store.home(&click.user).await {
+            Ok(home) => home
+                .snoozes
+                .into_iter()
+                .find(|s| s.owner == key.owner && s.workspace == key.workspace)
+                .map(|s| s.until),
+            Err(_) => None,
+        };
+        self.refresh_card(&key, snoozed_until).await;
     }
 
     /// Whether this click is new: the store keeps each click (by user, Slack's `action_ts`
@@ -224,6 +255,21 @@ fn past_tense(act: Act) -> &'static str {
         Act::Extend => "extended",
         Act::Start => "started",
         Act::Keep => "kept",
+    }
+}
+
+/// What the workspace's card says happened last, once the act is done (plain text).
+fn outcome_latest(click: &ActClick, acted: Acted) -> String {
+    match (click.act, acted) {
+        (Act::Extend, _) => match click.target.deadline.and_then(|s| u64::try_from(s).ok()) {
+            Some(secs) => format!(
+                "Extended until {}",
+                render::utc_time(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            ),
+            None => "Extended".to_owned(),
+        },
+        (Act::Start, _) => "Start requested".to_owned(),
+        (Act::Keep, _) => "Kept: active again".to_owned(),
     }
 }
 
