@@ -339,6 +339,16 @@ async fn a_click_by_the_owner_makes_one_call_and_the_message_shows_what_it_did()
     assert_eq!(start.path, format!("/api/v2/workspaces/{DEV}/builds"));
     let shown = message(&world, autobuild["ts"].as_str().expect("ts"))["blocks"].to_string();
     assert!(shown.contains("Start requested by you"), "{shown}");
+    // A second click while that build runs: Coder refuses, and the person is told why.
+    world
+        .socket
+        .send_text(0, click("e2-again", "UBOBBY", &autobuild, "100.22"));
+    let note = wait_for_notes(&world, 1).await;
+    let text = note["text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("Coder did not start *dev*: A workspace build is already active."),
+        "{text}"
+    );
 
     // Keep.
     let mut dormant = FakeWorkspace::running(DEV, BOBBY, "bobby", "dev");
@@ -350,7 +360,7 @@ async fn a_click_by_the_owner_makes_one_call_and_the_message_shows_what_it_did()
         .socket
         .send_text(0, click("e3", "UBOBBY", &marked, "100.3"));
     wait_for_edit(&world, 3).await;
-    let keep = world.coder.actions()[2].clone();
+    let keep = world.coder.actions()[3].clone();
     assert_eq!(
         (keep.method.as_str(), keep.body.clone()),
         ("PUT", json!({"dormant": false}))
@@ -362,13 +372,26 @@ async fn a_click_by_the_owner_makes_one_call_and_the_message_shows_what_it_did()
         "{shown}"
     );
 
-    assert_eq!(world.coder.actions().len(), 3, "one call per click");
+    // Kept already (a double click): Coder answers 304, and the message says so.
+    world
+        .socket
+        .send_text(0, click("e3-again", "UBOBBY", &marked, "100.33"));
+    wait_for_edit(&world, 4).await;
+    let shown = message(&world, marked["ts"].as_str().expect("ts"))["blocks"].to_string();
+    assert!(
+        shown.contains("Kept: *dev* was not dormant any more."),
+        "{shown}"
+    );
+
+    assert_eq!(world.coder.actions().len(), 5, "one call per click");
     world
         .bridge
         .assert_metrics(&[
             &acted("extend", "done", 1),
             &acted("start", "done", 1),
+            &acted("start", "refused", 1),
             &acted("keep", "done", 1),
+            &acted("keep", "unchanged", 1),
         ])
         .await;
     let (_, metrics) = world.bridge.get("/metrics").await;
