@@ -54,12 +54,7 @@ async fn start_with(token: bool, threads: Threads) -> World {
     c.tuning.coder_call_timeout = Duration::from_secs(1);
     c.threads = threads;
     let bridge = Bridge::start(c).await;
-    wait_until("a Socket Mode connection is open", WAIT, async || {
-        let (_, body) = bridge.get("/readyz").await;
-        serde_json::from_str::<Value>(&body)
-            .is_ok_and(|r| r["socket_mode"]["connections_open"] == 1)
-    })
-    .await;
+    bridge.wait_for_socket_mode(1).await;
     bridge.wait_for_directory(1).await;
     World {
         slack,
@@ -67,6 +62,12 @@ async fn start_with(token: bool, threads: Threads) -> World {
         coder,
         bridge,
     }
+}
+
+/// When `dev` stops now, in Coder.
+fn dev_deadline(world: &World) -> DateTime<Utc> {
+    let dev = world.coder.workspace(DEV).expect("dev");
+    dev.deadline.expect("a deadline")
 }
 
 /// A sample for Bobby (his Coder user ID set) about `workspace`, naming `target` first in
@@ -180,12 +181,7 @@ async fn wait_for_notes(world: &World, n: usize) -> Value {
 #[tokio::test]
 async fn each_kind_offers_its_button_on_the_recipients_own_workspace() {
     let world = start(true).await;
-    let deadline = world
-        .coder
-        .workspace(DEV)
-        .expect("dev")
-        .deadline
-        .expect("a deadline");
+    let deadline = dev_deadline(&world);
     let offered = async |sample, target| {
         let message = deliver(&world, &for_bobby(sample, "dev", target)).await;
         act_buttons(&message)
@@ -267,12 +263,7 @@ async fn without_the_token_there_are_no_buttons_and_coder_is_never_called() {
 #[tokio::test]
 async fn a_click_by_the_owner_makes_one_call_and_the_message_shows_what_it_did() {
     let world = start(true).await;
-    let deadline = world
-        .coder
-        .workspace(DEV)
-        .expect("dev")
-        .deadline
-        .expect("a deadline");
+    let deadline = dev_deadline(&world);
 
     // Extend.
     let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
@@ -402,12 +393,7 @@ async fn a_click_by_the_owner_makes_one_call_and_the_message_shows_what_it_did()
 #[tokio::test]
 async fn others_clicks_repeated_envelopes_and_double_clicks_act_at_most_once() {
     let world = start(true).await;
-    let deadline = world
-        .coder
-        .workspace(DEV)
-        .expect("dev")
-        .deadline
-        .expect("a deadline");
+    let deadline = dev_deadline(&world);
     let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
 
     // Someone else clicking in Bobby's DM: a note to them, and Coder is not called.
@@ -597,12 +583,7 @@ async fn check_verifies_the_token_and_names_a_revoked_one() {
 #[tokio::test]
 async fn in_a_workspace_thread_the_reply_and_the_card_show_what_was_done() {
     let world = start_with(true, Threads::Workspace).await;
-    let deadline = world
-        .coder
-        .workspace(DEV)
-        .expect("dev")
-        .deadline
-        .expect("a deadline");
+    let deadline = dev_deadline(&world);
     let answer = world
         .bridge
         .deliver(&for_bobby(AUTOSTOP, "dev", Some(DEV)))

@@ -25,12 +25,7 @@ async fn start(slack: &FakeSlack, socket: &FakeSocketServer, dir: &std::path::Pa
     c.threads = Threads::Workspace;
     c.database = Location::Sqlite(dir.join("state.db"));
     let bridge = Bridge::start(c).await;
-    wait_until("a Socket Mode connection is open", WAIT, async || {
-        let (_, body) = bridge.get("/readyz").await;
-        serde_json::from_str::<Value>(&body)
-            .is_ok_and(|r| r["socket_mode"]["connections_open"] == 1)
-    })
-    .await;
+    bridge.wait_for_socket_mode(1).await;
     bridge.wait_for_directory(1).await;
     bridge
 }

@@ -126,6 +126,20 @@ impl Bridge {
         .await;
     }
 
+    /// Waits until `/readyz` reports `n` Socket Mode connections open, or panics after [`WAIT`].
+    pub async fn wait_for_socket_mode(&self, n: u64) {
+        wait_until(
+            &format!("{n} Socket Mode connections are open"),
+            WAIT,
+            async || {
+                let (_, body) = self.get("/readyz").await;
+                serde_json::from_str::<Value>(&body)
+                    .is_ok_and(|r| r["socket_mode"]["connections_open"] == n)
+            },
+        )
+        .await;
+    }
+
     /// Waits until the e-mail → user directory holds `users` people, or panics after [`WAIT`].
     pub async fn wait_for_directory(&self, users: u64) {
         let directory = self
