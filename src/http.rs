@@ -26,6 +26,14 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    // Every outcome shows from the start (at 0), so rates and shares over it are defined
+    // before the first webhook of each kind.
+    for label in Label::ALL {
+        let outcome = OutcomeLabels {
+            outcome: label.as_str(),
+        };
+        let _ = state.metrics.webhooks.get_or_create(&outcome);
+    }
     let with_state = warp::any().map(move || state.clone());
     let refusals = Arc::new(RefusalLog::default());
     let webhook = warp::path!("v1" / "webhook")
@@ -48,6 +56,9 @@ pub fn routes(
             .and(warp::get())
             .and(with_state)
             .map(|state: Arc<AppState>| {
+                // Readiness is read when asked, so the gauge says what /readyz would.
+                let ready = state.readiness.report().ready;
+                state.metrics.ready.set(i64::from(ready));
                 let mut response = Response::new(state.metrics.encode().into());
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -122,6 +133,17 @@ enum Label {
 }
 
 impl Label {
+    const ALL: [Label; 8] = [
+        Label::Unauthorized,
+        Label::Rejected,
+        Label::Retry,
+        Label::Duplicate,
+        Label::Delivered,
+        Label::Undeliverable,
+        Label::DryRun,
+        Label::Snoozed,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Label::Unauthorized => "unauthorized",

@@ -204,6 +204,8 @@ fn start_slack(
             shutdown.clone(),
         );
         readiness.report_socket_mode(socket_mode.status());
+        let wanted = i64::try_from(config.socket_mode_connections).unwrap_or(i64::MAX);
+        metrics.socket_connections_wanted.set(wanted);
         Some(socket_mode)
     } else {
         tracing::warn!("SLACK_APP_TOKEN is not set: Socket Mode is off, so Slack shows a warning icon when someone clicks a button");

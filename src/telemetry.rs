@@ -54,6 +54,12 @@ pub struct LookupLabels {
     pub result: &'static str,
 }
 
+/// A sweep of `users.list`: `ok` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SweepLabels {
+    pub result: &'static str,
+}
+
 /// A click on a button that acts on Coder: which act, and what came of it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CoderActionLabels {
@@ -100,12 +106,22 @@ metrics! {
         => "slack_api_calls", "Slack Web API calls, by method and result";
     slack_rate_limited: Family<MethodLabels, Counter> = Family::default()
         => "slack_rate_limited", "Slack Web API answers of 429, by method";
+    ready: Gauge = Gauge::default()
+        => "ready", "1 while the bridge can deliver DMs (what /readyz says: bot token verified, store answers), else 0";
+    directory_sweeps: Family<SweepLabels, Counter> = Family::default()
+        => "directory_sweeps", "Sweeps of users.list into the e-mail → user directory, by result (ok, failed)";
+    directory_last_sweep: Gauge = Gauge::default()
+        => "directory_last_sweep_timestamp_seconds", "When users.list was last swept completely (Unix time; the process's start until the first sweep)";
+    directory_sweep_interval: Gauge = Gauge::default()
+        => "directory_sweep_interval_seconds", "How often users.list is swept (DIRECTORY_REFRESH)";
     directory_size: Gauge = Gauge::default()
         => "directory_users", "Slack users known by e-mail address";
     directory_lookups: Family<LookupLabels, Counter> = Family::default()
         => "directory_lookups", "E-mail → Slack user lookups, by result (hit, miss, negative_hit)";
     socket_connections_open: Gauge = Gauge::default()
         => "socket_mode_connections_open", "Socket Mode connections that have received hello";
+    socket_connections_wanted: Gauge = Gauge::default()
+        => "socket_mode_connections_wanted", "Socket Mode connections the bridge keeps open (SOCKET_MODE_CONNECTIONS; 0 without SLACK_APP_TOKEN)";
     socket_reconnects: Counter = Counter::default()
         => "socket_mode_reconnects", "Socket Mode connections opened to replace another";
     socket_envelopes_acked: Family<EnvelopeLabels, Counter> = Family::default()
@@ -126,6 +142,12 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Now as Unix seconds, for the timestamp gauges.
+pub fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Metrics {

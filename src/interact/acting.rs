@@ -15,6 +15,18 @@ use crate::telemetry::CoderActionLabels;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
 
+/// What a click can come to, as `coder_actions_total{outcome}` says it.
+pub(super) const OUTCOMES: [&str; 8] = [
+    "done",
+    "unchanged",
+    "refused",
+    "token_refused",
+    "failed",
+    "unreachable",
+    "not_allowed",
+    "repeated",
+];
+
 /// How long a click is remembered as carried out; Slack redelivers within minutes.
 const CLICK_MEMORY: Duration = Duration::from_secs(3600);
 

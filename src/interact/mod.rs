@@ -68,6 +68,16 @@ impl Interact {
 
     /// Carries out clicks on the buttons that act on Coder through `coder`.
     pub fn with_coder(mut self, coder: Arc<CoderApi>) -> Self {
+        // Every action and outcome shows from the start, at 0.
+        for act in crate::act::Act::ALL {
+            for outcome in acting::OUTCOMES {
+                let labels = crate::telemetry::CoderActionLabels {
+                    action: act.name(),
+                    outcome,
+                };
+                let _ = self.metrics.coder_actions.get_or_create(&labels);
+            }
+        }
         self.coder = Some(coder);
         self
     }

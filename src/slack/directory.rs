@@ -43,6 +43,15 @@ impl Directory {
         entry_ttl: Duration,
         metrics: Metrics,
     ) -> Self {
+        for result in ["hit", "miss", "negative_hit"] {
+            let _ = metrics
+                .directory_lookups
+                .get_or_create(&LookupLabels { result });
+        }
+        for result in ["ok", "failed"] {
+            let labels = crate::telemetry::SweepLabels { result };
+            let _ = metrics.directory_sweeps.get_or_create(&labels);
+        }
         Directory {
             api,
             users: Cache::builder()
@@ -103,6 +112,11 @@ impl Directory {
             .inc();
     }
 
+    fn count_sweep(&self, result: &'static str) {
+        let labels = crate::telemetry::SweepLabels { result };
+        self.metrics.directory_sweeps.get_or_create(&labels).inc();
+    }
+
     fn publish_size(&self) {
         self.metrics
             .directory_size
@@ -157,6 +171,15 @@ impl Directory {
         every: Duration,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        let metrics = &self.metrics;
+        metrics
+            .directory_sweep_interval
+            .set(i64::try_from(every.as_secs()).unwrap_or(i64::MAX));
+        // Counted from the start, so a bridge whose sweeps never succeed is noticed, and one
+        // just started is not.
+        metrics
+            .directory_last_sweep
+            .set(crate::telemetry::unix_now());
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
             loop {
@@ -168,11 +191,18 @@ impl Directory {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     result = self.refresh() => match result {
-                        Ok(users) => tracing::info!(users, elapsed_ms = started.elapsed().as_millis() as u64, "directory refreshed from users.list"),
-                        Err(e) => match e.remedy() {
-                            Some(remedy) => tracing::error!(error = %e, "directory refresh failed: {remedy}"),
-                            None => tracing::warn!(error = %e, "directory refresh failed; users are looked up one by one until the next refresh"),
-                        },
+                        Ok(users) => {
+                            self.count_sweep("ok");
+                            self.metrics.directory_last_sweep.set(crate::telemetry::unix_now());
+                            tracing::info!(users, elapsed_ms = started.elapsed().as_millis() as u64, "directory refreshed from users.list")
+                        }
+                        Err(e) => {
+                            self.count_sweep("failed");
+                            match e.remedy() {
+                                Some(remedy) => tracing::error!(error = %e, "directory refresh failed: {remedy}"),
+                                None => tracing::warn!(error = %e, "directory refresh failed; users are looked up one by one until the next refresh"),
+                            }
+                        }
                     }
                 }
             }
