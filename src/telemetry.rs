@@ -100,8 +100,8 @@ macro_rules! metrics {
 metrics! {
     webhooks: Family<OutcomeLabels, Counter> = Family::default()
         => "webhooks", "Webhooks received, by outcome";
-    delivery_seconds: Histogram = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
-        => "delivery_seconds", "Time from webhook received to answer";
+    delivery_seconds: Histogram = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        => "delivery_seconds", "Time from webhook received to answer (every webhook, refused ones too); DELIVERY_TIMEOUT is at most 55 s";
     slack_calls: Family<SlackCallLabels, Counter> = Family::default()
         => "slack_api_calls", "Slack Web API calls, by method and result";
     slack_rate_limited: Family<MethodLabels, Counter> = Family::default()
