@@ -78,6 +78,8 @@ async fn a_failing_slack_gets_503_within_the_budget_and_the_retry_posts_once() {
     s.delivery_timeout = "1s".into();
     let bridge = Bridge::start(config(s)).await;
     bridge.wait_ready(200).await;
+    // Bobby known already, so the whole budget goes to chat.postMessage.
+    bridge.wait_for_directory(1).await;
 
     slack.always("chat.postMessage", Some(Canned::status(500)));
     let body = workspace_deleted("bobby@coder.com");
