@@ -88,6 +88,11 @@ struct Options {
     /// memory are the bridge's alone.
     #[arg(long, env = "BRIDGE_BIN")]
     bridge_bin: Option<PathBuf>,
+    /// Also measure the floor (`examples/floor.rs`: a bare relay, no rendering, dedupe, store
+    /// or logging) in the same run against the same fake Slack, and print every figure of
+    /// the bridge as a ratio to it. `just bench` builds it and passes it.
+    #[arg(long, env = "FLOOR_BIN")]
+    floor_bin: Option<PathBuf>,
     /// The bridge's store (sqlite://PATH or postgres://…); by default a fresh SQLite file
     /// in a temporary folder, removed afterwards.
     #[arg(long, env = "DATABASE_URL")]
@@ -693,6 +698,10 @@ fn run(o: Options) -> Result<bool, String> {
     let driver = runtime("driver-rt", o.driver_threads)?;
     let bridge_rt = runtime("bridge-rt", o.bridge_threads)?;
     let slack = driver.block_on(start_fake_slack(o.u));
+    let floor = match &o.floor_bin {
+        Some(bin) => Some(run_floor(&o, bin, &slack, &driver)?),
+        None => None,
+    };
     let store = Store::new(o.database_url.as_deref())?;
     let bridge = match &o.bridge_bin {
         Some(bin) => start_child(bin, &slack.api_url(), (o.u, o.threads), &store, &driver)?,
@@ -715,6 +724,9 @@ fn run(o: Options) -> Result<bool, String> {
     bridge_rt.shutdown_timeout(Duration::from_secs(5));
     driver.shutdown_timeout(Duration::from_secs(5));
     report(&o, &measured, &memory, in_child, stopped);
+    if let Some((floor, floor_memory)) = &floor {
+        report_floor(floor, floor_memory, &measured, &memory, in_child);
+    }
     println!(
         "  store:       {}; THREADS={}",
         store.shown(),
@@ -724,7 +736,116 @@ fn run(o: Options) -> Result<bool, String> {
         "  total run time {:.1} s",
         run_started.elapsed().as_secs_f64()
     );
-    Ok(measured.load.delivered as usize == o.n && measured.warmup.delivered as usize == o.warmup)
+    let floor_ok = floor
+        .as_ref()
+        .is_none_or(|(f, _)| f.load.delivered as usize == o.n);
+    Ok(floor_ok
+        && measured.load.delivered as usize == o.n
+        && measured.warmup.delivered as usize == o.warmup)
+}
+
+/// Starts the floor relay as a child process against `slack`, measures it as the bridge is
+/// measured, and stops it.
+fn run_floor(
+    o: &Options,
+    bin: &std::path::Path,
+    slack: &FakeSlack,
+    driver: &tokio::runtime::Runtime,
+) -> Result<(Measured, Memory), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot pick a port: {e}"))?
+        .port();
+    let process = std::process::Command::new(bin)
+        .env_clear()
+        .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env("SLACK_API_URL", slack.api_url())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let floor = Bridge {
+        webhook_url: format!("http://127.0.0.1:{port}/v1/webhook"),
+        how: Running::Child(KillOnDrop(Some(process))),
+    };
+    let client = reqwest::Client::new();
+    let up = || async { client.get(&floor.webhook_url).send().await.is_ok() };
+    driver
+        .block_on(poll(up))
+        .map_err(|()| format!("the floor did not answer within {WARM_LIMIT:?}"))?;
+    let (idle_rss, idle_hwm) = (floor.memory("VmRSS"), floor.memory("VmHWM"));
+    let measured = driver
+        .block_on(async { tokio::time::timeout(RUN_LIMIT, measure(o, &floor, slack)).await })
+        .map_err(|_| format!("the floor's run did not finish within {RUN_LIMIT:?}"))??;
+    let memory = Memory {
+        idle_rss,
+        idle_hwm,
+        peak_rss: floor.memory("VmHWM"),
+        end_rss: floor.memory("VmRSS"),
+    };
+    drop(floor);
+    Ok((measured, memory))
+}
+
+/// The floor's figures, and the bridge's as ratios to them.
+fn report_floor(
+    floor: &Measured,
+    floor_memory: &Memory,
+    bridge: &Measured,
+    memory: &Memory,
+    in_child: bool,
+) {
+    let per_dm_us =
+        |m: &Measured, cpu: Duration| cpu.as_secs_f64() * 1e6 / (m.load.delivered.max(1) as f64);
+    let floor_cpu = per_dm_us(floor, floor.bridge_cpu);
+    let bridge_cpu = per_dm_us(bridge, bridge.bridge_cpu);
+    let (f50, f99) = (
+        percentile(&floor.load.latencies, 50.0),
+        percentile(&floor.load.latencies, 99.0),
+    );
+    let (b50, b99) = (
+        percentile(&bridge.load.latencies, 50.0),
+        percentile(&bridge.load.latencies, 99.0),
+    );
+    println!("floor (examples/floor.rs, a bare relay: parse, one chat.postMessage, answer), same fake Slack, same load:");
+    println!(
+        "  delivered {}/{}; throughput {:.0} webhooks/s; latency p50 {} p99 {}; CPU per DM {:.1} µs; idle RSS {}, peak RSS {}",
+        floor.load.delivered,
+        floor.load.latencies.len(),
+        floor.load.latencies.len() as f64 / floor.elapsed.as_secs_f64(),
+        ms(f50),
+        ms(f99),
+        floor_cpu,
+        mib(floor_memory.idle_rss),
+        mib(floor_memory.peak_rss),
+    );
+    let ratio = |bridge: f64, floor: f64| {
+        if floor > 0.0 {
+            format!("×{:.2}", bridge / floor)
+        } else {
+            "n/a".into()
+        }
+    };
+    let kib = |k: Option<u64>| k.map_or(0.0, |k| k as f64);
+    let scope = if in_child {
+        ""
+    } else {
+        " (bridge in-process: its CPU is its runtime's threads, its memory the whole process's)"
+    };
+    println!(
+        "bridge / floor{scope}: CPU per DM {}, peak RSS {}, idle RSS {}, p50 {}, p99 {}, throughput {}",
+        ratio(bridge_cpu, floor_cpu),
+        ratio(kib(memory.peak_rss), kib(floor_memory.peak_rss)),
+        ratio(kib(memory.idle_rss), kib(floor_memory.idle_rss)),
+        ratio(b50.as_secs_f64(), f50.as_secs_f64()),
+        ratio(b99.as_secs_f64(), f99.as_secs_f64()),
+        ratio(
+            bridge.load.latencies.len() as f64 / bridge.elapsed.as_secs_f64(),
+            floor.load.latencies.len() as f64 / floor.elapsed.as_secs_f64()
+        ),
+    );
 }
 
 /// Prints what the run measured.
