@@ -20,8 +20,12 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# Criterion benches (parse + render + wire JSON) and the load driver against a fake Slack.
-# The driver takes N (webhooks, 5000), C (concurrency, 20), U (users, 50) from the environment.
+# Criterion benches (parse + render + wire JSON; the store's claim), then the load driver:
+# the bridge binary and the floor (examples/floor.rs, a bare relay) against one fake Slack in
+# one run, the bridge's figures printed as ratios to the floor's. The driver takes N
+# (webhooks, 5000), C (concurrency, 20), U (users, 50) from the environment.
 bench:
     cargo bench --bench render
-    cargo run --release --example load
+    cargo bench --bench store
+    cargo build --release --bin coder-slack-bridge --example floor --example load
+    target/release/examples/load --bridge-bin target/release/coder-slack-bridge --floor-bin target/release/examples/floor
