@@ -196,6 +196,9 @@ pub struct Tuning {
     pub coder_call_timeout: Duration,
     /// Timeout for reading a workspace from Coder while its notification is delivered.
     pub coder_lookup_timeout: Duration,
+    /// How long a workspace card's first change waits for more before one `chat.update`
+    /// shows the latest (a burst about one workspace edits its card once).
+    pub card_edit_delay: Duration,
     /// First wait before retrying a failed Slack call (doubles, full jitter).
     pub retry_base_delay: Duration,
     /// How long shutdown waits for requests and deliveries in flight; Socket Mode's close
@@ -219,6 +222,7 @@ impl Default for Tuning {
             slack_call_timeout: Duration::from_secs(10),
             coder_call_timeout: Duration::from_secs(10),
             coder_lookup_timeout: Duration::from_secs(3),
+            card_edit_delay: Duration::from_secs(1),
             retry_base_delay: Duration::from_millis(250),
             shutdown_grace: Duration::from_secs(20),
             socket_mode: crate::socket_mode::Timing::default(),

@@ -188,3 +188,59 @@ async fn threads_outlive_a_restart() {
     bridge.stop().await;
     assert_eq!(slack.top_level(DM).len(), 3, "one card, two broadcasts");
 }
+
+#[tokio::test]
+async fn a_burst_about_one_workspace_edits_its_card_once_and_a_stop_sends_what_is_queued() {
+    let coalescing = |config: &mut Config| {
+        config.threads = Threads::Workspace;
+        config.tuning.card_edit_delay = std::time::Duration::from_secs(2);
+    };
+    let (slack, bridge) = bridge_with_bobby(coalescing).await;
+    // The first makes the card; five more follow at once.
+    let burst = [
+        AUTOSTOP,
+        OUT_OF_MEMORY,
+        AUTOBUILD_FAILED,
+        OUT_OF_MEMORY,
+        AUTOSTOP,
+        DELETED,
+    ]
+    .map(|s| about(s, "dev"));
+    for body in &burst {
+        bridge.deliver(body).await;
+    }
+    // Every webhook was answered without waiting for the card.
+    assert!(slack.calls_to("chat.update").is_empty());
+    slack
+        .wait_for("one edit of the card", |calls| {
+            calls.iter().any(|c| c.method == "chat.update")
+        })
+        .await;
+    let card = card_of(&slack, "dev");
+    assert_eq!(card["edits"], 1, "one edit for the burst: {card:#}");
+    let latest = card["blocks"][1]["elements"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        latest.starts_with("Latest: Workspace \"bobby-workspace\" deleted"),
+        "the card shows the last of the burst: {latest}"
+    );
+    assert_eq!(slack.replies(DM, card["ts"].as_str().expect("ts")).len(), 6);
+
+    // A stop does not wait out the delay, nor lose the edit.
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    bridge.stop().await;
+    slack
+        .wait_for("the queued edit is sent at the stop", |calls| {
+            calls.iter().filter(|c| c.method == "chat.update").count() == 2
+        })
+        .await;
+    let card = card_of(&slack, "dev");
+    let latest = card["blocks"][1]["elements"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        latest.starts_with("Latest: Your workspace \"bobby-workspace\" will stop soon"),
+        "{latest}"
+    );
+}

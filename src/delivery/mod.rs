@@ -2,6 +2,7 @@
 //! decide what Coder is told. Coder retries anything but a 2xx (5 attempts, 5 minutes apart),
 //! so an answer is either final (2xx) or "try again" (503 with `Retry-After`).
 
+mod card_edits;
 mod offer;
 mod thread;
 
@@ -80,6 +81,8 @@ pub struct Policy {
     pub lease: Duration,
     /// Whether notifications about a workspace gather in its thread (`THREADS`).
     pub threads: Threads,
+    /// How long a card's first change waits for more before one edit shows the latest.
+    pub card_edit_delay: Duration,
 }
 
 impl Policy {
@@ -96,6 +99,7 @@ impl Policy {
             max_concurrent: config.tuning.max_concurrent_deliveries,
             lease: config.delivery_timeout + config.tuning.lease_margin,
             threads: config.threads,
+            card_edit_delay: config.tuning.card_edit_delay,
         }
     }
 }
@@ -119,6 +123,8 @@ const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
 
 pub struct Delivery {
     destination: Destination,
+    /// Edits of workspaces' cards, coalesced in bursts (Slack only).
+    card_edits: Option<Arc<card_edits::CardEdits>>,
     /// Coder's API, for the buttons that act (`CODER_TOKEN`, with Socket Mode for clicks).
     coder: Option<Arc<CoderApi>>,
     /// Handled `msg_id`s (claims, leases) and what outlives the process.
@@ -168,8 +174,19 @@ impl Delivery {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
+        let card_edits = match &destination {
+            Destination::Slack { api, .. } => Some(card_edits::CardEdits::new(
+                policy.card_edit_delay,
+                api.clone(),
+                store.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )),
+            Destination::DryRun => None,
+        };
         Delivery {
             destination,
+            card_edits,
             coder: None,
             store,
             dm_channels: Cache::new(10_000),
@@ -358,7 +375,7 @@ impl Delivery {
             Ok((place, posted, refusal)) => {
                 if let (Ok(_), Some(key), Some(card)) = (&posted, &thread, &place.thread) {
                     if !place.card_is_new {
-                        self.update_card(to, key, card).await;
+                        self.update_card(key, card, notification).await;
                     }
                     self.record_latest(key, notification).await;
                 }
@@ -752,6 +769,7 @@ mod tests {
             max_concurrent: 4,
             lease: Duration::from_secs(10),
             threads: Threads::Off,
+            card_edit_delay: Duration::ZERO,
         };
         let store = Store::in_memory().await.expect("an in-memory store");
         Delivery::dry_run(store, policy, Metrics::new(), CancellationToken::new())

@@ -2,7 +2,7 @@
 //! once per (recipient, owner, workspace) and edited to show the latest notification, or the
 //! DM itself. Urgent kinds in a thread are broadcast to the conversation too.
 
-use super::{within, Delivery, Recipient, RetryLater, BUSY_POLL, MAX_BUSY_POLL};
+use super::{Delivery, Recipient, RetryLater, BUSY_POLL, MAX_BUSY_POLL};
 use crate::coder::Notification;
 use crate::kinds::{self, Kind};
 use crate::render;
@@ -173,24 +173,16 @@ impl Delivery {
         }
     }
 
-    /// Shows the notification just posted on its workspace's card.
-    pub(super) async fn update_card(&self, to: &Recipient<'_>, key: &ThreadKey, thread: &Thread) {
-        let card = fresh_card(key, to.notification);
-        let update = to
-            .api
-            .update_message(&thread.channel, &thread.card_ts, card);
-        match within(to.deadline, "chat.update", update).await {
-            Ok(()) => {}
-            Err(e) if e.is_gone() => self.forget_thread(key, thread).await,
-            // chat.update is rate-limited per workspace (Tier 3); in a burst the card shows
-            // a later notification, and the replies are never held back for it.
-            Err(e @ SlackError::RateLimited { .. }) => {
-                tracing::debug!(msg_id = %to.notification.msg_id, error = %e, "the workspace's card was not updated")
-            }
-            // The reply is posted; a stale card catches up with the next notification.
-            Err(e) => {
-                tracing::warn!(msg_id = %to.notification.msg_id, error = %e, "the workspace's card was not updated")
-            }
+    /// Shows the notification just posted on its workspace's card (soon: edits of one card
+    /// in a burst are coalesced, see `card_edits`).
+    pub(super) async fn update_card(
+        &self,
+        key: &ThreadKey,
+        thread: &Thread,
+        notification: &Notification,
+    ) {
+        if let Some(edits) = &self.card_edits {
+            edits.show(key, thread, fresh_card(key, notification)).await;
         }
     }
 

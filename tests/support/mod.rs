@@ -51,6 +51,9 @@ pub fn config(settings: Settings) -> Config {
         .expect("valid test settings");
     c.tuning.retry_base_delay = Duration::from_millis(20);
     c.tuning.shutdown_grace = Duration::from_secs(5);
+    // Each card edit at once, so a test sees the card as each notification leaves it;
+    // tests/threads.rs tests the coalescing itself.
+    c.tuning.card_edit_delay = Duration::ZERO;
     // Each bridge a store of its own; the store's own tests give them files and databases.
     c.database = Location::SqliteMemory;
     // One message per notification, so posts can be counted; tests/threads.rs turns them on.
