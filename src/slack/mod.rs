@@ -280,6 +280,107 @@ struct HistoryCursor {
 /// minutes a read-back covers.
 const HISTORY_PAGES: usize = 5;
 
+/// One page of `users.list`, as the directory reads it.
+#[derive(Debug, Default)]
+pub struct UsersPage {
+    /// (lower-cased e-mail, user ID) of the active people on the page.
+    pub active: Vec<(String, SlackUserId)>,
+    /// Lower-cased e-mails of deleted users and bots (and Slackbot): not to be kept.
+    pub gone: Vec<String>,
+    /// The next page's cursor; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for UsersPage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let listed = ListedPage::deserialize(deserializer)?;
+        let mut page = UsersPage {
+            active: Vec::with_capacity(listed.members.len()),
+            gone: Vec::new(),
+            next_cursor: listed
+                .response_metadata
+                .and_then(|m| m.next_cursor)
+                .map(|c| c.0.into_owned())
+                .filter(|c| !c.is_empty()),
+        };
+        for member in listed.members {
+            let Some(email) = member.profile.and_then(|p| p.email) else {
+                continue;
+            };
+            if email.0.is_empty() {
+                continue;
+            }
+            let email = email.0.to_lowercase();
+            let is_bot = member.is_bot == Some(true) || member.id.0 == "USLACKBOT";
+            if member.deleted == Some(true) || is_bot {
+                page.gone.push(email);
+            } else {
+                page.active
+                    .push((email, SlackUserId(member.id.0.into_owned())));
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// `users.list`'s answer, read in place: only what the directory needs (serde skips the rest
+/// of each member without building it).
+#[derive(serde::Deserialize)]
+struct ListedPage<'a> {
+    #[serde(borrow, default)]
+    members: Vec<ListedMember<'a>>,
+    #[serde(borrow)]
+    response_metadata: Option<ListedCursor<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedMember<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    deleted: Option<bool>,
+    is_bot: Option<bool>,
+    #[serde(borrow)]
+    profile: Option<ListedProfile<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedProfile<'a> {
+    #[serde(borrow)]
+    email: Option<Text<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedCursor<'a> {
+    #[serde(borrow)]
+    next_cursor: Option<Text<'a>>,
+}
+
+/// A JSON string borrowed from the body, or copied when it had escapes (serde's own `Cow`
+/// is always copied when inside an `Option`).
+struct Text<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 /// What `auth.test` says of the bot token.
 #[derive(Debug, Clone)]
 pub struct AuthInfo {
@@ -580,41 +681,31 @@ impl SlackApi {
         }
     }
 
-    /// One page of `users.list`: (lowercased e-mail, user ID) of active humans, and the
-    /// cursor of the next page.
+    /// One page of `users.list`: the active people's (lower-cased e-mail, user ID), the
+    /// addresses of deleted users and bots, and the next page's cursor. Each member is read
+    /// into a few borrowed fields ([`ListedMember`]), never into a full profile, so a page of
+    /// a large org costs its body and little more.
     pub async fn users_list_page(
         &self,
         cursor: Option<String>,
         limit: u16,
-    ) -> Result<(Vec<(String, SlackUserId)>, Vec<String>, Option<String>), SlackError> {
+    ) -> Result<UsersPage, SlackError> {
         const METHOD: &str = "users.list";
         let token = self.bot_token(METHOD)?;
         let started = Instant::now();
-        let request = SlackApiUsersListRequest::new()
-            .with_limit(limit)
-            .opt_cursor(cursor.map(SlackCursorId));
-        let result = self.client.open_session(token).users_list(&request).await;
-        let response = self.finish(METHOD, started, result)?;
-        let mut active = Vec::with_capacity(response.members.len());
-        let mut gone = Vec::new();
-        for user in response.members {
-            let Some(email) = user.profile.as_ref().and_then(|p| p.email.as_ref()) else {
-                continue;
-            };
-            let email = email.0.to_lowercase();
-            let is_bot = user.flags.is_bot == Some(true) || user.id.0 == "USLACKBOT";
-            if user.deleted == Some(true) || is_bot {
-                gone.push(email);
-            } else {
-                active.push((email, user.id));
-            }
-        }
-        let next = response
-            .response_metadata
-            .and_then(|m| m.next_cursor)
-            .map(|c| c.0)
-            .filter(|c| !c.is_empty());
-        Ok((active, gone, next))
+        // A read method: its arguments go in the query, as slack-morphism's `users_list` sent them.
+        let limit = limit.to_string();
+        let params = [
+            ("limit", Some(limit.as_str())),
+            ("cursor", cursor.as_deref()),
+        ];
+        let result: Result<UsersPage, _> = self
+            .client
+            .open_session(token)
+            .http_session_api
+            .http_get(METHOD, &params, None)
+            .await;
+        self.finish(METHOD, started, result)
     }
 
     /// `auth.test` for the bot token, with the scopes Slack reports in `x-oauth-scopes`
