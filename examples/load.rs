@@ -16,7 +16,9 @@
 //! makes the exit status non-zero.
 //!
 //! Settings (flag or environment, `--help` lists them): `--n`/`N` webhooks (5000), `--c`/`C`
-//! concurrency (20), `--u`/`U` users (50), `--warmup`/`WARMUP` webhooks sent before measuring
+//! concurrency (20), `--u`/`U` users (50), `--members`/`MEMBERS` people the fake Slack's
+//! `users.list` lists (U unless given: webhooks go to the first U, the others only fill the
+//! bridge's directory), `--warmup`/`WARMUP` webhooks sent before measuring
 //! (100), `--bridge-threads`/`BRIDGE_THREADS` and `--driver-threads`/`DRIVER_THREADS` worker
 //! threads (the number of CPUs), `--log`/`LOG=1` installs the bridge's own log subscriber as the
 //! binary does (info level unless `RUST_LOG`, on stderr), `--bridge-bin`/`BRIDGE_BIN` runs that
@@ -72,6 +74,11 @@ struct Options {
     /// Users the webhooks are spread over.
     #[arg(long, env = "U", default_value_t = 50, value_parser = positive())]
     u: usize,
+    /// Members the fake Slack lists in users.list (at least U; U unless given): the
+    /// directory's size. With `--bridge-bin` and more members than users, a baseline bridge
+    /// with U members is measured first, and the report gives the memory each member costs.
+    #[arg(long, env = "MEMBERS", value_parser = positive())]
+    members: Option<usize>,
     /// Webhooks sent before measuring.
     #[arg(long, env = "WARMUP", default_value_t = 100)]
     warmup: usize,
@@ -101,6 +108,13 @@ struct Options {
     /// notification) or `off`.
     #[arg(long, env = "THREADS", value_enum, default_value = "workspace")]
     threads: coder_slack_bridge::config::Threads,
+}
+
+impl Options {
+    /// People in the fake Slack's users.list.
+    fn members(&self) -> usize {
+        self.members.unwrap_or(self.u)
+    }
 }
 
 fn threads_value(threads: coder_slack_bridge::config::Threads) -> &'static str {
@@ -697,15 +711,22 @@ fn run(o: Options) -> Result<bool, String> {
     support::install_crypto_provider();
     let driver = runtime("driver-rt", o.driver_threads)?;
     let bridge_rt = runtime("bridge-rt", o.bridge_threads)?;
-    let slack = driver.block_on(start_fake_slack(o.u));
+    let baseline = baseline(&o, &driver)?;
+    let slack = driver.block_on(start_fake_slack(o.members()));
     let floor = match &o.floor_bin {
         Some(bin) => Some(run_floor(&o, bin, &slack, &driver)?),
         None => None,
     };
     let store = Store::new(o.database_url.as_deref())?;
     let bridge = match &o.bridge_bin {
-        Some(bin) => start_child(bin, &slack.api_url(), (o.u, o.threads), &store, &driver)?,
-        None => start_in_process(&slack, (o.u, o.threads), &store, &bridge_rt)?,
+        Some(bin) => start_child(
+            bin,
+            &slack.api_url(),
+            (o.members(), o.threads),
+            &store,
+            &driver,
+        )?,
+        None => start_in_process(&slack, (o.members(), o.threads), &store, &bridge_rt)?,
     };
     let idle_rss = bridge.memory("VmRSS");
     let idle_hwm = bridge.memory("VmHWM");
@@ -724,6 +745,9 @@ fn run(o: Options) -> Result<bool, String> {
     bridge_rt.shutdown_timeout(Duration::from_secs(5));
     driver.shutdown_timeout(Duration::from_secs(5));
     report(&o, &measured, &memory, in_child, stopped);
+    if o.members.is_some() {
+        report_members(&o, &memory, baseline.as_ref(), in_child);
+    }
     if let Some((floor, floor_memory)) = &floor {
         report_floor(floor, floor_memory, &measured, &memory, in_child);
     }
@@ -742,6 +766,83 @@ fn run(o: Options) -> Result<bool, String> {
     Ok(floor_ok
         && measured.load.delivered as usize == o.n
         && measured.warmup.delivered as usize == o.warmup)
+}
+
+/// A baseline run's idle VmRSS and VmHWM, in KiB.
+type Baseline = (Option<u64>, Option<u64>);
+
+/// The baseline run `--members` asks for, if any (see [`baseline_memory`]).
+fn baseline(o: &Options, driver: &tokio::runtime::Runtime) -> Result<Option<Baseline>, String> {
+    if o.members() < o.u {
+        return Err(format!(
+            "--members {} is fewer than --u {}: the webhooks go to the first U members",
+            o.members(),
+            o.u
+        ));
+    }
+    match &o.bridge_bin {
+        Some(bin) if o.members() > o.u => baseline_memory(o, bin, driver).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The bridge binary `bin` against a fake Slack of U members only, started, measured idle
+/// and stopped: what the per-member figures are taken against.
+fn baseline_memory(
+    o: &Options,
+    bin: &std::path::Path,
+    driver: &tokio::runtime::Runtime,
+) -> Result<Baseline, String> {
+    let slack = driver.block_on(start_fake_slack(o.u));
+    let store = Store::new(o.database_url.as_deref())?;
+    let bridge = start_child(bin, &slack.api_url(), (o.u, o.threads), &store, driver)?;
+    let idle = (bridge.memory("VmRSS"), bridge.memory("VmHWM"));
+    if !stop(bridge, driver) {
+        println!("  note: the baseline bridge did not stop cleanly");
+    }
+    Ok(idle)
+}
+
+/// What the directory's members cost: against the baseline run when there is one, else
+/// the idle RSS divided by the members (an upper bound: the rest of the process is in it).
+fn report_members(o: &Options, memory: &Memory, baseline: Option<&Baseline>, in_child: bool) {
+    let members = o.members();
+    let Some((base_rss, base_hwm)) = baseline else {
+        let per = memory.idle_rss.map_or("n/a".into(), |k| {
+            format!("{:.0}", k as f64 * 1024.0 / members as f64)
+        });
+        let scope = if in_child {
+            "bridge process"
+        } else {
+            "whole process"
+        };
+        println!(
+            "  members:     {members} in users.list; idle RSS {} ({scope}) / {members} = {per} bytes \
+             a member, an upper bound (a baseline run with --bridge-bin and --members above --u \
+             gives the difference; else compare two runs)",
+            mib(memory.idle_rss)
+        );
+        return;
+    };
+    let extra = (members - o.u) as f64;
+    let per = |with: Option<u64>, without: Option<u64>| match (with, without) {
+        (Some(with), Some(without)) => {
+            format!("{:.0}", (with as f64 - without as f64) * 1024.0 / extra)
+        }
+        _ => "n/a".into(),
+    };
+    println!(
+        "  members:     {members} in users.list, against U={} in a baseline run of the same binary: \
+         idle RSS {} vs {} = {} bytes a member; VmHWM at idle (the sweep's peak) {} vs {} = {} \
+         bytes a member",
+        o.u,
+        mib(memory.idle_rss),
+        mib(*base_rss),
+        per(memory.idle_rss, *base_rss),
+        mib(memory.idle_hwm),
+        mib(*base_hwm),
+        per(memory.idle_hwm, *base_hwm),
+    );
 }
 
 /// Starts the floor relay as a child process against `slack`, measures it as the bridge is
