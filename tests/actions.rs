@@ -5,16 +5,14 @@
 mod support;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use coder_slack_bridge::config::{Config, Threads};
+use coder_slack_bridge::config::Threads;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::coder_api::{self, FakeCoder, FakeWorkspace, CODER_TOKEN};
+use support::coder_api::{self, FakeCoder, FakeWorkspace, World, BOBBY, CODER_TOKEN, DEV};
 use support::*;
 
 const DM: &str = "DBOBBY";
-const BOBBY: &str = "b0bb1e00-0000-4000-8000-000000000001";
 const MALLORY: &str = "3a110000-0000-4000-8000-000000000002";
-const DEV: &str = "de000000-0000-4000-8000-000000000003";
 const SHARED: &str = "5a000000-0000-4000-8000-000000000004";
 
 const AUTOSTOP: &str = "TemplateWorkspaceAutostopReminder.json.golden";
@@ -25,43 +23,14 @@ const OUT_OF_MEMORY: &str = "TemplateWorkspaceOutOfMemory.json.golden";
 
 const ACT_IDS: [&str; 3] = ["extend_workspace", "start_workspace", "keep_workspace"];
 
-struct World {
-    slack: FakeSlack,
-    socket: FakeSocketServer,
-    coder: FakeCoder,
-    bridge: Bridge,
-}
-
 /// Bobby in Slack, his running workspace `dev` in Coder, and a bridge with Socket Mode on,
 /// with `CODER_TOKEN` when `token`, one message per notification.
 async fn start(token: bool) -> World {
-    start_with(token, Threads::Off).await
+    World::start(token, Threads::Off).await
 }
 
 async fn start_with(token: bool, threads: Threads) -> World {
-    let slack = FakeSlack::start().await;
-    slack.add_user("bobby@coder.com", "UBOBBY");
-    let socket = FakeSocketServer::start().await;
-    slack.set_socket_url(&socket.url());
-    let coder = FakeCoder::start().await;
-    coder.add_workspace(FakeWorkspace::running(DEV, BOBBY, "bobby", "dev"));
-    let mut s = settings(&slack);
-    s.slack_app_token = Some(APP_TOKEN.into());
-    s.socket_mode_connections = "1".into();
-    s.coder_url = Some(coder.url());
-    s.coder_token = token.then(|| CODER_TOKEN.into());
-    let mut c: Config = config(s);
-    c.tuning.coder_call_timeout = Duration::from_secs(1);
-    c.threads = threads;
-    let bridge = Bridge::start(c).await;
-    bridge.wait_for_socket_mode(1).await;
-    bridge.wait_for_directory(1).await;
-    World {
-        slack,
-        socket,
-        coder,
-        bridge,
-    }
+    World::start(token, threads).await
 }
 
 /// When `dev` stops now, in Coder.

@@ -6,11 +6,10 @@
 
 mod support;
 
-use coder_slack_bridge::config::{Config, Threads};
+use coder_slack_bridge::config::Threads;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::time::Duration;
-use support::coder_api::{FakeCoder, FakeWorkspace, CODER_TOKEN};
+use support::coder_api::{FakeCoder, World};
 use support::*;
 
 const DASHBOARD: &str = "deploy/grafana-dashboard.json";
@@ -19,9 +18,6 @@ const PREFIX: &str = "coder_slack_bridge_";
 const DATASOURCE: &str = "${DS_PROMETHEUS}";
 /// The matcher every panel query carries, so the `instance` variable filters everything.
 const INSTANCE_MATCHER: &str = "instance=~\"$instance\"";
-
-const BOBBY: &str = "b0bb1e00-0000-4000-8000-000000000001";
-const DEV: &str = "de000000-0000-4000-8000-000000000003";
 
 /// PromQL's aggregation operators and keywords: identifiers that are neither metrics nor
 /// functions.
@@ -538,24 +534,8 @@ fn read_dashboard() -> Value {
 /// Bobby in Slack, his workspace in Coder, and a bridge with Socket Mode on and
 /// `CODER_TOKEN`, as tests/actions.rs starts it.
 async fn start() -> (FakeSlack, FakeSocketServer, FakeCoder, Bridge) {
-    let slack = FakeSlack::start().await;
-    slack.add_user("bobby@coder.com", "UBOBBY");
-    let socket = FakeSocketServer::start().await;
-    slack.set_socket_url(&socket.url());
-    let coder = FakeCoder::start().await;
-    coder.add_workspace(FakeWorkspace::running(DEV, BOBBY, "bobby", "dev"));
-    let mut s = settings(&slack);
-    s.slack_app_token = Some(APP_TOKEN.into());
-    s.socket_mode_connections = "1".into();
-    s.coder_url = Some(coder.url());
-    s.coder_token = Some(CODER_TOKEN.into());
-    let mut c: Config = config(s);
-    c.tuning.coder_call_timeout = Duration::from_secs(1);
-    c.threads = Threads::Off;
-    let bridge = Bridge::start(c).await;
-    bridge.wait_for_socket_mode(1).await;
-    bridge.wait_for_directory(1).await;
-    (slack, socket, coder, bridge)
+    let world = World::start(true, Threads::Off).await;
+    (world.slack, world.socket, world.coder, world.bridge)
 }
 
 #[tokio::test]

@@ -501,3 +501,45 @@ fn dormant(s: &mut State, id: &str, body: &Value) -> Answer {
     }
     (200, Some(workspace_json(stored)))
 }
+
+/// Bobby's Coder user ID, and his workspace `dev`'s.
+pub const BOBBY: &str = "b0bb1e00-0000-4000-8000-000000000001";
+pub const DEV: &str = "de000000-0000-4000-8000-000000000003";
+
+/// Bobby in Slack (with Socket Mode), his running workspace `dev` in a fake Coder, and a
+/// bridge on both, ready with Bobby in its directory and one Socket Mode connection open.
+pub struct World {
+    pub slack: super::FakeSlack,
+    pub socket: super::FakeSocketServer,
+    pub coder: FakeCoder,
+    pub bridge: super::Bridge,
+}
+
+impl World {
+    /// With `CODER_TOKEN` when `token`; Coder's calls time out after 1 s.
+    pub async fn start(token: bool, threads: coder_slack_bridge::config::Threads) -> World {
+        let slack = super::FakeSlack::start().await;
+        slack.add_user("bobby@coder.com", "UBOBBY");
+        let socket = super::FakeSocketServer::start().await;
+        slack.set_socket_url(&socket.url());
+        let coder = FakeCoder::start().await;
+        coder.add_workspace(FakeWorkspace::running(DEV, BOBBY, "bobby", "dev"));
+        let mut s = super::settings(&slack);
+        s.slack_app_token = Some(super::APP_TOKEN.into());
+        s.socket_mode_connections = "1".into();
+        s.coder_url = Some(coder.url());
+        s.coder_token = token.then(|| CODER_TOKEN.into());
+        let mut c = super::config(s);
+        c.tuning.coder_call_timeout = Duration::from_secs(1);
+        c.threads = threads;
+        let bridge = super::Bridge::start(c).await;
+        bridge.wait_for_socket_mode(1).await;
+        bridge.wait_for_directory(1).await;
+        World {
+            slack,
+            socket,
+            coder,
+            bridge,
+        }
+    }
+}
