@@ -631,16 +631,7 @@ mod tests {
 
     #[test]
     fn outcome_labels_are_the_metric_names() {
-        let labels = [
-            Label::Unauthorized,
-            Label::Rejected,
-            Label::Retry,
-            Label::Duplicate,
-            Label::Delivered,
-            Label::Undeliverable,
-            Label::DryRun,
-        ]
-        .map(Label::as_str);
+        let labels = Label::ALL.map(Label::as_str);
         assert_eq!(
             labels,
             [
@@ -650,7 +641,8 @@ mod tests {
                 "duplicate",
                 "delivered",
                 "undeliverable",
-                "dry_run"
+                "dry_run",
+                "snoozed"
             ]
         );
         assert_eq!(Refusal::WrongSecret.label(), Label::Unauthorized);
