@@ -241,21 +241,16 @@ impl FakeCoder {
 
     /// Waits until `predicate` holds on the recorded calls, or panics after 10 s.
     pub async fn wait_for(&self, what: &str, predicate: impl Fn(&[CoderCall]) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let notified = self.changed.notified();
-            if predicate(&self.lock().calls) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let calls: Vec<String> = self
-                    .calls()
-                    .iter()
-                    .map(|c| format!("{} {}", c.method, c.path))
-                    .collect();
-                panic!("timed out waiting for {what}; Coder's calls: {calls:?}");
-            }
-        }
+        let seen = || {
+            let calls: Vec<String> = self
+                .calls()
+                .iter()
+                .map(|c| format!("{} {}", c.method, c.path))
+                .collect();
+            format!("Coder's calls: {calls:?}")
+        };
+        super::wait::wait_signalled(&self.changed, what, || predicate(&self.lock().calls), seen)
+            .await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -3,6 +3,7 @@
 //! `FakeSlack::wait_for`), prefer it.
 
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The usual bound on a wait in the bridge tests.
@@ -22,5 +23,25 @@ pub async fn wait_until(what: &str, within: Duration, mut condition: impl AsyncF
             panic!("timed out after {within:?} waiting until {what}");
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `holds` is true, looking again each time `changed` is signalled; panics after
+/// [`WAIT`] naming `what` and what `seen` describes. For fakes that signal each request.
+pub async fn wait_signalled(
+    changed: &Notify,
+    what: &str,
+    holds: impl Fn() -> bool,
+    seen: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let notified = changed.notified();
+        if holds() {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            panic!("timed out waiting for {what}; {}", seen());
+        }
     }
 }

@@ -277,19 +277,12 @@ impl FakeSlack {
 
     /// Waits until `predicate` holds on the recorded calls, or panics after 10 s.
     pub async fn wait_for(&self, what: &str, predicate: impl Fn(&[Call]) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let notified = self.changed.notified();
-            if predicate(&self.lock().calls) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "timed out waiting for {what}; calls: {:?}",
-                    self.calls().iter().map(|c| &c.method).collect::<Vec<_>>()
-                );
-            }
-        }
+        let seen = || {
+            let methods: Vec<String> = self.calls().into_iter().map(|c| c.method).collect();
+            format!("calls: {methods:?}")
+        };
+        super::wait::wait_signalled(&self.changed, what, || predicate(&self.lock().calls), seen)
+            .await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
