@@ -3,13 +3,26 @@
 use super::*;
 use std::path::PathBuf;
 
-fn temp_db(name: &str) -> PathBuf {
+/// A database file in a folder of its own, removed with the folder when the test ends.
+struct TempDb {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp_db(name: &str) -> TempDb {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("csb-state-{}-{name}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp folder");
-    dir.join("state.db")
+    let path = dir.join("state.db");
+    TempDb { dir, path }
 }
 
 async fn open(path: &std::path::Path) -> Store {
@@ -108,8 +121,9 @@ async fn claims_of_one_id_at_once_have_one_winner() {
 
 #[tokio::test]
 async fn state_outlives_the_store_and_old_ids_are_pruned() {
-    let path = temp_db("reopen");
-    let store = open(&path).await;
+    let db = temp_db("reopen");
+    let path = &db.path;
+    let store = open(path).await;
     let (old, new) = (MsgKey::of("old"), MsgKey::of("new"));
     for key in [&old, &new] {
         let Ok(Claim::Fresh(token)) = store.claim(key, LEASE).await else {
@@ -123,7 +137,7 @@ async fn state_outlives_the_store_and_old_ids_are_pruned() {
         .expect("learn");
     drop(store);
 
-    let store = open(&path).await;
+    let store = open(path).await;
     assert_eq!(store.claim(&new, LEASE).await, Ok(Claim::Done));
     assert_eq!(store.dm_channel("UBOBBY").await, Ok(Some("D0BOBBY".into())));
     assert_eq!(store.dm_channel("UOTHER").await, Ok(None));
@@ -145,18 +159,19 @@ async fn state_outlives_the_store_and_old_ids_are_pruned() {
 #[tokio::test]
 async fn a_database_of_every_earlier_version_is_upgraded_keeping_its_rows() {
     for version in 1..schema::LATEST as usize {
-        let path = temp_db("migrate");
-        sqlite::migrate_to(&path, version);
+        let db = temp_db("migrate");
+        let path = &db.path;
+        sqlite::migrate_to(path, version);
         {
             // A handled id, as that version's bridge left it.
-            let conn = rusqlite::Connection::open(&path).expect("open");
+            let conn = rusqlite::Connection::open(path).expect("open");
             conn.execute(
                 "INSERT INTO handled (msg_id, owner, done, attempts, lease_expires, created_at) VALUES (x'01', 'old', 1, 1, 0, $1)",
                 [unix_ms(SystemTime::now())],
             )
             .expect("a row");
         }
-        let store = open(&path).await;
+        let store = open(path).await;
         assert_eq!(
             store.health().await.map(|h| h.schema_version),
             Ok(schema::LATEST)
@@ -175,9 +190,10 @@ async fn a_database_of_every_earlier_version_is_upgraded_keeping_its_rows() {
 
 #[tokio::test]
 async fn a_newer_schema_is_refused_rather_than_guessed_at() {
-    let path = temp_db("newer");
-    sqlite::migrate_to(&path, schema::LATEST as usize);
-    rusqlite::Connection::open(&path)
+    let db = temp_db("newer");
+    let path = &db.path;
+    sqlite::migrate_to(path, schema::LATEST as usize);
+    rusqlite::Connection::open(path)
         .and_then(|c| c.execute("UPDATE schema_version SET version = 99", []))
         .expect("bump");
     let Err(e) = Store::open(&Location::Sqlite(path.clone())).await else {
@@ -202,8 +218,9 @@ async fn an_unwritable_place_is_named_with_its_cause() {
 
 #[tokio::test]
 async fn a_read_only_database_is_refused_at_open() {
-    let path = temp_db("readonly");
-    drop(open(&path).await);
+    let db = temp_db("readonly");
+    let path = &db.path;
+    drop(open(path).await);
     // Root ignores file modes, so the file is opened read-only through SQLite's own URI.
     let uri = format!("file:{}?mode=ro", path.display());
     let conn = rusqlite::Connection::open_with_flags(

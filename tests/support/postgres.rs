@@ -52,16 +52,28 @@ impl PgServer {
         if as_root() {
             run(Command::new("chown").arg("postgres:").arg(&dir));
         }
+        // From here on the guard stops the server (if any) and removes the folder, even when
+        // a step below fails.
+        let mut server = PgServer { dir, bin, port: 0 };
+        let (dir, bin) = (server.dir.clone(), server.bin.clone());
         let data = dir.join("data");
+        // 1 MiB WAL segments: a cluster takes a few MB of disk rather than tens.
         run(as_server_user(&bin.join("initdb"))
             .arg("-D")
             .arg(&data)
             .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
-            .args(["--locale=C.UTF-8", "--no-sync", "--no-instructions"]));
+            .args([
+                "--locale=C.UTF-8",
+                "--no-sync",
+                "--no-instructions",
+                "--wal-segsize=1",
+            ]));
         let port = free_port();
+        server.port = port;
         // fsync off: the tests check the bridge, not the disk, and it saves seconds.
         let mut options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=60",
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=60 \
+             -c min_wal_size=2MB -c max_wal_size=32MB",
             dir.display()
         );
         if let Some((cert, key)) = tls {
@@ -90,7 +102,7 @@ impl PgServer {
             .arg("-l")
             .arg(dir.join("server.log"))
             .args(["-w", "-t", "30", "start", "-o", &options]));
-        Some(PgServer { dir, bin, port })
+        Some(server)
     }
 
     /// A URL for a new, empty database on this server.
