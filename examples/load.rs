@@ -108,6 +108,18 @@ struct Options {
     /// notification) or `off`.
     #[arg(long, env = "THREADS", value_enum, default_value = "workspace")]
     threads: coder_slack_bridge::config::Threads,
+    /// A setting for the bridge binary (with --bridge-bin), e.g. `--bridge-env RUST_LOG=warn`
+    /// or `--bridge-env DATABASE_URL=sqlite::memory:`, to measure what one feature costs.
+    /// Repeatable; set after the load example's own, so it wins.
+    #[arg(long = "bridge-env", value_parser = key_value, requires = "bridge_bin")]
+    bridge_env: Vec<(String, String)>,
+}
+
+fn key_value(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {pair:?}")),
+    }
 }
 
 impl Options {
@@ -528,6 +540,7 @@ fn start_child(
     api_url: &str,
     (users, threads): (usize, coder_slack_bridge::config::Threads),
     store: &Store,
+    extra_env: &[(String, String)],
     driver: &tokio::runtime::Runtime,
 ) -> Result<Bridge, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -548,6 +561,7 @@ fn start_child(
         .current_dir(store.dir())
         // As operators run it: an info line per webhook, here to /dev/null.
         .env("RUST_LOG", "info")
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -724,6 +738,7 @@ fn run(o: Options) -> Result<bool, String> {
             &slack.api_url(),
             (o.members(), o.threads),
             &store,
+            &o.bridge_env,
             &driver,
         )?,
         None => start_in_process(&slack, (o.members(), o.threads), &store, &bridge_rt)?,
@@ -795,7 +810,14 @@ fn baseline_memory(
 ) -> Result<Baseline, String> {
     let slack = driver.block_on(start_fake_slack(o.u));
     let store = Store::new(o.database_url.as_deref())?;
-    let bridge = start_child(bin, &slack.api_url(), (o.u, o.threads), &store, driver)?;
+    let bridge = start_child(
+        bin,
+        &slack.api_url(),
+        (o.u, o.threads),
+        &store,
+        &o.bridge_env,
+        driver,
+    )?;
     let idle = (bridge.memory("VmRSS"), bridge.memory("VmHWM"));
     if !stop(bridge, driver) {
         println!("  note: the baseline bridge did not stop cleanly");
