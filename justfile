@@ -27,5 +27,8 @@ lint:
 bench:
     cargo bench --bench render
     cargo bench --bench store
-    cargo build --release --bin coder-slack-bridge --example floor --example load
+    # The binary on its own first: built with the examples, it would carry their
+    # dev-dependencies' features (HTTP/2 among them) and not be the binary people run.
+    cargo build --release --bin coder-slack-bridge
+    cargo build --release --example floor --example load
     target/release/examples/load --bridge-bin target/release/coder-slack-bridge --floor-bin target/release/examples/floor

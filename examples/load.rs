@@ -771,6 +771,17 @@ fn run(o: Options) -> Result<bool, String> {
         store.shown(),
         threads_value(o.threads)
     );
+    if !o.bridge_env.is_empty() {
+        let settings: Vec<String> = o
+            .bridge_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "  also set:    {} (these win over the above)",
+            settings.join(" ")
+        );
+    }
     println!(
         "  total run time {:.1} s",
         run_started.elapsed().as_secs_f64()

@@ -8,93 +8,92 @@ use crate::telemetry::OutcomeLabels;
 use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use http_body_util::{BodyDataStream, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::json;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tokio::sync::SemaphorePermit;
-use warp::http::{header, StatusCode};
-use warp::reply::{Reply, Response};
-use warp::Filter;
 
 /// Largest webhook body accepted; Coder's are a few KiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-pub fn routes(
+/// Every answer: a whole body, JSON or the metrics' text.
+pub type Response = hyper::Response<Full<Bytes>>;
+
+/// The server's four paths, matched exactly (no trailing slash), each with its one method.
+pub struct Routes {
     state: Arc<AppState>,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    // Every outcome shows from the start (at 0), so rates and shares over it are defined
-    // before the first webhook of each kind.
-    for label in Label::ALL {
-        let outcome = OutcomeLabels {
-            outcome: label.as_str(),
-        };
-        let _ = state.metrics.webhooks.get_or_create(&outcome);
-    }
-    let with_state = warp::any().map(move || state.clone());
-    let refusals = Arc::new(RefusalLog::default());
-    let webhook = warp::path!("v1" / "webhook")
-        .and(warp::post())
-        .and(with_state.clone())
-        .and(warp::any().map(move || refusals.clone()))
-        .and(warp::ext::optional::<PeerAddr>())
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
-        .then(webhook);
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| json_reply(StatusCode::OK, json!({"status": "ok"})));
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
-        .and(with_state.clone())
-        .map(|state: Arc<AppState>| readyz(&state));
-    let metrics =
-        warp::path!("metrics")
-            .and(warp::get())
-            .and(with_state)
-            .map(|state: Arc<AppState>| {
-                // Readiness is read when asked, so the gauge says what /readyz would.
-                let ready = state.readiness.report().ready;
-                state.metrics.ready.set(i64::from(ready));
-                let mut response = Response::new(state.metrics.encode().into());
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                response
-            });
-    webhook
-        .or(healthz)
-        .unify()
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
-        .recover(rejection)
-        .unify()
+    refusals: RefusalLog,
 }
 
-fn json_reply(status: StatusCode, body: serde_json::Value) -> Response {
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+impl Routes {
+    pub fn new(state: Arc<AppState>) -> Arc<Routes> {
+        // Every outcome shows from the start (at 0), so rates and shares over it are defined
+        // before the first webhook of each kind.
+        for label in Label::ALL {
+            let outcome = OutcomeLabels {
+                outcome: label.as_str(),
+            };
+            let _ = state.metrics.webhooks.get_or_create(&outcome);
+        }
+        Arc::new(Routes {
+            state,
+            refusals: RefusalLog::default(),
+        })
+    }
+
+    /// The answer to one request from `peer` (named in the warnings about refused webhooks).
+    pub async fn answer(&self, request: Request<Incoming>, peer: SocketAddr) -> Response {
+        let (parts, body) = request.into_parts();
+        let state = &self.state;
+        match (parts.uri.path(), parts.method) {
+            ("/v1/webhook", Method::POST) => {
+                let body = BodyDataStream::new(body);
+                webhook(state, &self.refusals, peer, &parts.headers, body).await
+            }
+            ("/healthz", Method::GET) => json_reply(StatusCode::OK, json!({"status": "ok"})),
+            ("/readyz", Method::GET) => readyz(state),
+            ("/metrics", Method::GET) => metrics(state),
+            ("/v1/webhook" | "/healthz" | "/readyz" | "/metrics", _) => {
+                error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            _ => error_reply(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+}
+
+fn json_reply(status: StatusCode, body: impl serde::Serialize) -> Response {
+    // Serialising our own values cannot fail; the fallback keeps the answer JSON regardless.
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn error_reply(status: StatusCode, message: impl Into<String>) -> Response {
     json_reply(status, json!({ "error": message.into() }))
 }
 
-async fn rejection(rejection: warp::Rejection) -> Result<Response, Infallible> {
-    Ok(if rejection.is_not_found() {
-        error_reply(StatusCode::NOT_FOUND, "not found")
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        error_reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-    } else {
-        error_reply(StatusCode::BAD_REQUEST, "bad request")
-    })
+fn metrics(state: &AppState) -> Response {
+    // Readiness is read when asked, so the gauge says what /readyz would.
+    let ready = state.readiness.report().ready;
+    state.metrics.ready.set(i64::from(ready));
+    let mut response = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
 }
 
 fn readyz(state: &AppState) -> Response {
@@ -113,11 +112,6 @@ fn readyz(state: &AppState) -> Response {
     }
     json_reply(status, body)
 }
-
-/// The client's address, put on each request by the accept loop (warp's own is only set by
-/// warp's server).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PeerAddr(pub SocketAddr);
 
 /// The `outcome` label of the webhooks counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,22 +153,22 @@ impl Label {
 }
 
 async fn webhook(
-    state: Arc<AppState>,
-    refusals: Arc<RefusalLog>,
-    peer: Option<PeerAddr>,
-    headers: warp::http::HeaderMap,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
+    state: &AppState,
+    refusals: &RefusalLog,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: impl Stream<Item = Result<impl Buf, hyper::Error>> + Unpin + Send,
 ) -> Response {
     let started = Instant::now();
-    let (label, response) = match admit(&state, &headers, body).await {
+    let (label, response) = match admit(state, headers, body).await {
         Ok((permit, notification)) => {
-            let answered = deliver(&state, notification, started).await;
+            let answered = deliver(state, notification, started).await;
             drop(permit);
             answered
         }
         Err(refused) => {
             let response = refused.response();
-            refusals.warn(&refused, response.status(), peer.map(|p| p.0));
+            refusals.warn(&refused, response.status(), peer);
             (refused.refusal.label(), response)
         }
     };
@@ -256,7 +250,7 @@ impl Refused {
                 );
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Basic realm=\"coder-slack-bridge\""),
+                    HeaderValue::from_static("Basic realm=\"coder-slack-bridge\""),
                 );
                 return response;
             }
@@ -317,7 +311,7 @@ impl RefusalLog {
         }
     }
 
-    fn warn(&self, refused: &Refused, status: StatusCode, peer: Option<SocketAddr>) {
+    fn warn(&self, refused: &Refused, status: StatusCode, remote: SocketAddr) {
         let Some(suppressed) = self.admit(refused.refusal, Instant::now()) else {
             return;
         };
@@ -328,7 +322,6 @@ impl RefusalLog {
             .as_deref()
             .map(|d| format!(": {d}"))
             .unwrap_or_default();
-        let remote = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         if suppressed == 0 {
             tracing::warn!(status, %remote, "webhook rejected: {reason}{detail}");
         } else {
@@ -346,8 +339,8 @@ impl RefusalLog {
 /// parse. The permit is held until the answer, bounding the memory requests take.
 async fn admit<'s>(
     state: &'s AppState,
-    headers: &warp::http::HeaderMap,
-    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send,
+    headers: &HeaderMap,
+    mut body: impl Stream<Item = Result<impl Buf, hyper::Error>> + Unpin + Send,
 ) -> Result<(SemaphorePermit<'s>, Notification), Refused> {
     if let Err(refused) = check_secret(state, headers).and_then(|()| check_json(headers)) {
         drain(headers, &mut body).await;
@@ -363,7 +356,7 @@ async fn admit<'s>(
     Ok((permit, notification))
 }
 
-fn check_secret(state: &AppState, headers: &warp::http::HeaderMap) -> Result<(), Refused> {
+fn check_secret(state: &AppState, headers: &HeaderMap) -> Result<(), Refused> {
     match &state.webhook_secret {
         Some(secret) if !authorized(headers, secret.expose_secret().as_bytes()) => {
             Err(Refused::new(Refusal::WrongSecret))
@@ -372,7 +365,7 @@ fn check_secret(state: &AppState, headers: &warp::http::HeaderMap) -> Result<(),
     }
 }
 
-fn check_json(headers: &warp::http::HeaderMap) -> Result<(), Refused> {
+fn check_json(headers: &HeaderMap) -> Result<(), Refused> {
     if is_json(headers) {
         return Ok(());
     }
@@ -402,8 +395,8 @@ async fn request_permit(state: &AppState) -> Result<SemaphorePermit<'_>, Refused
 
 async fn receive_body(
     state: &AppState,
-    headers: &warp::http::HeaderMap,
-    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+    headers: &HeaderMap,
+    body: &mut (impl Stream<Item = Result<impl Buf, hyper::Error>> + Unpin + Send),
 ) -> Result<Bytes, Refused> {
     match tokio::time::timeout(state.body_read_timeout, read_body(headers, &mut *body)).await {
         Ok(Ok(bytes)) => Ok(bytes),
@@ -423,8 +416,8 @@ const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 async fn drain(
-    headers: &warp::http::HeaderMap,
-    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+    headers: &HeaderMap,
+    body: &mut (impl Stream<Item = Result<impl Buf, hyper::Error>> + Unpin + Send),
 ) {
     // A client that asked to wait (`Expect: 100-continue`) has sent nothing yet; answering at
     // once spares it the upload.
@@ -492,7 +485,7 @@ fn answer(result: Result<Answer, RetryLater>) -> (Label, Response) {
                 Outcome::DryRun => Label::DryRun,
                 Outcome::Snoozed => Label::Snoozed,
             };
-            (label, warp::reply::json(&outcome).into_response())
+            (label, json_reply(StatusCode::OK, &outcome))
         }
         Err(retry) => (Label::Retry, retry_reply(&retry.reason, retry.retry_after)),
     }
@@ -502,12 +495,12 @@ fn retry_reply(reason: &str, retry_after: Duration) -> Response {
     let mut response = error_reply(StatusCode::SERVICE_UNAVAILABLE, reason);
     response.headers_mut().insert(
         header::RETRY_AFTER,
-        header::HeaderValue::from(retry_after.as_secs().max(1)),
+        HeaderValue::from(retry_after.as_secs().max(1)),
     );
     response
 }
 
-fn is_json(headers: &warp::http::HeaderMap) -> bool {
+fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -522,8 +515,8 @@ enum BodyError {
 
 /// Reads at most [`MAX_BODY_BYTES`], whether or not a Content-Length was sent.
 async fn read_body(
-    headers: &warp::http::HeaderMap,
-    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin + Send),
+    headers: &HeaderMap,
+    body: &mut (impl Stream<Item = Result<impl Buf, hyper::Error>> + Unpin + Send),
 ) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -545,7 +538,7 @@ async fn read_body(
 
 /// The secret as a Basic-auth password (any user name) or a Bearer token, compared in
 /// constant time.
-fn authorized(headers: &warp::http::HeaderMap, secret: &[u8]) -> bool {
+fn authorized(headers: &HeaderMap, secret: &[u8]) -> bool {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -573,7 +566,6 @@ fn authorized(headers: &warp::http::HeaderMap, secret: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warp::http::HeaderMap;
 
     fn with_auth(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

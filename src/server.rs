@@ -1,13 +1,12 @@
 //! The accept loop: hyper with a header-read timeout and a cap on open connections, so idle
 //! or half-open clients cannot starve real requests; graceful on shutdown.
 
-use crate::http::PeerAddr;
+use crate::http::Routes;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::{service_fn, Service as _};
+use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use warp::Filter;
 
 pub struct Limits {
     pub max_connections: usize,
@@ -23,14 +21,12 @@ pub struct Limits {
 }
 
 /// Serves until `shutdown`, then lets open connections finish the request they are on.
-pub async fn serve<F>(listener: TcpListener, routes: F, limits: Limits, shutdown: CancellationToken)
-where
-    F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
+pub async fn serve(
+    listener: TcpListener,
+    routes: Arc<Routes>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     let connections = TaskTracker::new();
     let connection_permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -52,11 +48,10 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let warp_service = TowerToHyperService::new(warp::service(routes.clone()));
-        let service = service_fn(move |mut request: Request<Incoming>| {
-            // The client's address, for the warnings about refused webhooks.
-            request.extensions_mut().insert(PeerAddr(peer));
-            warp_service.call(request)
+        let routes = routes.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let routes = routes.clone();
+            async move { Ok::<_, Infallible>(routes.answer(request, peer).await) }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())

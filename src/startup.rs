@@ -307,7 +307,7 @@ async fn listen(
     };
     let server = tokio::spawn(server::serve(
         listener,
-        http::routes(state),
+        http::Routes::new(state),
         limits,
         shutdown,
     ));

@@ -7,7 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// How log lines are written: plain text for people, JSON objects for log shippers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,19 +18,37 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. The level comes from `RUST_LOG` (default `info`).
+/// Installs the global subscriber. The levels come from `RUST_LOG` (default `info`): a level,
+/// `target=level` pairs, or both, e.g. `info,coder_slack_bridge=debug`. (Targets, not
+/// EnvFilter: span and field filters are rarely wanted here, and EnvFilter's regex engine
+/// was a tenth of the binary.)
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, refused) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour only on a terminal: journald and log shippers get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(filter);
     // A second init (tests) is harmless: keep the first.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let installed = match format {
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
     };
+    if let (Ok(()), Some(reason)) = (installed, refused) {
+        tracing::warn!("RUST_LOG is not understood ({reason}); logging at info");
+    }
+}
+
+/// The filter `RUST_LOG` asks for, or `info` and why the value was refused.
+fn log_filter(rust_log: Option<&str>) -> (Targets, Option<String>) {
+    let info = || Targets::new().with_default(tracing::Level::INFO);
+    match rust_log.map(str::trim) {
+        None | Some("") => (info(), None),
+        Some(value) => match value.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(e) => (info(), Some(e.to_string())),
+        },
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,5 +177,30 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_takes_a_level_and_per_target_levels_and_refuses_nonsense() {
+        let (filter, refused) = log_filter(None);
+        assert!(refused.is_none());
+        assert!(filter.would_enable("coder_slack_bridge", &Level::INFO));
+        assert!(!filter.would_enable("coder_slack_bridge", &Level::DEBUG));
+
+        let (filter, refused) = log_filter(Some("warn,coder_slack_bridge::http=debug"));
+        assert!(refused.is_none());
+        assert!(filter.would_enable("coder_slack_bridge::http", &Level::DEBUG));
+        assert!(!filter.would_enable("coder_slack_bridge::delivery", &Level::INFO));
+        assert!(filter.would_enable("hyper", &Level::WARN));
+
+        let (filter, refused) = log_filter(Some("info,coder_slack_bridge=loud"));
+        assert!(refused.is_some_and(|r| !r.is_empty()));
+        assert!(filter.would_enable("coder_slack_bridge", &Level::INFO));
+        assert!(!filter.would_enable("coder_slack_bridge", &Level::DEBUG));
     }
 }

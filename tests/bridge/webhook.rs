@@ -226,10 +226,24 @@ async fn bad_requests_get_specific_errors_and_never_reach_slack() {
     assert_eq!(status, 413);
     assert!(error.contains("larger than"), "{error}");
 
-    let (status, _) = bridge.get("/v1/webhook").await;
-    assert_eq!(status, 405);
+    let (status, body) = bridge.get("/v1/webhook").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (405, r#"{"error":"method not allowed"}"#)
+    );
+    let posted = http_client()
+        .post(bridge.url("/metrics"))
+        .send()
+        .await
+        .expect("POST /metrics");
+    assert_eq!(posted.status(), 405);
     let (status, body) = bridge.get("/nope").await;
     assert_eq!((status, body.as_str()), (404, r#"{"error":"not found"}"#));
+    // Paths match exactly, as the probes and Coder's URL are written.
+    let (status, _) = bridge.get("/healthz/").await;
+    assert_eq!(status, 404);
+    let (status, _) = bridge.get("/healthz?verbose=1").await;
+    assert_eq!(status, 200);
 
     assert!(slack.calls_to("chat.postMessage").is_empty());
     bridge.stop().await;
