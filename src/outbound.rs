@@ -25,9 +25,13 @@ pub fn client(
     user_agent: &str,
 ) -> Result<reqwest::Client, String> {
     install_crypto_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .proxy(reqwest_proxy(proxies))
+    let mut builder = reqwest::Client::builder().no_proxy();
+    // Without a proxy there is nothing to decide: the hook (which rebuilds each request's URL
+    // to ask) would only cost CPU per call.
+    if !proxies.is_empty() {
+        builder = builder.proxy(reqwest_proxy(proxies));
+    }
+    builder
         .timeout(call_timeout)
         .connect_timeout(call_timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(60))

@@ -173,7 +173,8 @@ impl ProxyConfig {
         (!self.no_proxy.matches(url)).then_some(proxy)
     }
 
-    /// Whether any proxy is configured (for start-up logs).
+    /// Whether any proxy is configured (for start-up logs, and so clients skip the per-call
+    /// decision when there is none).
     pub fn is_empty(&self) -> bool {
         self.https.is_none() && self.http.is_none() && self.all.is_none()
     }

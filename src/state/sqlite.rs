@@ -6,7 +6,7 @@
 
 use super::schema;
 use super::{CardRow, Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +21,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// Runs in the batch's transaction, or hears why there is none.
-type Job = Box<dyn FnOnce(Result<&Transaction, &StoreError>) -> Completion + Send>;
+type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Completion + Send>;
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -75,7 +75,7 @@ impl Sqlite {
     async fn call<T: Send + 'static>(
         &self,
         operation: &'static str,
-        work: impl FnOnce(&Transaction) -> rusqlite::Result<T> + Send + 'static,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (answer, answered) = oneshot::channel();
         let database = self.database.clone();
@@ -474,8 +474,8 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
     txn.commit().map_err(|e| describe(&e))
 }
 
-fn schema_version(txn: &Transaction) -> rusqlite::Result<i64> {
-    txn.query_row(
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
         "SELECT coalesce(max(version), 0) FROM schema_version",
         [],
         |row| row.get(0),
@@ -513,7 +513,7 @@ fn spawn_checkpointer(
 }
 
 /// The store's thread: batches of queued jobs, each batch one transaction.
-fn run(mut conn: Connection, mut queue: mpsc::Receiver<Job>, database: &Arc<str>) {
+fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, database: &Arc<str>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -523,24 +523,29 @@ fn run(mut conn: Connection, mut queue: mpsc::Receiver<Job>, database: &Arc<str>
                 Err(_) => break,
             }
         }
-        let txn = match conn.transaction() {
-            Ok(txn) => txn,
-            Err(e) => {
-                let failed = error(database, "begin a transaction", describe(&e));
-                for job in batch.drain(..) {
-                    job(Err(&failed))(Err(&failed));
-                }
-                continue;
+        // BEGIN and COMMIT as cached statements: rusqlite's Transaction parses both again
+        // for every batch.
+        if let Err(e) = execute_cached(&conn, "BEGIN") {
+            let failed = error(database, "begin a transaction", describe(&e));
+            for job in batch.drain(..) {
+                job(Err(&failed))(Err(&failed));
             }
-        };
-        let completions: Vec<Completion> = batch.drain(..).map(|job| job(Ok(&txn))).collect();
-        let committed = txn
-            .commit()
-            .map_err(|e| error(database, "commit", describe(&e)));
+            continue;
+        }
+        let completions: Vec<Completion> = batch.drain(..).map(|job| job(Ok(&conn))).collect();
+        let committed = execute_cached(&conn, "COMMIT").map_err(|e| {
+            // A failed COMMIT leaves the transaction open: end it, so the next batch begins.
+            let _ = conn.execute_batch("ROLLBACK");
+            error(database, "commit", describe(&e))
+        });
         for complete in completions {
             complete(committed.as_ref().map(drop));
         }
     }
+}
+
+fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 #[cfg(test)]
