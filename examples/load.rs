@@ -79,6 +79,10 @@ struct Options {
     /// with U members is measured first, and the report gives the memory each member costs.
     #[arg(long, env = "MEMBERS", value_parser = positive())]
     members: Option<usize>,
+    /// Bytes of profile fields on each member in the fake Slack's `users.list` pages (Slack's
+    /// own are about 1,500–2,000; 0, the default, keeps them lean), to see a sweep's peak.
+    #[arg(long, env = "PROFILE_BYTES", default_value_t = 0)]
+    profile_bytes: usize,
     /// Webhooks sent before measuring.
     #[arg(long, env = "WARMUP", default_value_t = 100)]
     warmup: usize,
@@ -185,9 +189,10 @@ fn email(i: usize) -> String {
 }
 
 /// The fake Slack on the current runtime, knowing `users` people, counting calls only.
-async fn start_fake_slack(users: usize) -> FakeSlack {
+async fn start_fake_slack(users: usize, profile_bytes: usize) -> FakeSlack {
     let slack = FakeSlack::start_with(FakeOptions {
         lean: true,
+        profile_bytes,
         ..FakeOptions::default()
     })
     .await;
@@ -726,7 +731,7 @@ fn run(o: Options) -> Result<bool, String> {
     let driver = runtime("driver-rt", o.driver_threads)?;
     let bridge_rt = runtime("bridge-rt", o.bridge_threads)?;
     let baseline = baseline(&o, &driver)?;
-    let slack = driver.block_on(start_fake_slack(o.members()));
+    let slack = driver.block_on(start_fake_slack(o.members(), o.profile_bytes));
     let floor = match &o.floor_bin {
         Some(bin) => Some(run_floor(&o, bin, &slack, &driver)?),
         None => None,
@@ -819,7 +824,7 @@ fn baseline_memory(
     bin: &std::path::Path,
     driver: &tokio::runtime::Runtime,
 ) -> Result<Baseline, String> {
-    let slack = driver.block_on(start_fake_slack(o.u));
+    let slack = driver.block_on(start_fake_slack(o.u, o.profile_bytes));
     let store = Store::new(o.database_url.as_deref())?;
     let bridge = start_child(
         bin,

@@ -7,6 +7,7 @@ use coder_slack_bridge::{commands, telemetry, App};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    fix_malloc_mmap_threshold();
     // `.env` first, so clap sees its values as environment variables.
     let from_dotenv = match load_dotenv() {
         Ok(loaded) => loaded,
@@ -125,3 +126,18 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
         })
     }
 }
+
+/// glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB), so after
+/// a directory sweep the freed `users.list` page buffers (~2 MB each with full profiles) stay
+/// in the heap: 8–12 MiB more RSS at 100,000 members. Fixed at glibc's starting value, blocks
+/// that large are mapped and unmapped each time, and the memory goes back at once.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_malloc_mmap_threshold() {
+    // SAFETY: mallopt only sets an allocator parameter; this runs before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_malloc_mmap_threshold() {}

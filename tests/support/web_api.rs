@@ -74,6 +74,8 @@ struct State {
     lost: HashMap<String, VecDeque<Lost>>,
     /// e-mail → user ID, in a stable order for users.list pages.
     users: BTreeMap<String, String>,
+    /// See [`Options::profile_bytes`].
+    profile_bytes: usize,
     calls: Vec<Call>,
     canned: HashMap<String, VecDeque<Canned>>,
     /// Answer every call of a method this way until cleared.
@@ -98,6 +100,9 @@ pub struct Options {
     /// Answer with `Connection: close`, so every call is a new connection (and a proxy sees
     /// each request line).
     pub close_connections: bool,
+    /// Bytes of profile fields each `users.list` member carries besides its e-mail, as
+    /// Slack's do (about 1,500–2,000: names, title, status, image URLs); 0 keeps them lean.
+    pub profile_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -117,6 +122,7 @@ impl FakeSlack {
         let state = Arc::new(Mutex::new(State {
             scopes: "chat:write,users:read,users:read.email,im:write,im:history".into(),
             lean: options.lean,
+            profile_bytes: options.profile_bytes,
             ..State::default()
         }));
         let changed = Arc::new(Notify::new());
@@ -414,7 +420,7 @@ fn default_answer(
                 .iter()
                 .skip(start)
                 .take(limit)
-                .map(|(e, id)| user_json(id, e))
+                .map(|(e, id)| with_profile_fields(user_json(id, e), s.profile_bytes))
                 .collect();
             let next = if start + limit < s.users.len() {
                 format!("page-{}", start + limit)
@@ -580,6 +586,27 @@ fn history(s: &State, args: &Value) -> Value {
         .map(|m| without_metadata_unless(m, with_metadata))
         .collect();
     json!({"ok": true, "messages": messages, "has_more": false})
+}
+
+/// `member` with `bytes` of profile fields beside its e-mail, spread over the fields a real
+/// Slack profile has.
+fn with_profile_fields(mut member: Value, bytes: usize) -> Value {
+    if bytes == 0 {
+        return member;
+    }
+    let fields = [
+        "real_name",
+        "title",
+        "status_text",
+        "image_512",
+        "image_1024",
+        "phone",
+    ];
+    let each = bytes / fields.len();
+    for field in fields {
+        member["profile"][field] = json!("x".repeat(each));
+    }
+    member
 }
 
 fn user_json(id: &str, email: &str) -> Value {
