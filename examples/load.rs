@@ -24,7 +24,10 @@
 //! binary does (info level unless `RUST_LOG`, on stderr), `--bridge-bin`/`BRIDGE_BIN` runs that
 //! binary as a child process instead, `--database-url`/`DATABASE_URL` the bridge's store (a
 //! fresh SQLite file in a temporary folder unless given; every run uses new `msg_id`s, so one
-//! PostgreSQL database serves many runs).
+//! PostgreSQL database serves many runs), `--floor-bin`/`FLOOR_BIN` the bare relay to measure
+//! against, `--profile-bytes`/`PROFILE_BYTES` Slack-sized member profiles in `users.list`, and
+//! `--bridge-env KEY=VALUE` (repeatable) one more setting for the bridge binary, to measure what
+//! a feature costs (e.g. `--bridge-env RUST_LOG=warn`).
 //!
 //! The fake Slack is the tests' own (tests/support), in lean mode: it counts calls per method
 //! and keeps nothing else, so it is not the bottleneck.
