@@ -3,8 +3,7 @@
 
 mod support;
 
-use coder_slack_bridge::proxy::ProxyConfig;
-use coder_slack_bridge::slack::{directory::Directory, SlackApi};
+use coder_slack_bridge::slack::directory::Directory;
 use coder_slack_bridge::telemetry::Metrics;
 use serde_json::json;
 use std::sync::Arc;
@@ -14,17 +13,7 @@ use support::*;
 const LONG: Duration = Duration::from_secs(3600);
 
 fn directory(slack: &FakeSlack, entry_ttl: Duration) -> Directory {
-    install_crypto_provider();
-    let api = SlackApi::new(
-        &slack.api_url().parse().expect("url"),
-        Some(&BOT_TOKEN.into()),
-        None,
-        Duration::from_secs(5),
-        Metrics::new(),
-        &ProxyConfig::none(),
-    )
-    .expect("client");
-    Directory::new(Arc::new(api), LONG, entry_ttl, Metrics::new())
+    Directory::new(Arc::new(slack.bot_api()), LONG, entry_ttl, Metrics::new())
 }
 
 async fn resolve(directory: &Directory, email: &str) -> Option<String> {

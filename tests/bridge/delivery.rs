@@ -273,19 +273,11 @@ async fn a_user_missing_from_the_sweep_is_looked_up_once() {
 
 #[tokio::test]
 async fn a_learned_address_expires_so_a_reassigned_one_reaches_its_new_owner() {
-    use coder_slack_bridge::slack::{directory::Directory, SlackApi};
+    use coder_slack_bridge::slack::directory::Directory;
     use coder_slack_bridge::telemetry::Metrics;
     let slack = FakeSlack::start().await;
     slack.add_user("ops@coder.com", "UPREVIOUS");
-    let api = SlackApi::new(
-        &slack.api_url().parse().expect("url"),
-        Some(&BOT_TOKEN.into()),
-        None,
-        Duration::from_secs(5),
-        Metrics::new(),
-        &coder_slack_bridge::proxy::ProxyConfig::none(),
-    )
-    .expect("client");
+    let api = slack.bot_api();
     // No sweep runs here (as when every users.list fails): only the entry's lifetime can
     // bring the new owner in.
     let directory = Directory::new(

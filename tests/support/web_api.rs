@@ -173,6 +173,20 @@ impl FakeSlack {
         format!("http://{}/api", self.addr)
     }
 
+    /// The bridge's Web API client pointed at this fake, with the bot token and no proxy.
+    pub fn bot_api(&self) -> coder_slack_bridge::slack::SlackApi {
+        super::install_crypto_provider();
+        coder_slack_bridge::slack::SlackApi::new(
+            &self.api_url().parse().expect("url"),
+            Some(&super::BOT_TOKEN.into()),
+            None,
+            Duration::from_secs(5),
+            coder_slack_bridge::telemetry::Metrics::new(),
+            &coder_slack_bridge::proxy::ProxyConfig::none(),
+        )
+        .expect("client")
+    }
+
     pub fn add_user(&self, email: &str, id: &str) {
         self.lock()
             .users
