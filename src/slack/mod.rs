@@ -453,6 +453,24 @@ impl SlackApi {
         })
     }
 
+    /// A read method with the bot token: Slack takes its arguments as a query, not as JSON
+    /// (as slack-morphism's own read methods send them); counted and logged like every call.
+    async fn read<T: serde::de::DeserializeOwned + Send, const N: usize>(
+        &self,
+        method: &'static str,
+        params: &[(&str, Option<&str>); N],
+    ) -> Result<T, SlackError> {
+        let token = self.bot_token(method)?;
+        let started = Instant::now();
+        let result = self
+            .client
+            .open_session(token)
+            .http_session_api
+            .http_get(method, params, None)
+            .await;
+        self.finish(method, started, result)
+    }
+
     /// Counts and logs one finished call, and turns slack-morphism's error into ours.
     fn finish<T>(
         &self,
@@ -530,9 +548,6 @@ impl SlackApi {
             Some(_) => "conversations.replies",
             None => "conversations.history",
         };
-        let token = self.bot_token(method)?;
-        let started = Instant::now();
-        // A read method: Slack takes its arguments as a query, not as JSON.
         let params = [
             ("channel", Some(channel)),
             ("ts", thread_ts),
@@ -542,13 +557,7 @@ impl SlackApi {
             ("limit", Some("100")),
             ("cursor", cursor),
         ];
-        let result: Result<History, _> = self
-            .client
-            .open_session(token)
-            .http_session_api
-            .http_get(method, &params, None)
-            .await;
-        self.finish(method, started, result)
+        self.read(method, &params).await
     }
 
     /// `views.publish`: `blocks` as `user`'s App Home.
@@ -690,22 +699,12 @@ impl SlackApi {
         cursor: Option<String>,
         limit: u16,
     ) -> Result<UsersPage, SlackError> {
-        const METHOD: &str = "users.list";
-        let token = self.bot_token(METHOD)?;
-        let started = Instant::now();
-        // A read method: its arguments go in the query, as slack-morphism's `users_list` sent them.
         let limit = limit.to_string();
         let params = [
             ("limit", Some(limit.as_str())),
             ("cursor", cursor.as_deref()),
         ];
-        let result: Result<UsersPage, _> = self
-            .client
-            .open_session(token)
-            .http_session_api
-            .http_get(METHOD, &params, None)
-            .await;
-        self.finish(METHOD, started, result)
+        self.read("users.list", &params).await
     }
 
     /// `auth.test` for the bot token, with the scopes Slack reports in `x-oauth-scopes`
