@@ -1,7 +1,9 @@
-//! The accept loop: hyper with a header-read timeout and a cap on open connections, so idle
-//! or half-open clients cannot starve real requests; graceful on shutdown.
+//! The accept loop: the routes' warp filters as a service on hyper's HTTP/1 connections,
+//! with what warp's own `serve` lacks: a header-read timeout and a cap on open connections
+//! (so idle or half-open clients cannot starve real requests), HTTP/1 only, and a graceful
+//! stop that lets each open connection finish the request it is on.
 
-use crate::http::Routes;
+use crate::http::Peer;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -14,21 +16,24 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_service::Service as _;
+use warp::reply::Response;
+use warp::Filter;
 
 pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
 }
 
-/// Serves until `shutdown`, then lets open connections finish the request they are on.
-pub async fn serve(
-    listener: TcpListener,
-    routes: Arc<Routes>,
-    limits: Limits,
-    shutdown: CancellationToken,
-) {
+/// Serves `routes` until `shutdown`, then lets open connections finish the request they are on.
+pub async fn serve<F>(listener: TcpListener, routes: F, limits: Limits, shutdown: CancellationToken)
+where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+    F::Future: Send,
+{
     let connections = TaskTracker::new();
     let connection_permits = Arc::new(Semaphore::new(limits.max_connections));
+    let routes = warp::service(routes);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -49,9 +54,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let routes = routes.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let routes = routes.clone();
-            async move { Ok::<_, Infallible>(routes.answer(request, peer).await) }
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            routes.clone().call(request)
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())

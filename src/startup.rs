@@ -16,34 +16,19 @@ use crate::socket_mode::{SocketMode, SocketModeConfig};
 use crate::state::Store;
 use crate::telemetry::Metrics;
 use crate::{http, server};
-use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Time Socket Mode's close frames get at shutdown, after the grace period for deliveries.
 const SOCKET_MODE_CLOSE_BUDGET: Duration = Duration::from_secs(3);
 
-/// What the HTTP handlers share.
-pub(crate) struct AppState {
-    pub metrics: Metrics,
-    pub delivery: Arc<Delivery>,
-    pub webhook_secret: Option<SecretString>,
-    /// Deliveries in flight; shutdown waits for them.
-    pub tasks: TaskTracker,
-    /// Webhook requests being read or handled; bounds the memory bodies take.
-    pub request_permits: tokio::sync::Semaphore,
-    pub body_read_timeout: Duration,
-    pub readiness: Readiness,
-}
-
 /// A running bridge: the listener is bound and background work has started.
 pub struct App {
     local_addr: SocketAddr,
-    state: Arc<AppState>,
+    state: Arc<http::State>,
     background: Background,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
@@ -87,15 +72,14 @@ impl App {
         background
             .tasks
             .push(readiness.watch_store(store, shutdown.clone()));
-        let state = Arc::new(AppState {
+        let state = http::State::new(
             metrics,
-            delivery: Arc::new(delivery),
-            webhook_secret: config.webhook_secret.clone(),
-            tasks: TaskTracker::new(),
-            request_permits: tokio::sync::Semaphore::new(config.tuning.max_concurrent_requests),
-            body_read_timeout: config.tuning.body_read_timeout,
+            Arc::new(delivery),
+            config.webhook_secret.clone(),
+            config.tuning.max_concurrent_requests,
+            config.tuning.body_read_timeout,
             readiness,
-        });
+        );
         let (local_addr, server) = listen(&config, state.clone(), shutdown.clone()).await?;
         Ok(App {
             local_addr,
@@ -292,7 +276,7 @@ async fn open_store(config: &Config) -> Result<Store, String> {
 /// Binds `LISTEN_ADDR` and serves the HTTP routes until `shutdown`.
 async fn listen(
     config: &Config,
-    state: Arc<AppState>,
+    state: Arc<http::State>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
@@ -307,7 +291,7 @@ async fn listen(
     };
     let server = tokio::spawn(server::serve(
         listener,
-        http::Routes::new(state),
+        http::routes(state),
         limits,
         shutdown,
     ));
