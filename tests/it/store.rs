@@ -2,7 +2,7 @@
 //! shared by replicas (a server of the test's own; see `support/postgres.rs`), and
 //! databases left by the previous schema version.
 
-mod support;
+use crate::support;
 
 use coder_slack_bridge::config::Config;
 use coder_slack_bridge::state::{
@@ -103,7 +103,7 @@ async fn a_sqlite_file_of_the_previous_schema_version_is_upgraded() {
     let dir = fresh_dir("sqlite-v1");
     let path = dir.join("state.db");
     let conn = rusqlite::Connection::open(&path).expect("create");
-    conn.execute_batch(include_str!("fixtures/schema/sqlite-v1.sql"))
+    conn.execute_batch(include_str!("../fixtures/schema/sqlite-v1.sql"))
         .expect("a version 1 database");
     drop(conn);
     let store = Store::open(&Location::Sqlite(path))
@@ -212,7 +212,7 @@ async fn a_postgres_database_of_the_previous_schema_version_is_upgraded() {
     let Some((_server, url)) = postgres("upgrade").await else {
         return;
     };
-    PgServer::batch(&url, include_str!("fixtures/schema/postgres-v1.sql")).await;
+    PgServer::batch(&url, include_str!("../fixtures/schema/postgres-v1.sql")).await;
     // Two replicas starting together: the migration runs once, under a lock.
     let (a, b) = tokio::join!(open_postgres(&url), open_postgres(&url));
     assert_upgraded_from_v1(&a).await;

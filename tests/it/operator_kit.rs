@@ -4,7 +4,7 @@
 //! (panels, rows, the `instance` variable) is read and each series it names is looked up in
 //! what `/metrics` printed.
 
-mod support;
+use crate::support;
 
 use coder_slack_bridge::config::Threads;
 use serde_json::{json, Value};

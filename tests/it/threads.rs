@@ -2,7 +2,7 @@
 //! DM, under a card edited to show the latest; urgent ones are broadcast to the conversation.
 //! Asserted on what the fake Slack keeps: each conversation's posts, threads and edits.
 
-mod support;
+use crate::support;
 
 use coder_slack_bridge::config::Config;
 use coder_slack_bridge::delivery::Threads;

@@ -2,7 +2,7 @@
 //! over Socket Mode (the fake's websocket), holds its notifications back for that person
 //! until it ends or they click `unsnooze`; someone else's click changes nothing.
 
-mod support;
+use crate::support;
 
 use coder_slack_bridge::config::{Config, Threads};
 use coder_slack_bridge::state::Location;

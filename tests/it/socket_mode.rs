@@ -1,6 +1,6 @@
 //! The Socket Mode client against a fake Slack on loopback.
 
-mod support;
+use crate::support;
 
 use coder_slack_bridge::socket_mode::{
     DefaultHandler, Envelope, EnvelopeHandler, ProxyConfig, SocketMode, SocketModeConfig, Timing,

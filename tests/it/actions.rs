@@ -2,7 +2,7 @@
 //! failed autobuild, keep on dormancy and deletion. Clicks arrive over Socket Mode (the fake's
 //! websocket); Coder is a fake the tests own, so every call it receives is asserted.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use coder_slack_bridge::config::Threads;

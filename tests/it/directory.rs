@@ -1,7 +1,7 @@
 //! The e-mail → Slack user directory against the fake Slack: what a sweep of `users.list`
 //! keeps, what it replaces, when it stops being trusted, and lookups one by one.
 
-mod support;
+use crate::support;
 
 use coder_slack_bridge::slack::directory::Directory;
 use coder_slack_bridge::telemetry::Metrics;

@@ -3,7 +3,7 @@
 //! (`ProxyConfig::from_vars`): tests run in parallel threads, so none sets a process-wide
 //! variable; the `check` binary gets its own environment.
 
-mod support;
+use crate::support;
 
 use coder_slack_bridge::proxy::ProxyConfig;
 use coder_slack_bridge::slack::SlackApi;

@@ -3,7 +3,7 @@
 //! that the rules load and evaluate. Without the package the test says it skipped, unless
 //! `REQUIRE_PROMETHEUS` is set (CI sets it), when it fails instead.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,16 @@
+//! The integration tests, one binary (so `cargo test` links them once): the real bridge on
+//! 127.0.0.1:0 against a fake Slack (Web API and Socket Mode), a fake Coder and real
+//! databases, all on loopback. Each module is one area of behaviour.
+
+mod actions;
+mod bridge;
+mod directory;
+mod operator_kit;
+mod prometheus;
+mod proxy_paths;
+mod snooze;
+mod socket_mode;
+mod store;
+#[path = "../support/mod.rs"]
+mod support;
+mod threads;
