@@ -2,19 +2,26 @@
 //! [`Store`], with an SQLite file (the default: nothing to install) or PostgreSQL (several
 //! replicas on one database) behind it. The schema is versioned and migrated at start-up.
 //!
-//! What it keeps: which `msg_id`s are handled (claimed with a lease before the post, marked
-//! done after; see [`Claim`]) and each person's DM channel.
+//! Every operation is written once (`claims`, `threads`) over a backend-neutral layer
+//! (`sql`: statements with typed parameters and rows, run in one round trip); each backend
+//! (`sqlite`, `postgres`) only runs statements, opens and migrates. What it keeps: which
+//! `msg_id`s are handled (claimed with a lease before the post, marked done after; see
+//! [`Claim`]), each person's DM channel, each workspace's thread and card, and snoozes.
 
+mod claims;
 mod location;
 mod postgres;
 mod schema;
+mod sql;
 mod sqlite;
+mod threads;
 
 pub use location::Location;
 
 /// The schema version this build migrates a database to.
 pub const SCHEMA_VERSION: i64 = schema::LATEST;
 
+use sql::{statement, Commit, Done, Statement, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -155,6 +162,8 @@ pub struct StoreError {
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    /// `DATABASE_URL` without its password, for errors.
+    database: Arc<str>,
     /// Names this process in claim tokens, so a row shows which replica holds it.
     replica: Arc<str>,
 }
@@ -162,24 +171,6 @@ pub struct Store {
 enum Backend {
     Sqlite(sqlite::Sqlite),
     Postgres(postgres::Postgres),
-}
-
-/// A card's row: channel, card_ts, latest, latest_at.
-type CardRow = (String, String, Option<String>, Option<i64>);
-
-/// A person's snoozes (owner, workspace, until) and workspaces (owner, workspace, latest,
-/// latest_at), as rows.
-type HomeRows = (
-    Vec<(String, String, i64)>,
-    Vec<(String, String, Option<String>, Option<i64>)>,
-);
-
-/// One backend's answer to `claim`: `Some((attempts, first_claimed_ms))` when the claim is
-/// ours, else the row that is in the way (`done`, `lease_expires_ms`), if it still exists.
-enum Claimed {
-    Ours { attempts: i64, first_claimed: i64 },
-    Held { done: bool, lease_expires: i64 },
-    Vanished,
 }
 
 impl Store {
@@ -195,6 +186,7 @@ impl Store {
         };
         Ok(Store {
             backend: Arc::new(backend),
+            database: location.shown().into(),
             replica: replica_name().into(),
         })
     }
@@ -204,307 +196,73 @@ impl Store {
         Store::open(&Location::SqliteMemory).await
     }
 
-    /// Claims `key` for a delivery that may take until `lease` from now. A claim that finds
-    /// the id done, or held under a live lease, says so instead.
-    pub async fn claim(&self, key: &MsgKey, lease: Duration) -> Result<Claim, StoreError> {
-        let token = Token::new(&self.replica);
-        let now = unix_ms(SystemTime::now());
-        let lease_expires = now.saturating_add(lease.as_millis().try_into().unwrap_or(i64::MAX));
-        // A row that vanishes between the attempt and the look (given up by its holder,
-        // or pruned) is claimed again; twice is plenty.
-        for _ in 0..3 {
-            let claimed = match &*self.backend {
-                Backend::Sqlite(db) => db.claim(key.bytes(), &token, now, lease_expires).await,
-                Backend::Postgres(db) => db.claim(key.bytes(), &token, now, lease_expires).await,
-            }?;
-            return Ok(match claimed {
-                Claimed::Ours { attempts: 1, .. } => Claim::Fresh(token),
-                Claimed::Ours { first_claimed, .. } => Claim::TakenOver {
-                    token,
-                    first_claimed: from_unix_ms(first_claimed),
-                },
-                Claimed::Held { done: true, .. } => Claim::Done,
-                Claimed::Held { lease_expires, .. } => Claim::Busy {
-                    lease_ends: from_unix_ms(lease_expires),
-                },
-                Claimed::Vanished => continue,
-            });
-        }
-        Ok(Claim::Busy {
-            lease_ends: SystemTime::now(),
-        })
-    }
-
-    /// Marks a claimed `msg_id` handled: copies and retries are answered `duplicate`.
-    pub async fn finish(&self, key: &MsgKey, token: &Token) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.finish(key.bytes(), token).await,
-            Backend::Postgres(db) => db.finish(key.bytes(), token).await,
-        }
-    }
-
-    /// Gives a claim up. `maybe_posted`: the outcome is unknown (a post's answer was lost),
-    /// so the row stays, its lease ended, and whoever claims it next reads the DM back;
-    /// otherwise nothing was posted and the row goes.
-    pub async fn release(
-        &self,
-        key: &MsgKey,
-        token: &Token,
-        maybe_posted: bool,
-    ) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.release(key.bytes(), token, maybe_posted).await,
-            Backend::Postgres(db) => db.release(key.bytes(), token, maybe_posted).await,
-        }
-    }
-
-    /// The DM channel (`D…`) learned for a Slack user, if any.
-    pub async fn dm_channel(&self, user: &str) -> Result<Option<String>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.dm_channel(user).await,
-            Backend::Postgres(db) => db.dm_channel(user).await,
-        }
-    }
-
-    /// Remembers a Slack user's DM channel, from a post's answer.
-    pub async fn learn_dm_channel(&self, user: &str, channel: &str) -> Result<(), StoreError> {
-        let now = unix_ms(SystemTime::now());
-        match &*self.backend {
-            Backend::Sqlite(db) => db.learn_dm_channel(user, channel, now).await,
-            Backend::Postgres(db) => db.learn_dm_channel(user, channel, now).await,
-        }
-    }
-
-    /// The thread for `key`, or the right to make its card (see [`ThreadClaim`]).
-    pub async fn claim_thread(
-        &self,
-        key: &ThreadKey,
-        lease: Duration,
-    ) -> Result<ThreadClaim, StoreError> {
-        // Most notifications join a thread that exists: a read, no write.
-        if let Some(thread) = self.thread(key).await? {
-            return Ok(ThreadClaim::Found(thread));
-        }
-        let token = Token::new(&self.replica);
-        let now = unix_ms(SystemTime::now());
-        let lease_expires = now.saturating_add(lease.as_millis().try_into().unwrap_or(i64::MAX));
-        let ours = match &*self.backend {
-            Backend::Sqlite(db) => db.claim_thread(key, &token, lease_expires, now).await,
-            Backend::Postgres(db) => db.claim_thread(key, &token, lease_expires, now).await,
-        }?;
-        if ours {
-            return Ok(ThreadClaim::Ours(token));
-        }
-        let found = self.thread(key).await?;
-        Ok(found.map_or(ThreadClaim::Busy, ThreadClaim::Found))
-    }
-
-    async fn thread(&self, key: &ThreadKey) -> Result<Option<Thread>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.thread(key).await,
-            Backend::Postgres(db) => db.thread(key).await,
-        }
-    }
-
-    /// Records the card the holder of `token` made for `key`.
-    pub async fn set_thread(
-        &self,
-        key: &ThreadKey,
-        token: &Token,
-        thread: &Thread,
-    ) -> Result<(), StoreError> {
-        let now = unix_ms(SystemTime::now());
-        match &*self.backend {
-            Backend::Sqlite(db) => db.set_thread(key, token, thread, now).await,
-            Backend::Postgres(db) => db.set_thread(key, token, thread, now).await,
-        }
-    }
-
-    /// Gives up making `key`'s card (it could not be posted).
-    pub async fn release_thread(&self, key: &ThreadKey, token: &Token) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.release_thread(key, token).await,
-            Backend::Postgres(db) => db.release_thread(key, token).await,
-        }
-    }
-
-    /// Forgets the card at `card_ts` (Slack no longer has it): the next notification about
-    /// the workspace starts a new thread.
-    pub async fn forget_thread(&self, key: &ThreadKey, card_ts: &str) -> Result<(), StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.forget_thread(key, card_ts).await,
-            Backend::Postgres(db) => db.forget_thread(key, card_ts).await,
-        }
-    }
-
-    /// Records what `key`'s card now shows (for the App Home).
-    pub async fn set_latest(
-        &self,
-        key: &ThreadKey,
-        latest: &str,
-        at: SystemTime,
-    ) -> Result<(), StoreError> {
-        let at = unix_ms(at);
-        match &*self.backend {
-            Backend::Sqlite(db) => db.set_latest(key, latest, at).await,
-            Backend::Postgres(db) => db.set_latest(key, latest, at).await,
-        }
-    }
-
-    /// `key`'s card, and what it shows last.
-    pub async fn card(
-        &self,
-        key: &ThreadKey,
-    ) -> Result<Option<(Thread, Option<(String, SystemTime)>)>, StoreError> {
-        let row = match &*self.backend {
-            Backend::Sqlite(db) => db.card(key).await,
-            Backend::Postgres(db) => db.card(key).await,
-        }?;
-        Ok(row.map(|(channel, card_ts, latest, at)| {
-            (
-                Thread { channel, card_ts },
-                latest.zip(at.map(from_unix_ms)),
-            )
-        }))
-    }
-
-    /// What `slack_user`'s App Home shows: their snoozes and workspaces.
-    pub async fn home(&self, slack_user: &str) -> Result<Home, StoreError> {
-        let now = unix_ms(SystemTime::now());
-        let (snoozes, workspaces) = match &*self.backend {
-            Backend::Sqlite(db) => db.home(slack_user, now).await,
-            Backend::Postgres(db) => db.home(slack_user, now).await,
-        }?;
-        Ok(Home {
-            snoozes: snoozes
-                .into_iter()
-                .map(|(owner, workspace, until)| Snoozed {
-                    owner,
-                    workspace,
-                    until: from_unix_ms(until),
-                })
-                .collect(),
-            workspaces: workspaces
-                .into_iter()
-                .map(|(owner, workspace, latest, at)| Known {
-                    owner,
-                    workspace,
-                    latest: latest.zip(at.map(from_unix_ms)),
-                })
-                .collect(),
-        })
-    }
-
-    /// Snoozes `key`'s workspace for its recipient until `until`.
-    pub async fn snooze(&self, key: &ThreadKey, until: SystemTime) -> Result<(), StoreError> {
-        self.key_execute(
-            "snooze a workspace",
-            schema::SNOOZE,
-            key,
-            Some(unix_ms(until)),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Ends `key`'s snooze now; whether there was one.
-    pub async fn unsnooze(&self, key: &ThreadKey) -> Result<bool, StoreError> {
-        let changed = self
-            .key_execute("end a snooze", schema::UNSNOOZE, key, None)
-            .await?;
-        Ok(changed > 0)
-    }
-
-    /// What a notification about `key`'s workspace meets: no snooze (one read, the common
-    /// case), a snooze in force (counted as holding one more back), or one that ended (then
-    /// removed, with how many it held back).
-    pub async fn meet_snooze(&self, key: &ThreadKey) -> Result<SnoozeMet, StoreError> {
-        let now = unix_ms(SystemTime::now());
-        let until = self
-            .key_query("check a snooze", schema::SNOOZE_UNTIL, key, now)
-            .await?;
-        let Some(until) = until else {
-            return Ok(SnoozeMet::None);
-        };
-        // Re-checked by the writes themselves: a snooze may end or change meanwhile.
-        if until > now {
-            if let Some(until) = self.hold_back(key).await? {
-                return Ok(SnoozeMet::On(until));
-            }
-        }
-        Ok(match self.end_snooze(key).await? {
-            Some(held) => SnoozeMet::Ended(held),
-            None => SnoozeMet::None,
-        })
-    }
-
-    /// When `key` is snoozed now: counts one more notification held back and says until when.
-    pub async fn hold_back(&self, key: &ThreadKey) -> Result<Option<SystemTime>, StoreError> {
-        let now = unix_ms(SystemTime::now());
-        let until = self
-            .key_query("check a snooze", schema::HOLD_BACK, key, now)
-            .await?;
-        Ok(until.map(from_unix_ms))
-    }
-
-    /// Removes `key`'s snooze if it has ended; how many notifications it held back.
-    pub async fn end_snooze(&self, key: &ThreadKey) -> Result<Option<u64>, StoreError> {
-        let now = unix_ms(SystemTime::now());
-        let held = self
-            .key_query("end a snooze", schema::END_SNOOZE, key, now)
-            .await?;
-        Ok(held.map(|n| n.max(0).unsigned_abs()))
-    }
-
-    async fn key_execute(
-        &self,
-        operation: &'static str,
-        sql: &'static str,
-        key: &ThreadKey,
-        at: Option<i64>,
-    ) -> Result<u64, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.key_execute(operation, sql, key, at).await,
-            Backend::Postgres(db) => db.key_execute(operation, sql, key, at).await,
-        }
-    }
-
-    async fn key_query(
-        &self,
-        operation: &'static str,
-        sql: &'static str,
-        key: &ThreadKey,
-        at: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        match &*self.backend {
-            Backend::Sqlite(db) => db.key_query(operation, sql, key, at).await,
-            Backend::Postgres(db) => db.key_query(operation, sql, key, at).await,
-        }
-    }
-
-    /// Forgets handled ids first claimed before `window` ago; returns how many went.
-    pub async fn prune(&self, window: Duration) -> Result<u64, StoreError> {
-        let cutoff = unix_ms(SystemTime::now().checked_sub(window).unwrap_or(UNIX_EPOCH));
-        let mut pruned = 0;
-        // Bounded batches: a large backlog never holds the store for long.
-        loop {
-            let n = match &*self.backend {
-                Backend::Sqlite(db) => db.prune_batch(cutoff).await,
-                Backend::Postgres(db) => db.prune_batch(cutoff).await,
-            }?;
-            pruned += n;
-            if n < schema::PRUNE_BATCH {
-                return Ok(pruned);
-            }
-        }
-    }
-
     /// Whether the store answers and can write, with its schema version.
     pub async fn health(&self) -> Result<Health, StoreError> {
+        const OPERATION: &str = "answer a health check";
+        // A write that changes nothing still needs a writable database (and, on SQLite,
+        // the write lock); on PostgreSQL it fails on a read-only server or without privileges.
+        let done = self
+            .run(
+                OPERATION,
+                Commit::Durable,
+                vec![
+                    statement(schema::HEALTH_WRITE, [Vec::new().into()]),
+                    statement(schema::VERSION, []),
+                ],
+            )
+            .await?;
+        let version = done.get(1).and_then(Done::first).map(|row| row.int(0));
+        let schema_version = match version {
+            Some(version) => self.columns(OPERATION, version)?,
+            None => 0,
+        };
+        Ok(Health {
+            backend: match &*self.backend {
+                Backend::Sqlite(_) => "sqlite",
+                Backend::Postgres(_) => "postgres",
+            },
+            schema_version,
+        })
+    }
+
+    /// Runs `statements` in order, in one round trip to the backend.
+    async fn run(
+        &self,
+        operation: &'static str,
+        commit: Commit,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<Done>, StoreError> {
         match &*self.backend {
-            Backend::Sqlite(db) => db.health().await,
-            Backend::Postgres(db) => db.health().await,
+            Backend::Sqlite(db) => db.run(operation, statements).await,
+            Backend::Postgres(db) => db.run(operation, commit, statements).await,
         }
+    }
+
+    /// Runs one statement.
+    async fn execute<const N: usize>(
+        &self,
+        operation: &'static str,
+        commit: Commit,
+        sql: &'static str,
+        params: [Value; N],
+    ) -> Result<Done, StoreError> {
+        let mut done = self
+            .run(operation, commit, vec![statement(sql, params)])
+            .await?;
+        Ok(done.pop().unwrap_or_default())
+    }
+
+    /// A row's columns, or the store's error naming what was not as the schema says.
+    fn columns<T>(
+        &self,
+        operation: &'static str,
+        read: Result<T, sql::ColumnError>,
+    ) -> Result<T, StoreError> {
+        read.map_err(|e| StoreError {
+            database: self.database.clone(),
+            operation,
+            cause: format!("unexpected row: {}", e.0),
+        })
     }
 
     /// Prunes the dedupe window's expired ids every `every` until `shutdown`.
@@ -545,6 +303,26 @@ fn replica_name() -> String {
         true => format!("pid{}", std::process::id()),
         false => format!("{host}:{}", std::process::id()),
     }
+}
+
+/// A workspace's key as the first three parameters of the thread and snooze statements.
+fn key_params(key: &ThreadKey) -> [Value; 3] {
+    [
+        key.slack_user.as_str().into(),
+        key.owner.as_str().into(),
+        key.workspace.as_str().into(),
+    ]
+}
+
+/// A workspace's key, then one more parameter (`$4`).
+fn key_and(key: &ThreadKey, fourth: Value) -> [Value; 4] {
+    let [user, owner, workspace] = key_params(key);
+    [user, owner, workspace, fourth]
+}
+
+/// What a card shows last and when, when both are known.
+fn latest_of(latest: Option<String>, at: Option<i64>) -> Option<(String, SystemTime)> {
+    latest.zip(at.map(from_unix_ms))
 }
 
 fn unix_ms(at: SystemTime) -> i64 {

@@ -10,13 +10,14 @@
 //! disk, which halves the fsyncs per notification, and losing one in a server crash is
 //! safe: the claim stays, its lease ends, and whoever takes it over reads the DM back.
 
-use super::schema;
-use super::{CardRow, Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
+use super::sql::{Commit, Done, Row, Statement, Value};
+use super::{schema, Location, StoreError};
+use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 /// Connections per replica for claims and for the rest: statements are short, and
 /// PostgreSQL's default limit is 100 connections in all.
@@ -33,13 +34,6 @@ pub struct Postgres {
     /// `synchronous_commit=off`: what may be lost in a server crash (see the module's note).
     relaxed: Pool,
     database: Arc<str>,
-}
-
-/// Which of the two pools an operation uses.
-#[derive(Clone, Copy)]
-enum Commit {
-    Durable,
-    Relaxed,
 }
 
 impl Postgres {
@@ -144,299 +138,107 @@ impl Postgres {
         })
     }
 
-    pub async fn claim(
+    /// Runs `statements` in order on one pooled connection (as separate statements: each
+    /// is atomic on its own, which is all the operations need); what each did.
+    pub async fn run(
         &self,
-        key: Vec<u8>,
-        token: &Token,
-        now: i64,
-        lease_expires: i64,
-    ) -> Result<Claimed, StoreError> {
-        let owner = token.0.as_str();
-        self.with_client("claim a msg_id", Commit::Durable, |client| async move {
-            let claim = client.prepare_cached(schema::CLAIM).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&key, &owner, &lease_expires, &now];
-            if let Some(row) = client.query_opt(&claim, &params).await? {
-                return Ok(Claimed::Ours {
-                    attempts: i64::from(row.try_get::<_, i32>(0)?),
-                    first_claimed: row.try_get(1)?,
-                });
+        operation: &'static str,
+        commit: Commit,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<Done>, StoreError> {
+        self.with_client(operation, commit, |client| async move {
+            let mut done = Vec::with_capacity(statements.len());
+            for statement in &statements {
+                done.push(run_one(&client, statement).await?);
             }
-            let holder = client.prepare_cached(schema::HOLDER).await?;
-            Ok(match client.query_opt(&holder, &[&key]).await? {
-                Some(row) => Claimed::Held {
-                    done: row.try_get::<_, i16>(0)? != 0,
-                    lease_expires: row.try_get(1)?,
-                },
-                None => Claimed::Vanished,
-            })
+            Ok(done)
         })
         .await
     }
+}
 
-    pub async fn finish(&self, key: Vec<u8>, token: &Token) -> Result<(), StoreError> {
-        self.execute("mark a msg_id handled", schema::FINISH, &[&key, &token.0])
-            .await
-            .map(drop)
+/// One statement: its rows when it has columns (a query, or `RETURNING`), else the count.
+async fn run_one(
+    client: &deadpool_postgres::Object,
+    statement: &Statement,
+) -> Result<Done, tokio_postgres::Error> {
+    let prepared = client.prepare_cached(statement.sql).await?;
+    let params: Vec<&(dyn ToSql + Sync)> = statement
+        .params
+        .iter()
+        .map(|p| p as &(dyn ToSql + Sync))
+        .collect();
+    if prepared.columns().is_empty() {
+        let changed = client.execute(&prepared, &params).await?;
+        return Ok(Done {
+            rows: Vec::new(),
+            changed,
+        });
     }
+    let rows = client
+        .query(&prepared, &params)
+        .await?
+        .iter()
+        .map(row_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Done {
+        changed: rows.len() as u64,
+        rows,
+    })
+}
 
-    pub async fn release(
-        &self,
-        key: Vec<u8>,
-        token: &Token,
-        maybe_posted: bool,
-    ) -> Result<(), StoreError> {
-        let sql = match maybe_posted {
-            true => schema::RELEASE_UNSETTLED,
-            false => schema::RELEASE,
+/// A row's columns as [`Value`]s, by each column's type.
+fn row_of(row: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let value = match *column.type_() {
+            Type::INT2 => row
+                .try_get::<_, Option<i16>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
+                row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+            }
+            // BIGINT, and anything else the driver can read as one (or says why not).
+            _ => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
         };
-        self.execute("give up a claim", sql, &[&key, &token.0])
-            .await
-            .map(drop)
+        values.push(value.unwrap_or(Value::Null));
     }
+    Ok(Row(values))
+}
 
-    pub async fn dm_channel(&self, user: &str) -> Result<Option<String>, StoreError> {
-        self.with_client("read a DM channel", Commit::Relaxed, |client| async move {
-            let statement = client.prepare_cached(schema::DM_CHANNEL).await?;
-            let row = client.query_opt(&statement, &[&user]).await?;
-            row.map(|row| row.try_get(0)).transpose()
-        })
-        .await
-    }
-
-    pub async fn learn_dm_channel(
+/// A [`Value`] as the parameter's declared type asks: the schema's integer columns are
+/// SMALLINT, INTEGER and BIGINT, all given as `i64` here.
+impl ToSql for Value {
+    fn to_sql(
         &self,
-        user: &str,
-        channel: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&user, &channel, &now];
-        self.execute("remember a DM channel", schema::LEARN_DM_CHANNEL, &params)
-            .await
-            .map(drop)
-    }
-
-    /// Whether the making of `key`'s card is now `token`'s.
-    pub async fn claim_thread(
-        &self,
-        key: &ThreadKey,
-        token: &Token,
-        lease_expires: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        self.with_client("claim a thread", Commit::Durable, |client| async move {
-            let statement = client.prepare_cached(schema::CLAIM_THREAD).await?;
-            let params: [&(dyn ToSql + Sync); 6] = [
-                &key.slack_user,
-                &key.owner,
-                &key.workspace,
-                &token.0,
-                &lease_expires,
-                &now,
-            ];
-            Ok(client.query_opt(&statement, &params).await?.is_some())
-        })
-        .await
-    }
-
-    pub async fn thread(&self, key: &ThreadKey) -> Result<Option<Thread>, StoreError> {
-        self.with_client("read a thread", Commit::Durable, |client| async move {
-            let statement = client.prepare_cached(schema::THREAD).await?;
-            let params: [&(dyn ToSql + Sync); 3] = [&key.slack_user, &key.owner, &key.workspace];
-            let Some(row) = client.query_opt(&statement, &params).await? else {
-                return Ok(None);
-            };
-            let channel: Option<String> = row.try_get(0)?;
-            let card_ts: Option<String> = row.try_get(1)?;
-            Ok(channel
-                .zip(card_ts)
-                .map(|(channel, card_ts)| Thread { channel, card_ts }))
-        })
-        .await
-    }
-
-    pub async fn set_thread(
-        &self,
-        key: &ThreadKey,
-        token: &Token,
-        thread: &Thread,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        // Durable: a card lost in a server crash would be made again, as a second card.
-        let params: [&(dyn ToSql + Sync); 7] = [
-            &thread.channel,
-            &thread.card_ts,
-            &now,
-            &key.slack_user,
-            &key.owner,
-            &key.workspace,
-            &token.0,
-        ];
-        self.with_client("record a thread", Commit::Durable, |client| async move {
-            let statement = client.prepare_cached(schema::SET_THREAD).await?;
-            client.execute(&statement, &params).await.map(drop)
-        })
-        .await
-    }
-
-    pub async fn release_thread(&self, key: &ThreadKey, token: &Token) -> Result<(), StoreError> {
-        let params: [&(dyn ToSql + Sync); 4] =
-            [&key.slack_user, &key.owner, &key.workspace, &token.0];
-        self.execute("give up a thread", schema::RELEASE_THREAD, &params)
-            .await
-            .map(drop)
-    }
-
-    pub async fn forget_thread(&self, key: &ThreadKey, card_ts: &str) -> Result<(), StoreError> {
-        let params: [&(dyn ToSql + Sync); 4] =
-            [&key.slack_user, &key.owner, &key.workspace, &card_ts];
-        self.execute("forget a thread", schema::FORGET_THREAD, &params)
-            .await
-            .map(drop)
-    }
-
-    pub async fn set_latest(
-        &self,
-        key: &ThreadKey,
-        latest: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        let params: [&(dyn ToSql + Sync); 5] =
-            [&latest, &at, &key.slack_user, &key.owner, &key.workspace];
-        self.execute("record a card's latest", schema::SET_LATEST, &params)
-            .await
-            .map(drop)
-    }
-
-    pub async fn card(&self, key: &ThreadKey) -> Result<Option<CardRow>, StoreError> {
-        self.with_client("read a card", Commit::Relaxed, |client| async move {
-            let statement = client.prepare_cached(schema::CARD).await?;
-            let params: [&(dyn ToSql + Sync); 3] = [&key.slack_user, &key.owner, &key.workspace];
-            let Some(r) = client.query_opt(&statement, &params).await? else {
-                return Ok(None);
-            };
-            Ok(Some((
-                r.try_get(0)?,
-                r.try_get(1)?,
-                r.try_get(2)?,
-                r.try_get(3)?,
-            )))
-        })
-        .await
-    }
-
-    pub async fn home(&self, slack_user: &str, now: i64) -> Result<HomeRows, StoreError> {
-        self.with_client("read an App Home", Commit::Relaxed, |client| async move {
-            let statement = client.prepare_cached(schema::SNOOZES_OF).await?;
-            let snoozes = client
-                .query(&statement, &[&slack_user, &now])
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-            let statement = client.prepare_cached(schema::THREADS_OF).await?;
-            let workspaces = client
-                .query(&statement, &[&slack_user])
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-            Ok((snoozes, workspaces))
-        })
-        .await
-    }
-
-    /// Runs `sql` with a workspace's key (and `at`, as `$4`, when given); rows changed.
-    pub async fn key_execute(
-        &self,
-        operation: &'static str,
-        sql: &'static str,
-        key: &ThreadKey,
-        at: Option<i64>,
-    ) -> Result<u64, StoreError> {
-        self.with_client(operation, Commit::Durable, |client| async move {
-            let statement = client.prepare_cached(sql).await?;
-            match at {
-                Some(at) => {
-                    let params: [&(dyn ToSql + Sync); 4] =
-                        [&key.slack_user, &key.owner, &key.workspace, &at];
-                    client.execute(&statement, &params).await
-                }
-                None => {
-                    let params: [&(dyn ToSql + Sync); 3] =
-                        [&key.slack_user, &key.owner, &key.workspace];
-                    client.execute(&statement, &params).await
-                }
-            }
-        })
-        .await
-    }
-
-    /// Runs `sql` with a workspace's key and `at` (`$4`); the first column of its row
-    /// (BIGINT or INTEGER).
-    pub async fn key_query(
-        &self,
-        operation: &'static str,
-        sql: &'static str,
-        key: &ThreadKey,
-        at: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        self.with_client(operation, Commit::Durable, |client| async move {
-            let statement = client.prepare_cached(sql).await?;
-            let params: [&(dyn ToSql + Sync); 4] =
-                [&key.slack_user, &key.owner, &key.workspace, &at];
-            let Some(row) = client.query_opt(&statement, &params).await? else {
-                return Ok(None);
-            };
-            match row.try_get::<_, i64>(0) {
-                Ok(value) => Ok(Some(value)),
-                Err(_) => row.try_get::<_, i32>(0).map(|v| Some(i64::from(v))),
-            }
-        })
-        .await
-    }
-
-    /// Forgets up to [`schema::PRUNE_BATCH`] ids first claimed before `cutoff`.
-    pub async fn prune_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
-        self.execute("prune old msg_ids", schema::PRUNE, &[&cutoff])
-            .await
-    }
-
-    pub async fn health(&self) -> Result<Health, StoreError> {
-        self.with_client(
-            "answer a health check",
-            Commit::Durable,
-            |client| async move {
-                // A write that changes nothing fails on a read-only server or without privileges.
-                client
-                    .execute("DELETE FROM handled WHERE msg_id = '\\x'::bytea", &[])
-                    .await?;
-                let version: i64 = client
-                    .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
-                    .await?
-                    .get(0);
-                Ok(Health {
-                    backend: "postgres",
-                    schema_version: version,
-                })
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT2 => i16::try_from(*v)?.to_sql_checked(ty, out),
+                Type::INT4 => i32::try_from(*v)?.to_sql_checked(ty, out),
+                _ => v.to_sql_checked(ty, out),
             },
-        )
-        .await
+            Value::Text(v) => v.to_sql_checked(ty, out),
+            Value::Blob(v) => v.to_sql_checked(ty, out),
+        }
     }
 
-    /// Runs a write whose commit may be lost in a server crash (see the module's note).
-    async fn execute(
-        &self,
-        operation: &'static str,
-        sql: &'static str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<u64, StoreError> {
-        self.with_client(operation, Commit::Relaxed, |client| async move {
-            let statement = client.prepare_cached(sql).await?;
-            client.execute(&statement, params).await
-        })
-        .await
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+            || <i32 as ToSql>::accepts(ty)
+            || <i16 as ToSql>::accepts(ty)
+            || <String as ToSql>::accepts(ty)
+            || <Vec<u8> as ToSql>::accepts(ty)
     }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 fn pool(

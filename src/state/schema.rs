@@ -204,6 +204,12 @@ pub const SET_LATEST: &str = "UPDATE threads SET latest = $1, latest_at = $2
 pub const CARD: &str = "SELECT channel, card_ts, latest, latest_at FROM threads
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND card_ts IS NOT NULL";
 
+/// A write that changes nothing (`$1` is the empty key no `msg_id` has): the health check's
+/// proof that the store can write.
+pub const HEALTH_WRITE: &str = "DELETE FROM handled WHERE msg_id = $1";
+
+pub const VERSION: &str = "SELECT coalesce(max(version), 0) FROM schema_version";
+
 /// A person's snoozes in force at `$2`, soonest end first.
 pub const SNOOZES_OF: &str = "SELECT owner, workspace, until FROM snoozes
     WHERE slack_user = $1 AND until > $2 ORDER BY until LIMIT 40";

@@ -4,9 +4,10 @@
 //! one commit (WAL, `synchronous=NORMAL`: durable against a killed process, which is what a
 //! claim needs; a power loss may undo the last commits, as for any SQLite file so set up).
 
-use super::schema;
-use super::{CardRow, Claimed, Health, HomeRows, Location, StoreError, Thread, ThreadKey, Token};
-use rusqlite::{params, Connection, OptionalExtension};
+use super::sql::{Done, Row, Statement, Value};
+use super::{schema, Location, StoreError};
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
+use rusqlite::Connection;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -103,300 +104,66 @@ impl Sqlite {
         answered.await.map_err(|_| stopped())?
     }
 
-    pub async fn claim(
-        &self,
-        key: Vec<u8>,
-        token: &Token,
-        now: i64,
-        lease_expires: i64,
-    ) -> Result<Claimed, StoreError> {
-        let owner = token.0.clone();
-        self.call("claim a msg_id", move |txn| {
-            let ours = txn
-                .prepare_cached(schema::CLAIM)?
-                .query_row(params![key, owner, lease_expires, now], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()?;
-            if let Some((attempts, first_claimed)) = ours {
-                return Ok(Claimed::Ours {
-                    attempts,
-                    first_claimed,
-                });
-            }
-            let holder = txn
-                .prepare_cached(schema::HOLDER)?
-                .query_row(params![key], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?)))
-                .optional()?;
-            Ok(match holder {
-                Some((done, lease_expires)) => Claimed::Held {
-                    done: done != 0,
-                    lease_expires,
-                },
-                None => Claimed::Vanished,
-            })
-        })
-        .await
-    }
-
-    pub async fn finish(&self, key: Vec<u8>, token: &Token) -> Result<(), StoreError> {
-        let owner = token.0.clone();
-        self.call("mark a msg_id handled", move |txn| {
-            txn.prepare_cached(schema::FINISH)?
-                .execute(params![key, owner])
-                .map(drop)
-        })
-        .await
-    }
-
-    pub async fn release(
-        &self,
-        key: Vec<u8>,
-        token: &Token,
-        maybe_posted: bool,
-    ) -> Result<(), StoreError> {
-        let owner = token.0.clone();
-        let sql = match maybe_posted {
-            true => schema::RELEASE_UNSETTLED,
-            false => schema::RELEASE,
-        };
-        self.call("give up a claim", move |txn| {
-            txn.prepare_cached(sql)?
-                .execute(params![key, owner])
-                .map(drop)
-        })
-        .await
-    }
-
-    pub async fn dm_channel(&self, user: &str) -> Result<Option<String>, StoreError> {
-        let user = user.to_owned();
-        self.call("read a DM channel", move |txn| {
-            txn.prepare_cached(schema::DM_CHANNEL)?
-                .query_row(params![user], |row| row.get(0))
-                .optional()
-        })
-        .await
-    }
-
-    pub async fn learn_dm_channel(
-        &self,
-        user: &str,
-        channel: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let (user, channel) = (user.to_owned(), channel.to_owned());
-        self.call("remember a DM channel", move |txn| {
-            txn.prepare_cached(schema::LEARN_DM_CHANNEL)?
-                .execute(params![user, channel, now])
-                .map(drop)
-        })
-        .await
-    }
-
-    /// Whether the making of `key`'s card is now `token`'s.
-    pub async fn claim_thread(
-        &self,
-        key: &ThreadKey,
-        token: &Token,
-        lease_expires: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let (key, maker) = (key.clone(), token.0.clone());
-        self.call("claim a thread", move |txn| {
-            let params = params![
-                key.slack_user,
-                key.owner,
-                key.workspace,
-                maker,
-                lease_expires,
-                now
-            ];
-            let mut claim = txn.prepare_cached(schema::CLAIM_THREAD)?;
-            claim
-                .query_row(params, |_| Ok(()))
-                .optional()
-                .map(|row| row.is_some())
-        })
-        .await
-    }
-
-    pub async fn thread(&self, key: &ThreadKey) -> Result<Option<Thread>, StoreError> {
-        let key = key.clone();
-        self.call("read a thread", move |txn| {
-            let row = txn
-                .prepare_cached(schema::THREAD)?
-                .query_row(params![key.slack_user, key.owner, key.workspace], |row| {
-                    Ok((
-                        row.get::<_, Option<String>>(0)?,
-                        row.get::<_, Option<String>>(1)?,
-                    ))
-                })
-                .optional()?;
-            Ok(match row {
-                Some((Some(channel), Some(card_ts))) => Some(Thread { channel, card_ts }),
-                _ => None,
-            })
-        })
-        .await
-    }
-
-    pub async fn set_thread(
-        &self,
-        key: &ThreadKey,
-        token: &Token,
-        thread: &Thread,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let (key, maker, thread) = (key.clone(), token.0.clone(), thread.clone());
-        self.call("record a thread", move |txn| {
-            let params = params![
-                thread.channel,
-                thread.card_ts,
-                now,
-                key.slack_user,
-                key.owner,
-                key.workspace,
-                maker
-            ];
-            txn.prepare_cached(schema::SET_THREAD)?
-                .execute(params)
-                .map(drop)
-        })
-        .await
-    }
-
-    pub async fn release_thread(&self, key: &ThreadKey, token: &Token) -> Result<(), StoreError> {
-        let (key, maker) = (key.clone(), token.0.clone());
-        self.call("give up a thread", move |txn| {
-            let params = params![key.slack_user, key.owner, key.workspace, maker];
-            txn.prepare_cached(schema::RELEASE_THREAD)?
-                .execute(params)
-                .map(drop)
-        })
-        .await
-    }
-
-    pub async fn forget_thread(&self, key: &ThreadKey, card_ts: &str) -> Result<(), StoreError> {
-        let (key, card_ts) = (key.clone(), card_ts.to_owned());
-        self.call("forget a thread", move |txn| {
-            let params = params![key.slack_user, key.owner, key.workspace, card_ts];
-            txn.prepare_cached(schema::FORGET_THREAD)?
-                .execute(params)
-                .map(drop)
-        })
-        .await
-    }
-
-    pub async fn set_latest(
-        &self,
-        key: &ThreadKey,
-        latest: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        let (key, latest) = (key.clone(), latest.to_owned());
-        self.call("record a card's latest", move |txn| {
-            let params = params![latest, at, key.slack_user, key.owner, key.workspace];
-            txn.prepare_cached(schema::SET_LATEST)?
-                .execute(params)
-                .map(drop)
-        })
-        .await
-    }
-
-    pub async fn card(&self, key: &ThreadKey) -> Result<Option<CardRow>, StoreError> {
-        let key = key.clone();
-        self.call("read a card", move |txn| {
-            txn.prepare_cached(schema::CARD)?
-                .query_row(params![key.slack_user, key.owner, key.workspace], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .optional()
-        })
-        .await
-    }
-
-    pub async fn home(&self, slack_user: &str, now: i64) -> Result<HomeRows, StoreError> {
-        let user = slack_user.to_owned();
-        self.call("read an App Home", move |txn| {
-            let snoozes = txn
-                .prepare_cached(schema::SNOOZES_OF)?
-                .query_map(params![user, now], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let workspaces = txn
-                .prepare_cached(schema::THREADS_OF)?
-                .query_map(params![user], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((snoozes, workspaces))
-        })
-        .await
-    }
-
-    /// Runs `sql` with a workspace's key (and `at`, as `$4`, when given); rows changed.
-    pub async fn key_execute(
+    /// Runs `statements` in order in the next batch's transaction; what each did, once
+    /// that commits.
+    pub async fn run(
         &self,
         operation: &'static str,
-        sql: &'static str,
-        key: &ThreadKey,
-        at: Option<i64>,
-    ) -> Result<u64, StoreError> {
-        let key = key.clone();
+        statements: Vec<Statement>,
+    ) -> Result<Vec<Done>, StoreError> {
         self.call(operation, move |txn| {
-            let mut statement = txn.prepare_cached(sql)?;
-            match at {
-                Some(at) => {
-                    statement.execute(params![key.slack_user, key.owner, key.workspace, at])
-                }
-                None => statement.execute(params![key.slack_user, key.owner, key.workspace]),
-            }
-        })
-        .await
-        .map(|n| n as u64)
-    }
-
-    /// Runs `sql` with a workspace's key and `at` (`$4`); the first column of its row.
-    pub async fn key_query(
-        &self,
-        operation: &'static str,
-        sql: &'static str,
-        key: &ThreadKey,
-        at: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        let key = key.clone();
-        self.call(operation, move |txn| {
-            txn.prepare_cached(sql)?
-                .query_row(
-                    params![key.slack_user, key.owner, key.workspace, at],
-                    |row| row.get(0),
-                )
-                .optional()
+            statements
+                .iter()
+                .map(|statement| run_one(txn, statement))
+                .collect()
         })
         .await
     }
+}
 
-    /// Forgets up to [`schema::PRUNE_BATCH`] ids first claimed before `cutoff`, in one
-    /// transaction, so claims queued meanwhile wait little.
-    pub async fn prune_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
-        self.call("prune old msg_ids", move |txn| {
-            txn.prepare_cached(schema::PRUNE)?.execute(params![cutoff])
-        })
-        .await
-        .map(|n| n as u64)
+/// One statement: its rows when it has columns (a query, or `RETURNING`), else the count.
+fn run_one(txn: &Connection, statement: &Statement) -> rusqlite::Result<Done> {
+    let mut prepared = txn.prepare_cached(statement.sql)?;
+    let params = rusqlite::params_from_iter(statement.params.iter());
+    let columns = prepared.column_count();
+    if columns == 0 {
+        let changed = prepared.execute(params)?;
+        return Ok(Done {
+            rows: Vec::new(),
+            changed: changed as u64,
+        });
     }
+    let rows = prepared
+        .query_map(params, |row| {
+            (0..columns).map(|i| value_of(row.get_ref(i)?)).collect()
+        })?
+        .map(|row| row.map(Row))
+        .collect::<rusqlite::Result<Vec<Row>>>()?;
+    Ok(Done {
+        changed: rows.len() as u64,
+        rows,
+    })
+}
 
-    pub async fn health(&self) -> Result<Health, StoreError> {
-        self.call("answer a health check", |txn| {
-            // A write that changes nothing still needs the write lock and a writable file.
-            txn.execute("DELETE FROM handled WHERE msg_id = x''", [])?;
-            Ok(Health {
-                backend: "sqlite",
-                schema_version: schema_version(txn)?,
-            })
+fn value_of(value: ValueRef<'_>) -> rusqlite::Result<Value> {
+    Ok(match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(v) => Value::Int(v),
+        // The schema has no REAL column; a float here is a foreign row, kept as its integer.
+        ValueRef::Real(v) => Value::Int(v as i64),
+        ValueRef::Text(v) => Value::Text(String::from_utf8_lossy(v).into_owned()),
+        ValueRef::Blob(v) => Value::Blob(v.to_vec()),
+    })
+}
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+            Value::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Value::Blob(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
         })
-        .await
     }
 }
 

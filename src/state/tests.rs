@@ -1,4 +1,6 @@
-//! The store's semantics on SQLite (PostgreSQL runs the same cases in `tests/store.rs`).
+//! What only an SQLite file shows: state that outlives the store, upgrades of earlier schema
+//! versions, refusals of a newer schema and of unwritable places. The store's semantics are
+//! one suite run on both backends (`tests/it/store_suite.rs`).
 
 use super::*;
 use std::path::PathBuf;
@@ -32,92 +34,6 @@ async fn open(path: &std::path::Path) -> Store {
 }
 
 const LEASE: Duration = Duration::from_secs(60);
-
-#[tokio::test]
-async fn a_claim_is_fresh_then_busy_then_done() {
-    let store = Store::in_memory().await.expect("opens");
-    let key = MsgKey::of("0b6e5bd4-8fd4-4c38-a6d5-0d5c8a4f4a43");
-    let Claim::Fresh(token) = store.claim(&key, LEASE).await.expect("claim") else {
-        panic!("the first claim is fresh");
-    };
-    assert!(matches!(
-        store.claim(&key, LEASE).await,
-        Ok(Claim::Busy { .. })
-    ));
-    store.finish(&key, &token).await.expect("finish");
-    assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
-    // Other keys are not affected, and text ids are kept apart from UUIDs.
-    assert!(matches!(
-        store.claim(&MsgKey::of("send-test-1"), LEASE).await,
-        Ok(Claim::Fresh(_))
-    ));
-}
-
-#[tokio::test]
-async fn a_released_claim_starts_fresh_and_an_unsettled_one_is_taken_over() {
-    let store = Store::in_memory().await.expect("opens");
-    let key = MsgKey::of("a");
-    let Ok(Claim::Fresh(token)) = store.claim(&key, LEASE).await else {
-        panic!()
-    };
-    store.release(&key, &token, false).await.expect("release");
-    let Ok(Claim::Fresh(token)) = store.claim(&key, LEASE).await else {
-        panic!("nothing was posted: the next claim is fresh");
-    };
-    let before = SystemTime::now();
-    store.release(&key, &token, true).await.expect("release");
-    match store.claim(&key, LEASE).await {
-        Ok(Claim::TakenOver {
-            token: next,
-            first_claimed,
-        }) => {
-            assert_ne!(next, token);
-            assert!(first_claimed <= before + Duration::from_millis(1));
-            // The old token can no longer finish what the new one holds.
-            store.finish(&key, &token).await.expect("finish");
-            assert!(matches!(
-                store.claim(&key, LEASE).await,
-                Ok(Claim::Busy { .. })
-            ));
-            store.finish(&key, &next).await.expect("finish");
-            assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
-        }
-        other => panic!("an unsettled claim is taken over, not {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn an_expired_lease_is_taken_over_and_a_live_one_is_not() {
-    let store = Store::in_memory().await.expect("opens");
-    let key = MsgKey::of("b");
-    let Ok(Claim::Fresh(_dead)) = store.claim(&key, Duration::ZERO).await else {
-        panic!()
-    };
-    assert!(matches!(
-        store.claim(&key, LEASE).await,
-        Ok(Claim::TakenOver { .. })
-    ));
-    match store.claim(&key, LEASE).await {
-        Ok(Claim::Busy { lease_ends }) => assert!(lease_ends > SystemTime::now()),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn claims_of_one_id_at_once_have_one_winner() {
-    let store = Store::in_memory().await.expect("opens");
-    let key = MsgKey::of("c");
-    let claims = futures_util::future::join_all((0..50).map(|_| store.claim(&key, LEASE))).await;
-    let won = claims
-        .iter()
-        .filter(|c| matches!(c, Ok(Claim::Fresh(_))))
-        .count();
-    let busy = claims
-        .iter()
-        .filter(|c| matches!(c, Ok(Claim::Busy { .. })))
-        .count();
-    assert_eq!((won, busy), (1, 49));
-}
 
 #[tokio::test]
 async fn state_outlives_the_store_and_old_ids_are_pruned() {
@@ -245,44 +161,4 @@ fn uuids_are_keyed_on_their_bytes_and_other_ids_on_their_text() {
         MsgKey::Other("send-test-1".into())
     );
     assert_ne!(MsgKey::of("send-test-1"), MsgKey::of("send-test-2"));
-}
-
-#[tokio::test]
-async fn a_snooze_holds_back_counts_and_reports_once_it_ends() {
-    let store = Store::in_memory().await.expect("opens");
-    let key = ThreadKey {
-        slack_user: "UBOBBY".into(),
-        owner: "bobby".into(),
-        workspace: "dev".into(),
-    };
-    assert_eq!(store.hold_back(&key).await, Ok(None));
-    let until = SystemTime::now() + Duration::from_secs(3600);
-    store.snooze(&key, until).await.expect("snooze");
-    for _ in 0..2 {
-        let held = store.hold_back(&key).await.expect("check");
-        assert!(held.is_some_and(|t| t > SystemTime::now()), "{held:?}");
-    }
-    // Still on: nothing to end yet.
-    assert_eq!(store.end_snooze(&key).await, Ok(None));
-    assert_eq!(store.unsnooze(&key).await, Ok(true));
-    assert_eq!(store.hold_back(&key).await, Ok(None));
-    assert_eq!(store.end_snooze(&key).await, Ok(Some(2)));
-    assert_eq!(store.end_snooze(&key).await, Ok(None));
-    // The same, as a delivery meets it.
-    assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::None));
-    store.snooze(&key, until).await.expect("snooze");
-    assert_eq!(
-        store.meet_snooze(&key).await,
-        Ok(SnoozeMet::On(from_unix_ms(unix_ms(until))))
-    );
-    store.unsnooze(&key).await.expect("unsnooze");
-    assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::Ended(1)));
-    assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::None));
-    // Another person's snooze of the same workspace is theirs alone.
-    let other = ThreadKey {
-        slack_user: "UALICE".into(),
-        ..key.clone()
-    };
-    store.snooze(&other, until).await.expect("snooze");
-    assert_eq!(store.hold_back(&key).await, Ok(None));
 }

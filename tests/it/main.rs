@@ -11,6 +11,7 @@ mod proxy_paths;
 mod snooze;
 mod socket_mode;
 mod store;
+mod store_suite;
 #[path = "../support/mod.rs"]
 mod support;
 mod threads;

@@ -1,0 +1,153 @@
+//! Handled `msg_id`s: claimed with a lease before a post, marked done after, given up
+//! (settled or not) on failure, pruned after the dedupe window; and each person's DM channel.
+
+use super::sql::{statement, Commit, Done, Row};
+use super::{from_unix_ms, schema, sql, unix_ms, Claim, MsgKey, Store, StoreError, Token};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+impl Store {
+    /// Claims `key` for a delivery that may take until `lease` from now. A claim that finds
+    /// the id done, or held under a live lease, says so instead.
+    pub async fn claim(&self, key: &MsgKey, lease: Duration) -> Result<Claim, StoreError> {
+        const OPERATION: &str = "claim a msg_id";
+        let token = Token::new(&self.replica);
+        let now = unix_ms(SystemTime::now());
+        let lease_expires = now.saturating_add(lease.as_millis().try_into().unwrap_or(i64::MAX));
+        // A row that vanishes between the attempt and the look (given up by its holder,
+        // or pruned) is claimed again; twice is plenty.
+        for _ in 0..3 {
+            // The claim and, should it lose, the row in its way: one round trip.
+            let done = self
+                .run(
+                    OPERATION,
+                    Commit::Durable,
+                    vec![
+                        statement(
+                            schema::CLAIM,
+                            [
+                                key.bytes().into(),
+                                token.0.as_str().into(),
+                                lease_expires.into(),
+                                now.into(),
+                            ],
+                        ),
+                        statement(schema::HOLDER, [key.bytes().into()]),
+                    ],
+                )
+                .await?;
+            let read =
+                |row: &Row| -> Result<_, sql::ColumnError> { Ok((row.int(0)?, row.int(1)?)) };
+            let claimed = done.first().and_then(Done::first);
+            let holder = done.get(1).and_then(Done::first);
+            return match (claimed, holder) {
+                (Some(row), _) => {
+                    let (attempts, first_claimed) = self.columns(OPERATION, read(row))?;
+                    Ok(match attempts {
+                        1 => Claim::Fresh(token),
+                        _ => Claim::TakenOver {
+                            token,
+                            first_claimed: from_unix_ms(first_claimed),
+                        },
+                    })
+                }
+                (None, Some(row)) => {
+                    let (done, lease_expires) = self.columns(OPERATION, read(row))?;
+                    Ok(match done {
+                        0 => Claim::Busy {
+                            lease_ends: from_unix_ms(lease_expires),
+                        },
+                        _ => Claim::Done,
+                    })
+                }
+                (None, None) => continue,
+            };
+        }
+        Ok(Claim::Busy {
+            lease_ends: SystemTime::now(),
+        })
+    }
+
+    /// Marks a claimed `msg_id` handled: copies and retries are answered `duplicate`.
+    pub async fn finish(&self, key: &MsgKey, token: &Token) -> Result<(), StoreError> {
+        let params = [key.bytes().into(), token.0.as_str().into()];
+        self.execute(
+            "mark a msg_id handled",
+            Commit::Relaxed,
+            schema::FINISH,
+            params,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Gives a claim up. `maybe_posted`: the outcome is unknown (a post's answer was lost),
+    /// so the row stays, its lease ended, and whoever claims it next reads the DM back;
+    /// otherwise nothing was posted and the row goes.
+    pub async fn release(
+        &self,
+        key: &MsgKey,
+        token: &Token,
+        maybe_posted: bool,
+    ) -> Result<(), StoreError> {
+        let sql = match maybe_posted {
+            true => schema::RELEASE_UNSETTLED,
+            false => schema::RELEASE,
+        };
+        let params = [key.bytes().into(), token.0.as_str().into()];
+        self.execute("give up a claim", Commit::Relaxed, sql, params)
+            .await
+            .map(drop)
+    }
+
+    /// The DM channel (`D…`) learned for a Slack user, if any.
+    pub async fn dm_channel(&self, user: &str) -> Result<Option<String>, StoreError> {
+        const OPERATION: &str = "read a DM channel";
+        let done = self
+            .execute(
+                OPERATION,
+                Commit::Relaxed,
+                schema::DM_CHANNEL,
+                [user.into()],
+            )
+            .await?;
+        match done.first() {
+            Some(row) => self.columns(OPERATION, row.text(0)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Remembers a Slack user's DM channel, from a post's answer.
+    pub async fn learn_dm_channel(&self, user: &str, channel: &str) -> Result<(), StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let params = [user.into(), channel.into(), now.into()];
+        self.execute(
+            "remember a DM channel",
+            Commit::Relaxed,
+            schema::LEARN_DM_CHANNEL,
+            params,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Forgets handled ids first claimed before `window` ago; returns how many went.
+    pub async fn prune(&self, window: Duration) -> Result<u64, StoreError> {
+        let cutoff = unix_ms(SystemTime::now().checked_sub(window).unwrap_or(UNIX_EPOCH));
+        let mut pruned = 0;
+        // Bounded batches: a large backlog never holds the store for long.
+        loop {
+            let done = self
+                .execute(
+                    "prune old msg_ids",
+                    Commit::Relaxed,
+                    schema::PRUNE,
+                    [cutoff.into()],
+                )
+                .await?;
+            pruned += done.changed;
+            if done.changed < schema::PRUNE_BATCH {
+                return Ok(pruned);
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The backend-neutral layer every store operation is written on: statements with typed
+//! parameters, rows with typed columns, and how durable a write must be. SQLite and
+//! PostgreSQL each run a list of [`Statement`]s in one round trip to their connection and
+//! answer with one [`Done`] per statement; the statements themselves (`schema`) are shared,
+//! since SQLite takes PostgreSQL's `$N` placeholders and `ON CONFLICT` upserts.
+
+/// A parameter or a column's value: the four types the schema uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(v)
+    }
+}
+
+/// One statement and its parameters (`$1`, `$2`, … in order).
+pub struct Statement {
+    pub sql: &'static str,
+    pub params: Vec<Value>,
+}
+
+/// `sql` with `params`.
+pub fn statement<const N: usize>(sql: &'static str, params: [Value; N]) -> Statement {
+    Statement {
+        sql,
+        params: params.into(),
+    }
+}
+
+/// What one statement did: its rows (a query, or `RETURNING`) and how many rows it changed.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub rows: Vec<Row>,
+    pub changed: u64,
+}
+
+impl Done {
+    /// The first row, if any.
+    pub fn first(&self) -> Option<&Row> {
+        self.rows.first()
+    }
+}
+
+/// One row's columns, in the statement's order.
+#[derive(Debug)]
+pub struct Row(pub Vec<Value>);
+
+/// A column that is not what the statement promises: a bug or a foreign schema, never a panic.
+#[derive(Debug)]
+pub struct ColumnError(pub String);
+
+impl Row {
+    fn column(&self, index: usize) -> Result<&Value, ColumnError> {
+        self.0
+            .get(index)
+            .ok_or_else(|| ColumnError(format!("no column {index}")))
+    }
+
+    pub fn int(&self, index: usize) -> Result<i64, ColumnError> {
+        self.opt_int(index)?
+            .ok_or_else(|| ColumnError(format!("column {index} is NULL")))
+    }
+
+    pub fn opt_int(&self, index: usize) -> Result<Option<i64>, ColumnError> {
+        match self.column(index)? {
+            Value::Int(v) => Ok(Some(*v)),
+            Value::Null => Ok(None),
+            other => Err(ColumnError(format!(
+                "column {index} is {other:?}, not a number"
+            ))),
+        }
+    }
+
+    pub fn text(&self, index: usize) -> Result<String, ColumnError> {
+        self.opt_text(index)?
+            .ok_or_else(|| ColumnError(format!("column {index} is NULL")))
+    }
+
+    pub fn opt_text(&self, index: usize) -> Result<Option<String>, ColumnError> {
+        match self.column(index)? {
+            Value::Text(v) => Ok(Some(v.clone())),
+            Value::Null => Ok(None),
+            Value::Int(_) | Value::Blob(_) => {
+                Err(ColumnError(format!("column {index} is not text")))
+            }
+        }
+    }
+}
+
+/// How a write must survive a crash of the database server (SQLite ignores it: its commits
+/// are all alike, see `sqlite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Waited for on disk: claims, thread claims and cards, snoozes, the schema.
+    Durable,
+    /// May be lost in a server crash, harmlessly (see `postgres`'s note): done marks,
+    /// releases, DM channels, what a card shows, pruning, and reads.
+    Relaxed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_typed_and_a_wrong_type_is_an_error_not_a_panic() {
+        let row = Row(vec![
+            Value::Int(7),
+            Value::Text("t".into()),
+            Value::Null,
+            Value::Blob(vec![1]),
+        ]);
+        assert_eq!(row.int(0).ok(), Some(7));
+        assert_eq!(row.text(1).ok().as_deref(), Some("t"));
+        assert_eq!(row.opt_text(2).ok(), Some(None));
+        assert_eq!(row.opt_int(2).ok(), Some(None));
+        assert!(row.int(1).is_err());
+        assert!(row.text(0).is_err());
+        assert!(row.text(2).is_err());
+        assert!(row.text(3).is_err());
+        assert!(row.int(9).is_err());
+    }
+}
