@@ -1,0 +1,212 @@
+//! The plain settings' parsers: the listen address, durations, http(s) URLs, the fallback
+//! channel and the number of Socket Mode connections. Each message names the setting.
+
+use super::{err, ConfigError};
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+pub(super) fn listen_addr(raw: Option<&str>, port: Option<u16>) -> Result<SocketAddr, ConfigError> {
+    match (raw.map(str::trim), port) {
+        (Some(addr), _) if !addr.is_empty() => addr.parse::<SocketAddr>().or_else(|_| {
+            err(format!(
+                "LISTEN_ADDR must be an address and port such as 127.0.0.1:6000 or 0.0.0.0:6000, not {addr:?}"
+            ))
+        }),
+        (_, Some(port)) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        _ => Ok(SocketAddr::from(([127, 0, 0, 1], 6000))),
+    }
+}
+
+pub(super) fn socket_mode_connections(raw: &str) -> Result<usize, ConfigError> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=10).contains(&n) => Ok(n),
+        _ => err(format!(
+            "SOCKET_MODE_CONNECTIONS must be a whole number from 1 to 10, not {raw:?}"
+        )),
+    }
+}
+
+/// A channel ID: it survives the channel being renamed, and `.env` reads `#name` as a comment.
+pub(super) fn fallback_channel(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(channel) = raw.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let is_id = channel.len() >= 9
+        && channel.starts_with(['C', 'G', 'D'])
+        && channel
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if is_id {
+        return Ok(Some(channel.to_owned()));
+    }
+    let hint =
+        "the ID is at the bottom of the channel's details in Slack (click the channel's name)";
+    if channel.starts_with('#') {
+        err(format!(
+            "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD, not a name ({channel}): {hint}"
+        ))
+    } else {
+        err(format!(
+            "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD (C, G or D, then capital letters and digits), not {channel:?}: {hint}"
+        ))
+    }
+}
+
+pub(super) fn http_url(name: &str, raw: &str) -> Result<Url, ConfigError> {
+    match Url::parse(raw.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        _ => err(format!(
+            "{name} must be an http(s) URL such as https://example.com"
+        )),
+    }
+}
+
+/// Parses `30s`, `1500ms`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = |factor: u64| n.checked_mul(factor).map(Duration::from_secs);
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => None,
+    }
+}
+
+/// A duration within `range`; the message says why the bounds are what they are.
+pub(super) fn bounded_duration(
+    name: &str,
+    raw: &str,
+    range: std::ops::RangeInclusive<Duration>,
+    why: &str,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = parse_duration(raw) else {
+        return err(format!(
+            "{name} must be a duration such as 30s, 1500ms, 5m or 1h, not {raw:?}"
+        ));
+    };
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    err(format!(
+        "{name} must be from {} to {}, not {raw:?}: {why}",
+        human(*range.start()),
+        human(*range.end())
+    ))
+}
+
+/// `1s`, `55s`, `1m`, `24h`: a bound as a person would write it.
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::settings;
+    use crate::config::Needs;
+
+    #[test]
+    fn port_alone_sets_the_port() {
+        let mut s = settings();
+        s.port = Some(7000);
+        assert_eq!(
+            s.validate(Needs::Serve)
+                .expect("ok")
+                .listen_addr
+                .to_string(),
+            "127.0.0.1:7000"
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("1d"), None);
+    }
+
+    #[test]
+    fn directory_refresh_is_bounded() {
+        for (raw, ok) in [
+            ("1m", true),
+            ("24h", true),
+            ("59s", false),
+            ("25h", false),
+            ("100000h", false),
+            ("18446744073709551615h", false),
+            ("99999999999999999999999", false),
+        ] {
+            let mut s = settings();
+            s.directory_refresh = raw.into();
+            match s.validate(Needs::Serve) {
+                Ok(c) => assert!(ok, "{raw} accepted as {:?}", c.directory_refresh),
+                Err(e) => {
+                    assert!(!ok, "{raw}: {e}");
+                    assert!(e.0.starts_with("DIRECTORY_REFRESH must be"), "{e}");
+                }
+            }
+        }
+        let mut s = settings();
+        s.directory_refresh = "48h".into();
+        assert_eq!(
+            s.validate(Needs::Serve).unwrap_err().0,
+            "DIRECTORY_REFRESH must be from 1m to 24h, not \"48h\": users.list is rate-limited, and a day-old directory is stale enough"
+        );
+        let mut s = settings();
+        s.delivery_timeout = "1000000000000h".into();
+        assert!(s
+            .validate(Needs::Serve)
+            .unwrap_err()
+            .0
+            .starts_with("DELIVERY_TIMEOUT"));
+    }
+
+    #[test]
+    fn fallback_channel_must_be_an_id() {
+        for ok in ["C0123ABCD", "G0123ABCD", "D0123ABCD", " C0FALLBACK "] {
+            let mut s = settings();
+            s.fallback_channel = Some(ok.into());
+            let c = s.validate(Needs::Serve).expect(ok);
+            assert_eq!(c.fallback_channel.as_deref(), Some(ok.trim()));
+        }
+        let mut s = settings();
+        s.fallback_channel = Some("#general".into());
+        let e = s.validate(Needs::Serve).unwrap_err().0;
+        assert!(
+            e.starts_with(
+                "FALLBACK_CHANNEL must be a channel ID such as C0123ABCD, not a name (#general)"
+            ) && e.contains("channel's details"),
+            "{e}"
+        );
+        for bad in ["general", "c0123abcd", "C012", "U0123ABCD", "C0123-ABCD"] {
+            let mut s = settings();
+            s.fallback_channel = Some(bad.into());
+            let e = s.validate(Needs::Serve).unwrap_err().0;
+            assert!(
+                e.starts_with("FALLBACK_CHANNEL must be a channel ID"),
+                "{bad}: {e}"
+            );
+        }
+        let mut s = settings();
+        s.fallback_channel = Some("  ".into());
+        assert!(s
+            .validate(Needs::Serve)
+            .expect("ok")
+            .fallback_channel
+            .is_none());
+    }
+}
