@@ -12,6 +12,7 @@ pub mod coder_api;
 pub mod commands;
 pub mod config;
 pub mod delivery;
+pub mod error_text;
 mod http;
 pub mod interact;
 pub mod kinds;

@@ -2,7 +2,8 @@
 //! the proxy decision the websocket uses too, a timeout on every call, rustls with ring, and
 //! failures described without a URL's path, a token or a proxy's credentials.
 
-use crate::proxy::{error_chain, ProxyConfig};
+use crate::error_text::error_chain;
+use crate::proxy::ProxyConfig;
 use std::error::Error as _;
 use std::sync::{Arc, Once};
 use std::time::Duration;

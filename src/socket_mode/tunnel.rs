@@ -7,7 +7,8 @@
 //! Nothing here logs or returns a Socket Mode URL's path or query: Slack's single-use URL carries
 //! a ticket. Errors name hosts and ports only, and a proxy as `http://host:port`.
 
-use crate::proxy::{describe_io, ProxyUrl};
+use crate::error_text::describe_io;
+use crate::proxy::ProxyUrl;
 use base64::Engine as _;
 use std::sync::Arc;
 use std::time::Duration;
