@@ -1,28 +1,28 @@
-//! One notification's way to Slack: dedupe on `msg_id`, find the person, render, post, and
-//! decide what Coder is told. Coder retries anything but a 2xx (5 attempts, 5 minutes apart),
-//! so an answer is either final (2xx) or "try again" (503 with `Retry-After`).
+//! One notification's way to Slack: dedupe on `msg_id` (here: claim, settle), find the person,
+//! render and place it (`route`, `thread`, `offer`), post through the one exactly-once poster
+//! (`poster`), and decide what Coder is told. Coder retries anything but a 2xx (5 attempts,
+//! 5 minutes apart), so an answer is either final (2xx) or "try again" (503 with `Retry-After`).
 
 mod card_edits;
 mod offer;
+mod poster;
+mod route;
 mod thread;
 
 use crate::coder::Notification;
 use crate::coder_api::CoderApi;
 pub use crate::config::Threads;
 use crate::render::{self, RenderOptions};
-use crate::retry::Retry;
 use crate::slack::directory::Directory;
-use crate::slack::{ErrorClass, SlackApi, SlackError, METADATA_EVENT_TYPE};
-use crate::state::{Claim, MsgKey, Store, StoreError, ThreadKey, Token};
+use crate::slack::SlackApi;
+use crate::state::{Claim, MsgKey, Store, StoreError, Token};
 use crate::telemetry::Metrics;
-use moka::future::Cache;
+pub use poster::Posted;
+use poster::{Attempt, Part, Post, Poster};
 use serde::Serialize;
 use slack_morphism::prelude::*;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use thread::{Failed, Place, Snooze};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -66,8 +66,6 @@ pub struct RetryLater {
 
 /// Retry-After suggested when Slack gave none; Coder waits 5 minutes between attempts anyway.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// The first wait of the backoff between failed calls is drawn under `retry_base`; never longer than this.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(8);
 
 /// How deliveries behave: what a validated configuration asks of them.
 pub struct Policy {
@@ -108,13 +106,10 @@ impl Policy {
 enum Destination {
     DryRun,
     Slack {
-        api: Arc<SlackApi>,
+        poster: Arc<Poster>,
         directory: Arc<Directory>,
     },
 }
-
-/// Read-back starts this long before the first attempt, for clock skew between us and Slack.
-const READ_BACK_MARGIN: Duration = Duration::from_secs(120);
 
 /// A claimed copy waits for the delivery holding its `msg_id` by looking again after this
 /// (doubling up to [`MAX_BUSY_POLL`]).
@@ -129,10 +124,6 @@ pub struct Delivery {
     coder: Option<Arc<CoderApi>>,
     /// Handled `msg_id`s (claims, leases) and what outlives the process.
     store: Store,
-    /// Slack user → DM channel, in front of the store's copy.
-    dm_channels: Cache<String, Arc<str>>,
-    /// Whether the log already said that reading a DM back is not possible.
-    read_back_unavailable: AtomicBool,
     permits: Semaphore,
     policy: Policy,
     metrics: Metrics,
@@ -158,8 +149,15 @@ impl Delivery {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
+        let poster = Arc::new(Poster::new(
+            api,
+            store.clone(),
+            policy.retry_base,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
         Self::with_destination(
-            Destination::Slack { api, directory },
+            Destination::Slack { poster, directory },
             store,
             policy,
             metrics,
@@ -175,9 +173,9 @@ impl Delivery {
         shutdown: CancellationToken,
     ) -> Self {
         let card_edits = match &destination {
-            Destination::Slack { api, .. } => Some(card_edits::CardEdits::new(
+            Destination::Slack { poster, .. } => Some(card_edits::CardEdits::new(
                 policy.card_edit_delay,
-                api.clone(),
+                poster.api().clone(),
                 store.clone(),
                 metrics.clone(),
                 shutdown.clone(),
@@ -189,8 +187,6 @@ impl Delivery {
             card_edits,
             coder: None,
             store,
-            dm_channels: Cache::new(10_000),
-            read_back_unavailable: AtomicBool::new(false),
             permits: Semaphore::new(policy.max_concurrent),
             policy,
             metrics,
@@ -213,9 +209,7 @@ impl Delivery {
         let Some((token, unsettled_since)) = self.claim(&key, deadline).await? else {
             return Ok(Answer::Duplicate);
         };
-        let attempt = Attempt {
-            unsettled_since: Mutex::new(unsettled_since),
-        };
+        let attempt = Attempt::after(unsettled_since);
         let outcome = self.deliver_once(notification, deadline, &attempt).await;
         let settled = match &outcome {
             Ok(_) => self.store.finish(&key, &token).await,
@@ -278,8 +272,7 @@ impl Delivery {
     }
 
     fn note_store_error(&self, e: &StoreError) {
-        self.metrics.store_errors.inc();
-        tracing::error!(error = %e, "the store failed");
+        note_store_error(&self.metrics, e);
     }
 
     async fn deliver_once(
@@ -310,9 +303,9 @@ impl Delivery {
                 );
                 Ok(Outcome::DryRun)
             }
-            Destination::Slack { api, directory } => {
+            Destination::Slack { poster, directory } => {
                 let to = Recipient {
-                    api,
+                    poster,
                     notification,
                     deadline,
                     attempt,
@@ -321,439 +314,51 @@ impl Delivery {
             }
         }
     }
+}
 
-    async fn deliver_to_slack(
-        &self,
-        directory: &Directory,
-        to: &Recipient<'_>,
-    ) -> Result<Outcome, RetryLater> {
-        let notification = to.notification;
-        let user = self
-            .retry(to.deadline)
-            .run(SlackError::verdict, || {
-                within(
-                    to.deadline,
-                    "users.lookupByEmail",
-                    directory.resolve(&notification.user_email),
-                )
-            })
-            .await
-            .map_err(|e| retry_later(&e))?;
-        let Some(user) = user else {
-            let reason = "users_not_found: no active Slack user has this e-mail address";
-            return self.undeliverable(to, reason).await;
-        };
-        let workspace = self.workspace_key(notification, &user);
-        let note = match &workspace {
-            Some(key) => match self.snooze_check(key).await? {
-                Snooze::On => return Ok(Outcome::Snoozed),
-                Snooze::Ended(note) => note,
-            },
-            None => None,
-        };
-        let offer = self.offer_for(notification).await;
-        let rendered = render::render_offering(
-            notification,
-            &self.policy.render,
-            note.as_deref(),
-            offer.as_ref(),
-        );
-        log_skipped(notification, &rendered.skipped_actions);
-        let thread = workspace.filter(|_| self.policy.threads == Threads::Workspace);
-        let mut placed = self
-            .post_placed(to, &user, thread.as_ref(), &rendered.content)
-            .await;
-        if let (Err(Failed::Slack(gone)), Some(_)) = (&placed, &thread) {
-            if gone.is_gone() {
-                // The card or its thread was deleted: start a new one, once.
-                placed = self
-                    .post_placed(to, &user, thread.as_ref(), &rendered.content)
-                    .await;
-            }
-        }
-        match placed {
-            Ok((place, posted, refusal)) => {
-                if let (Ok(_), Some(key), Some(card)) = (&posted, &thread, &place.thread) {
-                    if !place.card_is_new {
-                        self.update_card(key, card, notification).await;
-                    }
-                    self.record_latest(key, notification).await;
-                }
-                self.outcome(to, posted, refusal).await
-            }
-            Err(Failed::Slack(e)) => {
-                self.outcome(
-                    to,
-                    Err(e),
-                    "Slack will not deliver this message to the user",
-                )
-                .await
-            }
-            Err(Failed::Later(later)) => Err(later),
-        }
-    }
-
-    /// Posts `content` where it belongs (the workspace's thread, else the DM), as plain
-    /// text when Slack refuses the blocks; with the place, and what a refusal means.
-    async fn post_placed(
-        &self,
-        to: &Recipient<'_>,
-        user: &SlackUserId,
-        thread: Option<&ThreadKey>,
-        content: &SlackMessageContent,
-    ) -> Result<(Place, Result<(String, String), SlackError>, &'static str), Failed> {
-        let place = match thread {
-            Some(key) => self.thread_place(to, user, key).await?,
-            None => Place::dm(user),
-        };
-        let notification = to.notification;
-        let request = place.request(content.clone(), notification);
-        let (posted, refusal) = match self.post_exactly_once(to, user, &place, &request).await {
-            // The bridge's fault, not the person's: they get the same notification as
-            // plain text rather than being called unreachable.
-            Err(refused) if refused.class() == ErrorClass::BadMessage => {
-                self.note_refused_message(notification, &refused);
-                let plain = render::plain_text(notification, &self.policy.render);
-                let request = place.request(plain, notification);
-                let posted = self.post_exactly_once(to, user, &place, &request).await;
-                (posted, "Slack refused this message, even as plain text")
-            }
-            posted => (posted, "Slack will not deliver this message to the user"),
-        };
-        if let (Err(e), Some(key), Some(card)) = (&posted, thread, &place.thread) {
-            if e.is_gone() {
-                self.forget_thread(key, card).await;
-                return Err(Failed::Slack(e.clone()));
-            }
-        }
-        Ok((place, posted, refusal))
-    }
-
-    fn note_refused_message(&self, notification: &Notification, refused: &SlackError) {
-        self.metrics.plain_text_fallbacks.inc();
-        tracing::error!(
-            msg_id = %notification.msg_id,
-            template = %notification.notification_name,
-            error = %refused,
-            "Slack refused the message the bridge built for this template; sending it as plain text (please report the template name)"
-        );
-    }
-
-    /// What a post to the person means for Coder: delivered; undeliverable when Slack
-    /// will not take it (`refusal` says why); or try again later.
-    async fn outcome(
-        &self,
-        to: &Recipient<'_>,
-        posted: Result<(String, String), SlackError>,
-        refusal: &str,
-    ) -> Result<Outcome, RetryLater> {
-        match posted {
-            Ok((channel, ts)) => Ok(Outcome::Delivered { channel, ts }),
-            Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::BadMessage) => {
-                let reason = format!("{}: {refusal}", e.code());
-                self.undeliverable(to, &reason).await
-            }
-            Err(e) => Err(retry_later(&e)),
-        }
-    }
-
-    /// Posts `request` to `user`'s DM, retrying within the deadline. When an earlier
-    /// attempt's outcome is unknown (its answer was lost, here or in an earlier webhook with
-    /// this `msg_id`), the DM is read back first so the message is not posted twice.
-    async fn post_exactly_once(
-        &self,
-        to: &Recipient<'_>,
-        user: &SlackUserId,
-        place: &Place,
-        request: &SlackApiChatPostMessageRequest,
-    ) -> Result<(String, String), SlackError> {
-        let mut retry = self.retry(to.deadline);
-        loop {
-            let error = match self.post_attempt(to, user, place, request).await {
-                Ok(posted) => {
-                    self.learn_dm_channel(user, &posted.0).await;
-                    return Ok(posted);
-                }
-                Err(e) => e,
-            };
-            if !retry.wait(error.verdict()).await {
-                return Err(error);
-            }
-        }
-    }
-
-    async fn post_attempt(
-        &self,
-        to: &Recipient<'_>,
-        user: &SlackUserId,
-        place: &Place,
-        request: &SlackApiChatPostMessageRequest,
-    ) -> Result<(String, String), SlackError> {
-        if let Some(first_attempt) = to.attempt.unsettled_since() {
-            let thread_ts = place.thread.as_ref().map(|t| t.card_ts.as_str());
-            if let Some(found) = self.read_back(to, user, thread_ts, first_attempt).await? {
-                return Ok(found);
-            }
-        }
-        let started = SystemTime::now();
-        match within(
-            to.deadline,
-            "chat.postMessage",
-            to.api.post_message(request),
-        )
-        .await
-        {
-            Ok(posted) => Ok(posted),
-            Err(e) if e.outcome_unknown() => {
-                to.attempt.note_unsettled(started);
-                tracing::warn!(msg_id = %to.notification.msg_id, error = %e, "the outcome of a post is unknown; the DM is read back before posting again");
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The message with this notification's `msg_id` in `user`'s DM, posted since shortly
-    /// before `first_attempt`. `Ok(None)` when it is not there, or when the bot token lacks
-    /// the scopes to look (then the message is posted again, as without read-back).
-    async fn read_back(
-        &self,
-        to: &Recipient<'_>,
-        user: &SlackUserId,
-        thread_ts: Option<&str>,
-        first_attempt: SystemTime,
-    ) -> Result<Option<(String, String)>, SlackError> {
-        let msg_id = &to.notification.msg_id;
-        let found = async {
-            let dm = self.dm_channel(to, user).await?;
-            let oldest = slack_ts(first_attempt - READ_BACK_MARGIN);
-            let ts = within(
-                to.deadline,
-                "conversations.history",
-                to.api.find_notification(&dm, thread_ts, &oldest, msg_id),
-            )
-            .await?;
-            Ok::<_, SlackError>(ts.map(|ts| (dm, ts)))
-        }
-        .await;
-        match found {
-            Ok(Some(posted)) => {
-                tracing::info!(%msg_id, "the post whose outcome was unknown is in the DM; not posting again");
-                Ok(Some(posted))
-            }
-            Ok(None) => Ok(None),
-            Err(e) if e.lacks_scope() => {
-                if !self.read_back_unavailable.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "cannot read DMs back (add the bot scopes im:write and im:history): a post whose answer is lost is posted again, so the person may see it twice");
-                }
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `user`'s DM channel with the bot: remembered (here or in the store) from an earlier
-    /// post's answer, else opened (`conversations.open` gives the existing one).
-    async fn dm_channel(
-        &self,
-        to: &Recipient<'_>,
-        user: &SlackUserId,
-    ) -> Result<String, SlackError> {
-        if let Some(channel) = self.dm_channels.get(&user.0).await {
-            return Ok(channel.to_string());
-        }
-        match self.store.dm_channel(&user.0).await {
-            Ok(Some(channel)) => {
-                self.dm_channels
-                    .insert(user.0.clone(), channel.as_str().into())
-                    .await;
-                return Ok(channel);
-            }
-            Ok(None) => {}
-            Err(e) => self.note_store_error(&e),
-        }
-        let channel = within(to.deadline, "conversations.open", to.api.open_dm(user)).await?;
-        self.learn_dm_channel(user, &channel).await;
-        Ok(channel)
-    }
-
-    /// Remembers `user`'s DM channel from an answer (once per process and channel: the
-    /// store is written only when it is new).
-    async fn learn_dm_channel(&self, user: &SlackUserId, channel: &str) {
-        // Posts to a user ID are answered with the DM's ID; anything else is not a DM.
-        if !channel.starts_with('D') {
-            return;
-        }
-        if self.dm_channels.get(&user.0).await.as_deref() == Some(channel) {
-            return;
-        }
-        self.dm_channels
-            .insert(user.0.clone(), channel.into())
-            .await;
-        if let Err(e) = self.store.learn_dm_channel(&user.0, channel).await {
-            self.note_store_error(&e);
-        }
-    }
-
-    /// The person cannot be reached: say so, and post to the fallback channel when there is one.
-    async fn undeliverable(&self, to: &Recipient<'_>, reason: &str) -> Result<Outcome, RetryLater> {
-        let notification = to.notification;
-        tracing::warn!(msg_id = %notification.msg_id, template = %notification.notification_name, reason, "notification is undeliverable");
-        let Some(channel) = &self.policy.fallback_channel else {
-            return Ok(Outcome::Undeliverable {
-                reason: reason.to_owned(),
-                fallback_channel: None,
-            });
-        };
-        let note = format!(
-            "Intended for {}, who could not be reached in Slack ({}).",
-            notification.user_email,
-            reason.split(':').next().unwrap_or(reason)
-        );
-        let rendered = render::render(notification, &self.policy.render, Some(&note));
-        let request = post_request(
-            SlackChannelId(channel.clone()),
-            rendered.content,
-            notification,
-        );
-        match self.post_retrying(to, &request).await {
-            Ok(_) => Ok(Outcome::Undeliverable {
-                reason: reason.to_owned(),
-                fallback_channel: Some(channel.clone()),
-            }),
-            Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::BadMessage) => {
-                tracing::error!(error = %e, "cannot post to FALLBACK_CHANNEL {channel}: invite the app to it or fix the setting");
-                Ok(Outcome::Undeliverable {
-                    reason: format!("{reason}; FALLBACK_CHANNEL failed too: {}", e.code()),
-                    fallback_channel: None,
-                })
-            }
-            Err(e) => Err(retry_later(&e)),
-        }
-    }
-
-    /// chat.postMessage, retried as the delivery's policy says (no read-back: for posts
-    /// other than the notification itself to its person).
-    async fn post_retrying(
-        &self,
-        to: &Recipient<'_>,
-        request: &SlackApiChatPostMessageRequest,
-    ) -> Result<(String, String), SlackError> {
-        self.retry(to.deadline)
-            .run(SlackError::verdict, || {
-                within(
-                    to.deadline,
-                    "chat.postMessage",
-                    to.api.post_message(request),
-                )
-            })
-            .await
-    }
-
-    /// The retry policy of every Slack call a delivery makes: backoff from `retry_base`,
-    /// no wait past the delivery's deadline, none after shutdown began.
-    fn retry(&self, deadline: Instant) -> Retry {
-        Retry::new(self.policy.retry_base, MAX_RETRY_WAIT)
-            .deadline(deadline)
-            .until(self.shutdown.clone())
-    }
+/// A store failure that a delivery carries on past: counted and logged.
+fn note_store_error(metrics: &Metrics, e: &StoreError) {
+    metrics.store_errors.inc();
+    tracing::error!(error = %e, "the store failed");
 }
 
 /// One delivery's way to one person, and the time it has.
 struct Recipient<'a> {
-    api: &'a SlackApi,
+    poster: &'a Poster,
     notification: &'a Notification,
     deadline: Instant,
     attempt: &'a Attempt,
 }
 
-/// What one delivery learns as it goes.
-struct Attempt {
-    /// When the first post whose outcome is unknown began (in this delivery, or in an
-    /// earlier one whose claim this took over): from then on the DM is read back first.
-    unsettled_since: Mutex<Option<SystemTime>>,
-}
-
-impl Attempt {
-    fn unsettled_since(&self) -> Option<SystemTime> {
-        *self
-            .unsettled_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The earliest such post bounds the read-back.
-    fn note_unsettled(&self, started: SystemTime) {
-        let mut since = self
-            .unsettled_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        since.get_or_insert(started);
+impl Recipient<'_> {
+    /// Posts `content` as `part` of the notification, exactly once.
+    async fn post(
+        &self,
+        post: &Post<'_>,
+        content: SlackMessageContent,
+    ) -> Result<Posted, crate::slack::SlackError> {
+        let request = post.request(content);
+        self.poster
+            .post(post, &request, self.attempt, self.deadline)
+            .await
     }
 }
 
-/// chat.postMessage arguments for a notification: the rendered content, with the `msg_id`
-/// in the message's metadata so the message can be found again.
+/// chat.postMessage arguments for a notification at the top level of `channel`: the
+/// rendered content, with the `msg_id` in the message's metadata so it can be found again
+/// (what `preview` prints).
 pub fn post_request(
     channel: SlackChannelId,
     content: SlackMessageContent,
     notification: &Notification,
 ) -> SlackApiChatPostMessageRequest {
-    let payload = HashMap::from([("msg_id".to_owned(), notification.msg_id.clone())]);
-    let metadata =
-        SlackMessageMetadata::new(METADATA_EVENT_TYPE.to_owned()).with_event_payload(payload);
-    render::post_message_request(channel, content.with_metadata(metadata))
-}
-
-/// A Slack call bounded by `deadline` as well as by the client's own call timeout: the
-/// webhook's answer never waits for a call started just before the budget ran out.
-async fn within<T>(
-    deadline: Instant,
-    method: &'static str,
-    call: impl std::future::Future<Output = Result<T, SlackError>>,
-) -> Result<T, SlackError> {
-    tokio::time::timeout_at(deadline, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(SlackError::Transport {
-                method,
-                detail: "no answer before DELIVERY_TIMEOUT ran out".into(),
-            })
-        })
-}
-
-/// A Slack timestamp (`seconds.micros`) for a moment.
-fn slack_ts(at: SystemTime) -> String {
-    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!(
-        "{}.{:06}",
-        since_epoch.as_secs(),
-        since_epoch.subsec_micros()
-    )
-}
-
-fn log_skipped(notification: &Notification, skipped: &[render::SkippedAction]) {
-    for s in skipped {
-        tracing::warn!(msg_id = %notification.msg_id, template = %notification.notification_name, action = s.index, reason = s.reason, "button left out");
-    }
-}
-
-/// A Slack failure that retrying later may fix; configuration errors are logged with the fix.
-fn retry_later(error: &SlackError) -> RetryLater {
-    let retry_after = match error.class() {
-        ErrorClass::RateLimited(Some(after)) => after,
-        _ => DEFAULT_RETRY_AFTER,
+    let post = Post {
+        notification,
+        part: Part::Notification,
+        channel,
+        thread: None,
     };
-    match error.remedy() {
-        Some(remedy) if error.class() == ErrorClass::Configuration => {
-            tracing::error!(error = %error, "Slack refused the call: {remedy}");
-        }
-        _ => tracing::warn!(error = %error, "Slack call failed"),
-    }
-    RetryLater {
-        reason: format!("slack: {error}"),
-        retry_after,
-    }
+    post.request(content)
 }
 
 #[cfg(test)]

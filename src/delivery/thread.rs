@@ -2,6 +2,7 @@
 //! once per (recipient, owner, workspace) and edited to show the latest notification, or the
 //! DM itself. Urgent kinds in a thread are broadcast to the conversation too.
 
+use super::poster::{Part, Post};
 use super::{Delivery, Recipient, RetryLater, BUSY_POLL, MAX_BUSY_POLL};
 use crate::coder::Notification;
 use crate::kinds::{self, Kind};
@@ -34,18 +35,16 @@ impl Place {
         }
     }
 
-    /// chat.postMessage arguments for `content` here.
-    pub fn request(
-        &self,
-        content: SlackMessageContent,
-        notification: &Notification,
-    ) -> SlackApiChatPostMessageRequest {
-        let request = super::post_request(self.channel.clone(), content, notification);
-        match &self.thread {
-            Some(thread) => request
-                .with_thread_ts(SlackTs(thread.card_ts.clone()))
-                .with_reply_broadcast(self.broadcast),
-            None => request,
+    /// The notification's post here.
+    pub fn post<'a>(&'a self, notification: &'a Notification) -> Post<'a> {
+        Post {
+            notification,
+            part: Part::Notification,
+            channel: self.channel.clone(),
+            thread: self
+                .thread
+                .as_ref()
+                .map(|t| (t.card_ts.as_str(), self.broadcast)),
         }
     }
 }
@@ -143,7 +142,8 @@ impl Delivery {
         })))
     }
 
-    /// Posts the workspace's card (top level) and records it.
+    /// Posts the workspace's card (top level, exactly once: found again by its metadata if
+    /// the answer is lost) and records it.
     async fn make_card(
         &self,
         to: &Recipient<'_>,
@@ -151,12 +151,18 @@ impl Delivery {
         key: &ThreadKey,
         token: &Token,
     ) -> Result<Thread, Failed> {
-        let card = fresh_card(key, to.notification);
-        let request = render::post_message_request(SlackChannelId(user.0.clone()), card);
-        match self.post_retrying(to, &request).await {
-            Ok((channel, card_ts)) => {
-                self.learn_dm_channel(user, &channel).await;
-                let thread = Thread { channel, card_ts };
+        let post = Post {
+            notification: to.notification,
+            part: Part::Card,
+            channel: SlackChannelId(user.0.clone()),
+            thread: None,
+        };
+        match to.post(&post, fresh_card(key, to.notification)).await {
+            Ok(posted) => {
+                let thread = Thread {
+                    channel: posted.channel,
+                    card_ts: posted.ts,
+                };
                 // Unrecorded, the card still serves this notification; the next one makes
                 // a new card once this claim's lease ends.
                 if let Err(e) = self.store.set_thread(key, token, &thread).await {

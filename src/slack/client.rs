@@ -4,7 +4,7 @@
 use super::connector::{self, ReqwestConnector};
 use super::error::{classify, open_error, SlackError};
 use super::wire::{History, OpenDmRequest, OpenedDm, PostedMessage, Scheduled};
-use super::{UsersPage, METADATA_EVENT_TYPE};
+use super::{UsersPage, METADATA_EVENT_TYPE, NOTIFICATION_PART};
 use crate::proxy::ProxyConfig;
 use crate::socket_mode::{OpenConnection, OpenError};
 use crate::telemetry::{MethodLabels, Metrics, SlackCallLabels};
@@ -142,13 +142,14 @@ impl SlackApi {
     }
 
     /// Looks in `channel` (in the thread under `thread_ts`, when given) for a message posted
-    /// at or after `oldest` (a Slack timestamp) whose metadata names `msg_id`; returns its `ts`.
+    /// at or after `oldest` (a Slack timestamp) whose metadata names `msg_id` and `part`; returns its `ts`.
     pub async fn find_notification(
         &self,
         channel: &str,
         thread_ts: Option<&str>,
         oldest: &str,
         msg_id: &str,
+        part: &str,
     ) -> Result<Option<String>, SlackError> {
         let mut cursor: Option<String> = None;
         for _ in 0..HISTORY_PAGES {
@@ -157,8 +158,11 @@ impl SlackApi {
                 .await?;
             let found = history.messages.into_iter().find(|m| {
                 m.metadata.as_ref().is_some_and(|meta| {
+                    let field = |name| meta.event_payload.get(name).and_then(|v| v.as_str());
                     meta.event_type == METADATA_EVENT_TYPE
-                        && meta.event_payload.get("msg_id").and_then(|v| v.as_str()) == Some(msg_id)
+                        && field("msg_id") == Some(msg_id)
+                        // Posts from before parts were named are notifications.
+                        && field("part").unwrap_or(NOTIFICATION_PART) == part
                 })
             });
             if let Some(message) = found {

@@ -14,6 +14,6 @@ mod wire;
 pub use client::{AuthInfo, SlackApi};
 pub use connector::{ReqwestConnector, MAX_RETRY_AFTER, MIN_RETRY_AFTER};
 pub use error::{ErrorClass, SlackError};
-pub use wire::{UsersPage, METADATA_EVENT_TYPE};
+pub use wire::{UsersPage, METADATA_EVENT_TYPE, NOTIFICATION_PART};
 
 pub use crate::outbound::install_crypto_provider;

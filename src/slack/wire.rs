@@ -19,6 +19,10 @@ pub(super) struct Scheduled {
 /// `event_payload`, so a DM can be searched for a post whose answer was lost.
 pub const METADATA_EVENT_TYPE: &str = "coder_notification";
 
+/// The metadata's `part` of a notification's own message (the default when absent); a
+/// workspace's card posted for it says `card`, so the two are found apart.
+pub const NOTIFICATION_PART: &str = "notification";
+
 #[derive(serde::Serialize)]
 pub(super) struct OpenDmRequest<'a> {
     pub(super) users: &'a str,

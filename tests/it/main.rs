@@ -5,6 +5,7 @@
 mod actions;
 mod bridge;
 mod directory;
+mod exactly_once;
 mod operator_kit;
 mod prometheus;
 mod proxy_paths;

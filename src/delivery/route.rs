@@ -1,0 +1,217 @@
+//! A notification's way to its person in Slack: find them, meet their snooze, render (with
+//! the button that acts, when there is one), post where it belongs (the workspace's thread
+//! or the DM) through the exactly-once poster, and turn the outcome into Coder's answer.
+
+use super::poster::{Part, Post, Posted};
+use super::thread::{Failed, Place, Snooze};
+use super::{Delivery, Outcome, Recipient, RetryLater, Threads, DEFAULT_RETRY_AFTER};
+use crate::coder::Notification;
+use crate::render;
+use crate::slack::directory::Directory;
+use crate::slack::{ErrorClass, SlackError};
+use crate::state::ThreadKey;
+use slack_morphism::prelude::*;
+
+impl Delivery {
+    pub(super) async fn deliver_to_slack(
+        &self,
+        directory: &Directory,
+        to: &Recipient<'_>,
+    ) -> Result<Outcome, RetryLater> {
+        let notification = to.notification;
+        let user = to
+            .poster
+            .retry(to.deadline)
+            .run(SlackError::verdict, || {
+                super::poster::within(
+                    to.deadline,
+                    "users.lookupByEmail",
+                    directory.resolve(&notification.user_email),
+                )
+            })
+            .await
+            .map_err(|e| retry_later(&e))?;
+        let Some(user) = user else {
+            let reason = "users_not_found: no active Slack user has this e-mail address";
+            return self.undeliverable(to, reason).await;
+        };
+        let workspace = self.workspace_key(notification, &user);
+        let note = match &workspace {
+            Some(key) => match self.snooze_check(key).await? {
+                Snooze::On => return Ok(Outcome::Snoozed),
+                Snooze::Ended(note) => note,
+            },
+            None => None,
+        };
+        let offer = self.offer_for(notification).await;
+        let rendered = render::render_offering(
+            notification,
+            &self.policy.render,
+            note.as_deref(),
+            offer.as_ref(),
+        );
+        log_skipped(notification, &rendered.skipped_actions);
+        let thread = workspace.filter(|_| self.policy.threads == Threads::Workspace);
+        self.place_and_post(to, &user, thread.as_ref(), &rendered.content)
+            .await
+    }
+
+    /// Posts where the notification belongs, starting a new thread once when its card is
+    /// gone from Slack, then shows it on the card and says what Coder is told.
+    async fn place_and_post(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        thread: Option<&ThreadKey>,
+        content: &SlackMessageContent,
+    ) -> Result<Outcome, RetryLater> {
+        let mut placed = self.post_placed(to, user, thread, content).await;
+        if let (Err(Failed::Slack(gone)), Some(_)) = (&placed, thread) {
+            if gone.is_gone() {
+                // The card or its thread was deleted: start a new one, once.
+                placed = self.post_placed(to, user, thread, content).await;
+            }
+        }
+        match placed {
+            Ok((place, posted, refusal)) => {
+                if let (Ok(_), Some(key), Some(card)) = (&posted, thread, &place.thread) {
+                    if !place.card_is_new {
+                        self.update_card(key, card, to.notification).await;
+                    }
+                    self.record_latest(key, to.notification).await;
+                }
+                self.outcome(to, posted, refusal).await
+            }
+            Err(Failed::Slack(e)) => {
+                let refusal = "Slack will not deliver this message to the user";
+                self.outcome(to, Err(e), refusal).await
+            }
+            Err(Failed::Later(later)) => Err(later),
+        }
+    }
+
+    /// Posts `content` where it belongs (the workspace's thread, else the DM), as plain
+    /// text when Slack refuses the blocks; with the place, and what a refusal means.
+    async fn post_placed(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        thread: Option<&ThreadKey>,
+        content: &SlackMessageContent,
+    ) -> Result<(Place, Result<Posted, SlackError>, &'static str), Failed> {
+        let place = match thread {
+            Some(key) => self.thread_place(to, user, key).await?,
+            None => Place::dm(user),
+        };
+        let notification = to.notification;
+        let post = place.post(notification);
+        let (posted, refusal) = match to.post(&post, content.clone()).await {
+            // The bridge's fault, not the person's: they get the same notification as
+            // plain text rather than being called unreachable.
+            Err(refused) if refused.class() == ErrorClass::BadMessage => {
+                self.note_refused_message(notification, &refused);
+                let plain = render::plain_text(notification, &self.policy.render);
+                let posted = to.post(&post, plain).await;
+                (posted, "Slack refused this message, even as plain text")
+            }
+            posted => (posted, "Slack will not deliver this message to the user"),
+        };
+        if let (Err(e), Some(key), Some(card)) = (&posted, thread, &place.thread) {
+            if e.is_gone() {
+                self.forget_thread(key, card).await;
+                return Err(Failed::Slack(e.clone()));
+            }
+        }
+        Ok((place, posted, refusal))
+    }
+
+    fn note_refused_message(&self, notification: &Notification, refused: &SlackError) {
+        self.metrics.plain_text_fallbacks.inc();
+        tracing::error!(
+            msg_id = %notification.msg_id,
+            template = %notification.notification_name,
+            error = %refused,
+            "Slack refused the message the bridge built for this template; sending it as plain text (please report the template name)"
+        );
+    }
+
+    /// What a post to the person means for Coder: delivered; undeliverable when Slack
+    /// will not take it (`refusal` says why); or try again later.
+    async fn outcome(
+        &self,
+        to: &Recipient<'_>,
+        posted: Result<Posted, SlackError>,
+        refusal: &str,
+    ) -> Result<Outcome, RetryLater> {
+        match posted {
+            Ok(Posted { channel, ts }) => Ok(Outcome::Delivered { channel, ts }),
+            Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::BadMessage) => {
+                let reason = format!("{}: {refusal}", e.code());
+                self.undeliverable(to, &reason).await
+            }
+            Err(e) => Err(retry_later(&e)),
+        }
+    }
+
+    /// The person cannot be reached: say so, and post to the fallback channel when there is one.
+    async fn undeliverable(&self, to: &Recipient<'_>, reason: &str) -> Result<Outcome, RetryLater> {
+        let notification = to.notification;
+        tracing::warn!(msg_id = %notification.msg_id, template = %notification.notification_name, reason, "notification is undeliverable");
+        let Some(channel) = &self.policy.fallback_channel else {
+            return Ok(Outcome::Undeliverable {
+                reason: reason.to_owned(),
+                fallback_channel: None,
+            });
+        };
+        let note = format!(
+            "Intended for {}, who could not be reached in Slack ({}).",
+            notification.user_email,
+            reason.split(':').next().unwrap_or(reason)
+        );
+        let rendered = render::render(notification, &self.policy.render, Some(&note));
+        let post = Post {
+            notification,
+            part: Part::Notification,
+            channel: SlackChannelId(channel.clone()),
+            thread: None,
+        };
+        match to.post(&post, rendered.content).await {
+            Ok(_) => Ok(Outcome::Undeliverable {
+                reason: reason.to_owned(),
+                fallback_channel: Some(channel.clone()),
+            }),
+            Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::BadMessage) => {
+                tracing::error!(error = %e, "cannot post to FALLBACK_CHANNEL {channel}: invite the app to it or fix the setting");
+                Ok(Outcome::Undeliverable {
+                    reason: format!("{reason}; FALLBACK_CHANNEL failed too: {}", e.code()),
+                    fallback_channel: None,
+                })
+            }
+            Err(e) => Err(retry_later(&e)),
+        }
+    }
+}
+
+fn log_skipped(notification: &Notification, skipped: &[render::SkippedAction]) {
+    for s in skipped {
+        tracing::warn!(msg_id = %notification.msg_id, template = %notification.notification_name, action = s.index, reason = s.reason, "button left out");
+    }
+}
+
+/// A Slack failure that retrying later may fix; configuration errors are logged with the fix.
+fn retry_later(error: &SlackError) -> RetryLater {
+    let retry_after = match error.class() {
+        ErrorClass::RateLimited(Some(after)) => after,
+        _ => DEFAULT_RETRY_AFTER,
+    };
+    match error.remedy() {
+        Some(remedy) if error.class() == ErrorClass::Configuration => {
+            tracing::error!(error = %error, "Slack refused the call: {remedy}");
+        }
+        _ => tracing::warn!(error = %error, "Slack call failed"),
+    }
+    RetryLater {
+        reason: format!("slack: {error}"),
+        retry_after,
+    }
+}
