@@ -11,6 +11,7 @@ mod prometheus;
 mod proxy_paths;
 mod snooze;
 mod socket_mode;
+mod stack;
 mod store;
 mod store_suite;
 #[path = "../support/mod.rs"]
