@@ -31,7 +31,7 @@ impl Store {
                                 now.into(),
                             ],
                         ),
-                        statement(schema::HOLDER, [key.bytes().into()]),
+                        statement(schema::HOLDER, [key.bytes().into()]).unless_previous_found(),
                     ],
                 )
                 .await?;

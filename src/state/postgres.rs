@@ -149,7 +149,11 @@ impl Postgres {
         self.with_client(operation, commit, |client| async move {
             let mut done = Vec::with_capacity(statements.len());
             for statement in &statements {
-                done.push(run_one(&client, statement).await?);
+                let this = match statement.runs_after(&done) {
+                    true => run_one(&client, statement).await?,
+                    false => Done::default(),
+                };
+                done.push(this);
             }
             Ok(done)
         })

@@ -47,6 +47,9 @@ impl From<Vec<u8>> for Value {
 pub struct Statement {
     pub sql: &'static str,
     pub params: Vec<Value>,
+    /// Run only when the statement before it returned no row (a claim's look at the row in
+    /// its way, say): one round trip either way, and no second statement on the common path.
+    pub unless_previous_found: bool,
 }
 
 /// `sql` with `params`.
@@ -54,6 +57,21 @@ pub fn statement<const N: usize>(sql: &'static str, params: [Value; N]) -> State
     Statement {
         sql,
         params: params.into(),
+        unless_previous_found: false,
+    }
+}
+
+impl Statement {
+    /// This statement only when the one before it found nothing.
+    pub fn unless_previous_found(mut self) -> Self {
+        self.unless_previous_found = true;
+        self
+    }
+
+    /// Whether to run, after what the statements before it did (a skipped one answers as
+    /// having found nothing).
+    pub fn runs_after(&self, done: &[Done]) -> bool {
+        !self.unless_previous_found || done.last().is_none_or(|d| d.rows.is_empty())
     }
 }
 
@@ -149,5 +167,21 @@ mod tests {
         assert!(row.text(2).is_err());
         assert!(row.text(3).is_err());
         assert!(row.int(9).is_err());
+    }
+
+    #[test]
+    fn a_statement_unless_the_previous_found_runs_only_after_an_empty_one() {
+        let look = statement("SELECT 1", []).unless_previous_found();
+        let found = Done {
+            rows: vec![Row(vec![Value::Int(1)])],
+            changed: 1,
+        };
+        assert!(look.runs_after(&[]));
+        assert!(look.runs_after(&[Done::default()]));
+        assert!(!look.runs_after(&[found]));
+        assert!(statement("SELECT 1", []).runs_after(&[Done {
+            rows: vec![Row(vec![])],
+            changed: 1
+        }]));
     }
 }

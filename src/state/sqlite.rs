@@ -112,10 +112,15 @@ impl Sqlite {
         statements: Vec<Statement>,
     ) -> Result<Vec<Done>, StoreError> {
         self.call(operation, move |txn| {
-            statements
-                .iter()
-                .map(|statement| run_one(txn, statement))
-                .collect()
+            let mut done = Vec::with_capacity(statements.len());
+            for statement in &statements {
+                let this = match statement.runs_after(&done) {
+                    true => run_one(txn, statement)?,
+                    false => Done::default(),
+                };
+                done.push(this);
+            }
+            Ok(done)
         })
         .await
     }
