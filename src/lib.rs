@@ -7,6 +7,7 @@
 
 pub mod act;
 mod backoff;
+pub mod cards;
 pub mod coder;
 pub mod coder_api;
 pub mod commands;

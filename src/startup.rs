@@ -3,6 +3,7 @@
 //! [`App::run_until_stopped`] serves until the shutdown token is cancelled, then stops in
 //! bounded time.
 
+use crate::cards::CardEdits;
 use crate::coder_api::CoderApi;
 use crate::config::Config;
 use crate::delivery::{self, Delivery};
@@ -41,6 +42,8 @@ struct Background {
     /// The e-mail → Slack user directory.
     directory: Option<Arc<Directory>>,
     socket_mode: Option<SocketMode>,
+    /// Edits of workspaces' cards; shutdown sends what is pending.
+    cards: Option<Arc<CardEdits>>,
     /// The directory's refresher and the bot token check.
     tasks: Vec<JoinHandle<()>>,
 }
@@ -127,6 +130,11 @@ impl App {
         {
             tracing::warn!("deliveries still in flight after the grace period were abandoned; Coder retries them");
         }
+        if let Some(cards) = &self.background.cards {
+            if !cards.drain(deadline).await {
+                tracing::warn!("edits of workspaces' cards still pending after the grace period were abandoned; each card catches up with its next change");
+            }
+        }
         if let Some(socket_mode) = self.background.socket_mode {
             if tokio::time::timeout(SOCKET_MODE_CLOSE_BUDGET, socket_mode.join())
                 .await
@@ -153,7 +161,7 @@ fn start_slack(
 ) -> Result<(Delivery, Background), String> {
     let proxies = ProxyConfig::from_env()?;
     let api = Arc::new(SlackApi::from_config(config, &proxies, metrics.clone())?);
-    let (mut delivery, directory) =
+    let (mut delivery, directory, cards) =
         slack_delivery(api.clone(), store.clone(), config, metrics, shutdown);
     let coder = coder_api(config, &proxies, api.has_app_token())?;
     if let Some(coder) = &coder {
@@ -169,6 +177,7 @@ fn start_slack(
         let mut interact = Interact::new(
             api.clone(),
             store,
+            cards.clone(),
             metrics.clone(),
             config.coder_url.clone(),
         );
@@ -198,6 +207,7 @@ fn start_slack(
     let background = Background {
         directory: Some(directory),
         socket_mode,
+        cards: Some(cards),
         tasks,
     };
     Ok((delivery, background))
@@ -228,15 +238,16 @@ fn coder_api(
     Ok(Some(Arc::new(api)))
 }
 
-/// Delivery to Slack through `api`, with the e-mail → user directory it looks people up in:
-/// what `serve` runs and what `send-test` sends one notification through.
+/// Delivery to Slack through `api`, with the e-mail → user directory it looks people up in
+/// and the one path that edits workspaces' cards: what `serve` runs and what `send-test`
+/// sends one notification through.
 pub(crate) fn slack_delivery(
     api: Arc<SlackApi>,
     store: Store,
     config: &Config,
     metrics: &Metrics,
     shutdown: &CancellationToken,
-) -> (Delivery, Arc<Directory>) {
+) -> (Delivery, Arc<Directory>, Arc<CardEdits>) {
     let directory = Arc::new(Directory::new(
         api.clone(),
         config.tuning.negative_cache_ttl,
@@ -245,15 +256,23 @@ pub(crate) fn slack_delivery(
         config.directory_refresh.saturating_mul(2),
         metrics.clone(),
     ));
+    let cards = CardEdits::new(
+        config.tuning.card_edit_delay,
+        api.clone(),
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let delivery = Delivery::slack(
         api,
         directory.clone(),
+        cards.clone(),
         store,
         delivery::Policy::from_config(config),
         metrics.clone(),
         shutdown.clone(),
     );
-    (delivery, directory)
+    (delivery, directory, cards)
 }
 
 /// Opens `DATABASE_URL` (an in-memory database when nothing needs one: a dry run).

@@ -156,6 +156,8 @@ metrics! {
         => "store_errors", "Store operations that failed (claims, marks, reads); the log says which and why";
     plain_text_fallbacks: Counter = Counter::default()
         => "plain_text_fallbacks", "Messages Slack refused as built (invalid_blocks, msg_too_long, …) and sent again as plain text";
+    card_edits_failed: Counter = Counter::default()
+        => "card_edits_failed", "Edits of a workspace's card given up after retries (rate limits past a few attempts, outages): the card shows an older state until its next change; the log says why";
 }
 
 impl Default for Metrics {

@@ -39,7 +39,7 @@ pub async fn send_test(settings: Settings, email: &str) -> Result<(), String> {
     )?);
     // Its msg_id is its own: a private in-memory store, the real one untouched.
     let store = Store::in_memory().await.map_err(|e| e.to_string())?;
-    let (delivery, _) = slack_delivery(api, store, &config, &metrics, &CancellationToken::new());
+    let (delivery, _, _) = slack_delivery(api, store, &config, &metrics, &CancellationToken::new());
     // One attempt, nothing retries it: each failure says so and what to do.
     match delivery.deliver(&notification).await {
         Ok(Answer::Fresh(Outcome::Delivered { channel, ts })) => {

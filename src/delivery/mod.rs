@@ -3,12 +3,12 @@
 //! (`poster`), and decide what Coder is told. Coder retries anything but a 2xx (5 attempts,
 //! 5 minutes apart), so an answer is either final (2xx) or "try again" (503 with `Retry-After`).
 
-mod card_edits;
 mod offer;
 mod poster;
 mod route;
 mod thread;
 
+use crate::cards::CardEdits;
 use crate::coder::Notification;
 use crate::coder_api::CoderApi;
 pub use crate::config::Threads;
@@ -79,8 +79,6 @@ pub struct Policy {
     pub lease: Duration,
     /// Whether notifications about a workspace gather in its thread (`THREADS`).
     pub threads: Threads,
-    /// How long a card's first change waits for more before one edit shows the latest.
-    pub card_edit_delay: Duration,
 }
 
 impl Policy {
@@ -97,7 +95,6 @@ impl Policy {
             max_concurrent: config.tuning.max_concurrent_deliveries,
             lease: config.delivery_timeout + config.tuning.lease_margin,
             threads: config.threads,
-            card_edit_delay: config.tuning.card_edit_delay,
         }
     }
 }
@@ -108,6 +105,8 @@ enum Destination {
     Slack {
         poster: Arc<Poster>,
         directory: Arc<Directory>,
+        /// The one path that edits workspaces' cards.
+        cards: Arc<CardEdits>,
     },
 }
 
@@ -118,8 +117,6 @@ const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
 
 pub struct Delivery {
     destination: Destination,
-    /// Edits of workspaces' cards, coalesced in bursts (Slack only).
-    card_edits: Option<Arc<card_edits::CardEdits>>,
     /// Coder's API, for the buttons that act (`CODER_TOKEN`, with Socket Mode for clicks).
     coder: Option<Arc<CoderApi>>,
     /// Handled `msg_id`s (claims, leases) and what outlives the process.
@@ -144,6 +141,7 @@ impl Delivery {
     pub fn slack(
         api: Arc<SlackApi>,
         directory: Arc<Directory>,
+        cards: Arc<CardEdits>,
         store: Store,
         policy: Policy,
         metrics: Metrics,
@@ -157,7 +155,11 @@ impl Delivery {
             shutdown.clone(),
         ));
         Self::with_destination(
-            Destination::Slack { poster, directory },
+            Destination::Slack {
+                poster,
+                directory,
+                cards,
+            },
             store,
             policy,
             metrics,
@@ -172,25 +174,22 @@ impl Delivery {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Self {
-        let card_edits = match &destination {
-            Destination::Slack { poster, .. } => Some(card_edits::CardEdits::new(
-                policy.card_edit_delay,
-                poster.api().clone(),
-                store.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            )),
-            Destination::DryRun => None,
-        };
         Delivery {
             destination,
-            card_edits,
             coder: None,
             store,
             permits: Semaphore::new(policy.max_concurrent),
             policy,
             metrics,
             shutdown,
+        }
+    }
+
+    /// The one path that edits workspaces' cards (Slack only).
+    fn cards(&self) -> Option<&Arc<CardEdits>> {
+        match &self.destination {
+            Destination::Slack { cards, .. } => Some(cards),
+            Destination::DryRun => None,
         }
     }
 
@@ -212,7 +211,11 @@ impl Delivery {
         let attempt = Attempt::after(unsettled_since);
         let outcome = self.deliver_once(notification, deadline, &attempt).await;
         let settled = match &outcome {
-            Ok(_) => self.store.finish(&key, &token).await,
+            Ok(_) => {
+                let shown = attempt.snooze_shown();
+                let finish = self.store.finish_delivery(&key, &token, shown.as_ref());
+                finish.await
+            }
             Err(_) => {
                 let maybe_posted = attempt.unsettled_since().is_some();
                 self.store.release(&key, &token, maybe_posted).await
@@ -303,7 +306,9 @@ impl Delivery {
                 );
                 Ok(Outcome::DryRun)
             }
-            Destination::Slack { poster, directory } => {
+            Destination::Slack {
+                poster, directory, ..
+            } => {
                 let to = Recipient {
                     poster,
                     notification,
@@ -374,7 +379,6 @@ mod tests {
             max_concurrent: 4,
             lease: Duration::from_secs(10),
             threads: Threads::Off,
-            card_edit_delay: Duration::ZERO,
         };
         let store = Store::in_memory().await.expect("an in-memory store");
         Delivery::dry_run(store, policy, Metrics::new(), CancellationToken::new())

@@ -9,7 +9,7 @@
 use crate::coder::Notification;
 use crate::retry::Retry;
 use crate::slack::{SlackApi, SlackError, METADATA_EVENT_TYPE, NOTIFICATION_PART};
-use crate::state::Store;
+use crate::state::{Store, ThreadKey};
 use crate::telemetry::Metrics;
 use moka::future::Cache;
 use slack_morphism::prelude::*;
@@ -83,12 +83,16 @@ impl Post<'_> {
     }
 }
 
-/// What one delivery learns as it goes: whether a post's outcome is unknown.
+/// What one delivery learns as it goes: whether a post's outcome is unknown, and whether
+/// its message says what an ended snooze held back.
 #[derive(Default)]
 pub struct Attempt {
     /// When the first post whose outcome is unknown began (in this delivery, or in an
     /// earlier one whose claim this took over): from then on every post reads back first.
     unsettled_since: Mutex<Option<SystemTime>>,
+    /// The workspace whose ended snooze's count the message shows: forgotten with the
+    /// delivery's done mark, not before.
+    snooze_shown: Mutex<Option<ThreadKey>>,
 }
 
 impl Attempt {
@@ -96,7 +100,19 @@ impl Attempt {
     pub fn after(since: Option<SystemTime>) -> Self {
         Attempt {
             unsettled_since: Mutex::new(since),
+            snooze_shown: Mutex::new(None),
         }
+    }
+
+    pub fn show_snooze(&self, key: &ThreadKey) {
+        *self.snooze_shown.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+    }
+
+    pub fn snooze_shown(&self) -> Option<ThreadKey> {
+        self.snooze_shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn unsettled_since(&self) -> Option<SystemTime> {
@@ -147,10 +163,6 @@ impl Poster {
             metrics,
             shutdown,
         }
-    }
-
-    pub fn api(&self) -> &Arc<SlackApi> {
-        &self.api
     }
 
     /// Posts `request` (made by `post.request`) once, retrying within `deadline`; when this

@@ -39,7 +39,11 @@ impl Delivery {
         let note = match &workspace {
             Some(key) => match self.snooze_check(key).await? {
                 Snooze::On => return Ok(Outcome::Snoozed),
-                Snooze::Ended(note) => note,
+                Snooze::Ended(Some(note)) => {
+                    to.attempt.show_snooze(key);
+                    Some(note)
+                }
+                Snooze::Ended(None) => None,
             },
             None => None,
         };
@@ -74,11 +78,9 @@ impl Delivery {
         }
         match placed {
             Ok((place, posted, refusal)) => {
-                if let (Ok(_), Some(key), Some(card)) = (&posted, thread, &place.thread) {
-                    if !place.card_is_new {
-                        self.update_card(key, card, to.notification).await;
-                    }
-                    self.record_latest(key, to.notification).await;
+                if let (Ok(_), Some(key), Some(_)) = (&posted, thread, &place.thread) {
+                    self.show_on_card(key, to.notification, place.card_is_new)
+                        .await;
                 }
                 self.outcome(to, posted, refusal).await
             }

@@ -179,24 +179,21 @@ impl Delivery {
         }
     }
 
-    /// Shows the notification just posted on its workspace's card (soon: edits of one card
-    /// in a burst are coalesced, see `card_edits`).
-    pub(super) async fn update_card(
+    /// Records what the workspace's card now shows (for the card and the App Home) and,
+    /// unless the card was made for this notification, has the card show it (soon: the
+    /// one path that edits cards coalesces a burst, see `cards`).
+    pub(super) async fn show_on_card(
         &self,
         key: &ThreadKey,
-        thread: &Thread,
         notification: &Notification,
+        card_is_new: bool,
     ) {
-        if let Some(edits) = &self.card_edits {
-            edits.show(key, thread, fresh_card(key, notification)).await;
-        }
-    }
-
-    /// Records what the card now shows, for the App Home.
-    pub(super) async fn record_latest(&self, key: &ThreadKey, notification: &Notification) {
         let latest = render::latest_of(notification);
         if let Err(e) = self.store.set_latest(key, &latest, SystemTime::now()).await {
             self.note_store_error(&e);
+        }
+        if let (false, Some(cards)) = (card_is_new, self.cards()) {
+            cards.refresh(key).await;
         }
     }
 

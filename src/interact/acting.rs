@@ -140,16 +140,8 @@ impl Interact {
         {
             return tracing::warn!(error = %e, "the workspace's card could not be brought up to date");
         }
-        // The card shows a snooze in force; acting does not end one.
-        let snoozed_until = match self.store.home(&click.user).await {
-            Ok(home) => home
-                .snoozes
-                .into_iter()
-                .find(|s| s.owner == key.owner && s.workspace == key.workspace)
-                .map(|s| s.until),
-            Err(_) => None,
-        };
-        self.refresh_card(&key, snoozed_until).await;
+        // Rendered from the store, so a snooze in force stays shown: acting does not end one.
+        self.cards.refresh(&key).await;
     }
 
     /// Whether this click is new: the store keeps each click (by user, Slack's `action_ts`

@@ -8,6 +8,7 @@
 
 mod acting;
 
+use crate::cards::CardEdits;
 use crate::coder_api::CoderApi;
 use crate::render::{self, SNOOZES};
 use crate::slack::SlackApi;
@@ -25,6 +26,8 @@ use std::time::{Duration, SystemTime};
 pub struct Interact {
     api: Arc<SlackApi>,
     store: Store,
+    /// The one path that edits workspaces' cards.
+    cards: Arc<CardEdits>,
     counter: DefaultHandler,
     metrics: Metrics,
     /// For the App Home's link to the person's notification settings in Coder, and the
@@ -53,12 +56,14 @@ impl Interact {
     pub fn new(
         api: Arc<SlackApi>,
         store: Store,
+        cards: Arc<CardEdits>,
         metrics: Metrics,
         coder_url: Option<url::Url>,
     ) -> Self {
         Interact {
             api,
             store,
+            cards,
             counter: DefaultHandler::new(metrics.clone()),
             metrics,
             coder_url,
@@ -110,36 +115,11 @@ impl Interact {
             None => self.unsnooze(&click, &channel, &key).await,
         };
         match done {
-            Ok(()) => {
-                let snoozed_until = click.snooze_for.map(|d| SystemTime::now() + d);
-                self.refresh_card(&key, snoozed_until).await;
-            }
+            // The card shows the snooze (or its end), rendered from the store.
+            Ok(()) => self.cards.refresh(&key).await,
             Err(e) => {
                 tracing::warn!(user = %click.user, workspace = %click.workspace, error = %e, "a click could not be carried out")
             }
-        }
-    }
-
-    /// Shows on the workspace's card whether it is snoozed, and until when.
-    async fn refresh_card(&self, key: &ThreadKey, snoozed_until: Option<SystemTime>) {
-        let (thread, latest) = match self.store.card(key).await {
-            Ok(Some(card)) => card,
-            Ok(None) => return,
-            Err(e) => return tracing::warn!(error = %e, "the workspace's card could not be read"),
-        };
-        let (latest, at) = latest.unwrap_or_else(|| (String::new(), SystemTime::now()));
-        let card = render::card(&render::CardState {
-            workspace: &key.workspace,
-            owner: &key.owner,
-            latest: &latest,
-            at,
-            snoozed_until,
-        });
-        let update = self
-            .api
-            .update_message(&thread.channel, &thread.card_ts, card);
-        if let Err(e) = update.await {
-            tracing::warn!(error = %e, "the workspace's card was not updated");
         }
     }
 
@@ -184,6 +164,9 @@ impl Interact {
             .map_err(|e| e.to_string())
     }
 
+    /// Ends the snooze. The note the click came from says so; the card (when the click was
+    /// on it) is never replaced by the note: it shows the snooze's end itself, and a note
+    /// that cannot be edited becomes an ephemeral one.
     async fn unsnooze(&self, click: &Click, channel: &str, key: &ThreadKey) -> Result<(), String> {
         self.store.unsnooze(key).await.map_err(|e| e.to_string())?;
         tracing::info!(user = %click.user, workspace = %key.workspace, "workspace unsnoozed");
@@ -191,11 +174,27 @@ impl Interact {
             "Notifications about {} are on again.",
             render::mrkdwn::escape(&key.workspace)
         );
-        let content = SlackMessageContent::new().with_text(text);
-        self.api
-            .update_message(channel, &click.message_ts, content)
-            .await
-            .map_err(|e| e.to_string())
+        let on_card = match self.store.card(key).await {
+            Ok(view) => view.is_some_and(|v| v.thread.card_ts == click.message_ts),
+            // Unknown: leave the clicked message alone rather than risk the card.
+            Err(_) => true,
+        };
+        let edited = match on_card {
+            true => Err("the click was on the card".to_owned()),
+            false => {
+                let content = SlackMessageContent::new().with_text(text.clone());
+                let update = self.api.update_message(channel, &click.message_ts, content);
+                update.await.map_err(|e| e.to_string())
+            }
+        };
+        if edited.is_err() {
+            let thread = Some(click.thread_ts.as_str());
+            let note = self.api.post_ephemeral(channel, &click.user, thread, &text);
+            if let Err(e) = note.await {
+                tracing::debug!(error = %e, "the note that notifications are on again was not shown");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -210,7 +209,7 @@ impl Interact {
         match self.store.unsnooze(&key).await {
             Ok(_) => {
                 tracing::info!(user = %click.user, workspace = %key.workspace, "workspace unsnoozed from the App Home");
-                self.refresh_card(&key, None).await;
+                self.cards.refresh(&key).await;
             }
             Err(e) => tracing::warn!(error = %e, "a click could not be carried out"),
         }

@@ -2,7 +2,9 @@
 //! (settled or not) on failure, pruned after the dedupe window; and each person's DM channel.
 
 use super::sql::{statement, Commit, Done, Row};
-use super::{from_unix_ms, schema, sql, unix_ms, Claim, MsgKey, Store, StoreError, Token};
+use super::{
+    from_unix_ms, key_and, schema, sql, unix_ms, Claim, MsgKey, Store, StoreError, ThreadKey, Token,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 impl Store {
@@ -65,6 +67,28 @@ impl Store {
         Ok(Claim::Busy {
             lease_ends: SystemTime::now(),
         })
+    }
+
+    /// Marks a delivered `msg_id` handled and, when its message said what `snooze_shown`'s
+    /// ended snooze held back, forgets that snooze: both in one round trip, so the count is
+    /// gone only once a message shows it.
+    pub async fn finish_delivery(
+        &self,
+        key: &MsgKey,
+        token: &Token,
+        snooze_shown: Option<&ThreadKey>,
+    ) -> Result<(), StoreError> {
+        let mut statements = vec![statement(
+            schema::FINISH,
+            [key.bytes().into(), token.0.as_str().into()],
+        )];
+        if let Some(shown) = snooze_shown {
+            let now = unix_ms(SystemTime::now());
+            statements.push(statement(schema::END_SNOOZE, key_and(shown, now.into())));
+        }
+        self.run("mark a msg_id handled", Commit::Relaxed, statements)
+            .await
+            .map(drop)
     }
 
     /// Marks a claimed `msg_id` handled: copies and retries are answered `duplicate`.

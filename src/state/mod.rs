@@ -80,7 +80,7 @@ impl Token {
 }
 
 /// A workspace's thread in one person's DM: whose DM, whose workspace, which workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ThreadKey {
     /// The recipient's Slack user ID.
     pub slack_user: String,
@@ -94,6 +94,16 @@ pub struct ThreadKey {
 pub struct Thread {
     pub channel: String,
     pub card_ts: String,
+}
+
+/// A workspace's card as it should look now (see [`Store::card`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardView {
+    pub thread: Thread,
+    /// What happened last, and when.
+    pub latest: Option<(String, SystemTime)>,
+    /// The snooze in force, if any.
+    pub snoozed_until: Option<SystemTime>,
 }
 
 /// What claiming a thread found.
@@ -137,7 +147,8 @@ pub enum SnoozeMet {
     None,
     /// Held back; the snooze lasts until then.
     On(SystemTime),
-    /// A snooze that ended, and how many notifications it held back.
+    /// A snooze that ended and held notifications back: how many. It stays recorded until
+    /// the notification that says so is posted ([`Store::finish_delivery`]).
     Ended(u64),
 }
 

@@ -191,6 +191,14 @@ pub const HOLD_BACK: &str = "UPDATE snoozes SET held_back = held_back + 1
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND until > $4
     RETURNING until";
 
+/// How many a snooze that ended by `$4` held back (kept until a notification shows it).
+pub const ENDED_HELD: &str = "SELECT held_back FROM snoozes
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND until <= $4";
+
+/// A snooze in force at `$4`: its end.
+pub const SNOOZED_UNTIL: &str = "SELECT until FROM snoozes
+    WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND until > $4";
+
 /// Removes a snooze that ended by `$4`; returns how many it held back.
 pub const END_SNOOZE: &str = "DELETE FROM snoozes
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND until <= $4

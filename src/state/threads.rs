@@ -3,8 +3,8 @@
 
 use super::sql::{statement, Commit};
 use super::{
-    from_unix_ms, key_and, key_params, latest_of, schema, sql, unix_ms, Home, Known, SnoozeMet,
-    Snoozed, Store, StoreError, Thread, ThreadClaim, ThreadKey, Token,
+    from_unix_ms, key_and, key_params, latest_of, schema, sql, unix_ms, CardView, Home, Known,
+    SnoozeMet, Snoozed, Store, StoreError, Thread, ThreadClaim, ThreadKey, Token,
 };
 use std::time::{Duration, SystemTime};
 
@@ -138,24 +138,33 @@ impl Store {
         .map(drop)
     }
 
-    /// `key`'s card, and what it shows last.
-    pub async fn card(
-        &self,
-        key: &ThreadKey,
-    ) -> Result<Option<(Thread, Option<(String, SystemTime)>)>, StoreError> {
+    /// `key`'s card as it should look now: what it shows last, and the snooze in force.
+    pub async fn card(&self, key: &ThreadKey) -> Result<Option<CardView>, StoreError> {
         const OPERATION: &str = "read a card";
+        let now = unix_ms(SystemTime::now());
         let done = self
-            .execute(OPERATION, Commit::Relaxed, schema::CARD, key_params(key))
+            .run(
+                OPERATION,
+                Commit::Relaxed,
+                vec![
+                    statement(schema::CARD, key_params(key)),
+                    statement(schema::SNOOZED_UNTIL, key_and(key, now.into())),
+                ],
+            )
             .await?;
-        let Some(row) = done.first() else {
+        let Some(row) = done.first().and_then(|d| d.first()) else {
             return Ok(None);
         };
+        let snooze = done.get(1).and_then(|d| d.first());
         let read = || -> Result<_, sql::ColumnError> {
-            let thread = Thread {
-                channel: row.text(0)?,
-                card_ts: row.text(1)?,
-            };
-            Ok((thread, latest_of(row.opt_text(2)?, row.opt_int(3)?)))
+            Ok(CardView {
+                thread: Thread {
+                    channel: row.text(0)?,
+                    card_ts: row.text(1)?,
+                },
+                latest: latest_of(row.opt_text(2)?, row.opt_int(3)?),
+                snoozed_until: snooze.map(|r| r.int(0)).transpose()?.map(from_unix_ms),
+            })
         };
         self.columns(OPERATION, read()).map(Some)
     }
@@ -238,10 +247,19 @@ impl Store {
                 return Ok(SnoozeMet::On(until));
             }
         }
-        Ok(match self.end_snooze(key).await? {
-            Some(held) => SnoozeMet::Ended(held),
-            None => SnoozeMet::None,
-        })
+        // Ended: what it held back stays recorded until a notification that says so is
+        // posted (`Store::finish_delivery`), so a failed post and Coder's retry lose nothing.
+        let now = unix_ms(SystemTime::now());
+        let held = self
+            .snooze_query("check a snooze", schema::ENDED_HELD, key, now)
+            .await?;
+        match held {
+            Some(held) if held > 0 => Ok(SnoozeMet::Ended(held.unsigned_abs())),
+            _ => {
+                self.end_snooze(key).await?;
+                Ok(SnoozeMet::None)
+            }
+        }
     }
 
     /// When `key` is snoozed now: counts one more notification held back and says until when.

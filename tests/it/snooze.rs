@@ -285,3 +285,155 @@ async fn a_click_is_acked_at_once_while_slack_is_slow() {
     .await;
     bridge.stop().await;
 }
+
+/// Snoozes `workspace` of Bobby's for a day from the message at `message_ts` in the thread
+/// under `card_ts`, and waits for the click to be acked.
+async fn snooze_from(socket: &FakeSocketServer, id: &str, message_ts: &str, card_ts: &str) {
+    let snooze = json!({"action_id": "snooze", "type": "overflow", "selected_option": {"value": "1d:bobby/dev"}});
+    socket.send_text(0, click(id, "UBOBBY", message_ts, card_ts, snooze));
+    wait_until("the click is acked", WAIT, async || {
+        socket.acks().iter().any(|(_, acked)| acked == id)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_snooze_during_a_pending_card_edit_stays_on_the_card() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    slack.set_socket_url(&socket.url());
+    let mut s = settings(&slack);
+    s.slack_app_token = Some(APP_TOKEN.into());
+    s.socket_mode_connections = "1".into();
+    let mut c: Config = config(s);
+    c.threads = Threads::Workspace;
+    // A notification's edit of the card waits a moment for others.
+    c.tuning.card_edit_delay = std::time::Duration::from_millis(1500);
+    let bridge = Bridge::start(c).await;
+    bridge.wait_for_socket_mode(1).await;
+    bridge.wait_for_directory(1).await;
+
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    let (card_ts, reply_ts) = first_thread(&slack);
+    // A second notification asks for an edit; before it is sent, Bobby snoozes.
+    bridge.deliver(&about(OUT_OF_MEMORY, "dev")).await;
+    snooze_from(&socket, "e1", &reply_ts, &card_ts).await;
+    slack
+        .wait_for("the card's edit", |calls| {
+            calls.iter().any(|c| c.method == "chat.update")
+        })
+        .await;
+    bridge.stop().await;
+    // One edit for both changes, rendered from the store when it was sent: the latest
+    // notification and the snooze, with unsnooze.
+    let card = slack.messages_in(DM)[0].clone();
+    assert_eq!(card["edits"], 1, "{card:#}");
+    let card = card.to_string();
+    assert!(card.contains("Snoozed until <!date^"), "{card}");
+    assert!(card.contains("\"action_id\":\"unsnooze\""), "{card}");
+    assert!(card.contains("is low on memory"), "the latest too: {card}");
+    for update in slack.calls_to("chat.update") {
+        let blocks = update.args["blocks"].to_string();
+        assert!(
+            blocks.contains("Snoozed until"),
+            "no edit wipes the snooze: {blocks}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsnooze_on_the_card_leaves_a_card_even_when_its_edit_fails() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    let bridge = start(&slack, &socket, &fresh_dir("unsnooze-card")).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    let (card_ts, reply_ts) = first_thread(&slack);
+    snooze_from(&socket, "e1", &reply_ts, &card_ts).await;
+    wait_until("the card shows the snooze", WAIT, async || {
+        slack.messages_in(DM)[0]
+            .to_string()
+            .contains("Snoozed until")
+    })
+    .await;
+    // Bobby unsnoozes from the card itself, and Slack fails the card's edit.
+    slack.always("chat.update", Some(Canned::status(500)));
+    let unsnooze = json!({"action_id": "unsnooze", "type": "button", "value": "bobby/dev"});
+    socket.send_text(0, click("e2", "UBOBBY", &card_ts, &card_ts, unsnooze));
+    slack
+        .wait_for("a note that notifications are on again", |calls| {
+            calls.iter().any(|c| {
+                c.method == "chat.postEphemeral"
+                    && c.args["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("on again"))
+            })
+        })
+        .await;
+    bridge.stop().await;
+    // No edit ever replaced the card by a one-line note.
+    for update in slack.calls_to("chat.update") {
+        let ts = update.args["ts"].as_str().unwrap_or_default();
+        if ts == card_ts {
+            let blocks = update.args["blocks"].to_string();
+            assert!(blocks.contains("*Workspace dev*"), "a card: {update:?}");
+        }
+    }
+    let card = slack.messages_in(DM)[0].clone();
+    assert_eq!(card["blocks"][0]["text"]["text"], "*Workspace dev* · bobby");
+}
+
+#[tokio::test]
+async fn the_count_held_back_survives_a_failed_post_and_coders_retry() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    let bridge = start(&slack, &socket, &fresh_dir("held-count")).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    let (card_ts, reply_ts) = first_thread(&slack);
+    snooze_from(&socket, "e1", &reply_ts, &card_ts).await;
+    let (_, _, held) = bridge.post(&about(OUT_OF_MEMORY, "dev")).await;
+    assert_eq!(held, json!({"status": "snoozed"}));
+    let unsnooze = json!({"action_id": "unsnooze", "type": "button", "value": "bobby/dev"});
+    socket.send_text(0, click("e2", "UBOBBY", &reply_ts, &card_ts, unsnooze));
+    wait_until("the click is acked", WAIT, async || {
+        socket.acks().iter().any(|(_, acked)| acked == "e2")
+    })
+    .await;
+    wait_until("the card shows the snooze ended", WAIT, async || {
+        !slack.messages_in(DM)[0]
+            .to_string()
+            .contains("Snoozed until")
+    })
+    .await;
+
+    // The next notification's post fails (a revoked token, say): Coder is told to retry.
+    slack.always("chat.postMessage", Some(Canned::error("token_revoked")));
+    let next = about(OUT_OF_MEMORY, "dev");
+    let (status, _, answer) = bridge.post(&next).await;
+    assert_eq!(status, 503, "{answer}");
+    // Coder's retry, once Slack answers again, still says what the snooze held back.
+    slack.always("chat.postMessage", None);
+    bridge.deliver(&next).await;
+    let last = slack
+        .replies(DM, &card_ts)
+        .last()
+        .cloned()
+        .expect("a reply");
+    assert_eq!(last["metadata"]["event_payload"]["msg_id"], next["msg_id"]);
+    assert_eq!(
+        last["blocks"][1]["elements"][0]["text"],
+        "1 notification about this workspace was held back while it was snoozed."
+    );
+    // Shown once: the one after it says nothing of it.
+    let after = about(OUT_OF_MEMORY, "dev");
+    bridge.deliver(&after).await;
+    let last = slack
+        .replies(DM, &card_ts)
+        .last()
+        .cloned()
+        .expect("a reply");
+    assert!(!last.to_string().contains("held back"), "{last}");
+    bridge.stop().await;
+}

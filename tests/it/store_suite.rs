@@ -220,8 +220,12 @@ async fn a_card_shows_its_latest_and_the_home_lists_it(store: &Store) {
         };
         store.set_thread(key, &token, &thread).await.expect("set");
     }
-    let (card, latest) = store.card(&first).await.expect("read").expect("a card");
-    assert_eq!((card.card_ts.as_str(), latest), ("1.000001", None));
+    let view = store.card(&first).await.expect("read").expect("a card");
+    assert_eq!(
+        (view.thread.card_ts.as_str(), view.latest),
+        ("1.000001", None)
+    );
+    assert_eq!(view.snoozed_until, None);
     let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
     store
         .set_latest(&first, "Build failed", at(2_000_000_000))
@@ -231,11 +235,18 @@ async fn a_card_shows_its_latest_and_the_home_lists_it(store: &Store) {
         .set_latest(&second, "Started", at(1_900_000_000))
         .await
         .expect("set");
-    let (_, latest) = store.card(&first).await.expect("read").expect("a card");
-    assert_eq!(latest, Some(("Build failed".into(), at(2_000_000_000))));
+    let view = store.card(&first).await.expect("read").expect("a card");
+    assert_eq!(
+        view.latest,
+        Some(("Build failed".into(), at(2_000_000_000)))
+    );
 
+    // The card shows a snooze in force, as the store has it when the card is rendered.
     let until = SystemTime::now() + Duration::from_secs(3600);
     store.snooze(&second, until).await.expect("snooze");
+    let view = store.card(&second).await.expect("read").expect("a card");
+    let shown = view.snoozed_until.expect("the snooze is on the card");
+    assert!(shown.duration_since(until).unwrap_or_default() < Duration::from_millis(1));
     let home = store.home(&first.slack_user).await.expect("home");
     let known = |workspace: &str, latest: &str, secs| Known {
         owner: "home".into(),
@@ -295,8 +306,25 @@ async fn a_snooze_holds_back_counts_and_reports_once_it_ends(store: &Store) {
         Ok(SnoozeMet::On(t)) if t > SystemTime::now()
     ));
     store.unsnooze(&key).await.expect("unsnooze");
+    // What it held back stays until a delivery that shows it is finished, so a post that
+    // fails (and Coder's retry) still shows it.
     assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::Ended(1)));
+    assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::Ended(1)));
+    let msg = MsgKey::of("shows-the-count");
+    let Ok(Claim::Fresh(token)) = store.claim(&msg, LEASE).await else {
+        panic!("fresh")
+    };
+    store
+        .finish_delivery(&msg, &token, Some(&key))
+        .await
+        .expect("finish");
+    assert_eq!(store.claim(&msg, LEASE).await, Ok(Claim::Done));
     assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::None));
+    // A snooze that ended having held nothing back goes at once.
+    store.snooze(&key, until).await.expect("snooze");
+    store.unsnooze(&key).await.expect("unsnooze");
+    assert_eq!(store.meet_snooze(&key).await, Ok(SnoozeMet::None));
+    assert_eq!(store.end_snooze(&key).await, Ok(None));
     // Another person's snooze of the same workspace is theirs alone.
     let other = ThreadKey {
         slack_user: "UOTHER".into(),
@@ -315,7 +343,7 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
     // Within the dedupe window nothing goes.
     assert_eq!(store.prune(Duration::from_secs(3600)).await, Ok(0));
     assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
-    // A cutoff of now forgets every id the suite claimed (six keys): ids are stamped in
+    // A cutoff of now forgets every id the suite claimed (seven keys): ids are stamped in
     // milliseconds, and only those strictly older than the cutoff go, so the clock must
     // move past the last claim's millisecond first.
     let last_claimed = SystemTime::now();
@@ -323,7 +351,7 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let pruned = store.prune(Duration::ZERO).await.expect("prune");
-    assert_eq!(pruned, 6);
+    assert_eq!(pruned, 7);
     assert!(matches!(
         store.claim(&key, LEASE).await,
         Ok(Claim::Fresh(_))

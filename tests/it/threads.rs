@@ -244,3 +244,61 @@ async fn a_burst_about_one_workspace_edits_its_card_once_and_a_stop_sends_what_i
         "{latest}"
     );
 }
+
+#[tokio::test]
+async fn a_rate_limited_card_edit_waits_as_slack_says_then_shows_the_latest() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    // chat.update is Tier 3: Slack refuses the next edit for a second.
+    slack.push("chat.update", Canned::rate_limited(1));
+    bridge.deliver(&about(DELETED, "dev")).await;
+    slack
+        .wait_for("the edit tried again", |calls| {
+            calls.iter().filter(|c| c.method == "chat.update").count() == 2
+        })
+        .await;
+    bridge.stop().await;
+    let card = card_of(&slack, "dev");
+    assert_eq!(card["edits"], 1);
+    let latest = card["blocks"][1]["elements"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(latest.contains("deleted"), "{latest}");
+}
+
+#[tokio::test]
+async fn a_card_edit_that_fails_for_good_is_counted_and_logged() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    bridge
+        .assert_metrics(&["coder_slack_bridge_card_edits_failed_total 0"])
+        .await;
+    slack.always("chat.update", Some(Canned::status(500)));
+    bridge.deliver(&about(DELETED, "dev")).await;
+    // A few attempts with backoff, then it is given up, counted.
+    wait_until("the edit is given up", WAIT, async || {
+        let (_, metrics) = bridge.get("/metrics").await;
+        metrics.contains("coder_slack_bridge_card_edits_failed_total 1")
+    })
+    .await;
+    assert_eq!(slack.calls_to("chat.update").len(), 5);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_waits_for_a_pending_card_edit() {
+    let slow_edits = |config: &mut Config| {
+        config.threads = Threads::Workspace;
+        config.tuning.card_edit_delay = std::time::Duration::from_secs(20);
+    };
+    let (slack, bridge) = bridge_with_bobby(slow_edits).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    // Slack takes its time over the edit that the stop sends.
+    slack.delay("chat.update", std::time::Duration::from_millis(700));
+    bridge.deliver(&about(DELETED, "dev")).await;
+    assert!(slack.calls_to("chat.update").is_empty(), "still waiting");
+    bridge.stop().await;
+    // Sent at once by the stop, and waited for: the card shows it when the stop returns.
+    let card = card_of(&slack, "dev");
+    assert_eq!(card["edits"], 1, "{card:#}");
+}
