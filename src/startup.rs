@@ -68,7 +68,7 @@ impl App {
             start_slack(&config, store.clone(), &metrics, &shutdown, &readiness)?
         };
         background.tasks.push(store.clone().spawn_pruner(
-            config.tuning.dedupe_ttl,
+            config.retention,
             config.tuning.prune_every,
             shutdown.clone(),
         ));

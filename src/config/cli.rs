@@ -127,6 +127,10 @@ pub struct Settings {
         global = true
     )]
     pub threads: Threads,
+    /// How long handled msg_ids, ended snoozes and idle workspace threads are kept (e.g.
+    /// 30d); a later notification about a workspace idle that long starts a new thread.
+    #[arg(long, env = "RETENTION", default_value = "30d", global = true)]
+    pub retention: String,
     /// Allow a non-loopback LISTEN_ADDR without WEBHOOK_SECRET.
     #[arg(long, env = "ALLOW_UNAUTHENTICATED", global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_unauthenticated: bool,

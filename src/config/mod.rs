@@ -53,6 +53,8 @@ pub struct Config {
     /// Where state lives; an in-memory database when nothing needs one (dry run, `preview`).
     pub database: Location,
     pub threads: Threads,
+    /// How long handled ids, ended snoozes and idle threads are kept (`RETENTION`).
+    pub retention: Duration,
     /// Tuning that operators never need but tests shorten.
     pub tuning: Tuning,
 }
@@ -62,9 +64,7 @@ pub struct Config {
 pub struct Tuning {
     /// How long an unknown e-mail address is remembered as unknown.
     pub negative_cache_ttl: Duration,
-    /// How long a handled `msg_id` is remembered (Coder's retries span about 25 minutes).
-    pub dedupe_ttl: Duration,
-    /// How often ids older than `dedupe_ttl` are pruned from the store.
+    /// How often what is older than `RETENTION` is pruned from the store.
     pub prune_every: Duration,
     /// A claim's lease is DELIVERY_TIMEOUT plus this: time for the store's own calls, and
     /// for clocks of replicas that disagree a little.
@@ -101,7 +101,6 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             negative_cache_ttl: Duration::from_secs(300),
-            dedupe_ttl: Duration::from_secs(24 * 3600),
             prune_every: Duration::from_secs(600),
             lease_margin: Duration::from_secs(30),
             max_concurrent_deliveries: 64,
@@ -191,6 +190,12 @@ impl Settings {
                 false => Location::SqliteMemory,
             },
             threads: self.threads,
+            retention: bounded_duration(
+                "RETENTION",
+                &self.retention,
+                Duration::from_secs(24 * 3600)..=Duration::from_secs(365 * 24 * 3600),
+                "a day outlasts Coder's retries, and a year of handled ids is plenty",
+            )?,
             tuning: Tuning::default(),
         })
     }

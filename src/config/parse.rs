@@ -74,6 +74,7 @@ pub fn parse_duration(raw: &str) -> Option<Duration> {
         "" | "s" => seconds(1),
         "m" => seconds(60),
         "h" => seconds(3600),
+        "d" => seconds(24 * 3600),
         _ => None,
     }
 }
@@ -103,6 +104,7 @@ pub(super) fn bounded_duration(
 /// `1s`, `55s`, `1m`, `24h`: a bound as a person would write it.
 fn human(d: Duration) -> String {
     match d.as_secs() {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),

@@ -3,7 +3,8 @@
 
 use super::sql::{statement, Commit, Done, Row};
 use super::{
-    from_unix_ms, key_and, schema, sql, unix_ms, Claim, MsgKey, Store, StoreError, ThreadKey, Token,
+    from_unix_ms, key_and, schema, sql, unix_ms, Claim, MsgKey, Pruned, Store, StoreError,
+    ThreadKey, Token,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -154,24 +155,42 @@ impl Store {
         .map(drop)
     }
 
-    /// Forgets handled ids first claimed before `window` ago; returns how many went.
-    pub async fn prune(&self, window: Duration) -> Result<u64, StoreError> {
+    /// Forgets what is older than `window` (`RETENTION`): handled ids (and clicks) first
+    /// claimed before it, snoozes that ended before it, and threads idle since before it.
+    pub async fn prune(&self, window: Duration) -> Result<Pruned, StoreError> {
         let cutoff = unix_ms(SystemTime::now().checked_sub(window).unwrap_or(UNIX_EPOCH));
+        Ok(Pruned {
+            ids: self
+                .prune_all("prune old msg_ids", schema::PRUNE, cutoff)
+                .await?,
+            snoozes: self
+                .prune_all("prune ended snoozes", schema::PRUNE_SNOOZES, cutoff)
+                .await?,
+            threads: self
+                .prune_all("prune idle threads", schema::PRUNE_THREADS, cutoff)
+                .await?,
+        })
+    }
+
+    /// Runs a pruning statement until it deletes less than a batch: a large backlog never
+    /// holds the store (and the deliveries queued behind it) for long.
+    async fn prune_all(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+        cutoff: i64,
+    ) -> Result<u64, StoreError> {
         let mut pruned = 0;
-        // Bounded batches: a large backlog never holds the store for long.
         loop {
             let done = self
-                .execute(
-                    "prune old msg_ids",
-                    Commit::Relaxed,
-                    schema::PRUNE,
-                    [cutoff.into()],
-                )
+                .execute(operation, Commit::Relaxed, sql, [cutoff.into()])
                 .await?;
             pruned += done.changed;
             if done.changed < schema::PRUNE_BATCH {
                 return Ok(pruned);
             }
+            // Let what waits for the store go first.
+            tokio::task::yield_now().await;
         }
     }
 }

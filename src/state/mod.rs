@@ -152,6 +152,15 @@ pub enum SnoozeMet {
     Ended(u64),
 }
 
+/// What one pruning forgot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Handled `msg_id`s and clicks.
+    pub ids: u64,
+    pub snoozes: u64,
+    pub threads: u64,
+}
+
 /// What `check` and `/readyz` report about the store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Health {
@@ -276,10 +285,10 @@ impl Store {
         })
     }
 
-    /// Prunes the dedupe window's expired ids every `every` until `shutdown`.
+    /// Prunes what is older than `retention` every `every` until `shutdown`.
     pub fn spawn_pruner(
         self,
-        window: Duration,
+        retention: Duration,
         every: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
@@ -290,11 +299,14 @@ impl Store {
                     _ = shutdown.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                match self.prune(window).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::debug!(pruned = n, "forgot msg_ids older than the dedupe window")
-                    }
+                match self.prune(retention).await {
+                    Ok(pruned) if pruned == Pruned::default() => {}
+                    Ok(pruned) => tracing::debug!(
+                        ids = pruned.ids,
+                        snoozes = pruned.snoozes,
+                        threads = pruned.threads,
+                        "forgot what is older than RETENTION"
+                    ),
                     Err(e) => tracing::warn!(error = %e, "cannot prune the store; retrying later"),
                 }
             }

@@ -142,6 +142,17 @@ pub const PRUNE: &str = "DELETE FROM handled WHERE msg_id IN
     (SELECT msg_id FROM handled WHERE created_at < $1 LIMIT 5000)";
 pub const PRUNE_BATCH: u64 = 5000;
 
+/// Snoozes that ended before `$1` (undone ones have `until` 0), in bounded batches.
+pub const PRUNE_SNOOZES: &str = "DELETE FROM snoozes WHERE (slack_user, owner, workspace) IN
+    (SELECT slack_user, owner, workspace FROM snoozes WHERE until < $1 LIMIT 5000)";
+
+/// Threads idle since before `$1` (nothing joined them, no card is being made): the next
+/// notification about the workspace starts a new thread.
+pub const PRUNE_THREADS: &str = "DELETE FROM threads WHERE (slack_user, owner, workspace) IN
+    (SELECT slack_user, owner, workspace FROM threads
+        WHERE coalesce(latest_at, updated_at) < $1
+            AND (card_ts IS NOT NULL OR lease_expires < $1) LIMIT 5000)";
+
 pub const DM_CHANNEL: &str = "SELECT channel FROM dm_channels WHERE slack_user = $1";
 
 pub const LEARN_DM_CHANNEL: &str = "INSERT INTO dm_channels (slack_user, channel, learned_at)
@@ -176,9 +187,11 @@ pub const SNOOZE: &str = "INSERT INTO snoozes (slack_user, owner, workspace, unt
     VALUES ($1, $2, $3, $4, 0)
     ON CONFLICT (slack_user, owner, workspace) DO UPDATE SET until = excluded.until";
 
-/// Ends a snooze now; the next notification reports what it held back.
-pub const UNSNOOZE: &str = "UPDATE snoozes SET until = 0
-    WHERE slack_user = $1 AND owner = $2 AND workspace = $3";
+/// Ends a snooze in force at `$4` then; the next notification reports what it held back,
+/// and pruning forgets it once it ended longer ago than `RETENTION`.
+/// (`$1` is the time: SQLite numbers `$N` parameters in order of first appearance.)
+pub const UNSNOOZE: &str = "UPDATE snoozes SET until = $1
+    WHERE slack_user = $2 AND owner = $3 AND workspace = $4 AND until > $1";
 
 /// A snooze's end, if there is one. (`$4`, the time, is only there for the shape all
 /// snooze statements share; SQLite numbers parameters in order of appearance, so none may

@@ -217,15 +217,13 @@ impl Store {
         .map(drop)
     }
 
-    /// Ends `key`'s snooze now; whether there was one.
+    /// Ends `key`'s snooze now; whether one was in force.
     pub async fn unsnooze(&self, key: &ThreadKey) -> Result<bool, StoreError> {
+        let now = unix_ms(SystemTime::now());
+        let [user, owner, workspace] = key_params(key);
+        let params = [now.into(), user, owner, workspace];
         let done = self
-            .execute(
-                "end a snooze",
-                Commit::Durable,
-                schema::UNSNOOZE,
-                key_params(key),
-            )
+            .execute("end a snooze", Commit::Durable, schema::UNSNOOZE, params)
             .await?;
         Ok(done.changed > 0)
     }

@@ -5,8 +5,8 @@
 
 use crate::support;
 use coder_slack_bridge::state::{
-    Claim, Known, Location, MsgKey, SnoozeMet, Snoozed, Store, Thread, ThreadClaim, ThreadKey,
-    SCHEMA_VERSION,
+    Claim, Known, Location, MsgKey, Pruned, SnoozeMet, Snoozed, Store, Thread, ThreadClaim,
+    ThreadKey, SCHEMA_VERSION,
 };
 use std::time::{Duration, SystemTime};
 use support::postgres::PgServer;
@@ -228,17 +228,17 @@ async fn a_card_shows_its_latest_and_the_home_lists_it(store: &Store) {
     assert_eq!(view.snoozed_until, None);
     let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
     store
-        .set_latest(&first, "Build failed", at(2_000_000_000))
+        .set_latest(&first, "Build failed", at(1_700_000_000))
         .await
         .expect("set");
     store
-        .set_latest(&second, "Started", at(1_900_000_000))
+        .set_latest(&second, "Started", at(1_600_000_000))
         .await
         .expect("set");
     let view = store.card(&first).await.expect("read").expect("a card");
     assert_eq!(
         view.latest,
-        Some(("Build failed".into(), at(2_000_000_000)))
+        Some(("Build failed".into(), at(1_700_000_000)))
     );
 
     // The card shows a snooze in force, as the store has it when the card is rendered.
@@ -257,8 +257,8 @@ async fn a_card_shows_its_latest_and_the_home_lists_it(store: &Store) {
     assert_eq!(
         home.workspaces,
         [
-            known("dev", "Build failed", 2_000_000_000),
-            known("ci", "Started", 1_900_000_000)
+            known("dev", "Build failed", 1_700_000_000),
+            known("ci", "Started", 1_600_000_000)
         ]
     );
     assert_eq!(home.snoozes.len(), 1);
@@ -340,10 +340,26 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
         panic!("fresh")
     };
     store.finish(&key, &token).await.expect("finish");
-    // Within the dedupe window nothing goes.
-    assert_eq!(store.prune(Duration::from_secs(3600)).await, Ok(0));
+    // An hour's retention: every id is younger; the App Home's two threads, idle since long
+    // ago (their latest is from 2023 and 2020), go; the snooze that ended now stays.
+    let pruned = store.prune(Duration::from_secs(3600)).await.expect("prune");
+    assert_eq!(
+        pruned,
+        Pruned {
+            ids: 0,
+            snoozes: 0,
+            threads: 2
+        }
+    );
     assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
-    // A cutoff of now forgets every id the suite claimed (seven keys): ids are stamped in
+    let home = store.home("Uhome").await.expect("home");
+    assert!(home.workspaces.is_empty(), "{home:?}");
+    assert!(matches!(
+        store.claim_thread(&workspace_of("home"), LEASE).await,
+        Ok(ThreadClaim::Ours(_))
+    ));
+    // A cutoff of now forgets every id the suite claimed (seven keys) and the snooze that
+    // ended (not the one in force, nor threads whose card is being made): ids are stamped in
     // milliseconds, and only those strictly older than the cutoff go, so the clock must
     // move past the last claim's millisecond first.
     let last_claimed = SystemTime::now();
@@ -351,9 +367,21 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let pruned = store.prune(Duration::ZERO).await.expect("prune");
-    assert_eq!(pruned, 7);
+    assert_eq!(
+        pruned,
+        Pruned {
+            ids: 7,
+            snoozes: 1,
+            threads: 0
+        }
+    );
     assert!(matches!(
         store.claim(&key, LEASE).await,
         Ok(Claim::Fresh(_))
     ));
+    let in_force = ThreadKey {
+        slack_user: "UOTHER".into(),
+        ..workspace_of("snooze")
+    };
+    assert!(matches!(store.hold_back(&in_force).await, Ok(Some(_))));
 }
