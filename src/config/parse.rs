@@ -104,7 +104,8 @@ pub(super) fn bounded_duration(
 /// `1s`, `55s`, `1m`, `24h`: a bound as a person would write it.
 fn human(d: Duration) -> String {
     match d.as_secs() {
-        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        // Days from two on: a day reads better as 24h.
+        s if s >= 2 * 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
@@ -138,7 +139,29 @@ mod tests {
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
         assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("1d"), None);
+        assert_eq!(
+            parse_duration("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(parse_duration("1w"), None);
+    }
+
+    #[test]
+    fn retention_is_in_days_and_bounded() {
+        let mut s = settings();
+        s.retention = "7d".into();
+        let c = s.clone().validate(Needs::Serve).expect("ok");
+        assert_eq!(c.retention, Duration::from_secs(7 * 86_400));
+        for raw in ["1h", "400d", "forever"] {
+            s.retention = raw.into();
+            let e = s.clone().validate(Needs::Serve).expect_err(raw);
+            assert!(e.0.starts_with("RETENTION must be"), "{e}");
+        }
+        s.retention = "1h".into();
+        assert_eq!(
+            s.validate(Needs::Serve).expect_err("short").0,
+            "RETENTION must be from 24h to 365d, not \"1h\": a day outlasts Coder's retries, and a year of handled ids is plenty"
+        );
     }
 
     #[test]
