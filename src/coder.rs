@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Longest `msg_id` accepted: Coder sends UUIDs; anything far longer is not from Coder.
@@ -51,38 +52,38 @@ pub struct Notification {
     pub title_markdown: Option<String>,
     /// Markdown (webhook `_version` 1.1 and later).
     pub body_markdown: Option<String>,
-    /// The labels that name a workspace; no other label is kept (some carry secrets, such
-    /// as the one-time passcode).
-    pub labels: WorkspaceLabels,
+    /// `payload.labels` that are text; which of them name a workspace and its owner is
+    /// [`crate::kinds`]' table.
+    pub labels: Labels,
 }
 
-/// `payload.labels` that say which workspace a notification is about, when it is: Coder
-/// names it in `workspace` or `name`, and its owner in `workspace_owner_username` when the
-/// recipient is someone else (a template admin's copy). Which kinds use them: [`crate::kinds`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkspaceLabels {
-    pub workspace: Option<String>,
-    pub name: Option<String>,
-    pub workspace_owner_username: Option<String>,
-}
+/// `payload.labels` whose values are strings (trimmed, non-empty); labels of other
+/// types are ignored, as Coder may add labels at any time. Values can be secret (the one-time
+/// passcode is one), so `Debug` shows the keys only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Labels(BTreeMap<String, String>);
 
-impl WorkspaceLabels {
-    /// The three labels from `payload.labels`, when they are strings; anything else there
-    /// (other labels, other types) is ignored, as Coder may add labels at any time.
+impl Labels {
+    /// The label `key`'s value, when it is present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
     fn from_wire(labels: Option<&Value>) -> Self {
-        let label = |key: &str| {
-            labels
-                .and_then(|labels| labels.get(key))
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|value| !value.is_empty())
-                .map(str::to_owned)
+        let Some(labels) = labels.and_then(Value::as_object) else {
+            return Labels::default();
         };
-        WorkspaceLabels {
-            workspace: label("workspace"),
-            name: label("name"),
-            workspace_owner_username: label("workspace_owner_username"),
-        }
+        let text = |(key, value): (&String, &Value)| {
+            let value = value.as_str()?.trim().to_owned();
+            (!value.is_empty()).then(|| (key.clone(), value))
+        };
+        Labels(labels.iter().filter_map(text).collect())
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 
@@ -127,7 +128,7 @@ struct WirePayload {
     user_name: Option<String>,
     user_username: Option<String>,
     actions: Option<Vec<WireAction>>,
-    /// Any JSON: only three string labels are taken from it.
+    /// Any JSON: only its string values are taken.
     labels: Option<Value>,
 }
 
@@ -192,7 +193,7 @@ impl Wire {
             })
             .collect::<Result<_, PayloadError>>()?;
         Ok(Notification {
-            labels: WorkspaceLabels::from_wire(payload.labels.as_ref()),
+            labels: Labels::from_wire(payload.labels.as_ref()),
             msg_id,
             notification_name: payload.notification_name.unwrap_or_default(),
             template_id: payload.notification_template_id,
@@ -368,8 +369,8 @@ mod tests {
 
     #[test]
     fn debug_output_hides_bodies_and_urls() {
-        let n = parse(r#"{"msg_id":"m","payload":{"user_email":"a@b","actions":[{"label":"Reset","url":"http://x/?otp=SECRET1"}]},"body":"SECRET2"}"#).expect("ok");
-        let shown = format!("{n:?} {:?}", n.actions);
+        let n = parse(r#"{"msg_id":"m","payload":{"user_email":"a@b","actions":[{"label":"Reset","url":"http://x/?otp=SECRET1"}],"labels":{"one_time_passcode":"SECRET3"}},"body":"SECRET2"}"#).expect("ok");
+        let shown = format!("{n:?} {:?} {:?}", n.actions, n.labels);
         assert!(!shown.contains("SECRET"), "{shown}");
     }
 

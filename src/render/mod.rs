@@ -221,12 +221,9 @@ fn snooze_control(n: &Notification, options: &RenderOptions) -> Option<SlackActi
     if !options.snooze {
         return None;
     }
-    let workspace = crate::kinds::workspace_of(n)?;
-    let target = format!(
-        "{}/{}",
-        crate::kinds::owner_of(n, &workspace),
-        workspace.name
-    );
+    // Only on the recipient's own workspace: an admin cannot snooze someone else's.
+    let workspace = crate::kinds::own_workspace_of(n)?;
+    let target = format!("{}/{}", workspace.owner, workspace.name);
     let choices: Vec<_> = SNOOZES
         .iter()
         .map(|(code, label, _)| SlackBlockChoiceItem::new(pt!(*label), format!("{code}:{target}")))

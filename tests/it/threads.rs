@@ -17,6 +17,7 @@ const AUTOBUILD_FAILED: &str = "TemplateWorkspaceAutobuildFailed.json.golden";
 const OUT_OF_MEMORY: &str = "TemplateWorkspaceOutOfMemory.json.golden";
 const DELETED: &str = "TemplateWorkspaceDeleted.json.golden";
 const MANUALLY_UPDATED: &str = "TemplateWorkspaceManuallyUpdated.json.golden";
+const AWAITING_APPROVAL: &str = "TemplateMCPGatewayEscalationRequested.json.golden";
 const TEST: &str = "TemplateTestNotification.json.golden";
 
 fn threaded(config: &mut Config) {
@@ -85,11 +86,12 @@ async fn a_thread_per_workspace_under_a_card_kept_current() {
         "*Workspace dev* · bobby"
     );
 
-    // api: its own thread, not broadcast (a routine kind), owned by whom Coder names.
+    // api: its own thread, not broadcast (a routine kind). Coder names its owner "Bobby":
+    // the recipient, bobby (usernames are case-insensitive), so the thread is his.
     let api_card = card_of(&slack, "api");
     assert_eq!(
         api_card["blocks"][0]["text"]["text"],
-        "*Workspace api* · Bobby"
+        "*Workspace api* · bobby"
     );
     let api_replies = slack.replies(DM, api_card["ts"].as_str().expect("ts"));
     assert_eq!(api_replies.len(), 1);
@@ -243,4 +245,20 @@ async fn a_burst_about_one_workspace_edits_its_card_once_and_a_stop_sends_what_i
         latest.starts_with("Latest: Your workspace \"bobby-workspace\" will stop soon"),
         "{latest}"
     );
+}
+
+#[tokio::test]
+async fn a_tool_call_awaiting_approval_joins_its_workspaces_thread() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    // Coder names its workspace in `workspace_name`.
+    let approval = about(AWAITING_APPROVAL, "dev");
+    assert_eq!(approval["payload"]["labels"]["workspace_name"], "dev");
+    let answer = bridge.deliver(&approval).await;
+    let card = card_of(&slack, "dev");
+    let replies = slack.replies(DM, card["ts"].as_str().expect("ts"));
+    assert_eq!(replies.len(), 2, "{replies:#?}");
+    assert_eq!(msg_id(&replies[1]), approval["msg_id"]);
+    assert_eq!(replies[1]["ts"], answer["ts"]);
+    bridge.stop().await;
 }
