@@ -3,9 +3,18 @@
 //! Every generation is accepted: webhook `_version` 1.0 (no `*_markdown`), payload 1.0–1.2
 //! (`targets` absent or null), `data` of any shape, unknown fields ignored. A body that is not
 //! a usable notification gets an error naming the offending field.
+//!
+//! Every text a person may see (titles, bodies, labels, buttons, names) is cleaned here, as
+//! it is parsed (see [`crate::untrusted`]). This is the one door: the bridge makes a
+//! [`Notification`] only with [`Notification::parse`] (`serve`, `preview`, `send-test`), and
+//! everything Slack shows comes from one (a message, its plain-text form, a card, the
+//! store's thread keys and so the App Home, the buttons' values), so no path can skip the
+//! cleaning, as one could if each renderer had to remember it.
 
+use crate::untrusted;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Longest `msg_id` accepted: Coder sends UUIDs; anything far longer is not from Coder.
@@ -51,38 +60,38 @@ pub struct Notification {
     pub title_markdown: Option<String>,
     /// Markdown (webhook `_version` 1.1 and later).
     pub body_markdown: Option<String>,
-    /// The labels that name a workspace; no other label is kept (some carry secrets, such
-    /// as the one-time passcode).
-    pub labels: WorkspaceLabels,
+    /// `payload.labels` that are text; which of them name a workspace and its owner is
+    /// [`crate::kinds`]' table.
+    pub labels: Labels,
 }
 
-/// `payload.labels` that say which workspace a notification is about, when it is: Coder
-/// names it in `workspace` or `name`, and its owner in `workspace_owner_username` when the
-/// recipient is someone else (a template admin's copy). Which kinds use them: [`crate::kinds`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkspaceLabels {
-    pub workspace: Option<String>,
-    pub name: Option<String>,
-    pub workspace_owner_username: Option<String>,
-}
+/// `payload.labels` whose values are strings (trimmed, cleaned, non-empty); labels of other
+/// types are ignored, as Coder may add labels at any time. Values can be secret (the one-time
+/// passcode is one), so `Debug` shows the keys only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Labels(BTreeMap<String, String>);
 
-impl WorkspaceLabels {
-    /// The three labels from `payload.labels`, when they are strings; anything else there
-    /// (other labels, other types) is ignored, as Coder may add labels at any time.
+impl Labels {
+    /// The label `key`'s value, when it is present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
     fn from_wire(labels: Option<&Value>) -> Self {
-        let label = |key: &str| {
-            labels
-                .and_then(|labels| labels.get(key))
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|value| !value.is_empty())
-                .map(str::to_owned)
+        let Some(labels) = labels.and_then(Value::as_object) else {
+            return Labels::default();
         };
-        WorkspaceLabels {
-            workspace: label("workspace"),
-            name: label("name"),
-            workspace_owner_username: label("workspace_owner_username"),
-        }
+        let text = |(key, value): (&String, &Value)| {
+            let value = untrusted::clean(value.as_str()?).trim().to_owned();
+            (!value.is_empty()).then(|| (key.clone(), value))
+        };
+        Labels(labels.iter().filter_map(text).collect())
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 
@@ -127,7 +136,7 @@ struct WirePayload {
     user_name: Option<String>,
     user_username: Option<String>,
     actions: Option<Vec<WireAction>>,
-    /// Any JSON: only three string labels are taken from it.
+    /// Any JSON: only its string values are taken.
     labels: Option<Value>,
 }
 
@@ -167,34 +176,12 @@ impl Wire {
         let payload = self
             .payload
             .ok_or_else(|| PayloadError("payload is missing".into()))?;
-        let user_email = payload
-            .user_email
-            .map(|e| e.trim().to_owned())
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| PayloadError("payload.user_email is missing".into()))?;
-        if !user_email.contains('@') {
-            return Err(PayloadError(
-                "payload.user_email is not an e-mail address".into(),
-            ));
-        }
-        let actions = payload
-            .actions
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-            .map(|(i, action)| {
-                Ok(Action {
-                    label: action.label.unwrap_or_default(),
-                    url: action.url.ok_or_else(|| {
-                        PayloadError(format!("payload.actions[{i}].url is missing"))
-                    })?,
-                })
-            })
-            .collect::<Result<_, PayloadError>>()?;
         Ok(Notification {
-            labels: WorkspaceLabels::from_wire(payload.labels.as_ref()),
+            user_email: user_email(payload.user_email)?,
+            actions: actions(payload.actions)?,
+            labels: Labels::from_wire(payload.labels.as_ref()),
             msg_id,
-            notification_name: payload.notification_name.unwrap_or_default(),
+            notification_name: clean(payload.notification_name).unwrap_or_default(),
             template_id: payload.notification_template_id,
             user_id: payload.user_id.as_ref().and_then(text_of),
             first_target: payload
@@ -202,16 +189,51 @@ impl Wire {
                 .as_ref()
                 .and_then(|t| t.get(0))
                 .and_then(text_of),
-            user_email,
-            user_name: payload.user_name,
-            user_username: payload.user_username,
-            actions,
-            title: self.title.unwrap_or_default(),
-            body: self.body.unwrap_or_default(),
-            title_markdown: self.title_markdown,
-            body_markdown: self.body_markdown,
+            user_name: clean(payload.user_name),
+            user_username: clean(payload.user_username),
+            title: clean(self.title).unwrap_or_default(),
+            body: clean(self.body).unwrap_or_default(),
+            title_markdown: clean(self.title_markdown),
+            body_markdown: clean(self.body_markdown),
         })
     }
+}
+
+/// A text someone may see, cleaned (see [`crate::untrusted`]).
+fn clean(text: Option<String>) -> Option<String> {
+    text.map(untrusted::cleaned)
+}
+
+/// The recipient's address, as the directory looks it up. Not cleaned but refused when it
+/// needs cleaning: an address cleaned into another could reach someone else.
+fn user_email(raw: Option<String>) -> Result<String, PayloadError> {
+    let user_email = raw
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| PayloadError("payload.user_email is missing".into()))?;
+    if !user_email.contains('@') || !untrusted::is_clean(&user_email) {
+        return Err(PayloadError(
+            "payload.user_email is not an e-mail address".into(),
+        ));
+    }
+    Ok(user_email)
+}
+
+/// Coder's buttons, labels and URLs cleaned; a button without a URL is an error.
+fn actions(raw: Option<Vec<WireAction>>) -> Result<Vec<Action>, PayloadError> {
+    raw.unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, action)| {
+            let url = action
+                .url
+                .ok_or_else(|| PayloadError(format!("payload.actions[{i}].url is missing")))?;
+            Ok(Action {
+                label: clean(action.label).unwrap_or_default(),
+                url: untrusted::cleaned(url),
+            })
+        })
+        .collect()
 }
 
 /// A JSON string's trimmed text, when it is a non-empty string.
@@ -368,9 +390,44 @@ mod tests {
 
     #[test]
     fn debug_output_hides_bodies_and_urls() {
-        let n = parse(r#"{"msg_id":"m","payload":{"user_email":"a@b","actions":[{"label":"Reset","url":"http://x/?otp=SECRET1"}]},"body":"SECRET2"}"#).expect("ok");
-        let shown = format!("{n:?} {:?}", n.actions);
+        let n = parse(r#"{"msg_id":"m","payload":{"user_email":"a@b","actions":[{"label":"Reset","url":"http://x/?otp=SECRET1"}],"labels":{"one_time_passcode":"SECRET3"}},"body":"SECRET2"}"#).expect("ok");
+        let shown = format!("{n:?} {:?} {:?}", n.actions, n.labels);
         assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn every_text_a_person_may_see_is_cleaned_and_a_doctored_address_is_refused() {
+        let dirty = "a\u{202e}b\u{1b}[31mc\u{1b}[0m\u{0}";
+        let body = serde_json::json!({
+            "msg_id": "m", "title": dirty, "body": dirty, "title_markdown": dirty, "body_markdown": dirty,
+            "payload": {
+                "notification_name": dirty, "user_email": "a@b.c", "user_name": dirty,
+                "user_username": dirty, "labels": {"workspace": dirty, "count": 3},
+                "actions": [{"label": dirty, "url": format!("http://x/{dirty}")}],
+            },
+        });
+        let n = parse(&body.to_string()).expect("valid");
+        let texts = [&n.title, &n.body, &n.notification_name, &n.actions[0].label];
+        assert!(texts.iter().all(|t| *t == "abc"), "{texts:?}");
+        let optional = [
+            &n.title_markdown,
+            &n.body_markdown,
+            &n.user_name,
+            &n.user_username,
+        ];
+        assert!(
+            optional.iter().all(|t| t.as_deref() == Some("abc")),
+            "{optional:?}"
+        );
+        assert_eq!(n.labels.get("workspace"), Some("abc"));
+        assert_eq!(n.labels.get("count"), None);
+        assert_eq!(n.actions[0].url, "http://x/abc");
+
+        for email in ["bob\u{202e}@b.c", "bob@b.c\u{1b}[0m", "bo\u{0}b@b.c"] {
+            let body = serde_json::json!({"msg_id": "m", "payload": {"user_email": email}});
+            let err = parse(&body.to_string()).expect_err(email);
+            assert_eq!(err.0, "payload.user_email is not an e-mail address");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Coder's notification kinds, in one table: which are about a workspace (so they can gather
-//! in that workspace's thread) and which are urgent (so they are never hidden in a thread).
+//! in that workspace's thread) and which are urgent (so they are never hidden in a thread);
+//! and, in one more, the labels that name a workspace and its owner.
 //! A kind is known by its template ID, fixed in Coder's source (`coderd/notifications/events.go`
 //! and the migrations that insert `notification_templates`); its name is the fallback, since
 //! Coder renames templates but keeps their IDs, and its test fixtures zero the ID.
@@ -86,16 +87,41 @@ pub const KINDS: &[Kind] = &[
     kind("0bafe0ea-a78b-4217-ad05-1ef12e92e025", &["User Reached AI Budget Limit"], OTHER, ROUTINE),
     kind("1b7d9fa7-f5a8-4e46-8078-5cf53abfed94", &["Missing AI Model Prices", "Report: Unpriced AI Models"], OTHER, ROUTINE),
     kind("b02d53fd-477d-4a65-8d42-1b7e4b38f8c3", &["Changelog"], OTHER, ROUTINE),
-    // MCP gateway escalations name a workspace, but are about a tool call awaiting approval.
-    kind("d2209b6a-3ac7-4560-8de3-cc9024cc5708", &["MCP Tool Call Awaiting Approval"], OTHER, ROUTINE),
+    // A tool call in the workspace (`labels.workspace_name`) waits for the person's approval.
+    kind("d2209b6a-3ac7-4560-8de3-cc9024cc5708", &["MCP Tool Call Awaiting Approval"], WORKSPACE, ROUTINE),
+];
+
+/// What a label says about the workspace a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// The workspace's name.
+    Workspace,
+    /// Its owner's Coder username, when Coder says whose it is (the recipient may be
+    /// someone else: a template admin).
+    Owner,
+}
+
+/// The labels that name a notification's workspace and its owner, each tried in this order;
+/// they count only for kinds about a workspace (Template Deleted's `name` is a template's).
+#[rustfmt::skip]
+pub const WORKSPACE_LABELS: &[(&str, Names)] = &[
+    ("workspace", Names::Workspace),          // most kinds
+    ("name", Names::Workspace),               // the older ones: autobuild failed, dormant, deleted, …
+    ("workspace_name", Names::Workspace),     // MCP Tool Call Awaiting Approval
+    ("workspace_owner_username", Names::Owner), // template admins' copies: created, manually updated, manual build failed
+    ("claimant", Names::Owner),               // Prebuilt Workspace Resource Replaced (sent to template admins)
 ];
 
 /// The workspace a notification is about, when it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workspace<'a> {
-    /// Its owner's username, when Coder names one other than the recipient.
-    pub owner: Option<&'a str>,
     pub name: &'a str,
+    /// Its owner's Coder username: the one Coder names, else the recipient's (their Coder
+    /// username, else their e-mail address).
+    pub owner: &'a str,
+    /// Whether it is the recipient's own: Coder names no owner, or names the recipient.
+    /// Not so for an admin's copy of an event about someone else's workspace.
+    pub recipients: bool,
 }
 
 impl Kind {
@@ -129,26 +155,39 @@ impl Kind {
 }
 
 /// The workspace `notification` is about: for kinds about a workspace, the one its labels
-/// name (`workspace`, else `name`), with the owner Coder names.
+/// name (see [`WORKSPACE_LABELS`]), with whose it is.
 pub fn workspace_of(notification: &Notification) -> Option<Workspace<'_>> {
     if !Kind::of(notification).is_some_and(|k| k.about_workspace) {
         return None;
     }
-    let labels = &notification.labels;
-    let name = labels.workspace.as_deref().or(labels.name.as_deref())?;
+    let label = |names: Names| {
+        WORKSPACE_LABELS
+            .iter()
+            .filter(|(_, n)| *n == names)
+            .find_map(|(key, _)| notification.labels.get(key))
+    };
+    let name = label(Names::Workspace)?;
+    let recipient = notification.user_username.as_deref();
+    // Coder's usernames are case-insensitive ("Bobby" in a label is the user "bobby").
+    let (owner, recipients) = match (label(Names::Owner), recipient) {
+        (Some(named), Some(recipient)) if named.eq_ignore_ascii_case(recipient) => {
+            (recipient, true)
+        }
+        (Some(named), _) => (named, false),
+        (None, _) => (recipient.unwrap_or(&notification.user_email), true),
+    };
     Some(Workspace {
-        owner: labels.workspace_owner_username.as_deref(),
         name,
+        owner,
+        recipients,
     })
 }
 
-/// Whose workspace it is: the owner Coder names (a template admin's copy of someone's
-/// failed build), else the recipient's Coder username, else their e-mail address.
-pub fn owner_of<'a>(notification: &'a Notification, workspace: &Workspace<'a>) -> &'a str {
-    workspace
-        .owner
-        .or(notification.user_username.as_deref())
-        .unwrap_or(&notification.user_email)
+/// The recipient's own workspace `notification` is about: the one its thread, card, snooze
+/// and buttons are for. An admin's copy of an event about someone else's workspace has none:
+/// it is a plain top-level message, and the thread stays the owner's.
+pub fn own_workspace_of(notification: &Notification) -> Option<Workspace<'_>> {
+    workspace_of(notification).filter(|w| w.recipients)
 }
 
 #[cfg(test)]
@@ -172,25 +211,69 @@ mod tests {
         }
     }
 
+    /// Every sample that names a workspace: (file, workspace, owner, the recipient's own).
+    /// The samples' recipient is bobby; Coder's fixtures name owners in other cases and
+    /// other people.
+    #[rustfmt::skip]
+    const ABOUT_A_WORKSPACE: &[(&str, &str, &str, bool)] = &[
+        ("TemplateMCPGatewayEscalationRequested.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateTaskCompleted.json.golden", "my-workspace", "bobby", true),
+        ("TemplateTaskFailed.json.golden", "my-workspace", "bobby", true),
+        ("TemplateTaskIdle.json.golden", "my-workspace", "bobby", true),
+        ("TemplateTaskPaused.json.golden", "my-workspace", "bobby", true),
+        ("TemplateTaskResumed.json.golden", "my-workspace", "bobby", true),
+        ("TemplateTaskWorking.json.golden", "my-workspace", "bobby", true),
+        ("TemplateWorkspaceAgentRestarted.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceAutoUpdated.golden.json", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceAutoUpdated.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceAutoUpdated_NoMessage.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceAutobuildFailed.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceAutostopReminder.json.golden", "bobby-workspace", "bobby", true),
+        // `workspace_owner_username` "Bobby": the recipient bobby, in other capitals.
+        ("TemplateWorkspaceCreated.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceDeleted.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceDeleted_CustomAppearance.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceDormant.golden.json", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceDormant.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceDormant_NoAutoDelete.json.golden", "bobby-workspace", "bobby", true),
+        // A template admin's copy of mrbobby's failed build.
+        ("TemplateWorkspaceManualBuildFailed.json.golden", "bobby-workspace", "mrbobby", false),
+        ("TemplateWorkspaceManuallyUpdated.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceMarkedForDeletion.golden.json", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceMarkedForDeletion.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceOutOfDisk.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceOutOfDisk_MultipleVolumes.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceOutOfMemory.json.golden", "bobby-workspace", "bobby", true),
+        ("TemplateWorkspaceReachedResourceThreshold.json.golden", "bobby-workspace", "bobby", true),
+        // A template admin's copy: `claimant` owns the workspace.
+        ("TemplateWorkspaceResourceReplaced.json.golden", "my-workspace", "prebuilds-claimer", false),
+    ];
+
     #[test]
-    fn workspace_samples_name_their_workspace_and_others_do_not() {
-        let mut about_workspace = 0;
-        for (name, bytes) in sample_bytes() {
-            let notification = parse(&bytes);
-            let kind = Kind::of(&notification).expect("known");
-            match workspace_of(&notification) {
-                Some(workspace) => {
-                    assert!(kind.about_workspace, "{name}");
-                    assert!(!workspace.name.is_empty(), "{name}");
-                    about_workspace += 1;
-                }
-                None => assert!(!kind.about_workspace, "{name}: no workspace label"),
-            }
+    fn each_sample_names_the_workspace_and_owner_the_table_says_and_no_other_does() {
+        let samples = sample_bytes();
+        for (file, ..) in ABOUT_A_WORKSPACE {
+            assert!(
+                samples.iter().any(|(name, _)| name == file),
+                "{file} is gone"
+            );
         }
-        assert!(
-            about_workspace >= 20,
-            "{about_workspace} samples about a workspace"
-        );
+        for (name, bytes) in &samples {
+            let notification = parse(bytes);
+            let expected = ABOUT_A_WORKSPACE
+                .iter()
+                .find(|(file, ..)| file == name)
+                .map(|&(_, name, owner, recipients)| Workspace {
+                    name,
+                    owner,
+                    recipients,
+                });
+            assert_eq!(workspace_of(&notification), expected, "{name}");
+            let kind = Kind::of(&notification).expect("known");
+            assert_eq!(kind.about_workspace, expected.is_some(), "{name}");
+            let own = expected.filter(|w| w.recipients);
+            assert_eq!(own_workspace_of(&notification), own, "{name}");
+        }
     }
 
     #[test]
@@ -219,18 +302,75 @@ mod tests {
         assert_eq!(kind.names[0], "Workspace Out Of Memory");
         assert!(kind.urgent);
         let workspace = workspace_of(&notification).expect("about a workspace");
-        assert_eq!((workspace.owner, workspace.name), (None, "dev"));
+        // No Coder username: the recipient's address owns it.
+        assert_eq!((workspace.owner, workspace.name), ("a@b.c", "dev"));
     }
 
     #[test]
-    fn a_template_admins_copy_names_the_owner_and_template_names_are_not_workspaces() {
-        let sample = |name| parse(&std::fs::read(sample_path(name)).expect("a sample"));
-        let failed = sample("TemplateWorkspaceManualBuildFailed.json.golden");
-        let workspace = workspace_of(&failed).expect("about a workspace");
-        assert!(workspace.owner.is_some(), "{workspace:?}");
-        let deleted = sample("TemplateTemplateDeleted.json.golden");
-        assert!(deleted.labels.name.is_some());
+    fn template_names_are_not_workspaces() {
+        let deleted = parse(
+            &std::fs::read(sample_path("TemplateTemplateDeleted.json.golden")).expect("a sample"),
+        );
+        assert!(deleted.labels.get("name").is_some());
         assert_eq!(workspace_of(&deleted), None);
+    }
+
+    #[test]
+    fn an_owner_named_in_any_owner_label_is_compared_with_the_recipient() {
+        let about = |labels: serde_json::Value, username: Option<&str>| {
+            let body = serde_json::json!({
+                "msg_id": "m",
+                "payload": {
+                    "notification_name": "Prebuilt Workspace Resource Replaced",
+                    "user_email": "admin@example.com",
+                    "user_username": username,
+                    "labels": labels,
+                },
+            });
+            parse(body.to_string().as_bytes())
+        };
+        let cases = [
+            (
+                serde_json::json!({"workspace": "w", "claimant": "alice"}),
+                Some("admin"),
+                ("alice", false),
+            ),
+            (
+                serde_json::json!({"workspace": "w", "claimant": "ADMIN"}),
+                Some("admin"),
+                ("admin", true),
+            ),
+            (
+                serde_json::json!({"workspace": "w", "workspace_owner_username": "alice"}),
+                Some("admin"),
+                ("alice", false),
+            ),
+            (
+                serde_json::json!({"workspace": "w"}),
+                Some("admin"),
+                ("admin", true),
+            ),
+            // Without the recipient's username, a named owner cannot be theirs.
+            (
+                serde_json::json!({"workspace": "w", "claimant": "alice"}),
+                None,
+                ("alice", false),
+            ),
+            (
+                serde_json::json!({"workspace": "w"}),
+                None,
+                ("admin@example.com", true),
+            ),
+        ];
+        for (labels, username, (owner, recipients)) in cases {
+            let notification = about(labels.clone(), username);
+            let workspace = workspace_of(&notification).expect("about a workspace");
+            assert_eq!(
+                (workspace.name, workspace.owner, workspace.recipients),
+                ("w", owner, recipients),
+                "{labels} to {username:?}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod telemetry;
 #[path = "../tests/support/samples.rs"]
 #[allow(dead_code)] // the unit tests use the raw bytes only
 mod test_samples;
+mod untrusted;
 
 pub use http::MAX_BODY_BYTES;
 pub use startup::App;

@@ -73,11 +73,11 @@ fn conversation(notifications: &[Notification], options: &RenderOptions) -> Valu
     let mut threads: Vec<((String, String, String), usize)> = Vec::new();
     let mut top: Vec<Value> = Vec::new();
     for notification in notifications {
-        let Some(workspace) = kinds::workspace_of(notification) else {
+        let Some(workspace) = kinds::own_workspace_of(notification) else {
             top.push(json!({"message": message(notification, options, None)}));
             continue;
         };
-        let owner = kinds::owner_of(notification, &workspace);
+        let owner = workspace.owner;
         let key = (
             notification.user_email.clone(),
             owner.to_owned(),

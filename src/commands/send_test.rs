@@ -1,5 +1,5 @@
-//! `send-test`: one sample notification through the full path (lookup, render, post) to
-//! one person.
+//! `send-test`: one test notification, made for the person, through the full path (lookup,
+//! render, post) to them.
 
 use crate::coder::Notification;
 use crate::config::{Config, Needs, Settings};
@@ -9,19 +9,48 @@ use crate::slack::SlackApi;
 use crate::startup::slack_delivery;
 use crate::state::Store;
 use crate::telemetry::Metrics;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// A sample notification through the full path: directory lookup, render, post.
+/// The test notification for `email`, as Coder would send it: Coder's Test Notification
+/// (its name and ID, so it renders as one), greeting the person by their address's name,
+/// with a button to their notification settings in Coder when `CODER_URL` is known.
+fn test_notification(email: &str, coder_url: Option<&url::Url>) -> Value {
+    let name = email.split('@').next().unwrap_or(email);
+    let greeting = format!(
+        "Hi {name},\n\nThis is a test notification from coder-slack-bridge: Coder's \
+         notifications to {email} reach you here."
+    );
+    let actions: Vec<Value> = coder_url
+        .and_then(|url| url.join("/settings/notifications").ok())
+        .map(|url| json!({"label": "View notification settings", "url": url.as_str()}))
+        .into_iter()
+        .collect();
+    json!({
+        "_version": "1.0",
+        "msg_id": format!("send-test-{}", std::process::id()),
+        "payload": {
+            "_version": "1.1",
+            "notification_name": "Test Notification",
+            "notification_template_id": "00000000-0000-0000-0000-000000000000",
+            "user_email": email,
+            "user_name": name,
+            "actions": actions,
+            "labels": {},
+        },
+        // Plain text only: an address's name is not Markdown.
+        "title": "A test notification",
+        "body": greeting,
+    })
+}
+
+/// The test notification through the full path: directory lookup, render, post.
 pub async fn send_test(settings: Settings, email: &str) -> Result<(), String> {
     let config = settings.validate(Needs::BotToken).map_err(|e| e.0)?;
-    let sample = include_str!(
-        "../../tests/fixtures/coder-webhook-samples/TemplateTestNotification.json.golden"
-    );
-    let mut body: serde_json::Value = serde_json::from_str(sample).map_err(|e| e.to_string())?;
-    body["msg_id"] = format!("send-test-{}", std::process::id()).into();
-    body["payload"]["user_email"] = email.into();
+    let body = test_notification(email, config.coder_url.as_ref());
     let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    // Parsed like Coder's own, so it is checked and cleaned the same way.
     let notification = Notification::parse(&bytes, None).map_err(|e| e.0)?;
 
     let metrics = Metrics::new();

@@ -17,12 +17,9 @@ impl Delivery {
     pub(super) async fn offer_for(&self, notification: &Notification) -> Option<Offer> {
         let coder = self.coder.as_deref()?;
         let act = Kind::of(notification)?.act()?;
-        let workspace = kinds::workspace_of(notification)?;
+        // Not on a copy sent to someone else (a template admin): not theirs to act on.
+        let workspace = kinds::own_workspace_of(notification)?;
         let username = notification.user_username.as_deref()?;
-        if workspace.owner.is_some_and(|owner| owner != username) {
-            // A copy sent to someone else (a template admin): not theirs to act on.
-            return None;
-        }
         let user_id = real_uuid(notification.user_id.as_deref())?;
         let hint = real_uuid(notification.first_target.as_deref());
         match find(coder, hint, user_id, username, workspace.name).await {

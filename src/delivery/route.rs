@@ -170,7 +170,7 @@ impl Delivery {
             notification.user_email,
             reason.split(':').next().unwrap_or(reason)
         );
-        let rendered = render::render(notification, &self.policy.render, Some(&note));
+        let rendered = render::render_for_channel(notification, &self.policy.render, Some(&note));
         let post = Post {
             notification,
             part: Part::Notification,

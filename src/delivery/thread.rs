@@ -66,18 +66,18 @@ pub(super) enum Failed {
 }
 
 impl Delivery {
-    /// The workspace `notification` is about, for `user`: its thread (with
-    /// `THREADS=workspace`) and its snooze are keyed on it. The owner is the one Coder
-    /// names, else the recipient.
+    /// The recipient's own workspace `notification` is about, for `user`: its thread (with
+    /// `THREADS=workspace`) and its snooze are keyed on it. An admin's copy of an event about
+    /// someone else's workspace has none: it goes top-level, and the thread stays the owner's.
     pub(super) fn workspace_key(
         &self,
         notification: &Notification,
         user: &SlackUserId,
     ) -> Option<ThreadKey> {
-        let workspace = kinds::workspace_of(notification)?;
+        let workspace = kinds::own_workspace_of(notification)?;
         Some(ThreadKey {
             slack_user: user.0.clone(),
-            owner: kinds::owner_of(notification, &workspace).to_owned(),
+            owner: workspace.owner.to_owned(),
             workspace: workspace.name.to_owned(),
         })
     }

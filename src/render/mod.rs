@@ -139,12 +139,45 @@ pub fn render_offering(
     note: Option<&str>,
     offer: Option<&Offer>,
 ) -> Rendered {
+    render_for(notification, options, note, offer, Reader::Recipient)
+}
+
+/// [`render`] for a channel (`FALLBACK_CHANNEL`), where anyone may click: Coder's own link
+/// buttons only. The snooze control, the buttons that act and the link that turns this kind
+/// off are the recipient's (the link would act on whoever clicks it), so they are left out.
+pub fn render_for_channel(
+    notification: &Notification,
+    options: &RenderOptions,
+    note: Option<&str>,
+) -> Rendered {
+    render_for(notification, options, note, None, Reader::Channel)
+}
+
+/// Who reads a message: its recipient, in their DM, or everyone in a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Recipient,
+    Channel,
+}
+
+fn render_for(
+    notification: &Notification,
+    options: &RenderOptions,
+    note: Option<&str>,
+    offer: Option<&Offer>,
+    reader: Reader,
+) -> Rendered {
     let (title, title_cut) = header_title(notification);
     let note_block = note_block(note);
     let mut body = body_sections(notification);
     let mut buttons = buttons(notification, options);
-    let preferences = preferences_block(notification, options);
-    let snooze = controls_block(notification, options, offer);
+    let personal = reader == Reader::Recipient;
+    let preferences = personal
+        .then(|| preferences_block(notification, options))
+        .flatten();
+    let snooze = personal
+        .then(|| controls_block(notification, options, offer))
+        .flatten();
     let fixed_blocks = 1
         + usize::from(note_block.is_some())
         + usize::from(preferences.is_some())
@@ -221,12 +254,9 @@ fn snooze_control(n: &Notification, options: &RenderOptions) -> Option<SlackActi
     if !options.snooze {
         return None;
     }
-    let workspace = crate::kinds::workspace_of(n)?;
-    let target = format!(
-        "{}/{}",
-        crate::kinds::owner_of(n, &workspace),
-        workspace.name
-    );
+    // Only on the recipient's own workspace: an admin cannot snooze someone else's.
+    let workspace = crate::kinds::own_workspace_of(n)?;
+    let target = format!("{}/{}", workspace.owner, workspace.name);
     let choices: Vec<_> = SNOOZES
         .iter()
         .map(|(code, label, _)| SlackBlockChoiceItem::new(pt!(*label), format!("{code}:{target}")))

@@ -13,10 +13,22 @@ const DM: &str = "DBOBBY";
 
 const AUTOSTOP: &str = "TemplateWorkspaceAutostopReminder.json.golden";
 const OUT_OF_MEMORY: &str = "TemplateWorkspaceOutOfMemory.json.golden";
+const MANUALLY_UPDATED: &str = "TemplateWorkspaceManuallyUpdated.json.golden";
+const RESOURCE_REPLACED: &str = "TemplateWorkspaceResourceReplaced.json.golden";
 
 /// A bridge with Socket Mode on (the fake's websocket), threads on, its store in `dir`,
 /// with one Socket Mode connection open.
 async fn start(slack: &FakeSlack, socket: &FakeSocketServer, dir: &std::path::Path) -> Bridge {
+    start_for(slack, socket, dir, 1).await
+}
+
+/// [`start`], once the directory holds the fake's `users`.
+async fn start_for(
+    slack: &FakeSlack,
+    socket: &FakeSocketServer,
+    dir: &std::path::Path,
+    users: u64,
+) -> Bridge {
     slack.set_socket_url(&socket.url());
     let mut s = settings(slack);
     s.slack_app_token = Some(APP_TOKEN.into());
@@ -26,7 +38,7 @@ async fn start(slack: &FakeSlack, socket: &FakeSocketServer, dir: &std::path::Pa
     c.database = Location::Sqlite(dir.join("state.db"));
     let bridge = Bridge::start(c).await;
     bridge.wait_for_socket_mode(1).await;
-    bridge.wait_for_directory(1).await;
+    bridge.wait_for_directory(users).await;
     bridge
 }
 
@@ -435,5 +447,145 @@ async fn the_count_held_back_survives_a_failed_post_and_coders_retry() {
         .cloned()
         .expect("a reply");
     assert!(!last.to_string().contains("held back"), "{last}");
+    bridge.stop().await;
+}
+
+/// Whether any block of `message` holds an element with `action_id`.
+fn has_action(message: &Value, action_id: &str) -> bool {
+    message["blocks"].as_array().is_some_and(|blocks| {
+        blocks.iter().any(|b| {
+            b["elements"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["action_id"] == action_id))
+                || b["accessory"]["action_id"] == action_id
+        })
+    })
+}
+
+/// The Home view published for `user` after they open the Home tab (the `nth` published).
+async fn open_home(
+    slack: &FakeSlack,
+    socket: &FakeSocketServer,
+    id: &str,
+    user: &str,
+    nth: usize,
+) -> String {
+    let opened = json!({"type": "event_callback", "event": {"type": "app_home_opened", "user": user, "tab": "home"}});
+    socket.send_text(0, envelope(id, "events_api", opened));
+    slack
+        .wait_for("the Home view is published", |calls| {
+            calls.iter().filter(|c| c.method == "views.publish").count() == nth
+        })
+        .await;
+    let published = slack.calls_to("views.publish");
+    assert_eq!(published[nth - 1].args["user_id"], user);
+    published[nth - 1].args["view"].to_string()
+}
+
+#[tokio::test]
+async fn an_admins_copy_about_someone_elses_workspace_is_one_plain_message_and_the_card_stays_the_owners(
+) {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    slack.add_user("alice@coder.com", "UALICE");
+    let socket = FakeSocketServer::start().await;
+    let bridge = start_for(&slack, &socket, &fresh_dir("admin-copy"), 2).await;
+
+    // Alice, a template admin, gets Coder's copy of bobby's update of his workspace dev.
+    let mut copy = notification(sample(MANUALLY_UPDATED), &fresh_id(), "alice@coder.com");
+    copy["payload"]["user_username"] = "alice".into();
+    copy["payload"]["user_name"] = "Alice".into();
+    copy["payload"]["labels"]["workspace"] = "dev".into();
+    copy["payload"]["labels"]["workspace_owner_username"] = "bobby".into();
+    let answer = bridge.deliver(&copy).await;
+
+    // One top-level message, the notification itself: no card, no thread, no snooze.
+    let alices = slack.messages_in("DALICE");
+    assert_eq!(alices.len(), 1, "{alices:#?}");
+    let message = &alices[0];
+    assert_eq!(message["ts"], answer["ts"]);
+    assert!(message.get("thread_ts").is_none(), "{message}");
+    assert_eq!(
+        message["metadata"]["event_payload"]["msg_id"],
+        copy["msg_id"]
+    );
+    assert_eq!(message["blocks"][0]["type"], "header", "{message}");
+    assert!(!has_action(message, "snooze"), "{message}");
+    assert_eq!(slack.calls_to("chat.postMessage").len(), 1);
+    // Her App Home lists no workspace: the store keeps no thread of bobby's for her.
+    let view = open_home(&slack, &socket, "e1", "UALICE", 1).await;
+    assert!(
+        view.contains("No notifications about a workspace yet."),
+        "{view}"
+    );
+    assert!(!view.contains("*dev*"), "{view}");
+
+    // Bobby's own notification about dev still makes his card and thread.
+    bridge.deliver(&about(MANUALLY_UPDATED, "dev")).await;
+    let bobbys = slack.top_level(DM);
+    assert_eq!(bobbys.len(), 1, "{bobbys:#?}");
+    assert_eq!(
+        bobbys[0]["blocks"][0]["text"]["text"],
+        "*Workspace dev* · bobby"
+    );
+    let replies = slack.replies(DM, bobbys[0]["ts"].as_str().expect("ts"));
+    assert_eq!(replies.len(), 1);
+    assert!(has_action(&replies[0], "snooze"), "{:#}", replies[0]);
+    let view = open_home(&slack, &socket, "e2", "UBOBBY", 2).await;
+    assert!(view.contains("*dev* (bobby)"), "{view}");
+    assert_eq!(slack.messages_in("DALICE").len(), 1);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_replaced_prebuild_resource_is_about_the_claimants_workspace_not_the_admins_own() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    let bridge = start(&slack, &socket, &fresh_dir("claimant")).await;
+
+    // Bobby has a workspace of his own called my-workspace, and snoozes it.
+    bridge.deliver(&about(AUTOSTOP, "my-workspace")).await;
+    let (card_ts, reply_ts) = first_thread(&slack);
+    let snooze =
+        json!({"action_id": "snooze", "selected_option": {"value": "1d:bobby/my-workspace"}});
+    socket.send_text(0, click("e1", "UBOBBY", &reply_ts, &card_ts, snooze));
+    wait_until("the snoozed note", WAIT, async || {
+        slack.replies(DM, &card_ts).len() == 2
+    })
+    .await;
+    let (_, _, held) = bridge.post(&about(OUT_OF_MEMORY, "my-workspace")).await;
+    assert_eq!(held, json!({"status": "snoozed"}));
+
+    // As a template admin he is told that prebuilds-claimer's my-workspace had a resource
+    // replaced: delivered, at the top level, outside his thread, with no snooze of its own.
+    let replaced = notification(sample(RESOURCE_REPLACED), &fresh_id(), "bobby@coder.com");
+    assert_eq!(replaced["payload"]["labels"]["workspace"], "my-workspace");
+    assert_eq!(
+        replaced["payload"]["labels"]["claimant"],
+        "prebuilds-claimer"
+    );
+    let answer = bridge.deliver(&replaced).await;
+    let message = slack
+        .messages_in(DM)
+        .into_iter()
+        .find(|m| m["ts"] == answer["ts"])
+        .expect("the notification in Bobby's DM");
+    assert_eq!(
+        message["metadata"]["event_payload"]["msg_id"],
+        replaced["msg_id"]
+    );
+    assert!(message.get("thread_ts").is_none(), "{message}");
+    assert!(!has_action(&message, "snooze"), "{message}");
+    assert_eq!(
+        slack.replies(DM, &card_ts).len(),
+        2,
+        "his thread is as it was"
+    );
+    assert_eq!(
+        slack.top_level(DM).len(),
+        3,
+        "his card, the autostop reminder broadcast from his thread, and this message"
+    );
     bridge.stop().await;
 }

@@ -7,7 +7,7 @@ use crate::support;
 use coder_slack_bridge::config::Config;
 use coder_slack_bridge::delivery::Threads;
 use coder_slack_bridge::state::Location;
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::*;
 
 const DM: &str = "DBOBBY";
@@ -17,6 +17,7 @@ const AUTOBUILD_FAILED: &str = "TemplateWorkspaceAutobuildFailed.json.golden";
 const OUT_OF_MEMORY: &str = "TemplateWorkspaceOutOfMemory.json.golden";
 const DELETED: &str = "TemplateWorkspaceDeleted.json.golden";
 const MANUALLY_UPDATED: &str = "TemplateWorkspaceManuallyUpdated.json.golden";
+const AWAITING_APPROVAL: &str = "TemplateMCPGatewayEscalationRequested.json.golden";
 const TEST: &str = "TemplateTestNotification.json.golden";
 
 fn threaded(config: &mut Config) {
@@ -85,11 +86,12 @@ async fn a_thread_per_workspace_under_a_card_kept_current() {
         "*Workspace dev* · bobby"
     );
 
-    // api: its own thread, not broadcast (a routine kind), owned by whom Coder names.
+    // api: its own thread, not broadcast (a routine kind). Coder names its owner "Bobby":
+    // the recipient, bobby (usernames are case-insensitive), so the thread is his.
     let api_card = card_of(&slack, "api");
     assert_eq!(
         api_card["blocks"][0]["text"]["text"],
-        "*Workspace api* · Bobby"
+        "*Workspace api* · bobby"
     );
     let api_replies = slack.replies(DM, api_card["ts"].as_str().expect("ts"));
     assert_eq!(api_replies.len(), 1);
@@ -301,4 +303,85 @@ async fn a_stop_waits_for_a_pending_card_edit() {
     // Sent at once by the stop, and waited for: the card shows it when the stop returns.
     let card = card_of(&slack, "dev");
     assert_eq!(card["edits"], 1, "{card:#}");
+}
+
+#[tokio::test]
+async fn a_tool_call_awaiting_approval_joins_its_workspaces_thread() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    // Coder names its workspace in `workspace_name`.
+    let approval = about(AWAITING_APPROVAL, "dev");
+    assert_eq!(approval["payload"]["labels"]["workspace_name"], "dev");
+    let answer = bridge.deliver(&approval).await;
+    let card = card_of(&slack, "dev");
+    let replies = slack.replies(DM, card["ts"].as_str().expect("ts"));
+    assert_eq!(replies.len(), 2, "{replies:#?}");
+    assert_eq!(msg_id(&replies[1]), approval["msg_id"]);
+    assert_eq!(replies[1]["ts"], answer["ts"]);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn reversing_marks_and_terminal_colours_from_coder_never_reach_slack() {
+    let (slack, bridge) = bridge_with_bobby(threaded).await;
+    // A workspace named so that Slack would show its tail reversed, and a body with colours
+    // from a terminal, in every field Coder fills.
+    let name = "bobby-\u{202e}ved";
+    let mut body = about(OUT_OF_MEMORY, name);
+    body["title"] = format!("Your workspace \"{name}\" is low on memory").into();
+    body["title_markdown"] = body["title"].clone();
+    body["body"] = format!("Your workspace {name} has reached \u{1b}[1;31m90%\u{1b}[0m.").into();
+    body["body_markdown"] =
+        format!("Your workspace **{name}** has reached **\u{1b}[1;31m90%\u{1b}[0m**.").into();
+    body["payload"]["actions"] = json!([{
+        "label": "View \u{1b}[32mworkspace\u{1b}[0m\u{2067}",
+        "url": format!("http://test.com/@bobby/{name}"),
+    }]);
+    bridge.deliver(&body).await;
+
+    let posts = slack.calls_to("chat.postMessage");
+    assert_eq!(
+        posts.len(),
+        2,
+        "the card, then the notification in its thread"
+    );
+    let (card, reply) = (&posts[0].args, &posts[1].args);
+    assert_eq!(
+        card["blocks"][0]["text"]["text"],
+        "*Workspace bobby-ved* · bobby"
+    );
+    assert_eq!(
+        card["text"],
+        "Workspace bobby-ved (bobby): Your workspace \"bobby-ved\" is low on memory"
+    );
+    assert_eq!(
+        reply["blocks"][0]["text"]["text"],
+        "Your workspace \"bobby-ved\" is low on memory"
+    );
+    assert_eq!(
+        reply["blocks"][1]["text"]["text"],
+        "Your workspace *bobby-ved* has reached *90%*."
+    );
+    assert_eq!(
+        reply["blocks"][2]["elements"][0]["text"]["text"],
+        "View workspace"
+    );
+    assert_eq!(
+        reply["blocks"][2]["elements"][0]["url"],
+        "http://test.com/@bobby/bobby-ved"
+    );
+    assert_eq!(
+        reply["text"],
+        "Your workspace \"bobby-ved\" is low on memory\nYour workspace bobby-ved has reached 90%."
+    );
+    // Nor anywhere else in what Slack was sent (the card's edits included).
+    for call in slack.calls() {
+        let sent = call.args.to_string();
+        assert!(
+            !sent.contains('\u{202e}') && !sent.contains("\\u001b"),
+            "{}: {sent}",
+            call.method
+        );
+    }
+    bridge.stop().await;
 }

@@ -218,7 +218,7 @@ pub fn workspace_deleted(email: &str) -> Value {
 pub fn about(sample_name: &str, workspace: &str) -> Value {
     let mut body = notification(sample(sample_name), &fresh_id(), "bobby@coder.com");
     let labels = &mut body["payload"]["labels"];
-    for key in ["workspace", "name"] {
+    for key in ["workspace", "name", "workspace_name"] {
         if labels.get(key).is_some() {
             labels[key] = workspace.into();
         }

@@ -1,7 +1,7 @@
 //! Delivery under Coder's retry contract and Slack's rate limits.
 
 use crate::support::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 #[tokio::test]
@@ -182,6 +182,73 @@ async fn an_unknown_user_is_undeliverable_with_one_fallback_post() {
     assert_eq!(other["status"], "undeliverable");
     assert_eq!(slack.calls_to("users.lookupByEmail").len(), lookups);
     assert_eq!(slack.calls_to("chat.postMessage").len(), 2);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_fallback_channel_post_carries_only_controls_anyone_in_it_can_use() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    slack.set_socket_url(&socket.url());
+    let mut s = settings(&slack);
+    s.fallback_channel = Some("C0FALLBACK".into());
+    s.slack_app_token = Some(APP_TOKEN.into());
+    s.socket_mode_connections = "1".into();
+    let bridge = Bridge::start(config(s)).await;
+    bridge.wait_for_socket_mode(1).await;
+    bridge.wait_for_directory(1).await;
+    // Workspace Deleted by its real template ID, so it can be turned off in Coder.
+    let deleted = |email: &str| {
+        let mut body = workspace_deleted(email);
+        body["payload"]["notification_template_id"] = "f517da0b-cdc9-410f-ab89-a86107c420ed".into();
+        body
+    };
+    let has_snooze = |post: &Value| post.to_string().contains(r#""action_id":"snooze""#);
+    let turn_off =
+        "http://test.com/settings/notifications?disabled=f517da0b-cdc9-410f-ab89-a86107c420ed";
+
+    // In Bobby's DM: the snooze control and the link that turns the kind off, both his.
+    bridge.deliver(&deleted("bobby@coder.com")).await;
+    let dm = slack.calls_to("chat.postMessage")[0].args.clone();
+    assert!(
+        has_snooze(&dm) && dm.to_string().contains(turn_off),
+        "{dm:#}"
+    );
+
+    // For an address not in Slack, in the channel: neither, but Coder's own link button.
+    let (_, _, answer) = bridge.post(&deleted("stranger@coder.com")).await;
+    assert_eq!(answer["fallback_channel"], "C0FALLBACK", "{answer}");
+    let post = slack.calls_to("chat.postMessage")[1].args.clone();
+    assert_eq!(post["channel"], "C0FALLBACK");
+    assert!(!has_snooze(&post), "{post:#}");
+    assert!(
+        !post
+            .to_string()
+            .contains("/settings/notifications?disabled="),
+        "{post:#}"
+    );
+    let elements = |post: &Value| -> Vec<Value> {
+        post["blocks"]
+            .as_array()
+            .expect("blocks")
+            .iter()
+            .filter_map(|b| b["elements"].as_array())
+            .flatten()
+            .filter(|e| e.get("action_id").is_some())
+            .cloned()
+            .collect()
+    };
+    let coders: Vec<Value> = elements(&dm)
+        .into_iter()
+        .filter(|e| {
+            e["action_id"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("coder_action_"))
+        })
+        .collect();
+    assert_eq!(coders.len(), 2, "{dm:#}");
+    assert_eq!(elements(&post), coders, "{post:#}");
     bridge.stop().await;
 }
 

@@ -546,6 +546,52 @@ async fn send_test_delivers_a_sample_through_the_full_path() {
 }
 
 #[tokio::test]
+async fn send_test_is_made_for_its_recipient_and_links_to_coder_url() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("alice.smith@coder.com", "UALICE");
+    let mut command = bridge_command(&slack);
+    command.env("CODER_URL", "https://coder.example.com").args([
+        "send-test",
+        "--email",
+        "alice.smith@coder.com",
+    ]);
+    let (ok, _, stderr) = run_for_text(&mut command).await;
+    assert!(ok, "{stderr}");
+    let post = slack.calls_to("chat.postMessage")[0].args.clone();
+    assert_eq!(post["channel"], "UALICE");
+    assert_eq!(
+        post["blocks"][1]["text"]["text"],
+        "Hi alice.smith,\n\nThis is a test notification from coder-slack-bridge: Coder's \
+         notifications to alice.smith@coder.com reach you here."
+    );
+    assert_eq!(
+        post["blocks"][2]["elements"][0]["text"]["text"],
+        "View notification settings"
+    );
+    assert_eq!(
+        post["blocks"][2]["elements"][0]["url"],
+        "https://coder.example.com/settings/notifications"
+    );
+    let sent = post.to_string();
+    assert!(
+        !sent.contains("Bobby") && !sent.contains("test.com"),
+        "{sent}"
+    );
+
+    // Without CODER_URL there is nowhere to link to: no button.
+    let mut command = bridge_command(&slack);
+    command
+        .env_remove("CODER_URL")
+        .args(["send-test", "--email", "alice.smith@coder.com"]);
+    let (ok, _, stderr) = run_for_text(&mut command).await;
+    assert!(ok, "{stderr}");
+    let post = slack.calls_to("chat.postMessage")[1].args.clone();
+    let blocks = post["blocks"].as_array().expect("blocks");
+    assert_eq!(blocks.len(), 2, "header and body only: {blocks:#?}");
+    assert!(!post.to_string().contains("http"), "{post}");
+}
+
+#[tokio::test]
 async fn idle_half_open_and_slow_clients_do_not_block_real_requests() {
     use tokio::io::AsyncWriteExt;
     let slack = FakeSlack::start().await;

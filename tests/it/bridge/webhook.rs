@@ -421,6 +421,7 @@ async fn preview_thread_shows_what_a_sequence_becomes_in_the_dm() {
         "TemplateTestNotification.json.golden",
         "TemplateWorkspaceManuallyUpdated.json.golden",
         "TemplateWorkspaceDeleted.json.golden",
+        "TemplateWorkspaceManualBuildFailed.json.golden",
     ];
     let printed = preview(
         bridge_binary(&fresh_dir("preview"))
@@ -429,8 +430,9 @@ async fn preview_thread_shows_what_a_sequence_becomes_in_the_dm() {
     )
     .await;
     let top = printed["conversation"].as_array().expect("a conversation");
-    // Bobby's workspace (autostop, deleted), the test notification, and the template
-    // admin's copy about Bobby's workspace as owned by "Bobby" (Coder names the owner).
+    // Bobby's workspace in one thread (autostop, manually updated, deleted: Coder names its
+    // owner "Bobby" on the update, which is bobby), the test notification, and a template
+    // admin's copy of mrbobby's failed build, which is no thread of Bobby's.
     assert_eq!(top.len(), 3, "{printed:#}");
     let card = &top[0]["card"];
     assert_eq!(
@@ -445,18 +447,22 @@ async fn preview_thread_shows_what_a_sequence_becomes_in_the_dm() {
         "{latest}"
     );
     let replies = top[0]["replies"].as_array().expect("replies");
-    assert_eq!(replies.len(), 2);
-    assert!(replies.iter().all(|r| r["reply_broadcast"] == true
-        && r["thread_ts"] == "<ts of the card for bobby-workspace>"));
+    assert_eq!(replies.len(), 3);
+    assert!(replies
+        .iter()
+        .all(|r| r["thread_ts"] == "<ts of the card for bobby-workspace>"));
+    let broadcast: Vec<&Value> = replies.iter().map(|r| &r["reply_broadcast"]).collect();
+    assert_eq!(broadcast, [&json!(true), &json!(false), &json!(true)]);
     assert_eq!(
         top[1]["message"]["blocks"][0]["text"]["text"],
         "A test notification"
     );
+    let copy = &top[2]["message"];
+    assert!(copy.get("thread_ts").is_none(), "{copy:#}");
     assert_eq!(
-        top[2]["card"]["blocks"][0]["text"]["text"],
-        "*Workspace bobby-workspace* · Bobby"
+        copy["blocks"][0]["text"]["text"],
+        "Workspace \"bobby-workspace\" manual build failed"
     );
-    assert_eq!(top[2]["replies"][0]["reply_broadcast"], false);
 
     // Without --thread, one file only.
     let (ok, _, stderr) = run_for_text(
