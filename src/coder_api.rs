@@ -1,5 +1,5 @@
-//! Coder's API, the little the bridge uses (with `CODER_TOKEN`): read a workspace, act on it
-//! (extend, start, keep), and what `check` asks (`users/me`, `buildinfo`). Calls go through
+//! Coder's API, the little the bridge uses (with `CODER_TOKEN`): read a workspace and a user,
+//! act on a workspace (extend, start, keep), and what `check` asks (`users/me`, `buildinfo`). Calls go through
 //! the same proxy decision as Slack's, each with a timeout; errors carry Coder's `message`.
 //! The token travels only in the `Coder-Session-Token` header, marked sensitive, and is never
 //! shown: `Debug` leaves it out, errors never include a request.
@@ -126,6 +126,17 @@ fn time(raw: Option<&str>) -> Option<DateTime<Utc>> {
     (at.timestamp() > 0).then(|| at.with_timezone(&Utc))
 }
 
+/// The part of `codersdk.User` the bridge reads (`GET /api/v2/users/{id}`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    #[serde(default)]
+    pub username: String,
+    /// `active`, `suspended` or `dormant`.
+    #[serde(default)]
+    pub status: String,
+}
+
 /// The token's account (`GET /api/v2/users/me`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Me {
@@ -179,6 +190,13 @@ impl CoderApi {
     pub async fn workspace(&self, id: Uuid) -> Result<Workspace, CoderError> {
         let id = id.hyphenated().to_string();
         let request = self.authed(Method::GET, &["workspaces", &id], None);
+        self.answer(request.timeout(self.lookup_timeout)).await
+    }
+
+    /// A user by their ID, within the lookup timeout.
+    pub async fn user(&self, id: Uuid) -> Result<User, CoderError> {
+        let id = id.hyphenated().to_string();
+        let request = self.authed(Method::GET, &["users", &id], None);
         self.answer(request.timeout(self.lookup_timeout)).await
     }
 

@@ -1,13 +1,15 @@
 //! Clicks on the buttons that act on Coder: extend, start, keep. The clicker must be the DM's
-//! recipient (the workspace's owner was checked when the button was made); anyone else gets
-//! an ephemeral note and Coder is not called. A click is carried out once, even when Slack
-//! delivers its envelope again (to this replica or another: the store remembers it). The
-//! outcome edits the clicked message; a refusal is an ephemeral note with Coder's message
-//! and a link to the workspace in the dashboard.
+//! recipient; the message must be recent, the Coder account active and the workspace still
+//! its own at the click ([`super::at_click`]); otherwise an ephemeral note says why and Coder
+//! is not acted on. A click is carried out once, even when Slack delivers its envelope again
+//! (to this replica or another: the store remembers it). The outcome edits the clicked
+//! message; a refusal is an ephemeral note with Coder's message and a link to the workspace in
+//! the dashboard.
 
+use super::at_click::{self, Stop};
 use super::Interact;
 use crate::act::{Act, ActTarget};
-use crate::coder_api::{Acted, CoderError};
+use crate::coder_api::{Acted, CoderApi, CoderError};
 use crate::render;
 use crate::render::mrkdwn::escape;
 use crate::state::{Claim, MsgKey, ThreadKey};
@@ -16,7 +18,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
 
 /// What a click can come to, as `coder_actions_total{outcome}` says it.
-pub(super) const OUTCOMES: [&str; 8] = [
+pub(super) const OUTCOMES: [&str; 9] = [
     "done",
     "unchanged",
     "refused",
@@ -24,6 +26,7 @@ pub(super) const OUTCOMES: [&str; 8] = [
     "failed",
     "unreachable",
     "not_allowed",
+    "expired",
     "repeated",
 ];
 
@@ -77,6 +80,18 @@ impl ActClick {
     fn workspace(&self) -> String {
         format!("{}/{}", self.target.owner, self.target.name)
     }
+
+    /// The click's key in the store (`click:USER:ACTION_TS:ACTION`): the same in every
+    /// delivery of its envelope, and new for every click.
+    fn key(&self) -> MsgKey {
+        let key = format!(
+            "click:{}:{}:{}",
+            self.user,
+            self.action_ts,
+            self.act.action_id()
+        );
+        MsgKey::Other(key.into())
+    }
 }
 
 impl Interact {
@@ -90,23 +105,40 @@ impl Interact {
             tracing::debug!(user = %click.user, action = click.act.name(), "a click delivered again was carried out already");
             return;
         }
+        self.carry_out(&coder, &click).await;
+    }
+
+    /// A new click: who clicked, what holds in Coder now, then the act; the outcome shown.
+    async fn carry_out(&self, coder: &CoderApi, click: &ActClick) {
         if !self.is_recipient(&click.user, &click.channel).await {
-            self.count(&click, "not_allowed");
+            self.count(click, "not_allowed");
             tracing::info!(slack_user = %click.user, workspace = %click.workspace(), action = click.act.name(), outcome = "not_allowed", "a click on someone else's workspace; Coder was not called");
             let note = format!(
                 "Only {} can {} this workspace from here.",
                 escape(&click.target.owner),
                 click.act.name()
             );
-            return self.note(&click, &note).await;
+            return self.note(click, &note).await;
         }
+        let checked = match at_click::expired(&click.message_ts, SystemTime::now()) {
+            true => Err(Stop::Expired),
+            false => at_click::may_act(coder, &click.target).await,
+        };
+        match checked {
+            Ok(()) => self.act_now(coder, click).await,
+            Err(stop) => self.stopped(click, stop).await,
+        }
+    }
+
+    /// The one call that acts, and its outcome counted, logged and shown.
+    async fn act_now(&self, coder: &CoderApi, click: &ActClick) {
         let result = coder.act(click.act, &click.target, &click.user).await;
         let outcome = match &result {
             Ok(Acted::Done) => "done",
             Ok(Acted::Unchanged) => "unchanged",
             Err(e) => e.outcome(),
         };
-        self.count(&click, outcome);
+        self.count(click, outcome);
         match &result {
             Ok(_) => {
                 tracing::info!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome, "acted on Coder")
@@ -117,10 +149,29 @@ impl Interact {
         }
         match result {
             Ok(acted) => {
-                self.show_outcome(&click, acted).await;
-                self.show_on_card(&click, acted).await;
+                let said = outcome_text(click, acted, SystemTime::now());
+                self.show_outcome(click, &said).await;
+                self.show_on_card(click, acted).await;
             }
-            Err(e) => self.note(&click, &self.refusal_note(&click, &e)).await,
+            Err(e) => self.note(click, &self.refusal_note(click, &e)).await,
+        }
+    }
+
+    /// A click that does not act: counted, logged, and the person told why.
+    async fn stopped(&self, click: &ActClick, stop: Stop) {
+        let outcome = stop.outcome();
+        self.count(click, outcome);
+        match &stop {
+            Stop::Coder(e) => {
+                tracing::warn!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome, error = %e, "cannot read from Coder whether a click may act; Coder was not acted on")
+            }
+            _ => {
+                tracing::info!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome, why = %stop_reason(&stop), "a click did not act on Coder")
+            }
+        }
+        match stop {
+            Stop::Coder(e) => self.note(click, &self.refusal_note(click, &e)).await,
+            other => self.note(click, &self.stop_note(click, &other)).await,
         }
     }
 
@@ -158,15 +209,7 @@ impl Interact {
     /// (extend asks for one fixed deadline; keep is a no-op once kept; Coder refuses a start
     /// while a build runs).
     async fn first_time(&self, click: &ActClick) -> bool {
-        let key = MsgKey::Other(
-            format!(
-                "click:{}:{}:{}",
-                click.user,
-                click.action_ts,
-                click.act.action_id()
-            )
-            .into(),
-        );
+        let key = click.key();
         match self.store.claim(&key, CLICK_MEMORY).await {
             Ok(Claim::Fresh(token)) => {
                 if let Err(e) = self.store.finish(&key, &token).await {
@@ -190,26 +233,25 @@ impl Interact {
         self.metrics.coder_actions.get_or_create(&labels).inc();
     }
 
-    /// Edits the clicked message: the button gives way to what it did.
-    async fn show_outcome(&self, click: &ActClick, acted: Acted) {
-        let said = outcome_text(click, acted, SystemTime::now());
+    /// Edits the clicked message: the button gives way to what it did (`said`).
+    async fn show_outcome(&self, click: &ActClick, said: &str) {
         let edited = click
             .blocks
             .as_ref()
-            .and_then(|blocks| settled_blocks(blocks, click.act.action_id(), &said));
+            .and_then(|blocks| settled_blocks(blocks, click.act.action_id(), said));
         let Some(blocks) = edited else {
-            return self.note(click, &said).await;
+            return self.note(click, said).await;
         };
         let text = match click.text.is_empty() {
-            true => said.clone(),
-            false => click.text.clone(),
+            true => said,
+            false => &click.text,
         };
         let update =
             self.api
-                .update_message_blocks(&click.channel, &click.message_ts, &text, &blocks);
+                .update_message_blocks(&click.channel, &click.message_ts, text, &blocks);
         if let Err(e) = update.await {
             tracing::warn!(error = %e, "the message could not be edited to show what the click did");
-            self.note(click, &said).await;
+            self.note(click, said).await;
         }
     }
 
@@ -233,9 +275,56 @@ impl Interact {
                 past_tense(click.act)
             ),
         };
-        match self.dashboard_link(&click.target) {
-            Some(link) => format!("{what} <{link}|Open {workspace} in Coder>"),
-            None => what,
+        self.with_link(what, &click.target)
+    }
+
+    /// Why a click did not act, in words for the person.
+    fn stop_note(&self, click: &ActClick, stop: &Stop) -> String {
+        let workspace = escape(&click.target.name);
+        let nothing = format!("Nothing was done to *{workspace}*:");
+        let what = match stop {
+            Stop::Expired => format!(
+                "This message is over {} days old, so its button no longer acts on *{workspace}*.",
+                at_click::MAX_AGE.as_secs() / 86_400
+            ),
+            Stop::Inactive(status) if status == "suspended" => {
+                format!("{nothing} your Coder account is suspended.")
+            }
+            Stop::Inactive(status) if status == "dormant" => format!(
+                "{nothing} your Coder account is dormant. Sign in to Coder to make it active, then click again."
+            ),
+            Stop::Inactive(status) => {
+                format!("{nothing} your Coder account is {}, not active.", escape(status))
+            }
+            Stop::Gone => format!("{nothing} Coder no longer knows your account."),
+            Stop::NotOwner => format!(
+                "{nothing} it is no longer {}'s workspace in Coder.",
+                escape(&click.target.owner)
+            ),
+            Stop::Coder(e @ (CoderError::Refused { .. } | CoderError::TokenRefused { .. })) => {
+                return self.refusal_note(click, e)
+            }
+            Stop::Coder(CoderError::Failed { message, .. }) => format!(
+                "{nothing} Coder failed to say whether it may be {} ({}).",
+                past_tense(click.act),
+                escape(message)
+            ),
+            Stop::Coder(_) => format!(
+                "{nothing} Coder did not answer whether it may be {}.",
+                past_tense(click.act)
+            ),
+        };
+        match stop {
+            Stop::Inactive(_) | Stop::Gone => what,
+            _ => self.with_link(what, &click.target),
+        }
+    }
+
+    /// `text`, then a link to the workspace in the dashboard when there is one.
+    fn with_link(&self, text: String, target: &ActTarget) -> String {
+        match self.dashboard_link(target) {
+            Some(link) => format!("{text} <{link}|Open {} in Coder>", escape(&target.name)),
+            None => text,
         }
     }
 
@@ -267,6 +356,17 @@ fn past_tense(act: Act) -> &'static str {
         Act::Extend => "extended",
         Act::Start => "started",
         Act::Keep => "kept",
+    }
+}
+
+/// Why a click did not act, for the log.
+fn stop_reason(stop: &Stop) -> String {
+    match stop {
+        Stop::Expired => "the message is over 7 days old".to_owned(),
+        Stop::Inactive(status) => format!("the Coder account is {status}"),
+        Stop::Gone => "Coder does not know the Coder user (deleted; or the token may not read users: a scoped token needs user:read)".to_owned(),
+        Stop::NotOwner => "the workspace is no longer the Coder user's".to_owned(),
+        Stop::Coder(e) => e.to_string(),
     }
 }
 

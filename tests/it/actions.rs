@@ -111,6 +111,28 @@ fn click(envelope_id: &str, user: &str, message: &Value, action_ts: &str) -> Str
     )
 }
 
+/// The calls Coder received after the first `from`, as `METHOD path`.
+fn coder_calls_from(world: &World, from: usize) -> Vec<String> {
+    let calls = world.coder.calls();
+    calls[from..]
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+fn read_user() -> String {
+    format!("GET /api/v2/users/{BOBBY}")
+}
+
+fn read_dev() -> String {
+    format!("GET /api/v2/workspaces/{DEV}")
+}
+
+/// `<{CODER_URL}/@bobby/dev|Open dev in Coder>`, the link notes end with.
+fn dev_link(world: &World) -> String {
+    format!("<{}/@bobby/dev|Open dev in Coder>", world.coder.url())
+}
+
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -450,14 +472,6 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
         assert_eq!(note["user"], "UBOBBY");
     }
 
-    // A revoked token: the note says to run `check`.
-    world.coder.revoke_token();
-    world
-        .socket
-        .send_text(0, click("r-401", "UBOBBY", &reminder, "300.401"));
-    let note = wait_for_notes(&world, 6).await;
-    assert!(note["text"].as_str().unwrap_or_default().contains("Coder refused the bridge's token. Ask your Coder administrator to run `coder-slack-bridge check`."), "{note}");
-
     // Coder hanging past the call timeout: the click is acked at once, and a note follows.
     world.coder.hang("PUT", &extend, Duration::from_secs(5));
     world
@@ -467,7 +481,7 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
         world.socket.acks().iter().any(|(_, id)| id == "r-hang")
     })
     .await;
-    let note = wait_for_notes(&world, 7).await;
+    let note = wait_for_notes(&world, 6).await;
     assert!(
         note["text"]
             .as_str()
@@ -475,6 +489,14 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
             .starts_with("Coder did not answer, so *dev* may not have been extended."),
         "{note}"
     );
+
+    // A revoked token (last: the click's reads of Coder are refused too): the note says to run `check`.
+    world.coder.revoke_token();
+    world
+        .socket
+        .send_text(0, click("r-401", "UBOBBY", &reminder, "300.401"));
+    let note = wait_for_notes(&world, 7).await;
+    assert!(note["text"].as_str().unwrap_or_default().contains("Coder refused the bridge's token. Ask your Coder administrator to run `coder-slack-bridge check`."), "{note}");
 
     assert!(
         world.slack.calls_to("chat.update").is_empty(),
@@ -657,4 +679,143 @@ async fn the_log_names_each_action_and_never_the_token() {
     }
     assert!(log.contains("Coder"), "the log was read");
     assert!(!log.contains(CODER_TOKEN), "the token is in the log");
+}
+
+#[tokio::test]
+async fn a_suspended_dormant_or_deleted_accounts_buttons_do_nothing_but_say_why() {
+    let world = start(true).await;
+    // A start button and a keep button, delivered while Bobby's account was active.
+    let mut failed = FakeWorkspace::running(DEV, BOBBY, "bobby", "dev");
+    failed.job_status = "failed".into();
+    world.coder.add_workspace(failed.clone());
+    let autobuild = deliver(&world, &for_bobby(AUTOBUILD_FAILED, "dev", Some(DEV))).await;
+    let mut dormant = failed;
+    dormant.transition = "stop".into();
+    dormant.job_status = "succeeded".into();
+    dormant.dormant_at = Some(coder_api::now());
+    world.coder.add_workspace(dormant);
+    let marked = deliver(&world, &for_bobby(DORMANT, "dev", Some(DEV))).await;
+    assert_eq!(act_buttons(&autobuild).len(), 1);
+    assert_eq!(act_buttons(&marked).len(), 1);
+
+    // Suspended by an admin since: only the account is read, nothing is acted on.
+    world.coder.set_user_status(BOBBY, "suspended");
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("s1", "UBOBBY", &marked, "700.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(
+        (note["user"].as_str(), note["text"].as_str()),
+        (
+            Some("UBOBBY"),
+            Some("Nothing was done to *dev*: your Coder account is suspended.")
+        )
+    );
+    assert_eq!(coder_calls_from(&world, before), [read_user()]);
+
+    // Dormant (not signed in for long): the same, and how to wake it.
+    world.coder.set_user_status(BOBBY, "dormant");
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("s2", "UBOBBY", &autobuild, "700.2"));
+    let note = wait_for_notes(&world, 2).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some("Nothing was done to *dev*: your Coder account is dormant. Sign in to Coder to make it active, then click again.")
+    );
+    assert_eq!(coder_calls_from(&world, before), [read_user()]);
+
+    // Deleted (Coder deletes an account only once its workspaces are gone).
+    world.coder.delete_workspace(DEV);
+    world.coder.delete_user(BOBBY);
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("s3", "UBOBBY", &marked, "700.3"));
+    let note = wait_for_notes(&world, 3).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some("Nothing was done to *dev*: Coder no longer knows your account.")
+    );
+    assert_eq!(coder_calls_from(&world, before), [read_user()]);
+
+    assert!(world.coder.actions().is_empty(), "no PUT, no POST");
+    assert!(world.slack.calls_to("chat.update").is_empty());
+    world
+        .bridge
+        .assert_metrics(&[
+            &acted("keep", "not_allowed", 2),
+            &acted("start", "not_allowed", 1),
+        ])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_workspace_no_longer_the_notifications_users_is_not_acted_on() {
+    let world = start(true).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    let mut dev = world.coder.workspace(DEV).expect("dev");
+    dev.owner_id = MALLORY.into();
+    dev.owner_name = "mallory".into();
+    world.coder.add_workspace(dev);
+
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("n1", "UBOBBY", &reminder, "750.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some(
+            format!(
+                "Nothing was done to *dev*: it is no longer bobby's workspace in Coder. {}",
+                dev_link(&world)
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(coder_calls_from(&world, before), [read_user(), read_dev()]);
+    assert!(world.coder.actions().is_empty(), "no PUT, no POST");
+    world
+        .bridge
+        .assert_metrics(&[&acted("extend", "not_allowed", 1)])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn buttons_older_than_seven_days_link_to_coder_and_call_nothing() {
+    let world = start(true).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    // The same message as if it had been posted eight days ago.
+    let mut old = reminder.clone();
+    let posted = coder_api::now() - TimeDelta::days(8);
+    old["ts"] = format!("{}.000100", posted.timestamp()).into();
+
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("o1", "UBOBBY", &old, "760.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some(
+            format!(
+                "This message is over 7 days old, so its button no longer acts on *dev*. {}",
+                dev_link(&world)
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(note["user"], "UBOBBY");
+    assert_eq!(coder_calls_from(&world, before), Vec::<String>::new());
+    assert!(world.slack.calls_to("chat.update").is_empty());
+    world
+        .bridge
+        .assert_metrics(&[&acted("extend", "expired", 1)])
+        .await;
+    world.bridge.stop().await;
 }
