@@ -14,13 +14,15 @@ use crate::render;
 use crate::render::mrkdwn::escape;
 use crate::state::{Claim, MsgKey, ThreadKey};
 use crate::telemetry::CoderActionLabels;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
 
 /// What a click can come to, as `coder_actions_total{outcome}` says it.
-pub(super) const OUTCOMES: [&str; 9] = [
+pub(super) const OUTCOMES: [&str; 10] = [
     "done",
     "unchanged",
+    "already_later",
     "refused",
     "token_refused",
     "failed",
@@ -122,7 +124,7 @@ impl Interact {
         }
         let checked = match at_click::expired(&click.message_ts, SystemTime::now()) {
             true => Err(Stop::Expired),
-            false => at_click::may_act(coder, &click.target).await,
+            false => at_click::may_act(coder, click.act, &click.target).await,
         };
         match checked {
             Ok(()) => self.act_now(coder, click).await,
@@ -157,7 +159,8 @@ impl Interact {
         }
     }
 
-    /// A click that does not act: counted, logged, and the person told why.
+    /// A click that does not act: counted, logged, and the person told why (an extend that
+    /// is not needed shows, as an outcome, until when the workspace runs).
     async fn stopped(&self, click: &ActClick, stop: Stop) {
         let outcome = stop.outcome();
         self.count(click, outcome);
@@ -170,6 +173,7 @@ impl Interact {
             }
         }
         match stop {
+            Stop::AlreadyUntil(until) => self.show_outcome(click, &already_text(until)).await,
             Stop::Coder(e) => self.note(click, &self.refusal_note(click, &e)).await,
             other => self.note(click, &self.stop_note(click, &other)).await,
         }
@@ -206,8 +210,8 @@ impl Interact {
     /// Whether this click is new: the store keeps each click (by user, Slack's `action_ts`
     /// and button) for an hour. When the store cannot say, the click goes ahead: Socket Mode
     /// already drops an envelope this process has seen, and the acts are safe to repeat
-    /// (extend asks for one fixed deadline; keep is a no-op once kept; Coder refuses a start
-    /// while a build runs).
+    /// (extend asks for one fixed deadline and never moves one later than it; keep is a no-op
+    /// once kept; Coder refuses a start while a build runs).
     async fn first_time(&self, click: &ActClick) -> bool {
         let key = click.key();
         match self.store.claim(&key, CLICK_MEMORY).await {
@@ -278,7 +282,8 @@ impl Interact {
         self.with_link(what, &click.target)
     }
 
-    /// Why a click did not act, in words for the person.
+    /// Why a click did not act, in words for the person; not for [`Stop::AlreadyUntil`],
+    /// which is shown as an outcome.
     fn stop_note(&self, click: &ActClick, stop: &Stop) -> String {
         let workspace = escape(&click.target.name);
         let nothing = format!("Nothing was done to *{workspace}*:");
@@ -313,6 +318,7 @@ impl Interact {
                 "{nothing} Coder did not answer whether it may be {}.",
                 past_tense(click.act)
             ),
+            Stop::AlreadyUntil(until) => return already_text(*until),
         };
         match stop {
             Stop::Inactive(_) | Stop::Gone => what,
@@ -366,8 +372,19 @@ fn stop_reason(stop: &Stop) -> String {
         Stop::Inactive(status) => format!("the Coder account is {status}"),
         Stop::Gone => "Coder does not know the Coder user (deleted; or the token may not read users: a scoped token needs user:read)".to_owned(),
         Stop::NotOwner => "the workspace is no longer the Coder user's".to_owned(),
+        Stop::AlreadyUntil(until) => format!("the workspace already runs until {until}, at or past the deadline asked for"),
         Stop::Coder(e) => e.to_string(),
     }
+}
+
+/// What the message says when the workspace already runs until `until`, at or past the
+/// deadline the button asks for (mrkdwn).
+fn already_text(until: DateTime<Utc>) -> String {
+    let until = SystemTime::from(until);
+    format!(
+        ":white_check_mark: Already running until {}, so nothing was extended.",
+        render::when(until)
+    )
 }
 
 /// What the workspace's card says happened last, once the act is done (plain text).

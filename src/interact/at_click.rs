@@ -1,11 +1,12 @@
 //! What a click on a button that acts is held to at the moment of the click, not as of the
 //! notification: Slack's buttons never expire, and much can change after a message went out.
 //! The message must be at most [`MAX_AGE`] old; the notification's Coder user must still be
-//! active (a suspended or deleted account's old buttons do nothing); and the workspace must
-//! still be theirs.
+//! active (a suspended or deleted account's old buttons do nothing); the workspace must still
+//! be theirs; and an extend must not move a deadline the owner has since set later.
 
-use crate::act::ActTarget;
-use crate::coder_api::{CoderApi, CoderError};
+use crate::act::{Act, ActTarget};
+use crate::coder_api::{CoderApi, CoderError, Workspace};
+use chrono::{DateTime, Utc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Buttons on messages older than this link to Coder instead of acting.
@@ -22,6 +23,8 @@ pub(super) enum Stop {
     Gone,
     /// The workspace's owner is no longer the notification's Coder user.
     NotOwner,
+    /// An extend whose workspace already runs until then or later.
+    AlreadyUntil(DateTime<Utc>),
     /// Coder did not answer a read as it should.
     Coder(CoderError),
 }
@@ -32,6 +35,7 @@ impl Stop {
         match self {
             Stop::Expired => "expired",
             Stop::Inactive(_) | Stop::Gone | Stop::NotOwner => "not_allowed",
+            Stop::AlreadyUntil(_) => "already_later",
             Stop::Coder(e) => e.outcome(),
         }
     }
@@ -52,9 +56,9 @@ pub(super) fn expired(message_ts: &str, now: SystemTime) -> bool {
     }
 }
 
-/// Reads the user and then the workspace from Coder, and says whether a click may act on
+/// Reads the user and then the workspace from Coder, and says whether `act` may go ahead on
 /// `target` now.
-pub(super) async fn may_act(coder: &CoderApi, target: &ActTarget) -> Result<(), Stop> {
+pub(super) async fn may_act(coder: &CoderApi, act: Act, target: &ActTarget) -> Result<(), Stop> {
     let user = match coder.user(target.user_id).await {
         Ok(user) => user,
         // Coder answers a user it does not know (any more) 404, or 400 from newer versions.
@@ -73,12 +77,28 @@ pub(super) async fn may_act(coder: &CoderApi, target: &ActTarget) -> Result<(), 
     if workspace.owner_id != target.user_id {
         return Err(Stop::NotOwner);
     }
-    Ok(())
+    match act {
+        Act::Extend => {
+            already_later(target, &workspace).map_or(Ok(()), |until| Err(Stop::AlreadyUntil(until)))
+        }
+        Act::Start | Act::Keep => Ok(()),
+    }
+}
+
+/// The workspace's deadline when it is running and already at or past the one the button
+/// asks for: an extend never shortens a deadline.
+fn already_later(target: &ActTarget, workspace: &Workspace) -> Option<DateTime<Utc>> {
+    let asked = target.deadline?;
+    let build = &workspace.latest_build;
+    let until = build.deadline()?;
+    (build.transition == "start" && until.timestamp() >= asked).then_some(until)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coder_api::Build;
+    use uuid::Uuid;
 
     #[test]
     fn messages_over_seven_days_old_are_expired() {
@@ -90,5 +110,39 @@ mod tests {
         assert!(!expired("1710519999.000100", now), "a clock behind Slack's");
         assert!(expired("", now));
         assert!(expired("soon", now));
+    }
+
+    #[test]
+    fn only_a_running_workspace_with_a_later_deadline_is_already_extended() {
+        let target = ActTarget {
+            workspace_id: Uuid::from_u128(1),
+            user_id: Uuid::from_u128(2),
+            owner: "bobby".into(),
+            name: "dev".into(),
+            deadline: Some(1_710_514_800), // 15:00 UTC
+        };
+        let workspace = |transition: &str, deadline: &str| Workspace {
+            id: Uuid::from_u128(1),
+            owner_id: Uuid::from_u128(2),
+            owner_name: "bobby".into(),
+            name: "dev".into(),
+            latest_build: Build {
+                transition: transition.into(),
+                status: "running".into(),
+                deadline: Some(deadline.into()),
+                max_deadline: None,
+            },
+            dormant_at: None,
+        };
+        let later = already_later(&target, &workspace("start", "2024-03-15T19:00:00Z"));
+        assert_eq!(later.map(|t| t.timestamp()), Some(1_710_529_200));
+        let same = already_later(&target, &workspace("start", "2024-03-15T15:00:00Z"));
+        assert_eq!(same.map(|t| t.timestamp()), Some(1_710_514_800));
+        let earlier = workspace("start", "2024-03-15T14:30:00Z");
+        assert_eq!(already_later(&target, &earlier), None);
+        let stopped = workspace("stop", "2024-03-15T19:00:00Z");
+        assert_eq!(already_later(&target, &stopped), None);
+        let no_deadline = workspace("start", "0001-01-01T00:00:00Z");
+        assert_eq!(already_later(&target, &no_deadline), None);
     }
 }

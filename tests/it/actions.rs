@@ -420,14 +420,13 @@ async fn others_clicks_repeated_envelopes_and_double_clicks_act_at_most_once() {
     assert_eq!(world.coder.actions().len(), 1);
 
     // A double click (the second on the message as it was): the same deadline asked twice,
-    // so it moves by one hour, not two.
+    // and Coder's is there already, so the second makes no call and it moves by one hour,
+    // not two.
     world
         .socket
         .send_text(0, click("b2", "UBOBBY", &reminder, "200.3"));
     wait_for_edit(&world, 2).await;
-    let calls = world.coder.actions();
-    assert_eq!(calls.len(), 2);
-    assert_eq!(calls[0].body, calls[1].body);
+    assert_eq!(world.coder.actions().len(), 1);
     assert_eq!(
         world.coder.workspace(DEV).and_then(|w| w.deadline),
         Some(deadline + TimeDelta::hours(1))
@@ -436,7 +435,8 @@ async fn others_clicks_repeated_envelopes_and_double_clicks_act_at_most_once() {
         .bridge
         .assert_metrics(&[
             &acted("extend", "not_allowed", 1),
-            &acted("extend", "done", 2),
+            &acted("extend", "done", 1),
+            &acted("extend", "already_later", 1),
         ])
         .await;
     world.bridge.stop().await;
@@ -679,6 +679,48 @@ async fn the_log_names_each_action_and_never_the_token() {
     }
     assert!(log.contains("Coder"), "the log was read");
     assert!(!log.contains(CODER_TOKEN), "the token is in the log");
+}
+
+#[tokio::test]
+async fn an_extend_never_moves_a_deadline_the_owner_has_since_set_later() {
+    let world = start(true).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    // Since the reminder went out, Bobby extended dev to 5 hours from now in the dashboard.
+    let later = coder_api::now() + TimeDelta::hours(5);
+    let mut dev = world.coder.workspace(DEV).expect("dev");
+    dev.deadline = Some(later);
+    world.coder.add_workspace(dev);
+
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("x1", "UBOBBY", &reminder, "600.1"));
+    wait_for_edit(&world, 1).await;
+    assert_eq!(coder_calls_from(&world, before), [read_user(), read_dev()]);
+    assert!(world.coder.actions().is_empty(), "no extend call");
+    assert_eq!(
+        world.coder.workspace(DEV).and_then(|w| w.deadline),
+        Some(later)
+    );
+    let shown = message(&world, reminder["ts"].as_str().expect("ts"));
+    let said = shown["blocks"].to_string();
+    assert!(
+        said.contains(&format!(
+            "Already running until <!date^{}^",
+            later.timestamp()
+        )) && said.contains("so nothing was extended."),
+        "{said}"
+    );
+    assert!(act_buttons(&shown).is_empty(), "{shown}");
+    assert!(world.slack.calls_to("chat.postEphemeral").is_empty());
+    world
+        .bridge
+        .assert_metrics(&[
+            &acted("extend", "already_later", 1),
+            &acted("extend", "done", 0),
+        ])
+        .await;
+    world.bridge.stop().await;
 }
 
 #[tokio::test]
