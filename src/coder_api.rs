@@ -34,6 +34,8 @@ pub struct CoderApi {
     /// Reading a workspace while a notification is being delivered: short, since the
     /// notification waits (and goes without the button when Coder is slow).
     lookup_timeout: Duration,
+    /// An act's call (the client's own timeout).
+    call_timeout: Duration,
 }
 
 impl fmt::Debug for CoderApi {
@@ -171,6 +173,7 @@ impl CoderApi {
             token,
             proxies,
             lookup_timeout,
+            call_timeout,
         })
     }
 
@@ -198,6 +201,11 @@ impl CoderApi {
         let id = id.hyphenated().to_string();
         let request = self.authed(Method::GET, &["users", &id], None);
         self.answer(request.timeout(self.lookup_timeout)).await
+    }
+
+    /// The longest a click's calls can take: the user and the workspace read, then the act.
+    pub fn click_budget(&self) -> Duration {
+        self.lookup_timeout * 2 + self.call_timeout
     }
 
     /// A workspace by its owner's username and its name, within the lookup timeout.

@@ -1,10 +1,12 @@
 //! Clicks on the buttons that act on Coder: extend, start, keep. The clicker must be the DM's
 //! recipient; the message must be recent, the Coder account active and the workspace still
 //! its own at the click ([`super::at_click`]); otherwise an ephemeral note says why and Coder
-//! is not acted on. A click is carried out once, even when Slack delivers its envelope again
-//! (to this replica or another: the store remembers it). The outcome edits the clicked
-//! message; a refusal is an ephemeral note with Coder's message and a link to the workspace in
-//! the dashboard.
+//! is not acted on. A click is recorded as in flight before Coder is called and as done once
+//! its outcome is shown, so an envelope Slack delivers again (to this replica or another) is
+//! never carried out twice, and one that finds a click its process died in the middle of says
+//! the outcome is unknown instead of staying silent. The outcome edits the clicked message; a
+//! refusal is an ephemeral note with Coder's message and a link to the workspace in the
+//! dashboard.
 
 use super::at_click::{self, Stop};
 use super::Interact;
@@ -12,14 +14,14 @@ use crate::act::{Act, ActTarget};
 use crate::coder_api::{Acted, CoderApi, CoderError};
 use crate::render;
 use crate::render::mrkdwn::escape;
-use crate::state::{Claim, MsgKey, ThreadKey};
+use crate::state::{Claim, MsgKey, ThreadKey, Token};
 use crate::telemetry::CoderActionLabels;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
 
 /// What a click can come to, as `coder_actions_total{outcome}` says it.
-pub(super) const OUTCOMES: [&str; 10] = [
+pub(super) const OUTCOMES: [&str; 11] = [
     "done",
     "unchanged",
     "already_later",
@@ -30,10 +32,23 @@ pub(super) const OUTCOMES: [&str; 10] = [
     "not_allowed",
     "expired",
     "repeated",
+    "unknown",
 ];
 
-/// How long a click is remembered as carried out; Slack redelivers within minutes.
-const CLICK_MEMORY: Duration = Duration::from_secs(3600);
+/// How long past Coder's own timeouts a click may stay in flight before a redelivery of its
+/// envelope takes it for one whose process died: the Slack calls around them.
+const CLICK_LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// What claiming a click in the store found.
+enum Claimed {
+    /// New: carry it out, then mark it done with the token (`None` when the store cannot
+    /// say; see [`Interact::claim_click`]).
+    Ours(Option<Token>),
+    /// Begun by a process that died before it was done: Coder may or may not have acted.
+    LeftInFlight(Token),
+    /// Being carried out, or carried out already.
+    Repeated,
+}
 
 /// One click on an act's button.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,12 +117,21 @@ impl Interact {
             let note = "This button needs CODER_TOKEN, which the bridge no longer has: open the workspace in Coder instead.";
             return self.note(&click, note).await;
         };
-        if !self.first_time(&click).await {
-            self.count(&click, "repeated");
-            tracing::debug!(user = %click.user, action = click.act.name(), "a click delivered again was carried out already");
-            return;
-        }
+        let key = click.key();
+        let token = match self.claim_click(&key, &coder).await {
+            Claimed::Ours(token) => token,
+            Claimed::LeftInFlight(token) => {
+                self.outcome_unknown(&click).await;
+                return self.mark_done(&key, Some(token)).await;
+            }
+            Claimed::Repeated => {
+                self.count(&click, "repeated");
+                tracing::debug!(user = %click.user, action = click.act.name(), "a click delivered again is being or was carried out already");
+                return;
+            }
+        };
         self.carry_out(&coder, &click).await;
+        self.mark_done(&key, token).await;
     }
 
     /// A new click: who clicked, what holds in Coder now, then the act; the outcome shown.
@@ -179,6 +203,19 @@ impl Interact {
         }
     }
 
+    /// A click whose process died while carrying it out: Coder may or may not have acted,
+    /// so it is not tried again, and the person is sent to Coder to see.
+    async fn outcome_unknown(&self, click: &ActClick) {
+        self.count(click, "unknown");
+        tracing::warn!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome = "unknown", "a click was left in flight by a bridge that stopped; not carried out again");
+        let note = format!(
+            "Whether *{}* was {} is unknown: the bridge stopped while carrying out this click, and it is not tried again.",
+            escape(&click.target.name),
+            past_tense(click.act)
+        );
+        self.note(click, &self.with_link(note, &click.target)).await;
+    }
+
     /// Keeps the workspace's card current: it says what the click did, as it says what the
     /// latest notification was.
     async fn show_on_card(&self, click: &ActClick, acted: Acted) {
@@ -207,25 +244,30 @@ impl Interact {
         self.refresh_card(&key, snoozed_until).await;
     }
 
-    /// Whether this click is new: the store keeps each click (by user, Slack's `action_ts`
-    /// and button) for an hour. When the store cannot say, the click goes ahead: Socket Mode
-    /// already drops an envelope this process has seen, and the acts are safe to repeat
-    /// (extend asks for one fixed deadline and never moves one later than it; keep is a no-op
-    /// once kept; Coder refuses a start while a build runs).
-    async fn first_time(&self, click: &ActClick) -> bool {
-        let key = click.key();
-        match self.store.claim(&key, CLICK_MEMORY).await {
-            Ok(Claim::Fresh(token)) => {
-                if let Err(e) = self.store.finish(&key, &token).await {
-                    tracing::warn!(error = %e, "a click could not be marked carried out");
-                }
-                true
-            }
-            Ok(_) => false,
+    /// Records the click as in flight, for as long as its calls can take: Slack delivers an
+    /// envelope again when its ack was lost, to this replica or another. When the store
+    /// cannot say, the click goes ahead: Socket Mode already drops an envelope this process
+    /// has seen, and the acts are safe to repeat (extend asks for one fixed deadline and never
+    /// moves one later than it; keep is a no-op once kept; Coder refuses a start while a build
+    /// runs).
+    async fn claim_click(&self, key: &MsgKey, coder: &CoderApi) -> Claimed {
+        let lease = coder.click_budget() + CLICK_LEASE_MARGIN;
+        match self.store.claim(key, lease).await {
+            Ok(Claim::Fresh(token)) => Claimed::Ours(Some(token)),
+            Ok(Claim::TakenOver { token, .. }) => Claimed::LeftInFlight(token),
+            Ok(Claim::Busy { .. } | Claim::Done) => Claimed::Repeated,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell whether a click was carried out already; going ahead");
-                true
+                Claimed::Ours(None)
             }
+        }
+    }
+
+    /// Marks the click carried out, for the dedupe window: its outcome is known and shown.
+    async fn mark_done(&self, key: &MsgKey, token: Option<Token>) {
+        let Some(token) = token else { return };
+        if let Err(e) = self.store.finish(key, &token).await {
+            tracing::warn!(error = %e, "a click could not be marked carried out");
         }
     }
 

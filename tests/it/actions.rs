@@ -6,6 +6,7 @@ use crate::support;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use coder_slack_bridge::config::Threads;
+use coder_slack_bridge::state::{Claim, Location, MsgKey, Store};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::coder_api::{self, FakeCoder, FakeWorkspace, World, BOBBY, CODER_TOKEN, DEV};
@@ -861,3 +862,113 @@ async fn buttons_older_than_seven_days_link_to_coder_and_call_nothing() {
         .await;
     world.bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_click_left_in_flight_by_a_bridge_that_died_is_not_carried_out_again() {
+    let dir = fresh_dir("acting-in-flight");
+    let path = dir.join("state.db");
+    let world = World::start_on(true, Threads::Off, Location::Sqlite(path.clone())).await;
+    let deadline = dev_deadline(&world);
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+
+    // Another replica on the same store took this click, and died before it was done: its
+    // claim is still there, its lease over.
+    let replica = Store::open(&Location::Sqlite(path))
+        .await
+        .expect("the store opens");
+    let key = MsgKey::of("click:UBOBBY:800.1:extend_workspace");
+    let Ok(Claim::Fresh(_never_finished)) = replica.claim(&key, Duration::ZERO).await else {
+        panic!("the dead replica's claim");
+    };
+
+    // Slack delivers the click's envelope again, here.
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("d1", "UBOBBY", &reminder, "800.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some(format!(
+            "Whether *dev* was extended is unknown: the bridge stopped while carrying out this click, and it is not tried again. {}",
+            dev_link(&world)
+        ).as_str())
+    );
+    assert_eq!(coder_calls_from(&world, before), Vec::<String>::new());
+    assert_eq!(
+        world.coder.workspace(DEV).and_then(|w| w.deadline),
+        Some(deadline)
+    );
+    assert!(world.slack.calls_to("chat.update").is_empty());
+
+    // Once more: the click is settled now, so nothing at all.
+    world
+        .socket
+        .send_text(0, click("d1-again", "UBOBBY", &reminder, "800.1"));
+    wait_until("the repeated click is seen and skipped", WAIT, async || {
+        world
+            .bridge
+            .get("/metrics")
+            .await
+            .1
+            .contains(&acted("extend", "repeated", 1))
+    })
+    .await;
+    assert_eq!(coder_calls_from(&world, before), Vec::<String>::new());
+    assert_eq!(world.slack.calls_to("chat.postEphemeral").len(), 1);
+    wait_until("the click is marked done in the store", WAIT, async || {
+        replica.claim(&key, LEASE).await == Ok(Claim::Done)
+    })
+    .await;
+    world
+        .bridge
+        .assert_metrics(&[&acted("extend", "unknown", 1)])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_click_is_in_flight_while_coder_is_called_and_done_only_after() {
+    let dir = fresh_dir("acting-claim-order");
+    let path = dir.join("state.db");
+    let world = World::start_on(true, Threads::Off, Location::Sqlite(path.clone())).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    let store = Store::open(&Location::Sqlite(path))
+        .await
+        .expect("the store opens");
+    let key = MsgKey::of("click:UBOBBY:900.1:extend_workspace");
+
+    // Coder takes its time over the extend (past the bridge's 1 s call timeout).
+    let extend = format!("/api/v2/workspaces/{DEV}/extend");
+    world.coder.hang("PUT", &extend, Duration::from_secs(5));
+    world
+        .socket
+        .send_text(0, click("f1", "UBOBBY", &reminder, "900.1"));
+    world
+        .coder
+        .wait_for("the extend call arrives", |calls| {
+            calls.iter().any(|c| c.method == "PUT" && c.path == extend)
+        })
+        .await;
+    assert!(
+        matches!(store.claim(&key, LEASE).await, Ok(Claim::Busy { .. })),
+        "in flight, not done, while Coder is called"
+    );
+
+    let note = wait_for_notes(&world, 1).await;
+    assert!(
+        note["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Coder did not answer, so *dev* may not have been extended."),
+        "{note}"
+    );
+    wait_until("the click is marked done in the store", WAIT, async || {
+        store.claim(&key, LEASE).await == Ok(Claim::Done)
+    })
+    .await;
+    assert_eq!(world.coder.actions().len(), 1);
+    world.bridge.stop().await;
+}
+
+const LEASE: Duration = Duration::from_secs(30);

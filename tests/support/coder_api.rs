@@ -4,6 +4,7 @@
 //! It records every request (refused ones too), so tests can assert exactly what Coder got.
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use coder_slack_bridge::state::Location;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -575,6 +576,15 @@ pub struct World {
 impl World {
     /// With `CODER_TOKEN` when `token`; Coder's calls time out after 1 s.
     pub async fn start(token: bool, threads: coder_slack_bridge::config::Threads) -> World {
+        World::start_on(token, threads, Location::SqliteMemory).await
+    }
+
+    /// The same, with the bridge's store at `database` (a file a test can open too).
+    pub async fn start_on(
+        token: bool,
+        threads: coder_slack_bridge::config::Threads,
+        database: Location,
+    ) -> World {
         let slack = super::FakeSlack::start().await;
         slack.add_user("bobby@coder.com", "UBOBBY");
         let socket = super::FakeSocketServer::start().await;
@@ -589,6 +599,7 @@ impl World {
         let mut c = super::config(s);
         c.tuning.coder_call_timeout = Duration::from_secs(1);
         c.threads = threads;
+        c.database = database;
         let bridge = super::Bridge::start(c).await;
         bridge.wait_for_socket_mode(1).await;
         bridge.wait_for_directory(1).await;
