@@ -198,7 +198,6 @@ impl Interact {
         }
         match stop {
             Stop::AlreadyUntil(until) => self.show_outcome(click, &already_text(until)).await,
-            Stop::Coder(e) => self.note(click, &self.refusal_note(click, &e)).await,
             other => self.note(click, &self.stop_note(click, &other)).await,
         }
     }
@@ -247,9 +246,9 @@ impl Interact {
     /// Records the click as in flight, for as long as its calls can take: Slack delivers an
     /// envelope again when its ack was lost, to this replica or another. When the store
     /// cannot say, the click goes ahead: Socket Mode already drops an envelope this process
-    /// has seen, and the acts are safe to repeat (extend asks for one fixed deadline and never
-    /// moves one later than it; keep is a no-op once kept; Coder refuses a start while a build
-    /// runs).
+    /// has seen, and the acts are safe to repeat (extend asks for one fixed deadline, and none
+    /// earlier than the workspace's; keep is a no-op once kept; Coder refuses a start while a
+    /// build runs).
     async fn claim_click(&self, key: &MsgKey, coder: &CoderApi) -> Claimed {
         let lease = coder.click_budget() + CLICK_LEASE_MARGIN;
         match self.store.claim(key, lease).await {

@@ -473,6 +473,23 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
         assert_eq!(note["user"], "UBOBBY");
     }
 
+    // Coder failing to say whether the click may act: nothing was done, and the note says so.
+    let user = format!("/api/v2/users/{BOBBY}");
+    world.coder.push(
+        "GET",
+        &user,
+        500,
+        json!({"message": "Internal error fetching user."}),
+    );
+    world
+        .socket
+        .send_text(0, click("r-read", "UBOBBY", &reminder, "300.8"));
+    let note = wait_for_notes(&world, 6).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some(format!("Nothing was done to *dev*: Coder failed to say whether it may be extended (Internal error fetching user.). {link}").as_str())
+    );
+
     // Coder hanging past the call timeout: the click is acked at once, and a note follows.
     world.coder.hang("PUT", &extend, Duration::from_secs(5));
     world
@@ -482,7 +499,7 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
         world.socket.acks().iter().any(|(_, id)| id == "r-hang")
     })
     .await;
-    let note = wait_for_notes(&world, 6).await;
+    let note = wait_for_notes(&world, 7).await;
     assert!(
         note["text"]
             .as_str()
@@ -496,7 +513,7 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
     world
         .socket
         .send_text(0, click("r-401", "UBOBBY", &reminder, "300.401"));
-    let note = wait_for_notes(&world, 7).await;
+    let note = wait_for_notes(&world, 8).await;
     assert!(note["text"].as_str().unwrap_or_default().contains("Coder refused the bridge's token. Ask your Coder administrator to run `coder-slack-bridge check`."), "{note}");
 
     assert!(
@@ -507,7 +524,7 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
         .bridge
         .assert_metrics(&[
             &acted("extend", "refused", 4),
-            &acted("extend", "failed", 1),
+            &acted("extend", "failed", 2),
             &acted("extend", "token_refused", 1),
             &acted("extend", "unreachable", 1),
         ])
