@@ -1,7 +1,7 @@
 //! The buttons that act on a workspace in Coder (with `CODER_TOKEN`): which act each of them
 //! is, and what its button carries. The workspace in it was checked, when the notification
-//! was delivered, to be owned by the notification's Coder user, so a click needs nothing
-//! but this and one call to Coder.
+//! was delivered, to be owned by the notification's Coder user; a click checks that again,
+//! with the user's account, before its one call that acts (`interact::at_click`).
 
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,8 @@ pub struct ActTarget {
     /// The workspace's ID in Coder.
     #[serde(rename = "w")]
     pub workspace_id: uuid::Uuid,
-    /// The notification's Coder user: the workspace's owner.
+    /// The notification's Coder user: the workspace's owner, and the account a click reads
+    /// to confirm it is still active.
     #[serde(rename = "u")]
     pub user_id: uuid::Uuid,
     /// The owner's username and the workspace's name, to say which workspace and to link to

@@ -1,5 +1,5 @@
-//! Coder's API, the little the bridge uses (with `CODER_TOKEN`): read a workspace, act on it
-//! (extend, start, keep), and what `check` asks (`users/me`, `buildinfo`). Calls go through
+//! Coder's API, the little the bridge uses (with `CODER_TOKEN`): read a workspace and a user,
+//! act on a workspace (extend, start, keep), and what `check` asks (`users/me`, `buildinfo`). Calls go through
 //! the same proxy decision as Slack's, each with a timeout; errors carry Coder's `message`.
 //! The token travels only in the `Coder-Session-Token` header, marked sensitive, and is never
 //! shown: `Debug` leaves it out, errors never include a request.
@@ -34,6 +34,8 @@ pub struct CoderApi {
     /// Reading a workspace while a notification is being delivered: short, since the
     /// notification waits (and goes without the button when Coder is slow).
     lookup_timeout: Duration,
+    /// An act's call (the client's own timeout).
+    call_timeout: Duration,
 }
 
 impl fmt::Debug for CoderApi {
@@ -126,6 +128,17 @@ fn time(raw: Option<&str>) -> Option<DateTime<Utc>> {
     (at.timestamp() > 0).then(|| at.with_timezone(&Utc))
 }
 
+/// The part of `codersdk.User` the bridge reads (`GET /api/v2/users/{id}`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    #[serde(default)]
+    pub username: String,
+    /// `active`, `suspended` or `dormant`.
+    #[serde(default)]
+    pub status: String,
+}
+
 /// The token's account (`GET /api/v2/users/me`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Me {
@@ -160,6 +173,7 @@ impl CoderApi {
             token,
             proxies,
             lookup_timeout,
+            call_timeout,
         })
     }
 
@@ -180,6 +194,18 @@ impl CoderApi {
         let id = id.hyphenated().to_string();
         let request = self.authed(Method::GET, &["workspaces", &id], None);
         self.answer(request.timeout(self.lookup_timeout)).await
+    }
+
+    /// A user by their ID, within the lookup timeout.
+    pub async fn user(&self, id: Uuid) -> Result<User, CoderError> {
+        let id = id.hyphenated().to_string();
+        let request = self.authed(Method::GET, &["users", &id], None);
+        self.answer(request.timeout(self.lookup_timeout)).await
+    }
+
+    /// The longest a click's calls can take: the user and the workspace read, then the act.
+    pub fn click_budget(&self) -> Duration {
+        self.lookup_timeout * 2 + self.call_timeout
     }
 
     /// A workspace by its owner's username and its name, within the lookup timeout.

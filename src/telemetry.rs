@@ -151,7 +151,7 @@ metrics! {
     snoozed: Counter = Counter::default()
         => "snoozed", "Notifications held back because the person snoozed their workspace in Slack";
     coder_actions: Family<CoderActionLabels, Counter> = Family::default()
-        => "coder_actions", "Clicks on the buttons that act on Coder, by action (extend, start, keep) and outcome (done, unchanged, refused, token_refused, failed, unreachable, not_allowed; repeated: a click Slack delivered again, not carried out twice)";
+        => "coder_actions", "Clicks on the buttons that act on Coder, by action (extend, start, keep) and outcome (done, unchanged, already_later: the deadline was already at or past the one asked, refused, token_refused, failed, unreachable, not_allowed: someone else, or the Coder account is not active or no longer owns the workspace, expired: a message over 7 days old; repeated: a click Slack delivered again, not carried out twice; unknown: one left in flight by a bridge that stopped, not carried out again)";
     store_errors: Counter = Counter::default()
         => "store_errors", "Store operations that failed (claims, marks, reads); the log says which and why";
     plain_text_fallbacks: Counter = Counter::default()

@@ -1,34 +1,54 @@
 //! Clicks on the buttons that act on Coder: extend, start, keep. The clicker must be the DM's
-//! recipient (the workspace's owner was checked when the button was made); anyone else gets
-//! an ephemeral note and Coder is not called. A click is carried out once, even when Slack
-//! delivers its envelope again (to this replica or another: the store remembers it). The
-//! outcome edits the clicked message; a refusal is an ephemeral note with Coder's message
-//! and a link to the workspace in the dashboard.
+//! recipient; the message must be recent, the Coder account active and the workspace still
+//! its own at the click ([`super::at_click`]); otherwise an ephemeral note says why and Coder
+//! is not acted on. A click is recorded as in flight before Coder is called and as done once
+//! its outcome is shown, so an envelope Slack delivers again (to this replica or another) is
+//! never carried out twice, and one that finds a click its process died in the middle of says
+//! the outcome is unknown instead of staying silent. The outcome edits the clicked message; a
+//! refusal is an ephemeral note with Coder's message and a link to the workspace in the
+//! dashboard.
 
+use super::at_click::{self, Stop};
 use super::Interact;
 use crate::act::{Act, ActTarget};
-use crate::coder_api::{Acted, CoderError};
+use crate::coder_api::{Acted, CoderApi, CoderError};
 use crate::render;
 use crate::render::mrkdwn::escape;
-use crate::state::{Claim, MsgKey, ThreadKey};
+use crate::state::{Claim, MsgKey, ThreadKey, Token};
 use crate::telemetry::CoderActionLabels;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
 
 /// What a click can come to, as `coder_actions_total{outcome}` says it.
-pub(super) const OUTCOMES: [&str; 8] = [
+pub(super) const OUTCOMES: [&str; 11] = [
     "done",
     "unchanged",
+    "already_later",
     "refused",
     "token_refused",
     "failed",
     "unreachable",
     "not_allowed",
+    "expired",
     "repeated",
+    "unknown",
 ];
 
-/// How long a click is remembered as carried out; Slack redelivers within minutes.
-const CLICK_MEMORY: Duration = Duration::from_secs(3600);
+/// How long past Coder's own timeouts a click may stay in flight before a redelivery of its
+/// envelope takes it for one whose process died: the Slack calls around them.
+const CLICK_LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// What claiming a click in the store found.
+enum Claimed {
+    /// New: carry it out, then mark it done with the token (`None` when the store cannot
+    /// say; see [`Interact::claim_click`]).
+    Ours(Option<Token>),
+    /// Begun by a process that died before it was done: Coder may or may not have acted.
+    LeftInFlight(Token),
+    /// Being carried out, or carried out already.
+    Repeated,
+}
 
 /// One click on an act's button.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +97,18 @@ impl ActClick {
     fn workspace(&self) -> String {
         format!("{}/{}", self.target.owner, self.target.name)
     }
+
+    /// The click's key in the store (`click:USER:ACTION_TS:ACTION`): the same in every
+    /// delivery of its envelope, and new for every click.
+    fn key(&self) -> MsgKey {
+        let key = format!(
+            "click:{}:{}:{}",
+            self.user,
+            self.action_ts,
+            self.act.action_id()
+        );
+        MsgKey::Other(key.into())
+    }
 }
 
 impl Interact {
@@ -85,28 +117,54 @@ impl Interact {
             let note = "This button needs CODER_TOKEN, which the bridge no longer has: open the workspace in Coder instead.";
             return self.note(&click, note).await;
         };
-        if !self.first_time(&click).await {
-            self.count(&click, "repeated");
-            tracing::debug!(user = %click.user, action = click.act.name(), "a click delivered again was carried out already");
-            return;
-        }
+        let key = click.key();
+        let token = match self.claim_click(&key, &coder).await {
+            Claimed::Ours(token) => token,
+            Claimed::LeftInFlight(token) => {
+                self.outcome_unknown(&click).await;
+                return self.mark_done(&key, Some(token)).await;
+            }
+            Claimed::Repeated => {
+                self.count(&click, "repeated");
+                tracing::debug!(user = %click.user, action = click.act.name(), "a click delivered again is being or was carried out already");
+                return;
+            }
+        };
+        self.carry_out(&coder, &click).await;
+        self.mark_done(&key, token).await;
+    }
+
+    /// A new click: who clicked, what holds in Coder now, then the act; the outcome shown.
+    async fn carry_out(&self, coder: &CoderApi, click: &ActClick) {
         if !self.is_recipient(&click.user, &click.channel).await {
-            self.count(&click, "not_allowed");
+            self.count(click, "not_allowed");
             tracing::info!(slack_user = %click.user, workspace = %click.workspace(), action = click.act.name(), outcome = "not_allowed", "a click on someone else's workspace; Coder was not called");
             let note = format!(
                 "Only {} can {} this workspace from here.",
                 escape(&click.target.owner),
                 click.act.name()
             );
-            return self.note(&click, &note).await;
+            return self.note(click, &note).await;
         }
+        let checked = match at_click::expired(&click.message_ts, SystemTime::now()) {
+            true => Err(Stop::Expired),
+            false => at_click::may_act(coder, click.act, &click.target).await,
+        };
+        match checked {
+            Ok(()) => self.act_now(coder, click).await,
+            Err(stop) => self.stopped(click, stop).await,
+        }
+    }
+
+    /// The one call that acts, and its outcome counted, logged and shown.
+    async fn act_now(&self, coder: &CoderApi, click: &ActClick) {
         let result = coder.act(click.act, &click.target, &click.user).await;
         let outcome = match &result {
             Ok(Acted::Done) => "done",
             Ok(Acted::Unchanged) => "unchanged",
             Err(e) => e.outcome(),
         };
-        self.count(&click, outcome);
+        self.count(click, outcome);
         match &result {
             Ok(_) => {
                 tracing::info!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome, "acted on Coder")
@@ -117,11 +175,44 @@ impl Interact {
         }
         match result {
             Ok(acted) => {
-                self.show_outcome(&click, acted).await;
-                self.show_on_card(&click, acted).await;
+                let said = outcome_text(click, acted, SystemTime::now());
+                self.show_outcome(click, &said).await;
+                self.show_on_card(click, acted).await;
             }
-            Err(e) => self.note(&click, &self.refusal_note(&click, &e)).await,
+            Err(e) => self.note(click, &self.refusal_note(click, &e)).await,
         }
+    }
+
+    /// A click that does not act: counted, logged, and the person told why (an extend that
+    /// is not needed shows, as an outcome, until when the workspace runs).
+    async fn stopped(&self, click: &ActClick, stop: Stop) {
+        let outcome = stop.outcome();
+        self.count(click, outcome);
+        match &stop {
+            Stop::Coder(e) => {
+                tracing::warn!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome, error = %e, "cannot read from Coder whether a click may act; Coder was not acted on")
+            }
+            _ => {
+                tracing::info!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome, why = %stop_reason(&stop), "a click did not act on Coder")
+            }
+        }
+        match stop {
+            Stop::AlreadyUntil(until) => self.show_outcome(click, &already_text(until)).await,
+            other => self.note(click, &self.stop_note(click, &other)).await,
+        }
+    }
+
+    /// A click whose process died while carrying it out: Coder may or may not have acted,
+    /// so it is not tried again, and the person is sent to Coder to see.
+    async fn outcome_unknown(&self, click: &ActClick) {
+        self.count(click, "unknown");
+        tracing::warn!(slack_user = %click.user, coder_user = %click.target.owner, workspace = %click.workspace(), action = click.act.name(), outcome = "unknown", "a click was left in flight by a bridge that stopped; not carried out again");
+        let note = format!(
+            "Whether *{}* was {} is unknown: the bridge stopped while carrying out this click, and it is not tried again.",
+            escape(&click.target.name),
+            past_tense(click.act)
+        );
+        self.note(click, &self.with_link(note, &click.target)).await;
     }
 
     /// Keeps the workspace's card current: it says what the click did, as it says what the
@@ -144,33 +235,30 @@ impl Interact {
         self.cards.refresh(&key).await;
     }
 
-    /// Whether this click is new: the store keeps each click (by user, Slack's `action_ts`
-    /// and button) for an hour. When the store cannot say, the click goes ahead: Socket Mode
-    /// already drops an envelope this process has seen, and the acts are safe to repeat
-    /// (extend asks for one fixed deadline; keep is a no-op once kept; Coder refuses a start
-    /// while a build runs).
-    async fn first_time(&self, click: &ActClick) -> bool {
-        let key = MsgKey::Other(
-            format!(
-                "click:{}:{}:{}",
-                click.user,
-                click.action_ts,
-                click.act.action_id()
-            )
-            .into(),
-        );
-        match self.store.claim(&key, CLICK_MEMORY).await {
-            Ok(Claim::Fresh(token)) => {
-                if let Err(e) = self.store.finish(&key, &token).await {
-                    tracing::warn!(error = %e, "a click could not be marked carried out");
-                }
-                true
-            }
-            Ok(_) => false,
+    /// Records the click as in flight, for as long as its calls can take: Slack delivers an
+    /// envelope again when its ack was lost, to this replica or another. When the store
+    /// cannot say, the click goes ahead: Socket Mode already drops an envelope this process
+    /// has seen, and the acts are safe to repeat (extend asks for one fixed deadline, and none
+    /// earlier than the workspace's; keep is a no-op once kept; Coder refuses a start while a
+    /// build runs).
+    async fn claim_click(&self, key: &MsgKey, coder: &CoderApi) -> Claimed {
+        let lease = coder.click_budget() + CLICK_LEASE_MARGIN;
+        match self.store.claim(key, lease).await {
+            Ok(Claim::Fresh(token)) => Claimed::Ours(Some(token)),
+            Ok(Claim::TakenOver { token, .. }) => Claimed::LeftInFlight(token),
+            Ok(Claim::Busy { .. } | Claim::Done) => Claimed::Repeated,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell whether a click was carried out already; going ahead");
-                true
+                Claimed::Ours(None)
             }
+        }
+    }
+
+    /// Marks the click carried out, for the dedupe window: its outcome is known and shown.
+    async fn mark_done(&self, key: &MsgKey, token: Option<Token>) {
+        let Some(token) = token else { return };
+        if let Err(e) = self.store.finish(key, &token).await {
+            tracing::warn!(error = %e, "a click could not be marked carried out");
         }
     }
 
@@ -182,26 +270,25 @@ impl Interact {
         self.metrics.coder_actions.get_or_create(&labels).inc();
     }
 
-    /// Edits the clicked message: the button gives way to what it did.
-    async fn show_outcome(&self, click: &ActClick, acted: Acted) {
-        let said = outcome_text(click, acted, SystemTime::now());
+    /// Edits the clicked message: the button gives way to what it did (`said`).
+    async fn show_outcome(&self, click: &ActClick, said: &str) {
         let edited = click
             .blocks
             .as_ref()
-            .and_then(|blocks| settled_blocks(blocks, click.act.action_id(), &said));
+            .and_then(|blocks| settled_blocks(blocks, click.act.action_id(), said));
         let Some(blocks) = edited else {
-            return self.note(click, &said).await;
+            return self.note(click, said).await;
         };
         let text = match click.text.is_empty() {
-            true => said.clone(),
-            false => click.text.clone(),
+            true => said,
+            false => &click.text,
         };
         let update =
             self.api
-                .update_message_blocks(&click.channel, &click.message_ts, &text, &blocks);
+                .update_message_blocks(&click.channel, &click.message_ts, text, &blocks);
         if let Err(e) = update.await {
             tracing::warn!(error = %e, "the message could not be edited to show what the click did");
-            self.note(click, &said).await;
+            self.note(click, said).await;
         }
     }
 
@@ -225,9 +312,58 @@ impl Interact {
                 past_tense(click.act)
             ),
         };
-        match self.dashboard_link(&click.target) {
-            Some(link) => format!("{what} <{link}|Open {workspace} in Coder>"),
-            None => what,
+        self.with_link(what, &click.target)
+    }
+
+    /// Why a click did not act, in words for the person; not for [`Stop::AlreadyUntil`],
+    /// which is shown as an outcome.
+    fn stop_note(&self, click: &ActClick, stop: &Stop) -> String {
+        let workspace = escape(&click.target.name);
+        let nothing = format!("Nothing was done to *{workspace}*:");
+        let what = match stop {
+            Stop::Expired => format!(
+                "This message is over {} days old, so its button no longer acts on *{workspace}*.",
+                at_click::MAX_AGE.as_secs() / 86_400
+            ),
+            Stop::Inactive(status) if status == "suspended" => {
+                format!("{nothing} your Coder account is suspended.")
+            }
+            Stop::Inactive(status) if status == "dormant" => format!(
+                "{nothing} your Coder account is dormant. Sign in to Coder to make it active, then click again."
+            ),
+            Stop::Inactive(status) => {
+                format!("{nothing} your Coder account is {}, not active.", escape(status))
+            }
+            Stop::Gone => format!("{nothing} Coder no longer knows your account."),
+            Stop::NotOwner => format!(
+                "{nothing} it is no longer {}'s workspace in Coder.",
+                escape(&click.target.owner)
+            ),
+            Stop::Coder(e @ (CoderError::Refused { .. } | CoderError::TokenRefused { .. })) => {
+                return self.refusal_note(click, e)
+            }
+            Stop::Coder(CoderError::Failed { message, .. }) => format!(
+                "{nothing} Coder failed to say whether it may be {} ({}).",
+                past_tense(click.act),
+                escape(message)
+            ),
+            Stop::Coder(_) => format!(
+                "{nothing} Coder did not answer whether it may be {}.",
+                past_tense(click.act)
+            ),
+            Stop::AlreadyUntil(until) => return already_text(*until),
+        };
+        match stop {
+            Stop::Inactive(_) | Stop::Gone => what,
+            _ => self.with_link(what, &click.target),
+        }
+    }
+
+    /// `text`, then a link to the workspace in the dashboard when there is one.
+    fn with_link(&self, text: String, target: &ActTarget) -> String {
+        match self.dashboard_link(target) {
+            Some(link) => format!("{text} <{link}|Open {} in Coder>", escape(&target.name)),
+            None => text,
         }
     }
 
@@ -260,6 +396,28 @@ fn past_tense(act: Act) -> &'static str {
         Act::Start => "started",
         Act::Keep => "kept",
     }
+}
+
+/// Why a click did not act, for the log.
+fn stop_reason(stop: &Stop) -> String {
+    match stop {
+        Stop::Expired => "the message is over 7 days old".to_owned(),
+        Stop::Inactive(status) => format!("the Coder account is {status}"),
+        Stop::Gone => "Coder does not know the Coder user (deleted; or the token may not read users: a scoped token needs user:read)".to_owned(),
+        Stop::NotOwner => "the workspace is no longer the Coder user's".to_owned(),
+        Stop::AlreadyUntil(until) => format!("the workspace already runs until {until}, at or past the deadline asked for"),
+        Stop::Coder(e) => e.to_string(),
+    }
+}
+
+/// What the message says when the workspace already runs until `until`, at or past the
+/// deadline the button asks for (mrkdwn).
+fn already_text(until: DateTime<Utc>) -> String {
+    let until = SystemTime::from(until);
+    format!(
+        ":white_check_mark: Already running until {}, so nothing was extended.",
+        render::when(until)
+    )
 }
 
 /// What the workspace's card says happened last, once the act is done (plain text).

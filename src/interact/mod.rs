@@ -4,9 +4,11 @@
 //! act: anyone else gets an ephemeral note and nothing changes. Opening the app's Home tab
 //! (`app_home_opened`) publishes the person's snoozes (with `unsnooze`) and workspaces. This
 //! runs after Socket Mode acked the envelope, so Slack never waits for it, and each envelope
-//! reaches it once. The buttons that act on the workspace in Coder are in [`acting`].
+//! reaches it once. The buttons that act on the workspace in Coder are in [`acting`], and what a
+//! click on one is held to when it comes in [`at_click`].
 
 mod acting;
+mod at_click;
 
 use crate::cards::CardEdits;
 use crate::coder_api::CoderApi;

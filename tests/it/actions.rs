@@ -6,6 +6,7 @@ use crate::support;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use coder_slack_bridge::config::Threads;
+use coder_slack_bridge::state::{Claim, Location, MsgKey, Store};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::coder_api::{self, FakeCoder, FakeWorkspace, World, BOBBY, CODER_TOKEN, DEV};
@@ -109,6 +110,28 @@ fn click(envelope_id: &str, user: &str, message: &Value, action_ts: &str) -> Str
             "actions": [{"type": "button", "action_id": button["action_id"], "value": button["value"], "action_ts": action_ts}],
         }),
     )
+}
+
+/// The calls Coder received after the first `from`, as `METHOD path`.
+fn coder_calls_from(world: &World, from: usize) -> Vec<String> {
+    let calls = world.coder.calls();
+    calls[from..]
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
+}
+
+fn read_user() -> String {
+    format!("GET /api/v2/users/{BOBBY}")
+}
+
+fn read_dev() -> String {
+    format!("GET /api/v2/workspaces/{DEV}")
+}
+
+/// `<{CODER_URL}/@bobby/dev|Open dev in Coder>`, the link notes end with.
+fn dev_link(world: &World) -> String {
+    format!("<{}/@bobby/dev|Open dev in Coder>", world.coder.url())
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
@@ -398,14 +421,13 @@ async fn others_clicks_repeated_envelopes_and_double_clicks_act_at_most_once() {
     assert_eq!(world.coder.actions().len(), 1);
 
     // A double click (the second on the message as it was): the same deadline asked twice,
-    // so it moves by one hour, not two.
+    // and Coder's is there already, so the second makes no call and it moves by one hour,
+    // not two.
     world
         .socket
         .send_text(0, click("b2", "UBOBBY", &reminder, "200.3"));
     wait_for_edit(&world, 2).await;
-    let calls = world.coder.actions();
-    assert_eq!(calls.len(), 2);
-    assert_eq!(calls[0].body, calls[1].body);
+    assert_eq!(world.coder.actions().len(), 1);
     assert_eq!(
         world.coder.workspace(DEV).and_then(|w| w.deadline),
         Some(deadline + TimeDelta::hours(1))
@@ -414,7 +436,8 @@ async fn others_clicks_repeated_envelopes_and_double_clicks_act_at_most_once() {
         .bridge
         .assert_metrics(&[
             &acted("extend", "not_allowed", 1),
-            &acted("extend", "done", 2),
+            &acted("extend", "done", 1),
+            &acted("extend", "already_later", 1),
         ])
         .await;
     world.bridge.stop().await;
@@ -450,13 +473,22 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
         assert_eq!(note["user"], "UBOBBY");
     }
 
-    // A revoked token: the note says to run `check`.
-    world.coder.revoke_token();
+    // Coder failing to say whether the click may act: nothing was done, and the note says so.
+    let user = format!("/api/v2/users/{BOBBY}");
+    world.coder.push(
+        "GET",
+        &user,
+        500,
+        json!({"message": "Internal error fetching user."}),
+    );
     world
         .socket
-        .send_text(0, click("r-401", "UBOBBY", &reminder, "300.401"));
+        .send_text(0, click("r-read", "UBOBBY", &reminder, "300.8"));
     let note = wait_for_notes(&world, 6).await;
-    assert!(note["text"].as_str().unwrap_or_default().contains("Coder refused the bridge's token. Ask your Coder administrator to run `coder-slack-bridge check`."), "{note}");
+    assert_eq!(
+        note["text"].as_str(),
+        Some(format!("Nothing was done to *dev*: Coder failed to say whether it may be extended (Internal error fetching user.). {link}").as_str())
+    );
 
     // Coder hanging past the call timeout: the click is acked at once, and a note follows.
     world.coder.hang("PUT", &extend, Duration::from_secs(5));
@@ -476,6 +508,14 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
         "{note}"
     );
 
+    // A revoked token (last: the click's reads of Coder are refused too): the note says to run `check`.
+    world.coder.revoke_token();
+    world
+        .socket
+        .send_text(0, click("r-401", "UBOBBY", &reminder, "300.401"));
+    let note = wait_for_notes(&world, 8).await;
+    assert!(note["text"].as_str().unwrap_or_default().contains("Coder refused the bridge's token. Ask your Coder administrator to run `coder-slack-bridge check`."), "{note}");
+
     assert!(
         world.slack.calls_to("chat.update").is_empty(),
         "nothing done, nothing shown as done"
@@ -484,7 +524,7 @@ async fn coder_refusing_failing_or_hanging_becomes_a_note_with_a_link() {
         .bridge
         .assert_metrics(&[
             &acted("extend", "refused", 4),
-            &acted("extend", "failed", 1),
+            &acted("extend", "failed", 2),
             &acted("extend", "token_refused", 1),
             &acted("extend", "unreachable", 1),
         ])
@@ -658,3 +698,294 @@ async fn the_log_names_each_action_and_never_the_token() {
     assert!(log.contains("Coder"), "the log was read");
     assert!(!log.contains(CODER_TOKEN), "the token is in the log");
 }
+
+#[tokio::test]
+async fn an_extend_never_moves_a_deadline_the_owner_has_since_set_later() {
+    let world = start(true).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    // Since the reminder went out, Bobby extended dev to 5 hours from now in the dashboard.
+    let later = coder_api::now() + TimeDelta::hours(5);
+    let mut dev = world.coder.workspace(DEV).expect("dev");
+    dev.deadline = Some(later);
+    world.coder.add_workspace(dev);
+
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("x1", "UBOBBY", &reminder, "600.1"));
+    wait_for_edit(&world, 1).await;
+    assert_eq!(coder_calls_from(&world, before), [read_user(), read_dev()]);
+    assert!(world.coder.actions().is_empty(), "no extend call");
+    assert_eq!(
+        world.coder.workspace(DEV).and_then(|w| w.deadline),
+        Some(later)
+    );
+    let shown = message(&world, reminder["ts"].as_str().expect("ts"));
+    let said = shown["blocks"].to_string();
+    assert!(
+        said.contains(&format!(
+            "Already running until <!date^{}^",
+            later.timestamp()
+        )) && said.contains("so nothing was extended."),
+        "{said}"
+    );
+    assert!(act_buttons(&shown).is_empty(), "{shown}");
+    assert!(world.slack.calls_to("chat.postEphemeral").is_empty());
+    world
+        .bridge
+        .assert_metrics(&[
+            &acted("extend", "already_later", 1),
+            &acted("extend", "done", 0),
+        ])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_dormant_or_deleted_accounts_buttons_do_nothing_but_say_why() {
+    let world = start(true).await;
+    // A start button and a keep button, delivered while Bobby's account was active.
+    let mut failed = FakeWorkspace::running(DEV, BOBBY, "bobby", "dev");
+    failed.job_status = "failed".into();
+    world.coder.add_workspace(failed.clone());
+    let autobuild = deliver(&world, &for_bobby(AUTOBUILD_FAILED, "dev", Some(DEV))).await;
+    let mut dormant = failed;
+    dormant.transition = "stop".into();
+    dormant.job_status = "succeeded".into();
+    dormant.dormant_at = Some(coder_api::now());
+    world.coder.add_workspace(dormant);
+    let marked = deliver(&world, &for_bobby(DORMANT, "dev", Some(DEV))).await;
+    assert_eq!(act_buttons(&autobuild).len(), 1);
+    assert_eq!(act_buttons(&marked).len(), 1);
+
+    // Suspended by an admin since: only the account is read, nothing is acted on.
+    world.coder.set_user_status(BOBBY, "suspended");
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("s1", "UBOBBY", &marked, "700.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(
+        (note["user"].as_str(), note["text"].as_str()),
+        (
+            Some("UBOBBY"),
+            Some("Nothing was done to *dev*: your Coder account is suspended.")
+        )
+    );
+    assert_eq!(coder_calls_from(&world, before), [read_user()]);
+
+    // Dormant (not signed in for long): the same, and how to wake it.
+    world.coder.set_user_status(BOBBY, "dormant");
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("s2", "UBOBBY", &autobuild, "700.2"));
+    let note = wait_for_notes(&world, 2).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some("Nothing was done to *dev*: your Coder account is dormant. Sign in to Coder to make it active, then click again.")
+    );
+    assert_eq!(coder_calls_from(&world, before), [read_user()]);
+
+    // Deleted (Coder deletes an account only once its workspaces are gone).
+    world.coder.delete_workspace(DEV);
+    world.coder.delete_user(BOBBY);
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("s3", "UBOBBY", &marked, "700.3"));
+    let note = wait_for_notes(&world, 3).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some("Nothing was done to *dev*: Coder no longer knows your account.")
+    );
+    assert_eq!(coder_calls_from(&world, before), [read_user()]);
+
+    assert!(world.coder.actions().is_empty(), "no PUT, no POST");
+    assert!(world.slack.calls_to("chat.update").is_empty());
+    world
+        .bridge
+        .assert_metrics(&[
+            &acted("keep", "not_allowed", 2),
+            &acted("start", "not_allowed", 1),
+        ])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_workspace_no_longer_the_notifications_users_is_not_acted_on() {
+    let world = start(true).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    let mut dev = world.coder.workspace(DEV).expect("dev");
+    dev.owner_id = MALLORY.into();
+    dev.owner_name = "mallory".into();
+    world.coder.add_workspace(dev);
+
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("n1", "UBOBBY", &reminder, "750.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some(
+            format!(
+                "Nothing was done to *dev*: it is no longer bobby's workspace in Coder. {}",
+                dev_link(&world)
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(coder_calls_from(&world, before), [read_user(), read_dev()]);
+    assert!(world.coder.actions().is_empty(), "no PUT, no POST");
+    world
+        .bridge
+        .assert_metrics(&[&acted("extend", "not_allowed", 1)])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn buttons_older_than_seven_days_link_to_coder_and_call_nothing() {
+    let world = start(true).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    // The same message as if it had been posted eight days ago.
+    let mut old = reminder.clone();
+    let posted = coder_api::now() - TimeDelta::days(8);
+    old["ts"] = format!("{}.000100", posted.timestamp()).into();
+
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("o1", "UBOBBY", &old, "760.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some(
+            format!(
+                "This message is over 7 days old, so its button no longer acts on *dev*. {}",
+                dev_link(&world)
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(note["user"], "UBOBBY");
+    assert_eq!(coder_calls_from(&world, before), Vec::<String>::new());
+    assert!(world.slack.calls_to("chat.update").is_empty());
+    world
+        .bridge
+        .assert_metrics(&[&acted("extend", "expired", 1)])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_click_left_in_flight_by_a_bridge_that_died_is_not_carried_out_again() {
+    let dir = fresh_dir("acting-in-flight");
+    let path = dir.join("state.db");
+    let world = World::start_on(true, Threads::Off, Location::Sqlite(path.clone())).await;
+    let deadline = dev_deadline(&world);
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+
+    // Another replica on the same store took this click, and died before it was done: its
+    // claim is still there, its lease over.
+    let replica = Store::open(&Location::Sqlite(path))
+        .await
+        .expect("the store opens");
+    let key = MsgKey::of("click:UBOBBY:800.1:extend_workspace");
+    let Ok(Claim::Fresh(_never_finished)) = replica.claim(&key, Duration::ZERO).await else {
+        panic!("the dead replica's claim");
+    };
+
+    // Slack delivers the click's envelope again, here.
+    let before = world.coder.calls().len();
+    world
+        .socket
+        .send_text(0, click("d1", "UBOBBY", &reminder, "800.1"));
+    let note = wait_for_notes(&world, 1).await;
+    assert_eq!(
+        note["text"].as_str(),
+        Some(format!(
+            "Whether *dev* was extended is unknown: the bridge stopped while carrying out this click, and it is not tried again. {}",
+            dev_link(&world)
+        ).as_str())
+    );
+    assert_eq!(coder_calls_from(&world, before), Vec::<String>::new());
+    assert_eq!(
+        world.coder.workspace(DEV).and_then(|w| w.deadline),
+        Some(deadline)
+    );
+    assert!(world.slack.calls_to("chat.update").is_empty());
+
+    // Once more: the click is settled now, so nothing at all.
+    world
+        .socket
+        .send_text(0, click("d1-again", "UBOBBY", &reminder, "800.1"));
+    wait_until("the repeated click is seen and skipped", WAIT, async || {
+        world
+            .bridge
+            .get("/metrics")
+            .await
+            .1
+            .contains(&acted("extend", "repeated", 1))
+    })
+    .await;
+    assert_eq!(coder_calls_from(&world, before), Vec::<String>::new());
+    assert_eq!(world.slack.calls_to("chat.postEphemeral").len(), 1);
+    wait_until("the click is marked done in the store", WAIT, async || {
+        replica.claim(&key, LEASE).await == Ok(Claim::Done)
+    })
+    .await;
+    world
+        .bridge
+        .assert_metrics(&[&acted("extend", "unknown", 1)])
+        .await;
+    world.bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_click_is_in_flight_while_coder_is_called_and_done_only_after() {
+    let dir = fresh_dir("acting-claim-order");
+    let path = dir.join("state.db");
+    let world = World::start_on(true, Threads::Off, Location::Sqlite(path.clone())).await;
+    let reminder = deliver(&world, &for_bobby(AUTOSTOP, "dev", Some(DEV))).await;
+    let store = Store::open(&Location::Sqlite(path))
+        .await
+        .expect("the store opens");
+    let key = MsgKey::of("click:UBOBBY:900.1:extend_workspace");
+
+    // Coder takes its time over the extend (past the bridge's 1 s call timeout).
+    let extend = format!("/api/v2/workspaces/{DEV}/extend");
+    world.coder.hang("PUT", &extend, Duration::from_secs(5));
+    world
+        .socket
+        .send_text(0, click("f1", "UBOBBY", &reminder, "900.1"));
+    world
+        .coder
+        .wait_for("the extend call arrives", |calls| {
+            calls.iter().any(|c| c.method == "PUT" && c.path == extend)
+        })
+        .await;
+    assert!(
+        matches!(store.claim(&key, LEASE).await, Ok(Claim::Busy { .. })),
+        "in flight, not done, while Coder is called"
+    );
+
+    let note = wait_for_notes(&world, 1).await;
+    assert!(
+        note["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Coder did not answer, so *dev* may not have been extended."),
+        "{note}"
+    );
+    wait_until("the click is marked done in the store", WAIT, async || {
+        store.claim(&key, LEASE).await == Ok(Claim::Done)
+    })
+    .await;
+    assert_eq!(world.coder.actions().len(), 1);
+    world.bridge.stop().await;
+}
+
+const LEASE: Duration = Duration::from_secs(30);

@@ -1,8 +1,10 @@
-//! A fake of Coder's HTTP API on 127.0.0.1:0: build info, `users/me`, and the workspace calls
+//! A fake of Coder's HTTP API on 127.0.0.1:0: build info, `users/me`, users by ID (with their
+//! status: active, suspended, dormant; a deleted one is not found), and the workspace calls
 //! the bridge makes (read, extend, build, dormancy), answered as Coder's handlers answer them.
 //! It records every request (refused ones too), so tests can assert exactly what Coder got.
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use coder_slack_bridge::state::Location;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,15 @@ impl FakeWorkspace {
     }
 }
 
+/// A Coder user, as `GET /api/v2/users/{id}` answers it.
+#[derive(Debug, Clone)]
+pub struct FakeUser {
+    pub id: String,
+    pub username: String,
+    /// "active" | "suspended" | "dormant".
+    pub status: String,
+}
+
 /// Now, to the second (what Coder's RFC 3339 answers carry anyway).
 pub fn now() -> DateTime<Utc> {
     let since_epoch = std::time::SystemTime::now()
@@ -85,6 +96,7 @@ struct Stored {
 #[derive(Default)]
 struct State {
     workspaces: Vec<Stored>,
+    users: Vec<FakeUser>,
     me: (String, Vec<String>),
     version: String,
     revoked: bool,
@@ -162,9 +174,18 @@ impl FakeCoder {
         format!("http://{}", self.addr)
     }
 
-    /// Adds a workspace, or replaces the one with the same ID (keeping its build's IDs).
+    /// Adds a workspace, or replaces the one with the same ID (keeping its build's IDs). Its
+    /// owner becomes an active user, unless Coder knows them already: in Coder a workspace
+    /// always has its owner.
     pub fn add_workspace(&self, workspace: FakeWorkspace) {
         let mut s = self.lock();
+        if !s.users.iter().any(|u| u.id == workspace.owner_id) {
+            s.users.push(FakeUser {
+                id: workspace.owner_id.clone(),
+                username: workspace.owner_name.clone(),
+                status: "active".into(),
+            });
+        }
         if let Some(stored) = s.find(&workspace.id) {
             stored.workspace = workspace;
             return;
@@ -179,6 +200,33 @@ impl FakeCoder {
 
     pub fn workspace(&self, id: &str) -> Option<FakeWorkspace> {
         self.lock().find(id).map(|s| s.workspace.clone())
+    }
+
+    /// Deletes a workspace (at once, without a delete build).
+    pub fn delete_workspace(&self, id: &str) {
+        self.lock().workspaces.retain(|s| s.workspace.id != id);
+    }
+
+    pub fn user(&self, id: &str) -> Option<FakeUser> {
+        self.lock().users.iter().find(|u| u.id == id).cloned()
+    }
+
+    /// Sets a user's status ("active", "suspended", "dormant"), as an admin does.
+    pub fn set_user_status(&self, id: &str, status: &str) {
+        let mut s = self.lock();
+        let user = s.users.iter_mut().find(|u| u.id == id);
+        user.unwrap_or_else(|| panic!("no user {id}")).status = status.into();
+    }
+
+    /// Deletes a user. Coder refuses while they own workspaces, so a test deletes those first.
+    pub fn delete_user(&self, id: &str) {
+        let mut s = self.lock();
+        let owns = s.workspaces.iter().any(|w| w.workspace.owner_id == id);
+        assert!(
+            !owns,
+            "Coder: You cannot delete a user that has workspaces. Delete their workspaces and try again!"
+        );
+        s.users.retain(|u| u.id != id);
     }
 
     /// Ends the latest build's job with `job_status` ("succeeded", "failed", "canceled", ...).
@@ -358,6 +406,11 @@ fn default_answer(s: &mut State, call: &CoderCall, self_url: &str) -> Answer {
             let me = json!({"id": USER_ID, "username": username, "email": "bridge@example.com", "status": "active", "roles": roles, "organization_ids": [ORGANIZATION_ID]});
             (200, Some(me))
         }
+        ("GET", ["users", id]) => s.users.iter().find(|u| u.id == *id).map_or_else(
+            // A deleted user is not found.
+            not_found,
+            |u| (200, Some(user_json(u))),
+        ),
         ("GET", ["users", owner, "workspace", name]) => {
             let found = s.workspaces.iter().find(|w| {
                 w.workspace.owner_name.eq_ignore_ascii_case(owner)
@@ -373,6 +426,16 @@ fn default_answer(s: &mut State, call: &CoderCall, self_url: &str) -> Answer {
         ("PUT", ["workspaces", id, "dormant"]) => dormant(s, id, &call.body),
         _ => error(404, "Route not found.", ""),
     }
+}
+
+/// The part of `codersdk.User` a user's own page shows.
+fn user_json(user: &FakeUser) -> Value {
+    json!({
+        "id": user.id, "username": user.username, "name": "", "email": format!("{}@coder.com", user.username),
+        "created_at": "2024-01-02T03:04:05Z", "last_seen_at": "2024-03-15T12:00:00Z",
+        "status": user.status, "login_type": "password", "organization_ids": [ORGANIZATION_ID],
+        "roles": [], "avatar_url": "", "theme_preference": "",
+    })
 }
 
 fn workspace_json(stored: &Stored) -> Value {
@@ -513,6 +576,15 @@ pub struct World {
 impl World {
     /// With `CODER_TOKEN` when `token`; Coder's calls time out after 1 s.
     pub async fn start(token: bool, threads: coder_slack_bridge::config::Threads) -> World {
+        World::start_on(token, threads, Location::SqliteMemory).await
+    }
+
+    /// The same, with the bridge's store at `database` (a file a test can open too).
+    pub async fn start_on(
+        token: bool,
+        threads: coder_slack_bridge::config::Threads,
+        database: Location,
+    ) -> World {
         let slack = super::FakeSlack::start().await;
         slack.add_user("bobby@coder.com", "UBOBBY");
         let socket = super::FakeSocketServer::start().await;
@@ -527,6 +599,7 @@ impl World {
         let mut c = super::config(s);
         c.tuning.coder_call_timeout = Duration::from_secs(1);
         c.threads = threads;
+        c.database = database;
         let bridge = super::Bridge::start(c).await;
         bridge.wait_for_socket_mode(1).await;
         bridge.wait_for_directory(1).await;
