@@ -453,7 +453,8 @@ async fn an_unusable_store_is_named_by_check_and_refused_by_serve() {
     let (ok, out, _) = run_check(&slack, &socket, &[("DATABASE_URL", &url)]).await;
     assert!(!ok, "{out}");
     assert!(
-        out.contains("FAIL  DATABASE_URL") && out.contains("bridge:***@127.0.0.1"),
+        out.contains("FAIL  DATABASE_URL: the store (postgres://***@127.0.0.1")
+            && out.contains("failed to connect"),
         "{out}"
     );
     assert!(!out.contains("hunter2"), "{out}");
