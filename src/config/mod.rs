@@ -18,7 +18,9 @@ pub use dotenv::read_dotenv;
 pub use parse::parse_duration;
 
 use crate::state::Location;
-use parse::{bounded_duration, fallback_channel, http_url, listen_addr, socket_mode_connections};
+use parse::{
+    bounded_duration, coder_url, fallback_channel, http_url, listen_addr, socket_mode_connections,
+};
 use secrecy::{ExposeSecret, SecretString};
 use secrets::{app_token, bot_token, coder_token, webhook_secret};
 use std::net::SocketAddr;
@@ -153,10 +155,7 @@ impl Settings {
         let slack_bot_token = bot_token(self.slack_bot_token, needs, uses_slack)?;
         let slack_app_token = app_token(self.slack_app_token, uses_slack)?;
         let slack_api_url = http_url("SLACK_API_URL", &self.slack_api_url)?;
-        let coder_url = match self.coder_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(raw) => Some(http_url("CODER_URL", raw)?),
-        };
+        let coder_url = coder_url(self.coder_url.as_deref(), uses_slack)?;
         let coder_token = coder_token(self.coder_token, coder_url.is_some(), uses_slack)?;
         let listen_addr = listen_addr(self.listen_addr.as_deref(), self.port)?;
         let webhook_secret = webhook_secret(self.webhook_secret, needs == Needs::Serve)?;

@@ -182,7 +182,7 @@ mod tests {
             e.starts_with("CODER_TOKEN is set but CODER_URL is not"),
             "{e}"
         );
-        s.coder_url = Some("https://coder.example.com".into());
+        s.coder_url = Some("https://coder.mycompany.test".into());
         let c = s.clone().validate(Needs::Serve).expect("valid");
         assert_eq!(
             c.coder_token.map(|t| t.expose_secret().to_owned()),

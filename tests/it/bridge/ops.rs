@@ -749,6 +749,7 @@ async fn placeholders_are_refused_at_start_up_naming_the_setting() {
         ("SLACK_APP_TOKEN", "xapp-<your app token>"),
         ("WEBHOOK_SECRET", "CHANGE-ME"),
         ("WEBHOOK_SECRET", "<your webhook secret>"),
+        ("CODER_URL", "https://coder.example.com"),
     ] {
         let (ok, _, stderr) = run_for_text(bridge_command(&slack).env(name, value)).await;
         assert!(!ok, "{name}={value} was accepted");
