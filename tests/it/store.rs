@@ -421,6 +421,7 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
             .arg("check")
             .env("SLACK_BOT_TOKEN", BOT_TOKEN)
             .env("SLACK_API_URL", slack.api_url())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("DATABASE_URL", &url);
         if trusting_the_ca {
             command.env("SSL_CERT_FILE", &ca_file);

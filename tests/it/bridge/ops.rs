@@ -426,6 +426,53 @@ async fn check_passes_against_a_healthy_slack() {
 }
 
 #[tokio::test]
+async fn check_fails_naming_listen_addr_when_another_program_holds_it() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketServer::start().await;
+    // Another program on the port: it accepts connections but never answers.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let (ok, out, err) = run_check(&slack, &socket, &[("LISTEN_ADDR", &addr)]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  LISTEN_ADDR: cannot listen on {addr}: address already in use"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("all checks passed"), "{out}");
+    assert!(
+        err.contains(&format!("LISTEN_ADDR {addr} cannot be bound")),
+        "{err}"
+    );
+
+    // Freed, the same address passes (and is released again: it can be bound after check).
+    drop(taken);
+    let (ok, out, err) = run_check(&slack, &socket, &[("LISTEN_ADDR", &addr)]).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!("ok    LISTEN_ADDR: {addr} is free")),
+        "{out}"
+    );
+    std::net::TcpListener::bind(&addr).expect("check let the address go");
+}
+
+#[tokio::test]
+async fn check_beside_a_running_bridge_warns_that_its_address_is_taken() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketServer::start().await;
+    let (_bridge, addr, _log) = spawn_bridge(bridge_command(&slack)).await;
+    let (ok, out, err) = run_check(&slack, &socket, &[("LISTEN_ADDR", &addr)]).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!(
+            "warn  LISTEN_ADDR: {addr} is taken by a server that answers /healthz as a bridge does"
+        )),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn an_unusable_store_is_named_by_check_and_refused_by_serve() {
     let slack = FakeSlack::start().await;
     let socket = FakeSocketServer::start().await;
