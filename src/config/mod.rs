@@ -158,7 +158,7 @@ impl Settings {
         let coder_url = coder_url(self.coder_url.as_deref(), uses_slack)?;
         let coder_token = coder_token(self.coder_token, coder_url.is_some(), uses_slack)?;
         let listen_addr = listen_addr(self.listen_addr.as_deref(), self.port)?;
-        let webhook_secret = webhook_secret(self.webhook_secret, needs == Needs::Serve)?;
+        let webhook_secret = webhook_secret(self.webhook_secret, needs != Needs::Nothing)?;
         if needs == Needs::Serve && webhook_secret.is_none() && !self.allow_unauthenticated {
             public_listener_needs_a_secret(listen_addr)?;
         }
@@ -243,7 +243,7 @@ mod tests {
         assert!(s.validate(Needs::Serve).is_ok());
 
         let mut s = settings();
-        s.slack_bot_token = Some("xoxp-user".into());
+        s.slack_bot_token = Some("xoxa-2-odd".into());
         assert_eq!(
             s.validate(Needs::Serve).unwrap_err().0,
             "SLACK_BOT_TOKEN must start with xoxb- (a bot token)"
@@ -300,7 +300,7 @@ mod tests {
             "{e}"
         );
         let mut with_secret = s.clone();
-        with_secret.webhook_secret = Some("s3cret".into());
+        with_secret.webhook_secret = Some("s3cret-0123456789".into());
         assert!(with_secret.validate(Needs::Serve).is_ok());
         s.allow_unauthenticated = true;
         assert!(s.validate(Needs::Serve).is_ok());

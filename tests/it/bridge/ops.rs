@@ -808,12 +808,48 @@ async fn placeholders_are_refused_at_start_up_naming_the_setting() {
 }
 
 #[tokio::test]
+async fn help_names_each_variable_without_a_value() {
+    let slack = FakeSlack::start().await;
+    let mut command = bridge_command(&slack);
+    command
+        .arg("--help")
+        .env("WEBHOOK_SECRET", "Zq9-webhook-secret-value");
+    let (ok, out, err) = run_for_text(&mut command).await;
+    assert!(ok, "{err}");
+    // Set (LISTEN_ADDR, the tokens) or not (PORT), each shows as its name alone.
+    for name in [
+        "LISTEN_ADDR",
+        "PORT",
+        "SLACK_BOT_TOKEN",
+        "WEBHOOK_SECRET",
+        "DATABASE_URL",
+    ] {
+        assert!(out.contains(&format!("[env: {name}]")), "{name}: {out}");
+    }
+    assert!(!out.contains("=]") && !out.contains("127.0.0.1:0"), "{out}");
+    assert!(!out.contains("Zq9") && !out.contains(BOT_TOKEN), "{out}");
+}
+
+#[tokio::test]
+async fn a_short_webhook_secret_is_refused_at_start_up() {
+    let slack = FakeSlack::start().await;
+    let (ok, _, stderr) =
+        run_for_text(bridge_command(&slack).env("WEBHOOK_SECRET", "Zq9-short")).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("WEBHOOK_SECRET is too short: use at least 16 characters"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Zq9"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_webhook_secret_with_a_trailing_newline_matches_without_it() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     let mut s = settings(&slack);
     // As `kubectl create secret --from-file` stores it.
-    s.webhook_secret = Some("s3cret\n".into());
+    s.webhook_secret = Some("s3cret-0123456789\n".into());
     let bridge = Bridge::start(config(s)).await;
     let body = notification(
         sample("TemplateTestNotification.json.golden"),
@@ -823,7 +859,7 @@ async fn a_webhook_secret_with_a_trailing_newline_matches_without_it() {
     let response = bridge
         .client
         .post(bridge.url("/v1/webhook"))
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret-0123456789")
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
