@@ -6,7 +6,7 @@
 #   docker build -t coder-slack-bridge .
 #   docker run --rm -p 6000:6000 -v coder-slack-bridge:/var/lib/coder-slack-bridge \
 #       -e SLACK_BOT_TOKEN=xoxb-… -e SLACK_APP_TOKEN=xapp-… \
-#       -e WEBHOOK_SECRET=… -e CODER_URL=https://coder.example.com coder-slack-bridge
+#       -e WEBHOOK_SECRET=… -e CODER_URL=… coder-slack-bridge
 #
 # The image listens on 0.0.0.0:6000, so WEBHOOK_SECRET is required (the bridge refuses a
 # non-loopback listener without it). It only needs outbound HTTPS (Slack); TLS is verified

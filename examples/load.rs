@@ -563,7 +563,7 @@ fn start_child(
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_API_URL", api_url)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("CODER_URL", "https://coder.example.com")
+        .env("CODER_URL", "https://coder.test")
         .env("DATABASE_URL", &store.url)
         .env("THREADS", threads_value(threads))
         .current_dir(store.dir())
@@ -611,7 +611,7 @@ fn start_in_process(
     settings.slack_api_url = slack.api_url();
     settings.listen_addr = Some("127.0.0.1:0".into());
     settings.port = None;
-    settings.coder_url = Some("https://coder.example.com".into());
+    settings.coder_url = Some("https://coder.test".into());
     settings.webhook_secret = None;
     settings.dry_run = false;
     settings.fallback_channel = None;

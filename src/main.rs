@@ -30,8 +30,8 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // Half the CPUs (one on a 2-core box): each webhook's work is short, the SQLite store has
     // threads of its own, and fewer workers wake each other less (measured on 2 cores: one
-    // worker costs 7–11% less CPU per DM at the same throughput and latency; README,
-    // "Performance"). TOKIO_WORKER_THREADS, when set, decides instead.
+    // worker costs 7–11% less CPU per DM at the same throughput and latency;
+    // docs/performance.md). TOKIO_WORKER_THREADS, when set, decides instead.
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         builder.worker_threads((cpus / 2).max(1));
@@ -131,7 +131,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 /// a directory sweep the freed `users.list` page buffers (~2 MB each with full profiles) stay
 /// in the heap. Fixed at glibc's starting value, blocks that large are mapped and unmapped
 /// each time and the memory goes back at once (measured after a sweep of 100,000 members:
-/// +3.4 MiB instead of +8.4 MiB; README, "Performance").
+/// +3.4 MiB instead of +8.4 MiB; docs/performance.md).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn fix_malloc_mmap_threshold() {
     // SAFETY: mallopt only sets an allocator parameter; this runs before any other thread.

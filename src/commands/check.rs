@@ -1,5 +1,5 @@
-//! `check`: verifies the tokens, their scopes, the fallback channel, the store, Coder
-//! (`check_coder`) and Socket Mode through the firewall and proxy; prints one line per check and fails naming what to fix.
+//! `check`: verifies that `LISTEN_ADDR` can be bound (`check_listen`), the tokens, their
+//! scopes, the fallback channel, the store, Coder (`check_coder`) and Socket Mode through the firewall and proxy; prints one line per check and fails naming what to fix.
 
 use crate::config::{Config, Needs, Settings};
 use crate::proxy::ProxyConfig;
@@ -19,6 +19,11 @@ pub async fn check(settings: Settings) -> Result<(), String> {
     let proxies = ProxyConfig::from_env()?;
     let api = SlackApi::from_config(&config, &proxies, Metrics::new())?;
     let mut problems = Vec::new();
+    problems.extend(
+        super::check_listen::check_listen_addr(config.listen_addr)
+            .await
+            .err(),
+    );
     problems.extend(check_bot_token(&api).await.err());
     if let Some(channel) = &config.fallback_channel {
         problems.extend(check_fallback_channel(&api, channel).await.err());

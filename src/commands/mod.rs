@@ -2,6 +2,7 @@
 
 mod check;
 mod check_coder;
+mod check_listen;
 mod preview;
 mod send_test;
 

@@ -45,7 +45,8 @@ pub enum Command {
     },
 }
 
-/// Raw settings as given. `hide_env_values` keeps tokens out of `--help`.
+/// Raw settings as given. Every setting has `hide_env_values`, so `--help` shows
+/// `[env: NAME]`, never a value (a token, or what happens to be set) nor an empty `NAME=`.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Bot token (xoxb-…); required unless --dry-run.
@@ -58,50 +59,65 @@ pub struct Settings {
     #[arg(
         long,
         env = "SLACK_API_URL",
+        hide_env_values = true,
         default_value = "https://slack.com/api",
         global = true
     )]
     pub slack_api_url: String,
     /// Coder's access URL, to resolve relative button URLs.
-    #[arg(long, env = "CODER_URL", global = true)]
+    #[arg(long, env = "CODER_URL", hide_env_values = true, global = true)]
     pub coder_url: Option<String>,
     /// Coder API token (a least-privilege service account's): buttons that extend, start
     /// and keep the workspace a notification is about. Needs CODER_URL and SLACK_APP_TOKEN.
     #[arg(long, env = "CODER_TOKEN", hide_env_values = true, global = true)]
     pub coder_token: Option<SecretString>,
     /// Address the webhook listener binds.
-    #[arg(long, env = "LISTEN_ADDR", global = true)]
+    #[arg(long, env = "LISTEN_ADDR", hide_env_values = true, global = true)]
     pub listen_addr: Option<String>,
     /// Port on 127.0.0.1, when LISTEN_ADDR is not given.
-    #[arg(long, env = "PORT", global = true)]
+    #[arg(long, env = "PORT", hide_env_values = true, global = true)]
     pub port: Option<u16>,
     /// Secret Coder must send as the Basic-auth password or a Bearer token.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, global = true)]
     pub webhook_secret: Option<SecretString>,
     /// Log rendered messages instead of sending them; no Slack needed.
-    #[arg(long, env = "DRY_RUN", global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    #[arg(long, env = "DRY_RUN", hide_env_values = true, global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub dry_run: bool,
     /// Channel for notifications that cannot reach their person.
-    #[arg(long, env = "FALLBACK_CHANNEL", global = true)]
+    #[arg(long, env = "FALLBACK_CHANNEL", hide_env_values = true, global = true)]
     pub fallback_channel: Option<String>,
     /// Concurrent Socket Mode connections (1–10).
     #[arg(
         long,
         env = "SOCKET_MODE_CONNECTIONS",
+        hide_env_values = true,
         default_value = "2",
         global = true
     )]
     pub socket_mode_connections: String,
     /// Budget for one webhook, Slack retries included (e.g. 30s, 1500ms).
-    #[arg(long, env = "DELIVERY_TIMEOUT", default_value = "30s", global = true)]
+    #[arg(
+        long,
+        env = "DELIVERY_TIMEOUT",
+        hide_env_values = true,
+        default_value = "30s",
+        global = true
+    )]
     pub delivery_timeout: String,
     /// How often the e-mail → Slack user directory is refreshed from users.list.
-    #[arg(long, env = "DIRECTORY_REFRESH", default_value = "1h", global = true)]
+    #[arg(
+        long,
+        env = "DIRECTORY_REFRESH",
+        hide_env_values = true,
+        default_value = "1h",
+        global = true
+    )]
     pub directory_refresh: String,
     /// Log format; the level comes from RUST_LOG.
     #[arg(
         long,
         env = "LOG_FORMAT",
+        hide_env_values = true,
         value_enum,
         default_value = "text",
         global = true
@@ -122,6 +138,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "THREADS",
+        hide_env_values = true,
         value_enum,
         default_value = "workspace",
         global = true
@@ -129,10 +146,16 @@ pub struct Settings {
     pub threads: Threads,
     /// How long handled msg_ids, ended snoozes and idle workspace threads are kept (e.g.
     /// 30d); a later notification about a workspace idle that long starts a new thread.
-    #[arg(long, env = "RETENTION", default_value = "30d", global = true)]
+    #[arg(
+        long,
+        env = "RETENTION",
+        hide_env_values = true,
+        default_value = "30d",
+        global = true
+    )]
     pub retention: String,
     /// Allow a non-loopback LISTEN_ADDR without WEBHOOK_SECRET.
-    #[arg(long, env = "ALLOW_UNAUTHENTICATED", global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED", hide_env_values = true, global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_unauthenticated: bool,
 }
 
@@ -149,9 +172,18 @@ impl Settings {
     }
 }
 
+/// The settings whose values are secrets: never repeated in a message.
+const SECRET_SETTINGS: [&str; 5] = [
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "CODER_TOKEN",
+    "WEBHOOK_SECRET",
+    "DATABASE_URL",
+];
+
 /// For a value clap refused (`PORT=abc`, `LOG_FORMAT=yaml`): a sentence naming the
 /// environment variable as well as the flag, since most people set the variable. `None` for
-/// every other error (help, version, unknown flags), which clap words well itself. A hidden
+/// every other error (help, version, unknown flags), which clap words well itself. A secret
 /// setting's value is never shown.
 pub fn explain_clap_error(command: &clap::Command, error: &clap::Error) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -171,8 +203,9 @@ pub fn explain_clap_error(command: &clap::Command, error: &clap::Error) -> Optio
         .collect();
     let arg = find_arg(command, &long)?;
     let env = arg.get_env()?.to_str()?;
+    let secret = SECRET_SETTINGS.contains(&env);
     let value = match error.get(ContextKind::InvalidValue) {
-        Some(ContextValue::String(v)) if !arg.is_hide_env_values_set() => format!("{v:?}"),
+        Some(ContextValue::String(v)) if !secret => format!("{v:?}"),
         _ => "(not shown)".to_owned(),
     };
     let why = match (
@@ -180,7 +213,7 @@ pub fn explain_clap_error(command: &clap::Command, error: &clap::Error) -> Optio
         std::error::Error::source(error),
     ) {
         (Some(ContextValue::Strings(valid)), _) => format!("use one of {}", valid.join(", ")),
-        (_, Some(source)) if !arg.is_hide_env_values_set() => source.to_string(),
+        (_, Some(source)) if !secret => source.to_string(),
         _ => "not a valid value".to_owned(),
     };
     Some(format!("{env} (--{long}): invalid value {value}: {why}"))
@@ -235,22 +268,52 @@ mod tests {
         assert_eq!(explain(&["bridge", "--nope"]), None);
         assert_eq!(explain(&["bridge", "--help"]), None);
 
-        // A hidden setting's value is never repeated.
+        // A secret setting's value is never repeated.
         let hidden = clap::Command::new("t").arg(
             clap::Arg::new("secret")
-                .long("secret")
-                .env("SECRET_SETTING")
+                .long("webhook-secret")
+                .env("WEBHOOK_SECRET")
                 .hide_env_values(true)
                 .value_parser(clap::value_parser!(u16)),
         );
         let e = hidden
             .clone()
-            .try_get_matches_from(["t", "--secret", "hunter2"])
+            .try_get_matches_from(["t", "--webhook-secret", "hunter2"])
             .unwrap_err();
         let message = explain_clap_error(&hidden, &e).expect("explained");
         assert_eq!(
             message,
-            "SECRET_SETTING (--secret): invalid value (not shown): not a valid value"
+            "WEBHOOK_SECRET (--webhook-secret): invalid value (not shown): not a valid value"
         );
+    }
+
+    #[test]
+    fn help_shows_each_variable_by_name_never_its_value() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let with_env: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_env().is_some())
+            .collect();
+        assert!(with_env.len() >= 17, "{}", with_env.len());
+        for arg in with_env {
+            assert!(
+                arg.is_hide_env_values_set(),
+                "{:?} shows its value in --help",
+                arg.get_id()
+            );
+        }
+        // Set or not, a variable shows as `[env: NAME]`: no `NAME=`, no value.
+        std::env::set_var("CODER_TOKEN", "Zq9-coder-token-in-help");
+        let help = Cli::command().render_long_help().to_string();
+        std::env::remove_var("CODER_TOKEN");
+        assert!(
+            help.contains("[env: CODER_TOKEN]") && help.contains("[env: LISTEN_ADDR]"),
+            "{help}"
+        );
+        assert!(!help.contains("=]") && !help.contains("Zq9"), "{help}");
+        for name in SECRET_SETTINGS {
+            assert!(help.contains(&format!("[env: {name}]")), "{name}: {help}");
+        }
     }
 }

@@ -18,7 +18,9 @@ pub use dotenv::read_dotenv;
 pub use parse::parse_duration;
 
 use crate::state::Location;
-use parse::{bounded_duration, fallback_channel, http_url, listen_addr, socket_mode_connections};
+use parse::{
+    bounded_duration, coder_url, fallback_channel, http_url, listen_addr, socket_mode_connections,
+};
 use secrecy::{ExposeSecret, SecretString};
 use secrets::{app_token, bot_token, coder_token, webhook_secret};
 use std::net::SocketAddr;
@@ -152,13 +154,10 @@ impl Settings {
         let slack_bot_token = bot_token(self.slack_bot_token, needs, uses_slack)?;
         let slack_app_token = app_token(self.slack_app_token, uses_slack)?;
         let slack_api_url = http_url("SLACK_API_URL", &self.slack_api_url)?;
-        let coder_url = match self.coder_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(raw) => Some(http_url("CODER_URL", raw)?),
-        };
+        let coder_url = coder_url(self.coder_url.as_deref(), uses_slack)?;
         let coder_token = coder_token(self.coder_token, coder_url.is_some(), uses_slack)?;
         let listen_addr = listen_addr(self.listen_addr.as_deref(), self.port)?;
-        let webhook_secret = webhook_secret(self.webhook_secret, needs == Needs::Serve)?;
+        let webhook_secret = webhook_secret(self.webhook_secret, needs != Needs::Nothing)?;
         if needs == Needs::Serve && webhook_secret.is_none() && !self.allow_unauthenticated {
             public_listener_needs_a_secret(listen_addr)?;
         }
@@ -249,7 +248,7 @@ mod tests {
         assert!(s.validate(Needs::Serve).is_ok());
 
         let mut s = settings();
-        s.slack_bot_token = Some("xoxp-user".into());
+        s.slack_bot_token = Some("xoxa-2-odd".into());
         assert_eq!(
             s.validate(Needs::Serve).unwrap_err().0,
             "SLACK_BOT_TOKEN must start with xoxb- (a bot token)"
@@ -306,7 +305,7 @@ mod tests {
             "{e}"
         );
         let mut with_secret = s.clone();
-        with_secret.webhook_secret = Some("s3cret".into());
+        with_secret.webhook_secret = Some("s3cret-0123456789".into());
         assert!(with_secret.validate(Needs::Serve).is_ok());
         s.allow_unauthenticated = true;
         assert!(s.validate(Needs::Serve).is_ok());

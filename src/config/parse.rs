@@ -62,6 +62,33 @@ pub(super) fn http_url(name: &str, raw: &str) -> Result<Url, ConfigError> {
     }
 }
 
+/// `CODER_URL`: an http(s) URL, or nothing. Where Slack will see its links, an address in
+/// the documentation domains (`example.com`, `.org`, `.net`: what `.env.example` and
+/// the deployment files once shipped) is refused, as placeholder tokens are: every "turn
+/// off in Coder" and App Home link would lead nowhere.
+pub(super) fn coder_url(raw: Option<&str>, uses_slack: bool) -> Result<Option<Url>, ConfigError> {
+    let Some(raw) = raw.map(str::trim).filter(|raw| !raw.is_empty()) else {
+        return Ok(None);
+    };
+    let url = http_url("CODER_URL", raw)?;
+    if uses_slack && url.host_str().is_some_and(is_example_domain) {
+        return err(
+            "CODER_URL is still a placeholder (an example.com, example.org or example.net address): \
+             set it to your Coder's access URL, the one people open in their browser \
+             (CODER_ACCESS_URL on the Coder server), or leave it unset",
+        );
+    }
+    Ok(Some(url))
+}
+
+/// `example.com`, `example.org`, `example.net` and their subdomains (RFC 2606).
+fn is_example_domain(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    ["example.com", "example.org", "example.net"]
+        .iter()
+        .any(|domain| host == *domain || host.ends_with(&format!(".{domain}")))
+}
+
 /// Parses `30s`, `1500ms`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(raw: &str) -> Option<Duration> {
     let raw = raw.trim();
@@ -129,6 +156,41 @@ mod tests {
                 .to_string(),
             "127.0.0.1:7000"
         );
+    }
+
+    #[test]
+    fn a_placeholder_coder_url_is_refused_where_slack_sees_its_links() {
+        for placeholder in [
+            "https://coder.example.com",
+            "https://example.com/",
+            "http://Coder.Example.ORG:3000",
+            "https://a.b.example.net.",
+        ] {
+            let mut s = settings();
+            s.coder_url = Some(placeholder.into());
+            let e = s.clone().validate(Needs::Serve).unwrap_err().0;
+            assert!(
+                e.starts_with("CODER_URL is still a placeholder"),
+                "{placeholder}: {e}"
+            );
+            let e = s.clone().validate(Needs::BotToken).unwrap_err().0;
+            assert!(e.starts_with("CODER_URL"), "check: {placeholder}: {e}");
+            // Nothing reaches Slack in a dry run or a preview.
+            assert!(s.clone().validate(Needs::Nothing).is_ok());
+            s.dry_run = true;
+            assert!(s.validate(Needs::Serve).is_ok());
+        }
+        for real in [
+            "https://coder.mycompany.com",
+            "https://notexample.com",
+            "https://example.com.mycompany.com",
+            "http://127.0.0.1:3000",
+        ] {
+            let mut s = settings();
+            s.coder_url = Some(real.into());
+            let c = s.validate(Needs::Serve).expect(real);
+            assert!(c.coder_url.is_some());
+        }
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub(super) fn bot_token(
         )?;
     }
     if !token.expose_secret().starts_with("xoxb-") {
-        return err("SLACK_BOT_TOKEN must start with xoxb- (a bot token)");
+        return err(match token_kind(token.expose_secret()) {
+            Some(TokenKind::App) => "SLACK_BOT_TOKEN must start with xoxb- (a bot token), but it holds an app-level token (xapp-…): the two tokens look swapped. SLACK_BOT_TOKEN takes the Bot User OAuth Token (OAuth & Permissions), SLACK_APP_TOKEN the app-level token (Basic Information → App-Level Tokens)",
+            Some(TokenKind::User) => "SLACK_BOT_TOKEN must start with xoxb- (a bot token), but it holds a user token (xoxp-…), which acts as the person who installed the app: use the Bot User OAuth Token from OAuth & Permissions",
+            _ => "SLACK_BOT_TOKEN must start with xoxb- (a bot token)",
+        });
     }
     Ok(Some(token))
 }
@@ -47,9 +51,32 @@ pub(super) fn app_token(
         )?;
     }
     if !token.expose_secret().starts_with("xapp-") {
-        return err("SLACK_APP_TOKEN must start with xapp- (an app-level token)");
+        return err(match token_kind(token.expose_secret()) {
+            Some(TokenKind::Bot) => "SLACK_APP_TOKEN must start with xapp- (an app-level token), but it holds a bot token (xoxb-…): the two tokens look swapped. SLACK_APP_TOKEN takes the app-level token with connections:write (Basic Information → App-Level Tokens), SLACK_BOT_TOKEN the Bot User OAuth Token",
+            Some(TokenKind::User) => "SLACK_APP_TOKEN must start with xapp- (an app-level token), but it holds a user token (xoxp-…): generate an app-level token with connections:write under Basic Information → App-Level Tokens",
+            _ => "SLACK_APP_TOKEN must start with xapp- (an app-level token)",
+        });
     }
     Ok(Some(token))
+}
+
+/// Which of Slack's tokens a value is, by its prefix (the only part a message may name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    Bot,
+    App,
+    User,
+}
+
+fn token_kind(token: &str) -> Option<TokenKind> {
+    [
+        ("xoxb-", TokenKind::Bot),
+        ("xapp-", TokenKind::App),
+        ("xoxp-", TokenKind::User),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| token.starts_with(prefix))
+    .map(|(_, kind)| kind)
 }
 
 pub(super) fn coder_token(
@@ -78,12 +105,17 @@ pub(super) fn coder_token(
     Ok(Some(token))
 }
 
+/// Shorter than this, a webhook secret can be guessed (the bridge answers every wrong one).
+pub(super) const WEBHOOK_SECRET_MIN_CHARS: usize = 16;
+
+/// `judged`: whether the secret is checked (serve, and `check`, which reports what serve
+/// would refuse); `preview` takes no webhooks.
 pub(super) fn webhook_secret(
     raw: Option<SecretString>,
-    serving: bool,
+    judged: bool,
 ) -> Result<Option<SecretString>, ConfigError> {
     let secret = secret_setting("WEBHOOK_SECRET", raw);
-    if let (Some(secret), true) = (&secret, serving) {
+    if let (Some(secret), true) = (&secret, judged) {
         refuse_placeholder(
             "WEBHOOK_SECRET",
             secret.expose_secret(),
@@ -92,6 +124,9 @@ pub(super) fn webhook_secret(
         // README's Coder URL example spells the secret as SECRET.
         if secret.expose_secret().eq_ignore_ascii_case("secret") {
             return err("WEBHOOK_SECRET is still the word SECRET from the example: replace it with a secret of your own (e.g. the output of `openssl rand -hex 32`)");
+        }
+        if secret.expose_secret().chars().count() < WEBHOOK_SECRET_MIN_CHARS {
+            return err(format!("WEBHOOK_SECRET is too short: use at least {WEBHOOK_SECRET_MIN_CHARS} characters (e.g. the output of `openssl rand -hex 32`)"));
         }
     }
     Ok(secret)
@@ -182,7 +217,7 @@ mod tests {
             e.starts_with("CODER_TOKEN is set but CODER_URL is not"),
             "{e}"
         );
-        s.coder_url = Some("https://coder.example.com".into());
+        s.coder_url = Some("https://coder.mycompany.test".into());
         let c = s.clone().validate(Needs::Serve).expect("valid");
         assert_eq!(
             c.coder_token.map(|t| t.expose_secret().to_owned()),
@@ -204,7 +239,7 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         let mut s = settings();
-        s.webhook_secret = Some("hunter2-secret".into());
+        s.webhook_secret = Some("hunter2-secret-value".into());
         s.slack_app_token = Some("xapp-1-secret".into());
         let c = s.clone().validate(Needs::Serve).expect("ok");
         let shown = format!("{s:?} {c:?}");
@@ -284,14 +319,72 @@ mod tests {
     }
 
     #[test]
+    fn a_short_webhook_secret_is_refused_naming_the_minimum_not_the_value() {
+        for short in ["Zq9short", "Zq9-15-chars-ab", "  Zq9-15-chars-ab\n"] {
+            let mut s = settings();
+            s.webhook_secret = Some(short.into());
+            let e = s.clone().validate(Needs::Serve).unwrap_err().0;
+            assert_eq!(
+                e,
+                "WEBHOOK_SECRET is too short: use at least 16 characters (e.g. the output of `openssl rand -hex 32`)"
+            );
+            // `check` reports what serve would refuse; `preview` takes no webhooks.
+            assert_eq!(s.clone().validate(Needs::BotToken).unwrap_err().0, e);
+            assert!(s.validate(Needs::Nothing).is_ok());
+        }
+        let mut s = settings();
+        s.webhook_secret = Some("Zq9-16-chars-abc".into());
+        assert!(s.validate(Needs::Serve).is_ok());
+    }
+
+    #[test]
+    fn swapped_and_user_tokens_are_named_as_such_without_their_value() {
+        let refused = |bot: Option<&str>, app: Option<&str>| {
+            let mut s = settings();
+            if let Some(bot) = bot {
+                s.slack_bot_token = Some(bot.into());
+            }
+            s.slack_app_token = app.map(Into::into);
+            let e = s.validate(Needs::Serve).unwrap_err().0;
+            assert!(!e.contains("Zq9"), "the value is shown: {e}");
+            e
+        };
+        let e = refused(Some("xapp-1-Zq9"), Some("xoxb-1-Zq9"));
+        assert!(
+            e.starts_with("SLACK_BOT_TOKEN must start with xoxb-") && e.contains("swapped"),
+            "{e}"
+        );
+        let e = refused(None, Some("xoxb-1-Zq9"));
+        assert!(
+            e.starts_with("SLACK_APP_TOKEN must start with xapp-") && e.contains("swapped"),
+            "{e}"
+        );
+        let e = refused(Some("xoxp-1-Zq9"), None);
+        assert!(
+            e.starts_with("SLACK_BOT_TOKEN must start with xoxb-")
+                && e.contains("user token (xoxp-"),
+            "{e}"
+        );
+        let e = refused(None, Some("xoxp-1-Zq9"));
+        assert!(
+            e.starts_with("SLACK_APP_TOKEN must start with xapp-")
+                && e.contains("user token (xoxp-"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn secrets_are_trimmed() {
         let mut s = settings();
-        s.webhook_secret = Some("s3cret\n".into());
+        s.webhook_secret = Some("s3cret-0123456789\n".into());
         s.slack_bot_token = Some(" xoxb-test\r\n".into());
         s.slack_app_token = Some("\txapp-1\n".into());
         let c = s.validate(Needs::Serve).expect("valid");
         let shown = |v: &Option<SecretString>| v.as_ref().map(|v| v.expose_secret().to_owned());
-        assert_eq!(shown(&c.webhook_secret).as_deref(), Some("s3cret"));
+        assert_eq!(
+            shown(&c.webhook_secret).as_deref(),
+            Some("s3cret-0123456789")
+        );
         assert_eq!(shown(&c.slack_bot_token).as_deref(), Some("xoxb-test"));
         assert_eq!(shown(&c.slack_app_token).as_deref(), Some("xapp-1"));
         let mut s = settings();

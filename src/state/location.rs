@@ -1,7 +1,7 @@
-//! `DATABASE_URL`: where the store is. The URL can hold a password, so it is kept secret and
-//! shown only without it.
+//! `DATABASE_URL`: where the store is. The URL can hold a password, so it is read once here
+//! (the PostgreSQL settings the backend connects with come from this one reading), kept only
+//! in forms that cannot print it, and shown with its whole user part replaced by `***`.
 
-use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
@@ -12,22 +12,28 @@ pub enum Location {
     SqliteMemory,
     /// `postgres://…` or `postgresql://…`.
     Postgres {
-        url: SecretString,
-        /// The URL without its password, for logs and errors.
+        /// What the backend connects with; its `Debug` leaves the password out.
+        config: Box<tokio_postgres::Config>,
+        /// The URL without its user, password and options, for logs and errors.
         shown: String,
     },
 }
 
+/// What `DATABASE_URL` accepts, said after each refusal.
+const ACCEPTED: &str = "use sqlite://PATH (e.g. sqlite://coder-slack-bridge.db, \
+    sqlite:///var/lib/coder-slack-bridge/state.db) or postgres://USER:PASSWORD@HOST:PORT/DATABASE";
+
+/// Said when the user or password may hold a character that ends it early.
+const ENCODE: &str = "reserved characters in the user or password (@ : / # ? %) must be \
+    percent-encoded (%40 %3A %2F %23 %3F %25), e.g. with \
+    python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=\"\"))' 'PASSWORD'";
+
 impl Location {
-    /// Parses `DATABASE_URL`; the error names the setting and what it accepts.
+    /// Parses `DATABASE_URL`; the error names the setting and what it accepts, and never
+    /// repeats any part of the value.
     pub fn parse(raw: &str) -> Result<Location, String> {
         let raw = raw.trim();
-        let bad = |why: &str| {
-            format!(
-                "DATABASE_URL {why}: use sqlite://PATH (e.g. sqlite://coder-slack-bridge.db, \
-                 sqlite:///var/lib/coder-slack-bridge/state.db) or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
-            )
-        };
+        let bad = |why: &str| format!("DATABASE_URL {why}: {ACCEPTED}");
         if raw == "sqlite::memory:" {
             return Ok(Location::SqliteMemory);
         }
@@ -38,32 +44,33 @@ impl Location {
             }
             return Ok(Location::Sqlite(PathBuf::from(path)));
         }
-        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            let parsed =
-                url::Url::parse(raw).map_err(|e| bad(&format!("is not a valid URL ({e})")))?;
-            let mut shown = parsed.clone();
-            if shown.password().is_some() {
-                let _ = shown.set_password(Some("***"));
+        for scheme in ["postgres", "postgresql"] {
+            if let Some(rest) = raw.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")) {
+                return postgres(scheme, raw, rest);
             }
-            // Query options (sslmode, options=…) can carry nothing secret worth showing.
-            shown.set_query(None);
-            return Ok(Location::Postgres {
-                url: raw.into(),
-                shown: shown.to_string(),
-            });
         }
         if raw.starts_with("sqlite:") {
             return Err(bad(
                 "must be sqlite://PATH (two slashes; three before an absolute path)",
             ));
         }
-        let scheme = raw.split(':').next().unwrap_or_default();
-        Err(bad(&format!(
-            "has scheme {scheme:?}, which the bridge does not know"
-        )))
+        // Only a scheme as URLs spell one is named: anything else may be a user or password.
+        match raw.split_once("://") {
+            Some((scheme, _))
+                if !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+            {
+                Err(bad(&format!(
+                    "has scheme {scheme:?}, which the bridge does not know"
+                )))
+            }
+            _ => Err(bad("is not a URL the bridge knows")),
+        }
     }
 
-    /// How logs and errors name it: the URL without its password.
+    /// How logs and errors name it: without user, password and options.
     pub fn shown(&self) -> String {
         match self {
             Location::Sqlite(path) => format!("sqlite://{}", path.display()),
@@ -72,12 +79,70 @@ impl Location {
         }
     }
 
-    pub(super) fn postgres_url(&self) -> Option<&str> {
+    pub(super) fn postgres_config(&self) -> Option<&tokio_postgres::Config> {
         match self {
-            Location::Postgres { url, .. } => Some(url.expose_secret()),
+            Location::Postgres { config, .. } => Some(config),
             _ => None,
         }
     }
+}
+
+/// A `postgres://` URL, `rest` being what follows `scheme://`. PostgreSQL's own parser
+/// takes the user part up to the first `@` where a URL parser takes it up to the last one
+/// before the host: a URL on which the two could disagree (an `@`, `/`, `?` or `#` left
+/// unencoded in the password) is refused, so the part shown is never part of a password.
+fn postgres(scheme: &str, raw: &str, rest: &str) -> Result<Location, String> {
+    let refuse = |why: &str| Err(format!("DATABASE_URL {why}: {ENCODE}"));
+    let after_user = match rest.split_once('@') {
+        None => rest,
+        Some((user_part, after)) => {
+            if after.contains('@') {
+                return refuse("has more than one @");
+            }
+            if user_part.contains(['/', '?', '#']) {
+                return refuse("has a /, ? or # before the @ that ends the user and password");
+            }
+            if !percent_escapes_are_whole(user_part) {
+                return refuse(
+                    "has a % in the user or password that is not followed by two hex digits",
+                );
+            }
+            after
+        }
+    };
+    if after_user.contains('#') {
+        return refuse("has a # (a URL fragment, which PostgreSQL has no use for)");
+    }
+    let config = super::postgres::libpq_sslmodes(raw)
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| {
+            // tokio-postgres names the option or the kind of fault, never a value.
+            let e = crate::error_text::error_chain(&e);
+            format!(
+                "DATABASE_URL cannot be read ({e}): it takes postgres://USER:PASSWORD@HOST:PORT/DATABASE \
+                 with the options sslmode=disable|prefer|require|verify-full, connect_timeout, \
+                 application_name and options; sslrootcert is not taken: add your CA to the \
+                 system's trust store; {ENCODE}"
+            )
+        })?;
+    // Options (sslmode, options=…, password=…) are left out: one may carry a secret.
+    let place = after_user.split('?').next().unwrap_or_default();
+    let user = if rest.contains('@') { "***@" } else { "" };
+    Ok(Location::Postgres {
+        config: Box::new(config),
+        shown: format!("{scheme}://{user}{place}"),
+    })
+}
+
+/// Every `%` starts an escape of two hex digits.
+fn percent_escapes_are_whole(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 #[cfg(test)]
@@ -111,14 +176,59 @@ mod tests {
     }
 
     #[test]
-    fn postgres_urls_are_shown_without_their_password() {
+    fn postgres_urls_are_shown_without_their_user_and_password() {
         let location =
             Location::parse("postgres://bridge:hunter2@db:5432/coder_slack_bridge?sslmode=require")
                 .expect("valid");
-        let shown = location.shown();
-        assert_eq!(shown, "postgres://bridge:***@db:5432/coder_slack_bridge");
+        assert_eq!(
+            location.shown(),
+            "postgres://***@db:5432/coder_slack_bridge"
+        );
         assert!(!format!("{location:?}").contains("hunter2"));
-        assert!(Location::parse("postgresql://db/x").is_ok());
+        let location = Location::parse("postgresql://db/x").expect("valid");
+        assert_eq!(location.shown(), "postgresql://db/x");
+        // A percent-encoded password is decoded for PostgreSQL and shown as nothing.
+        let location = Location::parse("postgres://u:Sup3r%2FSecret%40%23@db/x").expect("valid");
+        assert_eq!(location.shown(), "postgres://***@db/x");
+        let config = location.postgres_config().expect("postgres");
+        assert_eq!(config.get_password(), Some(&b"Sup3r/Secret@#"[..]));
+        assert_eq!(config.get_user(), Some("u"));
+    }
+
+    /// Pieces of the passwords below: none may appear in any message.
+    const PIECES: [&str; 7] = ["p@ss", "@ss", "ss#", "#word", "Sup3r", "Secret", "%zz"];
+
+    #[test]
+    fn reserved_characters_in_a_password_are_refused_without_showing_it() {
+        for raw in [
+            "postgres://u:p@ss#word@host/db",
+            "postgres://u:Sup3r/Secret@host/db",
+            "postgres://u:Sup3r?Secret@host/db",
+            "postgres://u:Sup3r#Secret@host/db",
+            "postgres://u:p@ss@host/db",
+            "postgresql://u:p%zzSecret@host/db",
+            "postgres://u:Secret@host/db#word",
+        ] {
+            let e = Location::parse(raw).expect_err(raw);
+            assert!(
+                e.starts_with("DATABASE_URL") && e.contains("must be percent-encoded"),
+                "{raw}: {e}"
+            );
+            for piece in PIECES {
+                assert!(!e.contains(piece), "{raw}: {piece:?} shown in: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_url_is_refused_without_showing_it() {
+        // A bad port: tokio-postgres's own reading names the option, never the value.
+        let e = Location::parse("postgres://u:Secret@host:Sup3r/db").unwrap_err();
+        assert!(e.contains("DATABASE_URL cannot be read"), "{e}");
+        assert!(!e.contains("Secret") && !e.contains("Sup3r"), "{e}");
+        // No scheme: the user and password are not taken for one.
+        let e = Location::parse("Sup3r:Secret@host/db").unwrap_err();
+        assert!(!e.contains("Sup3r") && !e.contains("Secret"), "{e}");
     }
 
     #[test]

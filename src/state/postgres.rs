@@ -44,13 +44,13 @@ impl Postgres {
             operation,
             cause,
         };
-        let url = libpq_sslmodes(location.postgres_url().unwrap_or_default());
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            fail(
-                "read DATABASE_URL",
-                format!("{e} (it takes postgres://USER:PASSWORD@HOST:PORT/DATABASE with the options sslmode=disable|prefer|require|verify-full, connect_timeout, application_name and options; sslrootcert is not taken: add your CA to the system's trust store)"),
-            )
-        })?;
+        let Some(config) = location.postgres_config() else {
+            return Err(fail(
+                "open",
+                "DATABASE_URL is not a postgres:// URL".to_owned(),
+            ));
+        };
+        let mut config = config.clone();
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(TIMEOUT);
         }
@@ -66,8 +66,28 @@ impl Postgres {
                 .map_err(|e| fail("set up its connection pool", e))?,
             database,
         };
+        // One connection first, so a failure names its step (connect or authenticate)
+        // rather than the migration that would have been next.
+        store.connect().await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// A connection from the durable pool (kept there for the migration).
+    async fn connect(&self) -> Result<(), StoreError> {
+        let e = match self.durable.get().await {
+            Ok(_client) => return Ok(()),
+            Err(e) => e,
+        };
+        let operation = match &e {
+            PoolError::Backend(e) if credentials_refused(e) => "authenticate",
+            _ => "connect",
+        };
+        Err(StoreError {
+            database: self.database.clone(),
+            operation,
+            cause: describe_pool(&e),
+        })
     }
 
     /// Runs `work` on a pooled connection, bounded by [`TIMEOUT`].
@@ -269,7 +289,7 @@ fn pool(
 
 /// libpq's `sslmode=verify-ca` and `verify-full` as `require`, which (unlike libpq's own
 /// `require`) always verifies the server's certificate and name here.
-fn libpq_sslmodes(url: &str) -> String {
+pub(super) fn libpq_sslmodes(url: &str) -> String {
     ["verify-full", "verify-ca"]
         .iter()
         .fold(url.to_owned(), |url, mode| {
@@ -314,6 +334,15 @@ fn describe(e: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The server refused the user or password (SQLSTATE class 28), or wanted a password and
+/// the URL had none (tokio-postgres says so only in words).
+fn credentials_refused(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => db.code().code().starts_with("28"),
+        None => e.to_string().contains("password missing"),
+    }
 }
 
 fn describe_pool(e: &PoolError) -> String {

@@ -421,6 +421,7 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
             .arg("check")
             .env("SLACK_BOT_TOKEN", BOT_TOKEN)
             .env("SLACK_API_URL", slack.api_url())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("DATABASE_URL", &url);
         if trusting_the_ca {
             command.env("SSL_CERT_FILE", &ca_file);
@@ -464,10 +465,12 @@ async fn a_read_only_postgres_database_is_refused_naming_the_cause() {
     };
     let text = e.to_string();
     assert!(
-        text.contains("read-only") && text.contains("SQLSTATE 25006"),
+        text.contains("failed to migrate its schema")
+            && text.contains("read-only")
+            && text.contains("SQLSTATE 25006"),
         "{text}"
     );
-    assert!(text.contains("postgres://postgres@127.0.0.1"), "{text}");
+    assert!(text.contains("postgres://***@127.0.0.1"), "{text}");
 }
 
 #[tokio::test]
@@ -512,4 +515,43 @@ async fn a_store_that_stops_answering_takes_the_bridge_out_of_service() {
         .assert_metrics(&["coder_slack_bridge_store_errors_total 1"])
         .await;
     bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_postgres_password_is_named_as_authentication_without_the_password() {
+    // A password with reserved characters, percent-encoded in the URL as it must be.
+    let Some((_server, url)) = PgServer::start_with_password("bridge_pw", "Sup3r/Secret#1").await
+    else {
+        return;
+    };
+    let with = |password: &str| {
+        url.replacen(
+            "postgres://",
+            &format!("postgres://bridge_pw:{password}@"),
+            1,
+        )
+    };
+
+    let wrong = Location::parse(&with("Wr0ng%2FGuess%231")).expect("a PostgreSQL URL");
+    let Err(e) = Store::open(&wrong).await else {
+        panic!("a wrong password opened the store");
+    };
+    let text = e.to_string();
+    assert_eq!(e.operation, "authenticate", "{text}");
+    assert!(
+        text.contains("failed to authenticate")
+            && text.contains("SQLSTATE 28P01")
+            && text.contains("postgres://***@127.0.0.1"),
+        "{text}"
+    );
+    for piece in ["Wr0ng", "Guess", "Sup3r", "Secret", "bridge_pw:"] {
+        assert!(!text.contains(piece), "{piece:?} shown in: {text}");
+    }
+
+    // The right one, encoded, opens it: the URL is read as PostgreSQL reads it.
+    let right = Location::parse(&with("Sup3r%2FSecret%231")).expect("a PostgreSQL URL");
+    let store = Store::open(&right)
+        .await
+        .expect("the right password opens the store");
+    assert_eq!(store.health().await.expect("answers").backend, "postgres");
 }

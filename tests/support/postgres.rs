@@ -18,7 +18,7 @@ impl PgServer {
     /// Starts a server (on the blocking pool: initdb and pg_ctl take seconds), or `None`
     /// (with a note) when PostgreSQL is not installed.
     pub async fn start() -> Option<PgServer> {
-        tokio::task::spawn_blocking(|| Self::start_blocking(None))
+        tokio::task::spawn_blocking(|| Self::start_blocking(None, None))
             .await
             .expect("start PostgreSQL")
     }
@@ -27,14 +27,41 @@ impl PgServer {
     /// CA's PEM is returned beside it (no trust store knows it).
     pub async fn start_with_tls() -> Option<(PgServer, String)> {
         let (ca_pem, cert_pem, key_pem) = test_ca_and_server_cert();
-        let server =
-            tokio::task::spawn_blocking(move || Self::start_blocking(Some((cert_pem, key_pem))))
-                .await
-                .expect("start PostgreSQL")?;
+        let server = tokio::task::spawn_blocking(move || {
+            Self::start_blocking(Some((cert_pem, key_pem)), None)
+        })
+        .await
+        .expect("start PostgreSQL")?;
         Some((server, ca_pem))
     }
 
-    fn start_blocking(tls: Option<(String, String)>) -> Option<PgServer> {
+    /// A server on which `role` logs in over TCP only with its password (SCRAM), owning the
+    /// database `role`; every other role is trusted as usual. The URL of that database,
+    /// without user or password (`postgres://127.0.0.1:PORT/ROLE?sslmode=disable`), is
+    /// returned beside it.
+    pub async fn start_with_password(role: &str, password: &str) -> Option<(PgServer, String)> {
+        let hba = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        let server = tokio::task::spawn_blocking(move || Self::start_blocking(None, Some(hba)))
+            .await
+            .expect("start PostgreSQL")?;
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
+        let password = password.replace('\'', "''");
+        // Two batches: CREATE DATABASE cannot share a transaction with anything.
+        Self::batch(
+            &admin,
+            &format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+        )
+        .await;
+        Self::batch(&admin, &format!("CREATE DATABASE {role} OWNER {role}")).await;
+        let url = format!(
+            "postgres://127.0.0.1:{}/{role}?sslmode=disable",
+            server.port
+        );
+        Some((server, url))
+    }
+
+    /// `hba`: lines put before initdb's (the first line that matches decides).
+    fn start_blocking(tls: Option<(String, String)>, hba: Option<String>) -> Option<PgServer> {
         let Some(bin) = find_bin() else {
             assert!(
                 std::env::var_os("REQUIRE_POSTGRES").is_none(),
@@ -68,6 +95,11 @@ impl PgServer {
                 "--no-instructions",
                 "--wal-segsize=1",
             ]));
+        if let Some(lines) = hba {
+            let file = data.join("pg_hba.conf");
+            let initdbs = std::fs::read_to_string(&file).expect("read pg_hba.conf");
+            std::fs::write(&file, lines + &initdbs).expect("write pg_hba.conf");
+        }
         let port = free_port();
         server.port = port;
         // fsync off: the tests check the bridge, not the disk, and it saves seconds.

@@ -426,6 +426,53 @@ async fn check_passes_against_a_healthy_slack() {
 }
 
 #[tokio::test]
+async fn check_fails_naming_listen_addr_when_another_program_holds_it() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketServer::start().await;
+    // Another program on the port: it accepts connections but never answers.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let (ok, out, err) = run_check(&slack, &socket, &[("LISTEN_ADDR", &addr)]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  LISTEN_ADDR: cannot listen on {addr}: address already in use"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("all checks passed"), "{out}");
+    assert!(
+        err.contains(&format!("LISTEN_ADDR {addr} cannot be bound")),
+        "{err}"
+    );
+
+    // Freed, the same address passes (and is released again: it can be bound after check).
+    drop(taken);
+    let (ok, out, err) = run_check(&slack, &socket, &[("LISTEN_ADDR", &addr)]).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!("ok    LISTEN_ADDR: {addr} is free")),
+        "{out}"
+    );
+    std::net::TcpListener::bind(&addr).expect("check let the address go");
+}
+
+#[tokio::test]
+async fn check_beside_a_running_bridge_warns_that_its_address_is_taken() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketServer::start().await;
+    let (_bridge, addr, _log) = spawn_bridge(bridge_command(&slack)).await;
+    let (ok, out, err) = run_check(&slack, &socket, &[("LISTEN_ADDR", &addr)]).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!(
+            "warn  LISTEN_ADDR: {addr} is taken by a server that answers /healthz as a bridge does"
+        )),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn an_unusable_store_is_named_by_check_and_refused_by_serve() {
     let slack = FakeSlack::start().await;
     let socket = FakeSocketServer::start().await;
@@ -453,7 +500,8 @@ async fn an_unusable_store_is_named_by_check_and_refused_by_serve() {
     let (ok, out, _) = run_check(&slack, &socket, &[("DATABASE_URL", &url)]).await;
     assert!(!ok, "{out}");
     assert!(
-        out.contains("FAIL  DATABASE_URL") && out.contains("bridge:***@127.0.0.1"),
+        out.contains("FAIL  DATABASE_URL: the store (postgres://***@127.0.0.1")
+            && out.contains("failed to connect"),
         "{out}"
     );
     assert!(!out.contains("hunter2"), "{out}");
@@ -550,7 +598,7 @@ async fn send_test_is_made_for_its_recipient_and_links_to_coder_url() {
     let slack = FakeSlack::start().await;
     slack.add_user("alice.smith@coder.com", "UALICE");
     let mut command = bridge_command(&slack);
-    command.env("CODER_URL", "https://coder.example.com").args([
+    command.env("CODER_URL", "https://coder.acme.test").args([
         "send-test",
         "--email",
         "alice.smith@coder.com",
@@ -570,7 +618,7 @@ async fn send_test_is_made_for_its_recipient_and_links_to_coder_url() {
     );
     assert_eq!(
         post["blocks"][2]["elements"][0]["url"],
-        "https://coder.example.com/settings/notifications"
+        "https://coder.acme.test/settings/notifications"
     );
     let sent = post.to_string();
     assert!(
@@ -794,6 +842,7 @@ async fn placeholders_are_refused_at_start_up_naming_the_setting() {
         ("SLACK_APP_TOKEN", "xapp-<your app token>"),
         ("WEBHOOK_SECRET", "CHANGE-ME"),
         ("WEBHOOK_SECRET", "<your webhook secret>"),
+        ("CODER_URL", "https://coder.example.com"),
     ] {
         let (ok, _, stderr) = run_for_text(bridge_command(&slack).env(name, value)).await;
         assert!(!ok, "{name}={value} was accepted");
@@ -805,12 +854,48 @@ async fn placeholders_are_refused_at_start_up_naming_the_setting() {
 }
 
 #[tokio::test]
+async fn help_names_each_variable_without_a_value() {
+    let slack = FakeSlack::start().await;
+    let mut command = bridge_command(&slack);
+    command
+        .arg("--help")
+        .env("WEBHOOK_SECRET", "Zq9-webhook-secret-value");
+    let (ok, out, err) = run_for_text(&mut command).await;
+    assert!(ok, "{err}");
+    // Set (LISTEN_ADDR, the tokens) or not (PORT), each shows as its name alone.
+    for name in [
+        "LISTEN_ADDR",
+        "PORT",
+        "SLACK_BOT_TOKEN",
+        "WEBHOOK_SECRET",
+        "DATABASE_URL",
+    ] {
+        assert!(out.contains(&format!("[env: {name}]")), "{name}: {out}");
+    }
+    assert!(!out.contains("=]") && !out.contains("127.0.0.1:0"), "{out}");
+    assert!(!out.contains("Zq9") && !out.contains(BOT_TOKEN), "{out}");
+}
+
+#[tokio::test]
+async fn a_short_webhook_secret_is_refused_at_start_up() {
+    let slack = FakeSlack::start().await;
+    let (ok, _, stderr) =
+        run_for_text(bridge_command(&slack).env("WEBHOOK_SECRET", "Zq9-short")).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("WEBHOOK_SECRET is too short: use at least 16 characters"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Zq9"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_webhook_secret_with_a_trailing_newline_matches_without_it() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     let mut s = settings(&slack);
     // As `kubectl create secret --from-file` stores it.
-    s.webhook_secret = Some("s3cret\n".into());
+    s.webhook_secret = Some("s3cret-0123456789\n".into());
     let bridge = Bridge::start(config(s)).await;
     let body = notification(
         sample("TemplateTestNotification.json.golden"),
@@ -820,7 +905,7 @@ async fn a_webhook_secret_with_a_trailing_newline_matches_without_it() {
     let response = bridge
         .client
         .post(bridge.url("/v1/webhook"))
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret-0123456789")
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
