@@ -5,7 +5,7 @@ use crate::config::{Config, Needs, Settings};
 use crate::proxy::ProxyConfig;
 use crate::slack::SlackApi;
 use crate::socket_mode::{self, OpenConnection as _, OpenError};
-use crate::state::{self, Store};
+use crate::state::{self, Plan, Store, SCHEMA_VERSION};
 use crate::telemetry::Metrics;
 
 const REQUIRED_SCOPES: [&str; 3] = ["chat:write", "users:read", "users:read.email"];
@@ -89,27 +89,50 @@ async fn check_bot_token(api: &SlackApi) -> Result<(), String> {
     }
 }
 
-/// That the store opens (created and migrated as `serve` would), answers and takes writes.
+/// What `serve` would do with the store, found without writing to it: `check` never
+/// creates, migrates or writes a database (a live one may be in use by replicas of another
+/// version during a rolling update).
 async fn check_store(database: &state::Location) -> Result<(), String> {
-    let health = match Store::open(database).await {
-        Ok(store) => store.health().await,
-        Err(e) => Err(e),
-    };
-    match health {
-        Ok(health) => {
-            println!(
-                "ok    DATABASE_URL: {} ({}, schema version {}, writable)",
-                database.shown(),
-                health.backend,
-                health.schema_version
-            );
-            Ok(())
-        }
+    let shown = database.shown();
+    let inspection = match Store::inspect(database).await {
+        Ok(inspection) => inspection,
         Err(e) => {
             println!("FAIL  DATABASE_URL: {e}");
-            Err(format!("DATABASE_URL: {e}"))
+            return Err(format!("DATABASE_URL: {e}"));
         }
+    };
+    let backend = inspection.backend;
+    let Some(found) = inspection.found else {
+        println!("ok    DATABASE_URL: {shown} ({backend}: no database yet; serve creates it at schema version {SCHEMA_VERSION})");
+        return Ok(());
+    };
+    let version = found.version;
+    let doing = match inspection.plan {
+        Ok(Plan::Migrate) if version == 0 => {
+            format!("empty: serve creates its tables at schema version {SCHEMA_VERSION}")
+        }
+        Ok(Plan::Migrate) => format!(
+            "schema version {version}: serve migrates it to {SCHEMA_VERSION}, only adding, so bridges of the previous release keep working on it"
+        ),
+        Ok(Plan::Current) => format!("schema version {version}, current"),
+        Ok(Plan::Newer) => format!(
+            "schema version {version}, from a newer bridge: this one uses it as it is"
+        ),
+        Err(why) => {
+            println!("FAIL  DATABASE_URL: {shown}: {why}");
+            return Err(format!("DATABASE_URL: {why}"));
+        }
+    };
+    if found.read_only {
+        let why = match backend {
+            "postgres" => "the server is a read-only standby: point DATABASE_URL at the primary (target_session_attrs=read-write)",
+            _ => "this user cannot write the file or its folder (the -wal file is made beside it)",
+        };
+        println!("FAIL  DATABASE_URL: {shown} ({backend}, {doing}), but {why}");
+        return Err(format!("DATABASE_URL: {why}"));
     }
+    println!("ok    DATABASE_URL: {shown} ({backend}, {doing})");
+    Ok(())
 }
 
 /// That the app may post in the fallback channel, without posting there.

@@ -17,6 +17,7 @@ mod sqlite;
 mod threads;
 
 pub use location::Location;
+pub use schema::Plan;
 
 /// The schema version this build migrates a database to.
 pub const SCHEMA_VERSION: i64 = schema::LATEST;
@@ -161,6 +162,26 @@ pub struct Pruned {
     pub threads: u64,
 }
 
+/// A database's schema as found, before anything is done to it (see [`Store::inspect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub version: i64,
+    /// The oldest schema version a bridge must know to use it, once recorded.
+    pub oldest_reader: Option<i64>,
+    /// The server is a read-only standby, or the file or its folder cannot be written.
+    pub read_only: bool,
+}
+
+/// What `serve` would do with a store, found without writing to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub backend: &'static str,
+    /// `None`: no database file yet (`serve` creates it).
+    pub found: Option<Found>,
+    /// What this bridge would do with it, or why it cannot use it.
+    pub plan: Result<schema::Plan, String>,
+}
+
 /// What `check` and `/readyz` report about the store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Health {
@@ -196,18 +217,59 @@ enum Backend {
 impl Store {
     /// Opens (creating when missing) and migrates the store at `location`.
     pub async fn open(location: &Location) -> Result<Store, StoreError> {
+        Store::open_knowing(location, SCHEMA_VERSION).await
+    }
+
+    /// Opens the store as a bridge that knows schema version `known` would (this build
+    /// knows [`SCHEMA_VERSION`]; tests play an older build).
+    async fn open_knowing(location: &Location, known: i64) -> Result<Store, StoreError> {
         let backend = match location {
             Location::Sqlite(_) | Location::SqliteMemory => {
-                Backend::Sqlite(sqlite::Sqlite::open(location).await?)
+                Backend::Sqlite(sqlite::Sqlite::open(location, known).await?)
             }
             Location::Postgres { .. } => {
-                Backend::Postgres(postgres::Postgres::open(location).await?)
+                Backend::Postgres(postgres::Postgres::open(location, known).await?)
             }
         };
         Ok(Store {
             backend: Arc::new(backend),
             database: location.shown().into(),
             replica: replica_name().into(),
+        })
+    }
+
+    /// What `serve` would do with the store at `location`, found without creating,
+    /// migrating or writing anything (`check`).
+    pub async fn inspect(location: &Location) -> Result<Inspection, StoreError> {
+        let shown: Arc<str> = location.shown().into();
+        let (backend, found) = match location {
+            Location::SqliteMemory => ("sqlite", None),
+            Location::Sqlite(path) => {
+                let path = path.clone();
+                let found = tokio::task::spawn_blocking(move || sqlite::inspect(&path))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|found| found);
+                let found = found.map_err(|cause| StoreError {
+                    database: shown.clone(),
+                    operation: "read its schema",
+                    cause,
+                })?;
+                ("sqlite", found)
+            }
+            Location::Postgres { .. } => (
+                "postgres",
+                Some(postgres::Postgres::inspect(location).await?),
+            ),
+        };
+        let plan = match found {
+            Some(found) => schema::plan(found.version, found.oldest_reader, SCHEMA_VERSION),
+            None => Ok(schema::Plan::Migrate),
+        };
+        Ok(Inspection {
+            backend,
+            found,
+            plan,
         })
     }
 

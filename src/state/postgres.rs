@@ -11,7 +11,7 @@
 //! safe: the claim stays, its lease ends, and whoever takes it over reads the DM back.
 
 use super::sql::{Commit, Done, Row, Statement, Value};
-use super::{schema, Location, StoreError};
+use super::{schema, Found, Location, StoreError};
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::future::Future;
@@ -37,7 +37,52 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    pub async fn open(location: &Location) -> Result<Postgres, StoreError> {
+    /// Connects and migrates to `known` (see [`Postgres::migrate`]).
+    pub async fn open(location: &Location, known: i64) -> Result<Postgres, StoreError> {
+        let store = Postgres::connect_to(location).await?;
+        store.migrate(known).await?;
+        Ok(store)
+    }
+
+    /// The database's schema as found, without writing anything (`check`): its version, its
+    /// oldest reader, and whether the server takes writes.
+    pub async fn inspect(location: &Location) -> Result<Found, StoreError> {
+        let store = Postgres::connect_to(location).await?;
+        store
+            .with_client("read its schema", Commit::Durable, |client| async move {
+                let has_table: bool = client
+                    .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+                    .await?
+                    .get(0);
+                let read_only: bool = client
+                    .query_one("SELECT pg_is_in_recovery()", &[])
+                    .await?
+                    .get(0);
+                let (version, oldest_reader) = match has_table {
+                    false => (0, None),
+                    true => {
+                        let found: i64 = client.query_one(schema::VERSION, &[]).await?.get(0);
+                        let oldest = match found >= schema::RECORDS_OLDEST_READER {
+                            true => client
+                                .query_one(schema::OLDEST_READER_OF, &[])
+                                .await?
+                                .get(0),
+                            false => None,
+                        };
+                        (found, oldest)
+                    }
+                };
+                Ok(Found {
+                    version,
+                    oldest_reader,
+                    read_only,
+                })
+            })
+            .await
+    }
+
+    /// The pools, with one connection made (so a failure names its step).
+    async fn connect_to(location: &Location) -> Result<Postgres, StoreError> {
         let database: Arc<str> = location.shown().into();
         let fail = |operation, cause| StoreError {
             database: database.clone(),
@@ -69,7 +114,6 @@ impl Postgres {
         // One connection first, so a failure names its step (connect or authenticate)
         // rather than the migration that would have been next.
         store.connect().await?;
-        store.migrate().await?;
         Ok(store)
     }
 
@@ -120,8 +164,11 @@ impl Postgres {
         }
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let found = self
+    /// Brings the schema to `known` as [`schema::plan`] says, in one transaction under an
+    /// advisory lock (replicas starting together migrate once); a newer database this bridge
+    /// can read is used as it is, and nothing is written then.
+    async fn migrate(&self, known: i64) -> Result<(), StoreError> {
+        let planned = self
             .with_client(
                 "migrate its schema",
                 Commit::Durable,
@@ -130,28 +177,34 @@ impl Postgres {
                     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                         .await?;
                     txn.batch_execute(schema::VERSION_TABLE).await?;
-                    let found: i64 = txn
-                        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
-                        .await?
-                        .get(0);
-                    if schema::refuse_newer(found).is_err() {
-                        return Ok(found);
+                    let found: i64 = txn.query_one(schema::VERSION, &[]).await?.get(0);
+                    let oldest_reader: Option<i64> = match found >= schema::RECORDS_OLDEST_READER {
+                        true => txn.query_one(schema::OLDEST_READER_OF, &[]).await?.get(0),
+                        false => None,
+                    };
+                    let planned = schema::plan(found, oldest_reader, known);
+                    if planned != Ok(schema::Plan::Migrate) {
+                        return Ok(planned);
                     }
-                    for script in schema::POSTGRES.iter().skip(found as usize) {
+                    let upto = usize::try_from(known).unwrap_or(0);
+                    for script in schema::POSTGRES[..upto].iter().skip(found as usize) {
                         txn.batch_execute(script).await?;
                     }
                     txn.execute("DELETE FROM schema_version", &[]).await?;
-                    txn.execute(
-                        "INSERT INTO schema_version (version) VALUES ($1)",
-                        &[&schema::LATEST],
-                    )
-                    .await?;
+                    match known >= schema::RECORDS_OLDEST_READER {
+                        true => {
+                            let oldest = schema::oldest_reader(known);
+                            txn.execute(schema::RECORD_VERSION, &[&known, &oldest])
+                                .await?
+                        }
+                        false => txn.execute(schema::RECORD_VERSION_ONLY, &[&known]).await?,
+                    };
                     txn.commit().await?;
-                    Ok(found)
+                    Ok(planned)
                 },
             )
             .await?;
-        schema::refuse_newer(found).map_err(|cause| StoreError {
+        planned.map(drop).map_err(|cause| StoreError {
             database: self.database.clone(),
             operation: "open",
             cause,

@@ -54,6 +54,7 @@ pub const SQLITE: &[&str] = &[
     ) WITHOUT ROWID;",
     "ALTER TABLE threads ADD COLUMN latest TEXT;
     ALTER TABLE threads ADD COLUMN latest_at BIGINT;",
+    "ALTER TABLE schema_version ADD COLUMN oldest_reader BIGINT;",
 ];
 
 pub const POSTGRES: &[&str] = &[
@@ -92,7 +93,18 @@ pub const POSTGRES: &[&str] = &[
     );",
     "ALTER TABLE threads ADD COLUMN latest TEXT;
     ALTER TABLE threads ADD COLUMN latest_at BIGINT;",
+    "ALTER TABLE schema_version ADD COLUMN oldest_reader BIGINT;",
 ];
+
+/// Each version's oldest reader: the oldest schema version a bridge must know to use a
+/// database at that version. Migrations only add (tables, nullable columns, indexes), so a
+/// bridge that knows an earlier version still reads and writes all it knows, and a rolling
+/// update or a rollback runs old and new replicas on one database; only a migration that
+/// changed what an older bridge relies on would raise this.
+const OLDEST_READER: &[i64] = &[1, 1, 1, 1, 1, 1];
+
+/// From this version on, the database records its oldest reader (`schema_version.oldest_reader`).
+pub const RECORDS_OLDEST_READER: i64 = 6;
 
 /// The version this build migrates to.
 pub const LATEST: i64 = SQLITE.len() as i64;
@@ -101,16 +113,58 @@ pub const LATEST: i64 = SQLITE.len() as i64;
 pub const VERSION_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
 
-/// Why a database at `found` cannot be used by this build, if it cannot.
-pub fn refuse_newer(found: i64) -> Result<(), String> {
-    if found > LATEST {
-        return Err(format!(
-            "the database is at schema version {found}, newer than this bridge knows ({LATEST}): \
-             run the newer bridge that upgraded it, or give this one a database of its own"
-        ));
-    }
-    Ok(())
+/// The oldest reader of a database migrated to `version`.
+pub fn oldest_reader(version: i64) -> i64 {
+    let applied = usize::try_from(version)
+        .unwrap_or(0)
+        .min(OLDEST_READER.len());
+    OLDEST_READER[..applied].iter().copied().max().unwrap_or(1)
 }
+
+/// What a bridge that knows schema version `known` does with a database at `found`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Older: migrate it to `known` (only adding).
+    Migrate,
+    /// At `known`: nothing to do.
+    Current,
+    /// Newer, from a bridge that upgraded it, but still readable by this one (it only added):
+    /// used as it is, never migrated back.
+    Newer,
+}
+
+/// The plan for a database at `found` whose recorded oldest reader is `oldest_reader`
+/// (`None` before it was recorded), or why this bridge cannot use it.
+pub fn plan(found: i64, oldest_reader: Option<i64>, known: i64) -> Result<Plan, String> {
+    if found < known {
+        return Ok(Plan::Migrate);
+    }
+    if found == known {
+        return Ok(Plan::Current);
+    }
+    let needs = oldest_reader.unwrap_or(found);
+    if needs <= known {
+        return Ok(Plan::Newer);
+    }
+    Err(format!(
+        "the database is at schema version {found}, which needs a bridge that knows version \
+         {needs} or later; this one knows {known}: run the newer bridge that upgraded it, or \
+         give this one a database of its own"
+    ))
+}
+
+/// The version a database records (0: empty).
+pub const VERSION: &str = "SELECT coalesce(max(version), 0) FROM schema_version";
+
+/// Its oldest reader, from [`RECORDS_OLDEST_READER`] on.
+pub const OLDEST_READER_OF: &str = "SELECT max(oldest_reader) FROM schema_version";
+
+/// Records a migration's result: the version and its oldest reader.
+pub const RECORD_VERSION: &str =
+    "INSERT INTO schema_version (version, oldest_reader) VALUES ($1, $2)";
+
+/// The same, for a bridge that knows no version recording the oldest reader (tests).
+pub const RECORD_VERSION_ONLY: &str = "INSERT INTO schema_version (version) VALUES ($1)";
 
 // Claims, shared by both backends (SQLite takes `$N` parameters as PostgreSQL does).
 
@@ -229,8 +283,6 @@ pub const CARD: &str = "SELECT channel, card_ts, latest, latest_at FROM threads
 /// proof that the store can write.
 pub const HEALTH_WRITE: &str = "DELETE FROM handled WHERE msg_id = $1";
 
-pub const VERSION: &str = "SELECT coalesce(max(version), 0) FROM schema_version";
-
 /// A person's snoozes in force at `$2`, soonest end first.
 pub const SNOOZES_OF: &str = "SELECT owner, workspace, until FROM snoozes
     WHERE slack_user = $1 AND until > $2 ORDER BY until LIMIT 40";
@@ -247,8 +299,23 @@ mod tests {
     #[test]
     fn both_backends_have_every_version() {
         assert_eq!(SQLITE.len(), POSTGRES.len());
-        assert!(refuse_newer(LATEST).is_ok());
-        let e = refuse_newer(LATEST + 1).unwrap_err();
-        assert!(e.contains("newer than this bridge knows"), "{e}");
+        assert_eq!(OLDEST_READER.len(), SQLITE.len());
+    }
+
+    #[test]
+    fn a_newer_schema_is_used_when_this_bridge_can_read_it_and_refused_when_not() {
+        assert_eq!(plan(0, None, LATEST), Ok(Plan::Migrate));
+        assert_eq!(plan(LATEST - 1, None, LATEST), Ok(Plan::Migrate));
+        assert_eq!(plan(LATEST, Some(1), LATEST), Ok(Plan::Current));
+        // A newer bridge only added: this one keeps working, and migrates nothing back.
+        assert_eq!(plan(LATEST + 1, Some(1), LATEST), Ok(Plan::Newer));
+        assert_eq!(plan(LATEST + 2, Some(LATEST), LATEST), Ok(Plan::Newer));
+        // One that changed what this bridge relies on says so.
+        let e = plan(LATEST + 1, Some(LATEST + 1), LATEST).unwrap_err();
+        assert!(e.contains("needs a bridge that knows version"), "{e}");
+        // Without a record, a newer database is taken to need its own version.
+        assert!(plan(LATEST + 1, None, LATEST).is_err());
+        assert_eq!(oldest_reader(LATEST), 1);
+        assert_eq!(oldest_reader(0), 1);
     }
 }

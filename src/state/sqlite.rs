@@ -5,7 +5,7 @@
 //! claim needs; a power loss may undo the last commits, as for any SQLite file so set up).
 
 use super::sql::{Done, Row, Statement, Value};
-use super::{schema, Location, StoreError};
+use super::{schema, Found, Location, StoreError};
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 use std::sync::Arc;
@@ -36,7 +36,8 @@ pub struct Sqlite {
 
 impl Sqlite {
     /// Opens (creating when missing) and migrates the database, on its own thread.
-    pub async fn open(location: &Location) -> Result<Sqlite, StoreError> {
+    /// Opens (creating when missing) and migrates the database to `known`, on its own thread.
+    pub async fn open(location: &Location, known: i64) -> Result<Sqlite, StoreError> {
         let database: Arc<str> = location.shown().into();
         let (jobs, queue) = mpsc::channel(QUEUE);
         let (opened, ready) = oneshot::channel();
@@ -48,7 +49,7 @@ impl Sqlite {
         let writer_name = database.clone();
         std::thread::Builder::new()
             .name("sqlite-store".into())
-            .spawn(move || match connect(path.as_deref()) {
+            .spawn(move || match connect(path.as_deref(), known) {
                 Ok(conn) => {
                     let _ = opened.send(Ok(()));
                     run(conn, queue, &writer_name);
@@ -194,7 +195,7 @@ pub(super) fn describe(e: &rusqlite::Error) -> String {
     format!("{e}{hint}")
 }
 
-fn connect(path: Option<&std::path::Path>) -> Result<Connection, String> {
+fn connect(path: Option<&std::path::Path>, known: i64) -> Result<Connection, String> {
     let mut conn = match path {
         Some(path) => Connection::open(path),
         None => Connection::open_in_memory(),
@@ -213,21 +214,29 @@ fn connect(path: Option<&std::path::Path>) -> Result<Connection, String> {
         Ok(())
     };
     setup(&mut conn).map_err(|e| describe(&e))?;
-    migrate(&mut conn)?;
+    migrate(&mut conn, known)?;
     Ok(conn)
 }
 
-/// Brings the schema to [`schema::LATEST`], all in one write transaction (so two processes
-/// starting on one file cannot both migrate).
-fn migrate(conn: &mut Connection) -> Result<(), String> {
+/// Brings the schema to `known` (this build: [`schema::LATEST`]) as [`schema::plan`] says,
+/// all in one write transaction (so two processes starting on one file cannot both migrate);
+/// a newer database this bridge can read is used as it is.
+fn migrate(conn: &mut Connection, known: i64) -> Result<(), String> {
     let txn = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| describe(&e))?;
     txn.execute(schema::VERSION_TABLE, [])
         .map_err(|e| describe(&e))?;
-    let found = schema_version(&txn).map_err(|e| describe(&e))?;
-    schema::refuse_newer(found)?;
-    for (version, script) in schema::SQLITE.iter().enumerate().skip(found as usize) {
+    let (found, oldest_reader) = schema_version(&txn).map_err(|e| describe(&e))?;
+    if schema::plan(found, oldest_reader, known)? != schema::Plan::Migrate {
+        return txn.commit().map_err(|e| describe(&e));
+    }
+    let upto = usize::try_from(known).unwrap_or(0);
+    for (version, script) in schema::SQLITE[..upto]
+        .iter()
+        .enumerate()
+        .skip(found as usize)
+    {
         txn.execute_batch(script).map_err(|e| {
             format!(
                 "migrate to schema version {}: {}",
@@ -238,20 +247,90 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
     }
     txn.execute("DELETE FROM schema_version", [])
         .map_err(|e| describe(&e))?;
-    txn.execute(
-        "INSERT INTO schema_version (version) VALUES ($1)",
-        [schema::LATEST],
-    )
-    .map_err(|e| describe(&e))?;
+    let recorded = match known >= schema::RECORDS_OLDEST_READER {
+        true => txn.execute(
+            schema::RECORD_VERSION,
+            [known, schema::oldest_reader(known)],
+        ),
+        false => txn.execute(schema::RECORD_VERSION_ONLY, [known]),
+    };
+    recorded.map_err(|e| describe(&e))?;
     txn.commit().map_err(|e| describe(&e))
 }
 
-fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT coalesce(max(version), 0) FROM schema_version",
-        [],
-        |row| row.get(0),
-    )
+/// The schema of the database file at `path` as found, opened read-only: nothing is
+/// created, migrated or written (`check`). `None` when there is no file yet.
+pub fn inspect(path: &std::path::Path) -> Result<Option<Found>, String> {
+    if !path.exists() {
+        let folder = folder_of(path);
+        if !folder.is_dir() {
+            return Err(format!(
+                "cannot create {}: the folder {} does not exist (does the folder exist, and may the bridge write to it?)",
+                path.display(),
+                folder.display()
+            ));
+        }
+        if !may_write(folder) {
+            return Err(format!(
+                "cannot create {}: this user may not write to the folder {}",
+                path.display(),
+                folder.display()
+            ));
+        }
+        return Ok(None);
+    }
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| describe(&e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
+    let has_table: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| describe(&e))?;
+    let (version, oldest_reader) = match has_table {
+        true => schema_version(&conn).map_err(|e| describe(&e))?,
+        false => (0, None),
+    };
+    Ok(Some(Found {
+        version,
+        oldest_reader,
+        read_only: !writable(path),
+    }))
+}
+
+/// Whether this process may write the file and its folder (for the -wal and -shm files).
+fn writable(path: &std::path::Path) -> bool {
+    may_write(path) && may_write(folder_of(path))
+}
+
+fn folder_of(path: &std::path::Path) -> &std::path::Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    }
+}
+
+/// `access(2)` with `W_OK`: what this process's user may write, without writing.
+fn may_write(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// The version a database records, and its oldest reader once it records one.
+pub(super) fn schema_version(conn: &Connection) -> rusqlite::Result<(i64, Option<i64>)> {
+    let found: i64 = conn.query_row(schema::VERSION, [], |row| row.get(0))?;
+    let oldest_reader = match found >= schema::RECORDS_OLDEST_READER {
+        true => conn.query_row(schema::OLDEST_READER_OF, [], |row| row.get(0))?,
+        false => None,
+    };
+    Ok((found, oldest_reader))
 }
 
 /// Copies the WAL back into the database every [`CHECKPOINT_EVERY`] on a connection and

@@ -165,3 +165,68 @@ fn uuids_are_keyed_on_their_bytes_and_other_ids_on_their_text() {
     );
     assert_ne!(MsgKey::of("send-test-1"), MsgKey::of("send-test-2"));
 }
+
+/// The raw version record of the database at `path`.
+fn recorded_version(path: &std::path::Path) -> (i64, Option<i64>) {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    sqlite::schema_version(&conn).expect("read the version")
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_this_build_keeps_working_for_the_previous_one() {
+    let db = temp_db("rollback");
+    let location = Location::Sqlite(db.path.clone());
+    let store = Store::open(&location).await.expect("opens");
+    let key = MsgKey::of("before-the-rollback");
+    let Ok(Claim::Fresh(token)) = store.claim(&key, LEASE).await else {
+        panic!("fresh")
+    };
+    store.finish(&key, &token).await.expect("finish");
+    drop(store);
+    assert_eq!(recorded_version(&db.path), (schema::LATEST, Some(1)));
+
+    // A replica of the previous release (a rolling update, or a rollback) opens it: it works,
+    // and neither migrates it back nor rewrites its version.
+    let previous = Store::open_knowing(&location, schema::LATEST - 1)
+        .await
+        .expect("the previous build opens a database this one migrated");
+    assert_eq!(previous.claim(&key, LEASE).await, Ok(Claim::Done));
+    let next = MsgKey::of("after-the-rollback");
+    let Ok(Claim::Fresh(token)) = previous.claim(&next, LEASE).await else {
+        panic!("fresh")
+    };
+    previous.finish(&next, &token).await.expect("finish");
+    previous
+        .learn_dm_channel("UBOBBY", "DBOBBY")
+        .await
+        .expect("write");
+    drop(previous);
+    assert_eq!(recorded_version(&db.path), (schema::LATEST, Some(1)));
+}
+
+#[tokio::test]
+async fn a_database_that_needs_a_newer_bridge_is_refused_naming_the_versions() {
+    let db = temp_db("needs-newer");
+    let location = Location::Sqlite(db.path.clone());
+    drop(Store::open(&location).await.expect("opens"));
+    let newer = schema::LATEST + 1;
+    rusqlite::Connection::open(&db.path)
+        .and_then(|c| {
+            c.execute(
+                "UPDATE schema_version SET version = $1, oldest_reader = $1",
+                [newer],
+            )
+        })
+        .expect("a newer bridge that changed what this one relies on");
+    let Err(e) = Store::open(&location).await else {
+        panic!("opened a database it cannot read");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!(
+            "schema version {newer}, which needs a bridge that knows version {newer}"
+        )),
+        "{text}"
+    );
+    assert_eq!(recorded_version(&db.path), (newer, Some(newer)));
+}

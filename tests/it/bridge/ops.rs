@@ -400,6 +400,9 @@ async fn run_check(
     command
         .arg("check")
         .env("SLACK_APP_TOKEN", APP_TOKEN)
+        // On loopback (and closed): `check` reads CODER_URL's buildinfo, and a test never
+        // leaves this machine, not even for a DNS lookup.
+        .env("CODER_URL", "http://127.0.0.1:1")
         .envs(env.iter().copied());
     run_for_text(&mut command).await
 }
@@ -418,11 +421,38 @@ async fn check_passes_against_a_healthy_slack() {
     );
     assert!(out.contains("all checks passed"));
     assert_eq!(socket.accepted(), 1, "the websocket was really opened");
-    // The default store, created and migrated in the working folder as `serve` would.
+    // The default store: `check` says what `serve` would do, and creates nothing.
     assert!(
-        out.contains(&format!("ok    DATABASE_URL: sqlite://coder-slack-bridge.db (sqlite, schema version {SCHEMA_VERSION}, writable)")),
+        out.contains(&format!("ok    DATABASE_URL: sqlite://coder-slack-bridge.db (sqlite: no database yet; serve creates it at schema version {SCHEMA_VERSION})")),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn check_reports_what_serve_would_do_with_an_old_database_and_leaves_it_unchanged() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketServer::start().await;
+    let dir = fresh_dir("check-old-db");
+    let path = dir.join("state.db");
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch(include_str!("../../fixtures/schema/sqlite-v1.sql"))
+        .expect("a version 1 database");
+    drop(conn);
+    let before = std::fs::read(&path).expect("read");
+    let url = format!("sqlite://{}", path.display());
+    let (ok, out, err) = run_check(&slack, &socket, &[("DATABASE_URL", &url)]).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!("ok    DATABASE_URL: {url} (sqlite, schema version 1: serve migrates it to {SCHEMA_VERSION}, only adding")),
+        "{out}"
+    );
+    // Not migrated, not written: the file is byte for byte what it was, and alone.
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert_eq!(files, [std::ffi::OsString::from("state.db")]);
 }
 
 #[tokio::test]
@@ -481,7 +511,7 @@ async fn an_unusable_store_is_named_by_check_and_refused_by_serve() {
     assert!(!ok, "{out}");
     assert!(
         out.contains(
-            "FAIL  DATABASE_URL: the store (sqlite:///nonexistent-folder/state.db) failed to open"
+            "FAIL  DATABASE_URL: the store (sqlite:///nonexistent-folder/state.db) failed to read its schema"
         ) && out.contains("does the folder exist"),
         "{out}"
     );
