@@ -180,7 +180,8 @@ fn start_slack(
             cards.clone(),
             metrics.clone(),
             config.coder_url.clone(),
-        );
+        )
+        .with_threads(config.threads);
         if let Some(coder) = coder {
             interact = interact.with_coder(coder);
         }

@@ -12,6 +12,7 @@ mod at_click;
 
 use crate::cards::CardEdits;
 use crate::coder_api::CoderApi;
+use crate::config::Threads;
 use crate::render::{self, SNOOZES};
 use crate::slack::SlackApi;
 use crate::socket_mode::envelope::Envelope;
@@ -37,6 +38,8 @@ pub struct Interact {
     coder_url: Option<url::Url>,
     /// Coder's API, for the buttons that act (`CODER_TOKEN`).
     coder: Option<Arc<CoderApi>>,
+    /// What the App Home lists: workspaces' threads, or how notifications arrive (`THREADS`).
+    threads: Threads,
 }
 
 /// One click on a snooze control or an unsnooze button.
@@ -70,7 +73,14 @@ impl Interact {
             metrics,
             coder_url,
             coder: None,
+            threads: Threads::Workspace,
         }
+    }
+
+    /// How notifications arrive (`THREADS`), for the App Home.
+    pub fn with_threads(mut self, threads: Threads) -> Self {
+        self.threads = threads;
+        self
     }
 
     /// Carries out clicks on the buttons that act on Coder through `coder`.
@@ -224,7 +234,7 @@ impl Interact {
             Ok(home) => home,
             Err(e) => return tracing::warn!(error = %e, "the App Home could not be read"),
         };
-        let blocks = render::home_view(&home, self.coder_url.as_ref());
+        let blocks = render::home_view(&home, self.coder_url.as_ref(), self.threads);
         if let Err(e) = self.api.publish_home(user, blocks).await {
             tracing::warn!(error = %e, "the App Home could not be published");
         }

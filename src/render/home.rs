@@ -2,12 +2,14 @@
 //! card shows last, and the link to their notification preferences in Coder.
 
 use super::{card::when, mrkdwn};
+use crate::config::Threads;
 use crate::state::Home;
 use slack_morphism::prelude::*;
 
 /// The blocks of `home` (Slack allows 100 in a Home view; the store gives at most 40 of each
-/// list, each taking one block).
-pub fn home_view(home: &Home, coder_url: Option<&url::Url>) -> Vec<SlackBlock> {
+/// list, each taking one block). With `THREADS=off` there are no workspace cards to list:
+/// the Home says how notifications arrive instead.
+pub fn home_view(home: &Home, coder_url: Option<&url::Url>, threads: Threads) -> Vec<SlackBlock> {
     let mut blocks = vec![SlackBlock::Header(SlackHeaderBlock::new(pt!(
         "Your Coder notifications"
     )))];
@@ -33,6 +35,14 @@ pub fn home_view(home: &Home, coder_url: Option<&url::Url>) -> Vec<SlackBlock> {
                 .with_accessory(unsnooze.into()),
         ));
     }
+    if threads == Threads::Off {
+        blocks.push(section("*How notifications arrive*".into()));
+        blocks.push(context(
+            "Each notification from Coder arrives as its own message in your messages with this app. Snoozing a workspace holds its notifications back until the snooze ends.".into(),
+        ));
+        push_settings_link(&mut blocks, coder_url);
+        return blocks;
+    }
     blocks.push(section("*Workspaces*".into()));
     if home.workspaces.is_empty() {
         blocks.push(context("No notifications about a workspace yet.".into()));
@@ -48,12 +58,17 @@ pub fn home_view(home: &Home, coder_url: Option<&url::Url>) -> Vec<SlackBlock> {
             mrkdwn::escape(&known.owner)
         )));
     }
+    push_settings_link(&mut blocks, coder_url);
+    blocks
+}
+
+/// The link to the person's notification settings in Coder, when `CODER_URL` is known.
+fn push_settings_link(blocks: &mut Vec<SlackBlock>, coder_url: Option<&url::Url>) {
     if let Some(url) = coder_url.and_then(|u| u.join("/settings/notifications").ok()) {
         blocks.push(context(format!(
             "Choose which notifications Coder sends you: <{url}|your notification settings in Coder>"
         )));
     }
-    blocks
 }
 
 fn section(text: String) -> SlackBlock {

@@ -589,3 +589,41 @@ async fn a_replaced_prebuild_resource_is_about_the_claimants_workspace_not_the_a
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn with_threads_off_the_app_home_shows_snoozes_and_how_notifications_arrive() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    slack.set_socket_url(&socket.url());
+    let mut s = settings(&slack);
+    s.slack_app_token = Some(APP_TOKEN.into());
+    s.socket_mode_connections = "1".into();
+    let mut c: Config = config(s);
+    c.threads = Threads::Off;
+    let bridge = Bridge::start(c).await;
+    bridge.wait_for_socket_mode(1).await;
+    bridge.wait_for_directory(1).await;
+
+    let answer = bridge.deliver(&about(AUTOSTOP, "dev")).await;
+    let ts = answer["ts"].as_str().expect("ts").to_owned();
+    // A top-level message carries the snooze control too; Bobby snoozes dev from it.
+    snooze_from(&socket, "e1", &ts, &ts).await;
+    wait_until("the snooze is in force", WAIT, async || {
+        let (_, _, held) = bridge.post(&about(OUT_OF_MEMORY, "dev")).await;
+        held == json!({"status": "snoozed"})
+    })
+    .await;
+    let view = open_home(&slack, &socket, "e2", "UBOBBY", 1).await;
+    assert!(view.contains("*dev* (bobby) until"), "the snooze: {view}");
+    assert!(view.contains("\"action_id\":\"unsnooze\""), "{view}");
+    assert!(
+        view.contains("Each notification from Coder arrives as its own message"),
+        "how notifications arrive: {view}"
+    );
+    assert!(
+        !view.contains("*Workspaces*") && !view.contains("No notifications about a workspace yet"),
+        "no list of threads that do not exist: {view}"
+    );
+    bridge.stop().await;
+}
