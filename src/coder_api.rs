@@ -363,6 +363,9 @@ fn message_of(body: &[u8], status: StatusCode) -> String {
         Ok(r) if !r.message.trim().is_empty() => r.message.trim().to_owned(),
         _ => status.canonical_reason().unwrap_or("no message").to_owned(),
     };
+    // Coder's words reach Slack in a note: cleaned as notifications are (escapes, bidi
+    // overrides), and on one line.
+    let text = crate::untrusted::cleaned(text);
     let text: String = text.chars().filter(|c| !c.is_control()).collect();
     match text.char_indices().nth(MAX_MESSAGE) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
@@ -402,6 +405,12 @@ mod tests {
         let message = message_of(long.as_bytes(), StatusCode::BAD_REQUEST);
         assert_eq!(message.chars().count(), MAX_MESSAGE + 1);
         assert!(!message.contains('\u{7}'));
+        // A reversing mark or a terminal escape in Coder's words never reaches the note.
+        let body = br#"{"message":"workspace \u202eved\u001b[31m is gone"}"#;
+        assert_eq!(
+            message_of(body, StatusCode::NOT_FOUND),
+            "workspace ved is gone"
+        );
     }
 
     #[test]
