@@ -9,6 +9,7 @@ mod exactly_once;
 mod operator_kit;
 mod prometheus;
 mod proxy_paths;
+mod shutdown;
 mod snooze;
 mod socket_mode;
 mod stack;

@@ -50,7 +50,9 @@ pub fn config(settings: Settings) -> Config {
         .validate(Needs::Serve)
         .expect("valid test settings");
     c.tuning.retry_base_delay = Duration::from_millis(20);
-    c.tuning.shutdown_grace = Duration::from_secs(5);
+    c.tuning.shutdown_budget = Duration::from_secs(5);
+    // Stopping at once: only the test of the grace itself waits it.
+    c.shutdown_grace = Duration::ZERO;
     // Each card edit at once, so a test sees the card as each notification leaves it;
     // tests/threads.rs tests the coalescing itself.
     c.tuning.card_edit_delay = Duration::ZERO;
