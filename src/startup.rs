@@ -126,8 +126,9 @@ impl App {
     ///    only seconds after the pod began terminating, and a refused POST waits 5 minutes
     ///    for Coder's next attempt;
     /// 2. the listener closes; requests and deliveries in flight finish without starting new
-    ///    retries, the cards' pending edits are sent at once (until the budget, counted from
-    ///    the shutdown);
+    ///    retries, then the handlers of the envelopes Socket Mode acked (new ones are left
+    ///    unacked for Slack to deliver again), then the cards' pending edits are sent at once
+    ///    (all until the budget, counted from the shutdown);
     /// 3. Socket Mode closes with close frames (3 s more).
     pub async fn run_until_stopped(self) {
         self.shutdown.cancelled().await;
@@ -155,13 +156,17 @@ impl App {
         {
             tracing::warn!("deliveries still in flight after the shutdown budget were abandoned; Coder retries them");
         }
+        // Clicks acked just before: Slack will not send them again. Their card edits follow.
+        if let Some(socket_mode) = &self.background.socket_mode {
+            socket_mode.drain(deadline).await;
+        }
         if let Some(cards) = &self.background.cards {
             if !cards.drain(deadline).await {
                 tracing::warn!("edits of workspaces' cards still pending after the shutdown budget were abandoned; each card catches up with its next change");
             }
         }
         if let Some(socket_mode) = self.background.socket_mode {
-            if tokio::time::timeout(SOCKET_MODE_CLOSE_BUDGET, socket_mode.join())
+            if tokio::time::timeout(SOCKET_MODE_CLOSE_BUDGET, socket_mode.close())
                 .await
                 .is_err()
             {
@@ -219,7 +224,6 @@ fn start_slack(
             },
             interact,
             metrics.clone(),
-            stop.clone(),
         );
         readiness.report_socket_mode(socket_mode.status());
         let wanted = i64::try_from(config.socket_mode_connections).unwrap_or(i64::MAX);

@@ -3,6 +3,7 @@
 //! databases, all on loopback. Each module is one area of behaviour.
 
 mod actions;
+mod app_home;
 mod bridge;
 mod directory;
 mod exactly_once;

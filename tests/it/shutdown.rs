@@ -51,3 +51,31 @@ async fn a_stopping_bridge_answers_readyz_503_but_delivers_webhooks_for_the_grac
         "the listener is closed once the bridge stopped"
     );
 }
+
+#[tokio::test]
+async fn a_click_acked_just_before_the_stop_is_handled_before_the_stop_returns() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let socket = FakeSocketServer::start().await;
+    let bridge = bridge_with_socket_mode(&slack, &socket, 1, |_| {}).await;
+    // Its Slack call takes a while: the stop must wait for it, not cut it off.
+    slack.delay("views.publish", Duration::from_millis(700));
+    socket.send_text(0, home_opened("e-home", "UBOBBY"));
+    wait_until("the envelope is acked", WAIT, async || {
+        socket.acks().iter().any(|(_, id)| id == "e-home")
+    })
+    .await;
+
+    bridge.stop().await;
+    assert_eq!(
+        slack.answered("views.publish"),
+        1,
+        "the App Home was published before the stop returned"
+    );
+    assert!(slack.home_view("UBOBBY").is_some());
+    assert!(
+        socket.has_seen(&Seen::CloseFrame(0, Some(1000))),
+        "{:?}",
+        socket.seen()
+    );
+}
