@@ -2,6 +2,7 @@
 //! will not take another page takes the bridge out of readiness.
 
 use crate::support::*;
+use coder_slack_bridge::state::{Location, Store};
 use std::time::Duration;
 
 /// The bridge in `dir` against `slack`, its store the default file there; SIGXFSZ ignored, so
@@ -87,4 +88,20 @@ async fn a_store_that_cannot_write_a_page_makes_readyz_503_naming_the_store() {
         },
     )
     .await;
+}
+#[cfg(unix)]
+#[tokio::test]
+async fn the_sqlite_files_are_readable_by_the_bridges_user_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = fresh_dir("modes").join("state.db");
+    let store = Store::open(&Location::Sqlite(path.clone()))
+        .await
+        .expect("opens");
+    // A write, so the WAL and its index are there too.
+    store.health().await.expect("healthy");
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", path.display());
+        let mode = std::fs::metadata(&file).expect(&file).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}: {:o}", mode & 0o777);
+    }
 }
