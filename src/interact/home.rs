@@ -119,7 +119,8 @@ impl<'a> Turn<'a> {
     /// The turn, unless someone else holds it (who is then told to publish once more).
     fn take(pending: &'a Mutex<HashMap<String, bool>>, user: &'a str) -> Option<Self> {
         let ours = lock(pending).insert(user.to_owned(), true).is_none();
-        ours.then_some(Turn {
+        // Made only when ours: a turn dropped ends, and would end the holder's.
+        ours.then(|| Turn {
             pending,
             user,
             over: false,
@@ -155,4 +156,31 @@ fn lock(
     pending: &Mutex<HashMap<String, bool>>,
 ) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
     pending.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_turn_per_person_and_a_request_meanwhile_makes_one_more_publish() {
+        let pending = Mutex::new(HashMap::new());
+        let mut first = Turn::take(&pending, "U1").expect("nobody holds it");
+        first.read_now();
+        // Requests meanwhile: the holder publishes once more for all of them.
+        assert!(Turn::take(&pending, "U1").is_none());
+        assert!(Turn::take(&pending, "U1").is_none());
+        assert!(
+            Turn::take(&pending, "U2").is_some(),
+            "another person's is apart"
+        );
+        assert!(!first.finished(), "a request came after the read");
+        first.read_now();
+        assert!(first.finished());
+        let mut next = Turn::take(&pending, "U1").expect("free again");
+        next.read_now();
+        // A publish cut short (its task dropped) frees the turn too.
+        drop(next);
+        assert!(Turn::take(&pending, "U1").is_some());
+    }
 }
