@@ -77,6 +77,11 @@ impl Labels {
         self.0.get(key).map(String::as_str)
     }
 
+    /// The labels' names.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     fn from_wire(labels: Option<&Value>) -> Self {
         let Some(labels) = labels.and_then(Value::as_object) else {
             return Labels::default();

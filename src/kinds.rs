@@ -1,6 +1,7 @@
 //! Coder's notification kinds, in one table: which are about a workspace (so they can gather
 //! in that workspace's thread) and which are urgent (so they are never hidden in a thread);
-//! and, in one more, the labels that name a workspace and its owner.
+//! and, in one more, the labels that name a workspace and its owner; and which notifications
+//! carry a secret (so they go to their recipient alone, never to a shared channel).
 //! A kind is known by its template ID, fixed in Coder's source (`coderd/notifications/events.go`
 //! and the migrations that insert `notification_templates`); its name is the fallback, since
 //! Coder renames templates but keeps their IDs, and its test fixtures zero the ID.
@@ -42,6 +43,10 @@ const OTHER: bool = false;
 const URGENT: bool = true;
 const ROUTINE: bool = false;
 
+/// Coder's One-Time Passcode (a password reset someone asked for): its label and its button's
+/// URL carry the passcode, and whoever has them can set the account's password.
+pub const ONE_TIME_PASSCODE: &str = "62f86a30-2330-4b61-a26d-311ff3b608cf";
+
 /// Every template Coder ships, by its ID in Coder's source.
 #[rustfmt::skip]
 pub const KINDS: &[Kind] = &[
@@ -70,7 +75,7 @@ pub const KINDS: &[Kind] = &[
     kind("9f5af851-8408-4e73-a7a1-c6502ba46689", &["User account activated"], OTHER, ROUTINE),
     kind("6a2f0609-9b69-4d36-a989-9f5925b6cbff", &["Your account has been suspended"], OTHER, ROUTINE),
     kind("1a6a6bea-ee0a-43e2-9e7c-eabdb53730e4", &["Your account has been activated"], OTHER, ROUTINE),
-    kind("62f86a30-2330-4b61-a26d-311ff3b608cf", &["One-Time Passcode"], OTHER, ROUTINE),
+    kind(ONE_TIME_PASSCODE, &["One-Time Passcode"], OTHER, ROUTINE),
     // `labels.name` here is the template's name, not a workspace's.
     kind("29a09665-2a4c-403f-9648-54301670e7be", &["Template Deleted"], OTHER, ROUTINE),
     kind("f40fae84-55a2-42cd-99fa-b41c1ca64894", &["Template Deprecated"], OTHER, ROUTINE),
@@ -90,6 +95,43 @@ pub const KINDS: &[Kind] = &[
     // A tool call in the workspace (`labels.workspace_name`) waits for the person's approval.
     kind("d2209b6a-3ac7-4560-8de3-cc9024cc5708", &["MCP Tool Call Awaiting Approval"], WORKSPACE, ROUTINE),
 ];
+
+/// What makes a notification one that nobody but its recipient may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secret {
+    /// Coder's One-Time Passcode: the code, and a reset link with it.
+    OneTimePasscode,
+    /// A label named like a secret (see [`is_secret_label`]), in any kind.
+    Labelled,
+}
+
+/// The secret `notification` carries, if it carries one: the one place this is decided, for
+/// every way a notification could reach a shared channel (`FALLBACK_CHANNEL`, a route). Such
+/// a notification goes to its recipient's own DM only; a shared channel gets at most a note
+/// that it could not be delivered, without the code or the link.
+pub fn secret_of(notification: &Notification) -> Option<Secret> {
+    if Kind::of(notification).is_some_and(|k| k.template_id == ONE_TIME_PASSCODE) {
+        return Some(Secret::OneTimePasscode);
+    }
+    let labelled = notification.labels.keys().any(is_secret_label);
+    labelled.then_some(Secret::Labelled)
+}
+
+/// Words that, in a label's name, say its value is a secret: `one_time_passcode`,
+/// `reset_token`, `otp`, `password`, `client_secret`, … (any case; `otp` as a word, or at
+/// either end of one, since it is a part of other words).
+const SECRET_WORDS: &[&str] = &["passcode", "password", "passwd", "token", "secret"];
+
+/// Whether a label named `name` holds a secret, by its name.
+pub fn is_secret_label(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| {
+            word.starts_with("otp")
+                || word.ends_with("otp")
+                || SECRET_WORDS.iter().any(|secret| word.contains(secret))
+        })
+}
 
 /// What a label says about the workspace a notification is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,6 +429,49 @@ mod tests {
                 ("Workspace Marked for Deletion", Act::Keep),
                 ("Workspace Autostop Reminder", Act::Extend),
             ]
+        );
+    }
+
+    #[test]
+    fn the_one_time_passcode_and_secret_labels_are_secrets_and_nothing_else_is() {
+        for (name, bytes) in sample_bytes() {
+            let expected = name
+                .starts_with("TemplateUserRequestedOneTimePasscode")
+                .then_some(Secret::OneTimePasscode);
+            assert_eq!(secret_of(&parse(&bytes)), expected, "{name}");
+        }
+        for label in [
+            "one_time_passcode",
+            "otp",
+            "OTP_code",
+            "reset_token",
+            "Password",
+            "client-secret",
+            "emailOtp",
+        ] {
+            assert!(is_secret_label(label), "{label}");
+        }
+        for label in [
+            "workspace",
+            "name",
+            "claimant",
+            "hotpath",
+            "reason",
+            "template",
+        ] {
+            assert!(!is_secret_label(label), "{label}");
+        }
+        let body = serde_json::json!({
+            "msg_id": "m",
+            "payload": {
+                "notification_name": "Something New",
+                "user_email": "a@b.c",
+                "labels": {"workspace": "dev", "recovery_token": "t0k3n"},
+            },
+        });
+        assert_eq!(
+            secret_of(&parse(body.to_string().as_bytes())),
+            Some(Secret::Labelled)
         );
     }
 

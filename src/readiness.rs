@@ -1,6 +1,8 @@
 //! Whether the bridge can deliver DMs, as `/readyz` reports it. Each source sets its own part:
-//! the auth check releases the latch once Slack accepted the bot token; a watcher asks the
-//! store every few seconds whether it answers and can write; Socket Mode's
+//! a shutdown (SIGTERM) makes it not ready at once, so load balancers stop sending while the
+//! listener still takes what they send meanwhile; the auth check releases the latch once
+//! Slack accepted the bot token; a watcher asks the store every few seconds whether it
+//! answers and can write; Socket Mode's
 //! connections are read from its status, reported but never required (DMs go out without
 //! it, so a Socket Mode outage must not take the only replica out of its Service).
 
@@ -24,6 +26,8 @@ pub struct Readiness {
     /// would not have started).
     store_answers: Arc<AtomicBool>,
     socket_mode: OnceLock<Status>,
+    /// Cancelled when a shutdown begins.
+    shutdown: CancellationToken,
 }
 
 /// What `/readyz` answers.
@@ -43,15 +47,18 @@ impl Default for Readiness {
             slack_verified: Arc::default(),
             store_answers: Arc::new(AtomicBool::new(true)),
             socket_mode: OnceLock::new(),
+            shutdown: CancellationToken::new(),
         }
     }
 }
 
 impl Readiness {
-    /// A dry run is ready at once: it needs nothing outside.
-    pub fn new(dry_run: bool) -> Self {
+    /// A dry run is ready at once: it needs nothing outside. Once `shutdown` is cancelled,
+    /// nothing is ready.
+    pub fn new(dry_run: bool, shutdown: CancellationToken) -> Self {
         Readiness {
             dry_run,
+            shutdown,
             ..Readiness::default()
         }
     }
@@ -104,7 +111,9 @@ impl Readiness {
     }
 
     pub fn report(&self) -> Report {
-        let (ready, reason) = if self.dry_run {
+        let (ready, reason) = if self.shutdown.is_cancelled() {
+            (false, "shutting down")
+        } else if self.dry_run {
             (true, "dry run: Slack is not contacted")
         } else if !self.store_answers.load(Ordering::Acquire) {
             (false, "the store (DATABASE_URL) does not answer")
@@ -127,7 +136,7 @@ mod tests {
 
     #[test]
     fn ready_once_the_bot_token_is_verified_whatever_socket_mode_does() {
-        let readiness = Readiness::new(false);
+        let readiness = Readiness::new(false, CancellationToken::new());
         assert!(!readiness.report().ready);
         readiness.report_socket_mode(Status::default());
         readiness.latch()();
@@ -140,6 +149,20 @@ mod tests {
                 ever_connected: false
             })
         );
-        assert!(Readiness::new(true).report().ready);
+        assert!(
+            Readiness::new(true, CancellationToken::new())
+                .report()
+                .ready
+        );
+    }
+
+    #[test]
+    fn a_shutdown_is_not_ready_whatever_else_holds() {
+        let shutdown = CancellationToken::new();
+        let readiness = Readiness::new(true, shutdown.clone());
+        readiness.latch()();
+        shutdown.cancel();
+        let report = readiness.report();
+        assert_eq!((report.ready, report.reason), (false, "shutting down"));
     }
 }

@@ -1,7 +1,9 @@
 //! Start-up and shutdown. [`App::build`] makes every part from the configuration and binds
 //! the listener (port 0 picks a free one, so tests start the real thing);
 //! [`App::run_until_stopped`] serves until the shutdown token is cancelled, then stops in
-//! bounded time.
+//! bounded time: `/readyz` turns 503 at once, webhooks are still taken for `SHUTDOWN_GRACE`
+//! (load balancers take a few seconds to stop sending), then the listener closes and the work
+//! in flight drains.
 
 use crate::cards::CardEdits;
 use crate::coder_api::CoderApi;
@@ -23,7 +25,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Time Socket Mode's close frames get at shutdown, after the grace period for deliveries.
+/// Time Socket Mode's close frames get at shutdown, after the budget for the work in flight.
 const SOCKET_MODE_CLOSE_BUDGET: Duration = Duration::from_secs(3);
 
 /// A running bridge: the listener is bound and background work has started.
@@ -31,9 +33,16 @@ pub struct App {
     local_addr: SocketAddr,
     state: Arc<http::State>,
     background: Background,
+    /// Cancelled by whoever stops the bridge (SIGTERM): `/readyz` turns 503 at once.
     shutdown: CancellationToken,
+    /// Cancelled once `SHUTDOWN_GRACE` has passed: the listener closes, deliveries stop
+    /// retrying, background work stops.
+    stop: CancellationToken,
     server: JoinHandle<()>,
+    /// `SHUTDOWN_GRACE`.
     grace: Duration,
+    /// By when, counted from the shutdown, the work in flight must be done.
+    budget: Duration,
 }
 
 /// What runs beside the HTTP face (all absent in a dry run).
@@ -53,7 +62,8 @@ impl App {
     pub async fn build(config: Config) -> Result<App, String> {
         let metrics = Metrics::new();
         let shutdown = CancellationToken::new();
-        let readiness = Readiness::new(config.dry_run);
+        let stop = CancellationToken::new();
+        let readiness = Readiness::new(config.dry_run, shutdown.clone());
         if config.coder_url.is_none() {
             tracing::warn!("CODER_URL is not set: buttons with relative URLs are left out");
         }
@@ -61,20 +71,19 @@ impl App {
         let (delivery, mut background) = if config.dry_run {
             tracing::warn!("DRY_RUN is on: notifications are rendered, not sent to Slack (the log shows their shape; `preview` shows a whole message)");
             let policy = delivery::Policy::from_config(&config);
-            let delivery =
-                Delivery::dry_run(store.clone(), policy, metrics.clone(), shutdown.clone());
+            let delivery = Delivery::dry_run(store.clone(), policy, metrics.clone(), stop.clone());
             (delivery, Background::default())
         } else {
-            start_slack(&config, store.clone(), &metrics, &shutdown, &readiness)?
+            start_slack(&config, store.clone(), &metrics, &stop, &readiness)?
         };
         background.tasks.push(store.clone().spawn_pruner(
             config.retention,
             config.tuning.prune_every,
-            shutdown.clone(),
+            stop.clone(),
         ));
         background
             .tasks
-            .push(readiness.watch_store(store, shutdown.clone()));
+            .push(readiness.watch_store(store, stop.clone()));
         let state = http::State::new(
             metrics,
             Arc::new(delivery),
@@ -83,14 +92,16 @@ impl App {
             config.tuning.body_read_timeout,
             readiness,
         );
-        let (local_addr, server) = listen(&config, state.clone(), shutdown.clone()).await?;
+        let (local_addr, server) = listen(&config, state.clone(), stop.clone()).await?;
         Ok(App {
             local_addr,
             state,
             background,
             shutdown,
+            stop,
             server,
-            grace: config.tuning.shutdown_grace,
+            grace: config.shutdown_grace,
+            budget: config.tuning.shutdown_budget,
         })
     }
 
@@ -108,14 +119,29 @@ impl App {
         self.shutdown.clone()
     }
 
-    /// Runs until the shutdown token is cancelled, then stops accepting, lets requests and
-    /// deliveries in flight finish (they stop retrying; all of it bounded by the grace period)
-    /// and closes Socket Mode with close frames (bounded too), so the whole stop stays under
-    /// the 30 s that Kubernetes and systemd give before they kill.
+    /// Runs until the shutdown token is cancelled, then stops in stages, each bounded, so the
+    /// whole stop stays under 25 s (Kubernetes and systemd kill at 30 s):
+    /// 1. `/readyz` answers 503 at once, while webhooks are still taken and delivered for
+    ///    `SHUTDOWN_GRACE`: a load balancer (a Service's endpoints, kube-proxy) stops sending
+    ///    only seconds after the pod began terminating, and a refused POST waits 5 minutes
+    ///    for Coder's next attempt;
+    /// 2. the listener closes; requests and deliveries in flight finish without starting new
+    ///    retries, then the handlers of the envelopes Socket Mode acked (new ones are left
+    ///    unacked for Slack to deliver again), then the cards' pending edits are sent at once
+    ///    (all until the budget, counted from the shutdown);
+    /// 3. Socket Mode closes with close frames (3 s more).
     pub async fn run_until_stopped(self) {
         self.shutdown.cancelled().await;
-        tracing::info!("shutting down: finishing deliveries in flight");
-        let deadline = tokio::time::Instant::now() + self.grace;
+        let deadline = tokio::time::Instant::now() + self.budget;
+        if !self.grace.is_zero() {
+            tracing::info!(
+                grace_seconds = self.grace.as_secs_f64(),
+                "shutting down: /readyz answers 503; webhooks are still taken for SHUTDOWN_GRACE"
+            );
+            tokio::time::sleep(self.grace).await;
+        }
+        tracing::info!("shutting down: the listener closes; finishing deliveries in flight");
+        self.stop.cancel();
         let mut server = self.server;
         if tokio::time::timeout_at(deadline, &mut server)
             .await
@@ -128,15 +154,19 @@ impl App {
             .await
             .is_err()
         {
-            tracing::warn!("deliveries still in flight after the grace period were abandoned; Coder retries them");
+            tracing::warn!("deliveries still in flight after the shutdown budget were abandoned; Coder retries them");
+        }
+        // Clicks acked just before: Slack will not send them again. Their card edits follow.
+        if let Some(socket_mode) = &self.background.socket_mode {
+            socket_mode.drain(deadline).await;
         }
         if let Some(cards) = &self.background.cards {
             if !cards.drain(deadline).await {
-                tracing::warn!("edits of workspaces' cards still pending after the grace period were abandoned; each card catches up with its next change");
+                tracing::warn!("edits of workspaces' cards still pending after the shutdown budget were abandoned; each card catches up with its next change");
             }
         }
         if let Some(socket_mode) = self.background.socket_mode {
-            if tokio::time::timeout(SOCKET_MODE_CLOSE_BUDGET, socket_mode.join())
+            if tokio::time::timeout(SOCKET_MODE_CLOSE_BUDGET, socket_mode.close())
                 .await
                 .is_err()
             {
@@ -156,13 +186,13 @@ fn start_slack(
     config: &Config,
     store: Store,
     metrics: &Metrics,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
     readiness: &Readiness,
 ) -> Result<(Delivery, Background), String> {
     let proxies = ProxyConfig::from_env()?;
     let api = Arc::new(SlackApi::from_config(config, &proxies, metrics.clone())?);
     let (mut delivery, directory, cards) =
-        slack_delivery(api.clone(), store.clone(), config, metrics, shutdown);
+        slack_delivery(api.clone(), store.clone(), config, metrics, stop);
     let coder = coder_api(config, &proxies, api.has_app_token())?;
     if let Some(coder) = &coder {
         delivery = delivery.with_coder(coder.clone());
@@ -170,8 +200,8 @@ fn start_slack(
     let tasks = vec![
         directory
             .clone()
-            .spawn_refresher(config.directory_refresh, shutdown.clone()),
-        spawn_auth_check(api.clone(), readiness.latch(), shutdown.clone()),
+            .spawn_refresher(config.directory_refresh, stop.clone()),
+        spawn_auth_check(api.clone(), readiness.latch(), stop.clone()),
     ];
     let socket_mode = if api.has_app_token() {
         let mut interact = Interact::new(
@@ -195,7 +225,6 @@ fn start_slack(
             },
             interact,
             metrics.clone(),
-            shutdown.clone(),
         );
         readiness.report_socket_mode(socket_mode.status());
         let wanted = i64::try_from(config.socket_mode_connections).unwrap_or(i64::MAX);
@@ -293,11 +322,11 @@ async fn open_store(config: &Config) -> Result<Store, String> {
     Ok(store)
 }
 
-/// Binds `LISTEN_ADDR` and serves the HTTP routes until `shutdown`.
+/// Binds `LISTEN_ADDR` and serves the HTTP routes until `stop`.
 async fn listen(
     config: &Config,
     state: Arc<http::State>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -309,12 +338,7 @@ async fn listen(
         max_connections: config.tuning.max_connections,
         header_read_timeout: config.tuning.header_read_timeout,
     };
-    let server = tokio::spawn(server::serve(
-        listener,
-        http::routes(state),
-        limits,
-        shutdown,
-    ));
+    let server = tokio::spawn(server::serve(listener, http::routes(state), limits, stop));
     tracing::info!(%local_addr, "listening for Coder's webhook on POST /v1/webhook");
     Ok((local_addr, server))
 }

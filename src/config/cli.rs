@@ -154,6 +154,16 @@ pub struct Settings {
         global = true
     )]
     pub retention: String,
+    /// After SIGTERM, how long webhooks are still taken while /readyz answers 503, so load
+    /// balancers stop sending first (0s–10s); then deliveries in flight finish.
+    #[arg(
+        long,
+        env = "SHUTDOWN_GRACE",
+        hide_env_values = true,
+        default_value = "5s",
+        global = true
+    )]
+    pub shutdown_grace: String,
     /// Allow a non-loopback LISTEN_ADDR without WEBHOOK_SECRET.
     #[arg(long, env = "ALLOW_UNAUTHENTICATED", hide_env_values = true, global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_unauthenticated: bool,

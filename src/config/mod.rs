@@ -57,6 +57,9 @@ pub struct Config {
     pub threads: Threads,
     /// How long handled ids, ended snoozes and idle threads are kept (`RETENTION`).
     pub retention: Duration,
+    /// After SIGTERM, how long the listener keeps taking webhooks while `/readyz` answers
+    /// 503, so load balancers stop sending before it closes (`SHUTDOWN_GRACE`).
+    pub shutdown_grace: Duration,
     /// Tuning that operators never need but tests shorten.
     pub tuning: Tuning,
 }
@@ -93,9 +96,10 @@ pub struct Tuning {
     pub card_edit_delay: Duration,
     /// First wait before retrying a failed Slack call (doubles, full jitter).
     pub retry_base_delay: Duration,
-    /// How long shutdown waits for requests and deliveries in flight; Socket Mode's close
+    /// By when, counted from SIGTERM (`SHUTDOWN_GRACE` included), requests, deliveries,
+    /// card edits and Socket Mode's handlers in flight must be done; Socket Mode's close
     /// frames get 3 s more, so a stop stays under 25 s (Kubernetes and systemd kill at 30 s).
-    pub shutdown_grace: Duration,
+    pub shutdown_budget: Duration,
     pub socket_mode: crate::socket_mode::Timing,
 }
 
@@ -115,11 +119,15 @@ impl Default for Tuning {
             coder_lookup_timeout: Duration::from_secs(3),
             card_edit_delay: Duration::from_secs(1),
             retry_base_delay: Duration::from_millis(250),
-            shutdown_grace: Duration::from_secs(20),
+            shutdown_budget: Duration::from_secs(20),
             socket_mode: crate::socket_mode::Timing::default(),
         }
     }
 }
+
+/// The longest `SHUTDOWN_GRACE`: what is left of the shutdown budget (20 s) after it is the
+/// time deliveries in flight get to finish (a Slack call's own timeout is 10 s).
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// One plain sentence naming the setting to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +203,12 @@ impl Settings {
                 Duration::from_secs(24 * 3600)..=Duration::from_secs(365 * 24 * 3600),
                 "a day outlasts Coder's retries, and a year of handled ids is plenty",
             )?,
+            shutdown_grace: bounded_duration(
+                "SHUTDOWN_GRACE",
+                &self.shutdown_grace,
+                Duration::ZERO..=MAX_SHUTDOWN_GRACE,
+                "deliveries in flight need the rest of the 25 s a stop may take",
+            )?,
             tuning: Tuning::default(),
         })
     }
@@ -231,6 +245,7 @@ mod tests {
         assert_eq!(c.socket_mode_connections, 2);
         assert_eq!(c.delivery_timeout, Duration::from_secs(30));
         assert_eq!(c.slack_api_url.as_str(), "https://slack.com/api");
+        assert_eq!(c.shutdown_grace, Duration::from_secs(5));
         assert!(!c.dry_run);
     }
 
@@ -285,6 +300,24 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("CODER_URL"));
+
+        for grace in ["11s", "soon"] {
+            let mut s = settings();
+            s.shutdown_grace = grace.into();
+            assert!(
+                s.validate(Needs::Serve)
+                    .unwrap_err()
+                    .0
+                    .starts_with("SHUTDOWN_GRACE must be"),
+                "{grace}"
+            );
+        }
+        let mut s = settings();
+        s.shutdown_grace = "0s".into();
+        assert_eq!(
+            s.validate(Needs::Serve).map(|c| c.shutdown_grace),
+            Ok(Duration::ZERO)
+        );
 
         let mut s = settings();
         s.listen_addr = Some("nonsense".into());

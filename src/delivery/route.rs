@@ -6,6 +6,7 @@ use super::poster::{Part, Post, Posted};
 use super::thread::{Failed, Place, Snooze};
 use super::{Delivery, Outcome, Recipient, RetryLater, Threads, DEFAULT_RETRY_AFTER};
 use crate::coder::Notification;
+use crate::kinds::{self, Secret};
 use crate::render;
 use crate::slack::directory::Directory;
 use crate::slack::{ErrorClass, SlackError};
@@ -165,19 +166,25 @@ impl Delivery {
                 fallback_channel: None,
             });
         };
-        let note = format!(
-            "Intended for {}, who could not be reached in Slack ({}).",
-            notification.user_email,
-            reason.split(':').next().unwrap_or(reason)
-        );
-        let rendered = render::render_for_channel(notification, &self.policy.render, Some(&note));
+        let code = reason.split(':').next().unwrap_or(reason);
+        let content = match kinds::secret_of(notification) {
+            // Anyone in the channel could use the code or the link: a note, no more.
+            Some(secret) => secret_withheld(notification, secret, code),
+            None => {
+                let note = format!(
+                    "Intended for {}, who could not be reached in Slack ({code}).",
+                    notification.user_email,
+                );
+                render::render_for_channel(notification, &self.policy.render, Some(&note)).content
+            }
+        };
         let post = Post {
             notification,
             part: Part::Notification,
             channel: SlackChannelId(channel.clone()),
             thread: None,
         };
-        match to.post(&post, rendered.content).await {
+        match to.post(&post, content).await {
             Ok(_) => Ok(Outcome::Undeliverable {
                 reason: reason.to_owned(),
                 fallback_channel: Some(channel.clone()),
@@ -192,6 +199,24 @@ impl Delivery {
             Err(e) => Err(retry_later(&e)),
         }
     }
+}
+
+/// What a shared channel is told of a notification that carries a secret and could not
+/// reach its recipient: that it could not, for whom and why; never the notification itself.
+fn secret_withheld(notification: &Notification, secret: Secret, code: &str) -> SlackMessageContent {
+    let address = render::mrkdwn::escape(&notification.user_email);
+    let text = match secret {
+        Secret::OneTimePasscode => format!(
+            "A one-time passcode for {address} could not be delivered in Slack ({code}). \
+             It is not shown here: the code and its link let whoever has them reset the password."
+        ),
+        Secret::Labelled => format!(
+            "A notification for {address} ({}) could not be delivered in Slack ({code}). \
+             It carries a secret, so it is not shown here.",
+            render::mrkdwn::escape(&notification.notification_name)
+        ),
+    };
+    SlackMessageContent::new().with_text(text)
 }
 
 fn log_skipped(notification: &Notification, skipped: &[render::SkippedAction]) {

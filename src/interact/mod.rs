@@ -9,6 +9,7 @@
 
 mod acting;
 mod at_click;
+mod home;
 
 use crate::cards::CardEdits;
 use crate::coder_api::CoderApi;
@@ -33,13 +34,12 @@ pub struct Interact {
     cards: Arc<CardEdits>,
     counter: DefaultHandler,
     metrics: Metrics,
-    /// For the App Home's link to the person's notification settings in Coder, and the
-    /// workspace's page when Coder refuses an act.
+    /// The workspace's page when Coder refuses an act.
     coder_url: Option<url::Url>,
+    /// The one path that publishes people's App Homes.
+    homes: home::HomePublisher,
     /// Coder's API, for the buttons that act (`CODER_TOKEN`).
     coder: Option<Arc<CoderApi>>,
-    /// What the App Home lists: workspaces' threads, or how notifications arrive (`THREADS`).
-    threads: Threads,
 }
 
 /// One click on a snooze control or an unsnooze button.
@@ -66,6 +66,7 @@ impl Interact {
         coder_url: Option<url::Url>,
     ) -> Self {
         Interact {
+            homes: home::HomePublisher::new(api.clone(), store.clone(), coder_url.clone()),
             api,
             store,
             cards,
@@ -73,13 +74,12 @@ impl Interact {
             metrics,
             coder_url,
             coder: None,
-            threads: Threads::Workspace,
         }
     }
 
     /// How notifications arrive (`THREADS`), for the App Home.
     pub fn with_threads(mut self, threads: Threads) -> Self {
-        self.threads = threads;
+        self.homes.threads = threads;
         self
     }
 
@@ -225,19 +225,7 @@ impl Interact {
             }
             Err(e) => tracing::warn!(error = %e, "a click could not be carried out"),
         }
-        self.publish_home(&click.user).await;
-    }
-
-    /// Publishes `user`'s App Home: their snoozes and workspaces, from the store.
-    async fn publish_home(&self, user: &str) {
-        let home = match self.store.home(user).await {
-            Ok(home) => home,
-            Err(e) => return tracing::warn!(error = %e, "the App Home could not be read"),
-        };
-        let blocks = render::home_view(&home, self.coder_url.as_ref(), self.threads);
-        if let Err(e) = self.api.publish_home(user, blocks).await {
-            tracing::warn!(error = %e, "the App Home could not be published");
-        }
+        self.homes.publish(&click.user).await;
     }
 }
 
@@ -255,7 +243,7 @@ impl EnvelopeHandler for Interact {
             self.counter.record(&envelope);
             if envelope.kind == "events_api" {
                 if let Some(user) = home_opened(&envelope) {
-                    self.publish_home(user).await;
+                    self.homes.publish(user).await;
                 }
                 return;
             }

@@ -3,7 +3,7 @@
 
 use super::connector::{self, ReqwestConnector};
 use super::error::{classify, open_error, SlackError};
-use super::wire::{History, OpenDmRequest, OpenedDm, PostedMessage, Scheduled};
+use super::wire::{History, OpenDmRequest, OpenedDm, PostedMessage, PublishedView, Scheduled};
 use super::{UsersPage, METADATA_EVENT_TYPE, NOTIFICATION_PART};
 use crate::proxy::ProxyConfig;
 use crate::socket_mode::{OpenConnection, OpenError};
@@ -203,18 +203,21 @@ impl SlackApi {
         self.read(method, &params).await
     }
 
-    /// `views.publish`: `blocks` as `user`'s App Home.
+    /// `views.publish`: `blocks` as `user`'s App Home, only if the view Slack holds is still
+    /// the one `hash` names (when given; `hash_conflict` otherwise). Returns the new view's hash.
     pub async fn publish_home(
         &self,
         user: &str,
         blocks: Vec<SlackBlock>,
-    ) -> Result<(), SlackError> {
+        hash: Option<&str>,
+    ) -> Result<Option<String>, SlackError> {
         let request = SlackApiViewsPublishRequest::new(
             SlackUserId(user.to_owned()),
             SlackView::Home(SlackHomeView::new(blocks)),
-        );
-        let _: serde::de::IgnoredAny = self.post("views.publish", &request).await?;
-        Ok(())
+        )
+        .opt_hash(hash.map(str::to_owned));
+        let published: PublishedView = self.post("views.publish", &request).await?;
+        Ok(published.view.hash)
     }
 
     /// `chat.postEphemeral`: `text` shown to `user` alone in `channel` (in the thread under

@@ -78,6 +78,9 @@ enum Meaning {
     /// The message or thread asked about is no longer there (deleted), or can no longer be
     /// edited: a new one is started.
     Gone,
+    /// The view changed since the hash sent with it (someone else published): read the
+    /// state again and publish that.
+    StaleView,
 }
 
 const CODES: &[(&str, Meaning)] = &[
@@ -114,6 +117,7 @@ const CODES: &[(&str, Meaning)] = &[
     ("message_not_found", Meaning::Gone),
     ("cant_update_message", Meaning::Gone),
     ("edit_window_closed", Meaning::Gone),
+    ("hash_conflict", Meaning::StaleView),
 ];
 
 fn meaning(code: &str) -> Option<Meaning> {
@@ -124,7 +128,9 @@ impl SlackError {
     pub fn class(&self) -> ErrorClass {
         match self {
             SlackError::Api { code, .. } => match meaning(code) {
-                Some(Meaning::Unreachable | Meaning::Gone) => ErrorClass::Permanent,
+                Some(Meaning::Unreachable | Meaning::Gone | Meaning::StaleView) => {
+                    ErrorClass::Permanent
+                }
                 Some(Meaning::BadMessage) => ErrorClass::BadMessage,
                 Some(_) => ErrorClass::Configuration,
                 None => ErrorClass::Transient,
@@ -138,6 +144,11 @@ impl SlackError {
     /// Whether the message or thread the call named is gone (or can no longer be edited).
     pub fn is_gone(&self) -> bool {
         matches!(self, SlackError::Api { code, .. } if meaning(code) == Some(Meaning::Gone))
+    }
+
+    /// Whether a view was published with a hash Slack no longer holds (`views.publish`).
+    pub fn is_stale_view(&self) -> bool {
+        matches!(self, SlackError::Api { code, .. } if meaning(code) == Some(Meaning::StaleView))
     }
 
     /// Whether the token lacks a scope the call needs.
@@ -202,7 +213,9 @@ impl SlackError {
             Meaning::NotAllowed => {
                 "the Slack workspace does not let this app do that: check the app's installation".into()
             }
-            Meaning::Unreachable | Meaning::BadMessage | Meaning::Gone => return None,
+            Meaning::Unreachable | Meaning::BadMessage | Meaning::Gone | Meaning::StaleView => {
+                return None
+            }
         })
     }
 }

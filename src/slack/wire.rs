@@ -9,6 +9,18 @@ pub(super) struct PostedMessage {
     pub(super) ts: String,
 }
 
+/// `views.publish`'s answer: the hash of the view as Slack now holds it.
+#[derive(serde::Deserialize)]
+pub(super) struct PublishedView {
+    pub(super) view: ViewHash,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ViewHash {
+    #[serde(default)]
+    pub(super) hash: Option<String>,
+}
+
 #[derive(serde::Deserialize)]
 pub(super) struct Scheduled {
     pub(super) channel: String,

@@ -1,5 +1,6 @@
 //! One Socket Mode connection: reads frames, acks envelopes at once, hands them to the handler
-//! in their own tasks, pings, and notices when the other side has gone quiet.
+//! in their own (tracked, bounded) tasks, pings, and notices when the other side has gone
+//! quiet.
 
 use super::envelope::{ack_text, parse_frame, DisconnectReason, Envelope, Frame};
 use super::handler::EnvelopeHandler;
@@ -7,14 +8,16 @@ use super::tunnel::WsStream;
 use super::Timing;
 use crate::telemetry::{EnvelopeLabels, Metrics};
 use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
@@ -23,6 +26,8 @@ pub(crate) struct Shared {
     /// Cancelled when Socket Mode stops.
     pub stop: tokio_util::sync::CancellationToken,
     pub handler: Arc<dyn EnvelopeHandler>,
+    /// One per handler running: `tuning.max_handlers` in all.
+    pub handler_permits: Arc<Semaphore>,
     pub metrics: Metrics,
     pub tuning: Timing,
     /// Envelope ids seen recently, across all connections: redeliveries are acked, not handled.
@@ -31,6 +36,11 @@ pub(crate) struct Shared {
     pub status: super::Status,
     /// Connection tasks, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
+    /// Handlers of acked envelopes (waiting for a permit or running), so shutdown can wait
+    /// for them: Slack does not deliver an acked envelope again.
+    pub handlers: TaskTracker,
+    /// Set when a shutdown begins: envelopes are left unacked from then on.
+    pub draining: AtomicBool,
 }
 
 /// What a connection tells its keeper.
@@ -255,11 +265,21 @@ impl Connection {
                 let _ = self.events.send(ConnEvent::Disconnect(reason));
             }
             Ok(Frame::Envelope(envelope)) => {
+                // Counted as handled work before the drain is asked about, so a drain that
+                // begins meanwhile waits for this envelope once it is acked.
+                let in_flight = self.shared.handlers.token();
+                if self.shared.draining.load(Ordering::SeqCst) {
+                    tracing::debug!(
+                        envelope_type = envelope.metric_label(),
+                        "Socket Mode envelope left unacked while stopping: Slack delivers it again"
+                    );
+                    return Ok(());
+                }
                 let io_timeout = self.shared.tuning.io_timeout;
                 ack(&mut self.ws, &envelope, io_timeout, &self.shared.metrics)
                     .await
                     .map_err(EndReason::Error)?;
-                dispatch(&self.shared, envelope).await;
+                dispatch(&self.shared, envelope, in_flight).await;
             }
             Ok(Frame::Unknown { kind }) => {
                 tracing::debug!(frame_type = %kind, "skipping Socket Mode frame of unknown type");
@@ -308,8 +328,8 @@ async fn ack(
     }
 }
 
-/// Runs the handler in its own task, unless this envelope id was handled recently.
-async fn dispatch(shared: &Arc<Shared>, envelope: Envelope) {
+/// Runs the handler in its own tracked task, unless this envelope id was handled recently.
+async fn dispatch(shared: &Arc<Shared>, envelope: Envelope, in_flight: TaskTrackerToken) {
     let fresh = shared
         .seen
         .entry(envelope.envelope_id.clone())
@@ -325,9 +345,20 @@ async fn dispatch(shared: &Arc<Shared>, envelope: Envelope) {
         return;
     }
     let handler = shared.handler.clone();
-    tokio::spawn(
-        async move { handler.handle(envelope).await }.instrument(tracing::Span::current()),
-    );
+    let permits = shared.handler_permits.clone();
+    let handle = async move {
+        // At the bound (a burst of App Home opens, say), the envelope, acked already, waits
+        // here for a running handler to finish: Slack got its ack in time, only the work
+        // starts later, and a shutdown waits for it like for any other.
+        let Ok(_permit) = permits.acquire_owned().await else {
+            return;
+        };
+        handler.handle(envelope).await;
+        drop(in_flight);
+    };
+    shared
+        .handlers
+        .spawn(handle.instrument(tracing::Span::current()));
 }
 
 /// Sends a normal close frame; with `wait_for_answer`, reads (bounded) until the other side

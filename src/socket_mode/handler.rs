@@ -1,5 +1,5 @@
 //! What happens to an envelope after it was acked. Runs in its own task, so it may take as long
-//! as it likes: the ack has already left.
+//! as it likes: the ack has already left (but a shutdown waits for it only so long).
 
 use super::envelope::{sanitize_label, Envelope};
 use crate::telemetry::Metrics;
@@ -18,7 +18,7 @@ const BRIDGE_CONTROLS: [&str; 5] = [
 ];
 
 /// Handles envelopes after they were acked; each envelope id reaches it at most once (per
-/// dedupe window). Each call runs in its own task.
+/// dedupe window). Each call runs in its own task, a bounded number at a time.
 pub trait EnvelopeHandler: Send + Sync + 'static {
     fn handle(&self, envelope: Envelope) -> BoxFuture<'_, ()>;
 }

@@ -3,7 +3,9 @@
 //! A supervisor runs `connections` keepers, each keeping one connection open. Each asks [`OpenConnection`] for a fresh
 //! single-use URL, connects (through the proxy [`ProxyConfig`] picks, TLS for `wss`), waits for
 //! `hello`, then serves frames: envelopes are acked as soon as they are read and handled in
-//! their own tasks, once per envelope id. `disconnect` (`warning`, `refresh_requested`) makes the
+//! their own tasks, once per envelope id, at most `max_handlers` at a time, each tracked so a
+//! shutdown lets the acked ones finish ([`SocketMode::drain`]) before the sockets close
+//! ([`SocketMode::close`]). `disconnect` (`warning`, `refresh_requested`) makes the
 //! keeper open a replacement that has received `hello` before it closes the old socket. Dead or
 //! silent connections are replaced with full-jitter backoff.
 //!
@@ -26,6 +28,7 @@ use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +57,8 @@ pub struct Timing {
     pub io_timeout: Duration,
     /// How long envelope ids are remembered to handle redeliveries once.
     pub dedupe_ttl: Duration,
+    /// Envelopes handled at once (each may make Slack and Coder calls); more wait their turn.
+    pub max_handlers: usize,
 }
 
 impl Default for Timing {
@@ -67,6 +72,7 @@ impl Default for Timing {
             healthy_after: Duration::from_secs(30),
             io_timeout: Duration::from_secs(10),
             dedupe_ttl: Duration::from_secs(600),
+            max_handlers: 16,
         }
     }
 }
@@ -154,7 +160,8 @@ pub struct SocketModeState {
     pub ever_connected: bool,
 }
 
-/// The running supervisor.
+/// The running supervisor. Stop it with [`SocketMode::drain`], then [`SocketMode::close`];
+/// dropped, its keepers stop too.
 pub struct SocketMode {
     shared: Arc<Shared>,
     /// One task per connection kept open.
@@ -162,13 +169,12 @@ pub struct SocketMode {
 }
 
 impl SocketMode {
-    /// Starts the keepers; they run until `shutdown` is cancelled.
+    /// Starts the keepers; they run until [`SocketMode::close`] (or the supervisor is dropped).
     pub fn spawn(
         opener: Arc<dyn OpenConnection>,
         config: SocketModeConfig,
         handler: Arc<dyn EnvelopeHandler>,
         metrics: Metrics,
-        shutdown: CancellationToken,
     ) -> SocketMode {
         let connections = config.connections.clamp(1, MAX_CONNECTIONS);
         if connections != config.connections {
@@ -183,15 +189,18 @@ impl SocketMode {
             .max_capacity(100_000)
             .time_to_live(tuning.dedupe_ttl)
             .build();
-        let stop = shutdown.child_token();
+        let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             stop: stop.clone(),
             handler,
             metrics,
+            handler_permits: Arc::new(Semaphore::new(tuning.max_handlers.max(1))),
             tuning,
             seen,
             status: Status::default(),
             connections: TaskTracker::new(),
+            handlers: TaskTracker::new(),
+            draining: AtomicBool::new(false),
         });
         let next_id = Arc::new(AtomicU64::new(1));
         let proxy = Arc::new(config.proxy);
@@ -220,10 +229,38 @@ impl SocketMode {
         self.shared.status.clone()
     }
 
-    /// Waits until the shutdown token was cancelled and every socket was closed (each with a
-    /// normal close frame, bounded by `io_timeout`).
-    pub async fn join(self) {
-        for keeper in self.keepers {
+    /// The first step of a stop: envelopes are no longer acked (an ack promises the work is
+    /// done; one left unacked is delivered again by Slack, to another connection or to the
+    /// next bridge), and the handlers of those acked already finish, until `until`. Whether
+    /// they all did; those still running then are abandoned with a warning.
+    pub async fn drain(&self, until: Instant) -> bool {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let handlers = &self.shared.handlers;
+        handlers.close();
+        let running = handlers.len();
+        if running > 0 {
+            tracing::info!(
+                running,
+                "waiting for the clicks and events acked before the shutdown"
+            );
+        }
+        let drained = tokio::time::timeout_at(until, handlers.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                abandoned = handlers.len(),
+                "Socket Mode envelopes acked before the shutdown were still being handled when its budget ran out; they are lost"
+            );
+        }
+        drained
+    }
+
+    /// Closes every socket with a normal close frame (each bounded by `io_timeout`) and waits
+    /// for the keepers and connections to end.
+    pub async fn close(mut self) {
+        self.shared.stop.cancel();
+        for keeper in std::mem::take(&mut self.keepers) {
             if let Err(e) = keeper.await {
                 tracing::error!(error = %e, "Socket Mode keeper task failed");
             }
@@ -463,6 +500,13 @@ pub async fn probe(url: &url::Url, proxies: &ProxyConfig, tuning: &Timing) -> Re
     hello
 }
 
+impl Drop for SocketMode {
+    fn drop(&mut self) {
+        // Whoever spawned the keepers owns their end.
+        self.shared.stop.cancel();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,5 +517,6 @@ mod tests {
         assert_eq!(t.hello_timeout, Duration::from_secs(10));
         assert_eq!(t.stale_after, Duration::from_secs(45));
         assert_eq!(t.backoff_max, Duration::from_secs(60));
+        assert_eq!(t.max_handlers, 16);
     }
 }

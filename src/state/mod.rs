@@ -283,17 +283,21 @@ impl Store {
         const OPERATION: &str = "answer a health check";
         // A write that changes nothing still needs a writable database (and, on SQLite,
         // the write lock); on PostgreSQL it fails on a read-only server or without privileges.
+        // A row added and removed changes a page, which SQLite must append to its WAL: on a
+        // full disk that fails, as every claim does.
         let done = self
             .run(
                 OPERATION,
                 Commit::Durable,
                 vec![
                     statement(schema::HEALTH_WRITE, [Vec::new().into()]),
+                    statement(schema::HEALTH_ROW_ADD, []),
+                    statement(schema::HEALTH_ROW_REMOVE, []),
                     statement(schema::VERSION, []),
                 ],
             )
             .await?;
-        let version = done.get(1).and_then(Done::first).map(|row| row.int(0));
+        let version = done.get(3).and_then(Done::first).map(|row| row.int(0));
         let schema_version = match version {
             Some(version) => self.columns(OPERATION, version)?,
             None => 0,

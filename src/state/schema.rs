@@ -280,8 +280,16 @@ pub const CARD: &str = "SELECT channel, card_ts, latest, latest_at FROM threads
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3 AND card_ts IS NOT NULL";
 
 /// A write that changes nothing (`$1` is the empty key no `msg_id` has): the health check's
-/// proof that the store can write.
+/// proof that claims may be written (on PostgreSQL: the privilege, a server not read-only).
 pub const HEALTH_WRITE: &str = "DELETE FROM handled WHERE msg_id = $1";
+
+/// The health check's row, added and at once removed again: a write that changes a page, so
+/// SQLite must append it to its WAL (which fails on a full disk, as every claim then does).
+/// A write that changes no byte, such as the `DELETE` above or `UPDATE … SET version =
+/// version`, makes SQLite write nothing at all, and a full disk would go unnoticed. No version
+/// is negative, so the row is never taken for one (`VERSION` reads the greatest).
+pub const HEALTH_ROW_ADD: &str = "INSERT INTO schema_version (version) VALUES (-1)";
+pub const HEALTH_ROW_REMOVE: &str = "DELETE FROM schema_version WHERE version = -1";
 
 /// A person's snoozes in force at `$2`, soonest end first.
 pub const SNOOZES_OF: &str = "SELECT owner, workspace, until FROM snoozes

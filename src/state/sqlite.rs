@@ -197,7 +197,10 @@ pub(super) fn describe(e: &rusqlite::Error) -> String {
 
 fn connect(path: Option<&std::path::Path>, known: i64) -> Result<Connection, String> {
     let mut conn = match path {
-        Some(path) => Connection::open(path),
+        Some(path) => {
+            create_private(path);
+            Connection::open(path)
+        }
         None => Connection::open_in_memory(),
     }
     .map_err(|e| describe(&e))?;
@@ -216,6 +219,23 @@ fn connect(path: Option<&std::path::Path>, known: i64) -> Result<Connection, Str
     setup(&mut conn).map_err(|e| describe(&e))?;
     migrate(&mut conn, known)?;
     Ok(conn)
+}
+
+/// Creates the database file (empty: SQLite takes that as a new database) readable and
+/// writable by the bridge's user alone, when it is not there yet: SQLite would create it 0644
+/// (less the umask), readable by every user of the host, and it gives the -wal and -shm files
+/// it makes beside it the main file's mode. An existing file keeps the mode it has; a file
+/// that cannot be created is left to SQLite, whose error names the cause.
+fn create_private(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
 }
 
 /// Brings the schema to `known` (this build: [`schema::LATEST`]) as [`schema::plan`] says,

@@ -3,16 +3,19 @@
 //! databases, all on loopback. Each module is one area of behaviour.
 
 mod actions;
+mod app_home;
 mod bridge;
 mod directory;
 mod exactly_once;
 mod operator_kit;
 mod prometheus;
 mod proxy_paths;
+mod shutdown;
 mod snooze;
 mod socket_mode;
 mod stack;
 mod store;
+mod store_files;
 mod store_suite;
 #[path = "../support/mod.rs"]
 mod support;

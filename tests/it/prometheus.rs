@@ -51,28 +51,52 @@ impl Prometheus {
             deploy.join("prometheus-rules-optional.yaml").display(),
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("write the config");
-        let port = free_port();
-        let process = tokio::process::Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start prometheus");
-        Some(Prometheus {
-            url: format!("http://127.0.0.1:{port}"),
-            _process: process,
-            dir,
-        })
+        // Prometheus binds its port itself: one free when picked may be taken by the time it
+        // binds it (it then exits), so another is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut process = tokio::process::Command::new(&bin)
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start prometheus");
+            let url = format!("http://127.0.0.1:{port}");
+            if Self::answers(&url, &mut process).await {
+                return Some(Prometheus {
+                    url,
+                    _process: process,
+                    dir,
+                });
+            }
+        }
+        panic!("Prometheus did not start on any of 5 ports");
+    }
+
+    /// Waits until the Prometheus `process` answers at `url`; false when it exited first.
+    async fn answers(url: &str, process: &mut tokio::process::Child) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            if !matches!(process.try_wait(), Ok(None)) {
+                return false;
+            }
+            let ready = http_client().get(format!("{url}/-/ready")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("Prometheus did not answer {url}/-/ready within 60 s");
     }
 
     /// `GET /api/v1/<path>`'s `data`, or `None` while Prometheus does not answer yet.
@@ -94,7 +118,8 @@ impl Prometheus {
     }
 }
 
-/// A loopback port nothing listens on (a small race with other processes; tests only).
+/// A loopback port free when asked; Prometheus, binding it later, may find it taken (and is
+/// started again on another).
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()

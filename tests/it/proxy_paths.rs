@@ -250,7 +250,8 @@ async fn a_403_from_the_proxy_is_named_on_both_paths() {
 
 #[tokio::test]
 async fn a_proxy_that_is_down_is_named_on_both_paths() {
-    let port = closed_port().await;
+    let closed = closed_port();
+    let port = closed.port();
     let url = format!("http://proxyuser:{PROXY_PASSWORD}@127.0.0.1:{port}");
     let p = proxies(&[("HTTPS_PROXY", &url)]);
     let named = format!("could not connect to the proxy http://127.0.0.1:{port}: ");
@@ -330,7 +331,8 @@ async fn check_passes_with_both_paths_through_the_proxy() {
 
 #[tokio::test]
 async fn check_blames_the_network_not_the_app_token_when_the_proxy_fails() {
-    let port = closed_port().await;
+    let closed = closed_port();
+    let port = closed.port();
     let down = format!("http://127.0.0.1:{port}");
     let (refusing, _) = refusing_proxy("407 Proxy Authentication Required").await;
     let cases = [

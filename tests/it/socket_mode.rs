@@ -16,7 +16,6 @@ use support::{
 };
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 use url::Url;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -31,21 +30,30 @@ fn tuning() -> Timing {
         healthy_after: Duration::from_secs(30),
         io_timeout: Duration::from_secs(1),
         dedupe_ttl: Duration::from_secs(60),
+        max_handlers: 16,
     }
 }
 
-/// A handler that records envelope ids as it is called, then sleeps for `delay`.
+/// A handler that records envelope ids as it is called; a held one then waits until the test
+/// releases it.
 #[derive(Clone, Default)]
 struct Recorder {
     handled: Arc<Mutex<Vec<String>>>,
-    delay: Duration,
+    /// Handlers wait for it to close, when set.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Recorder {
-    fn slow(delay: Duration) -> Self {
+    fn held() -> Self {
         Recorder {
             handled: Arc::default(),
-            delay,
+            gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+        }
+    }
+    /// Lets every handler waiting (and every later one) go on.
+    fn release(&self) {
+        if let Some(gate) = &self.gate {
+            gate.close();
         }
     }
     fn handled(&self) -> Vec<String> {
@@ -60,7 +68,10 @@ impl EnvelopeHandler for Recorder {
     fn handle(&self, envelope: Envelope) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.handled.lock().unwrap().push(envelope.envelope_id);
-            tokio::time::sleep(self.delay).await;
+            if let Some(gate) = &self.gate {
+                // Never given a permit: waits until the gate closes.
+                let _ = gate.acquire().await;
+            }
         })
     }
 }
@@ -69,7 +80,6 @@ struct Harness {
     fake: FakeSocketServer,
     opener: Arc<FakeOpener>,
     metrics: Metrics,
-    shutdown: CancellationToken,
     socket_mode: SocketMode,
 }
 
@@ -117,7 +127,6 @@ impl Harness {
         handler: Arc<dyn EnvelopeHandler>,
     ) -> Self {
         let metrics = Metrics::new();
-        let shutdown = CancellationToken::new();
         let socket_mode = SocketMode::spawn(
             opener.clone(),
             SocketModeConfig {
@@ -127,13 +136,11 @@ impl Harness {
             },
             handler,
             metrics.clone(),
-            shutdown.clone(),
         );
         Harness {
             fake,
             opener,
             metrics,
-            shutdown,
             socket_mode,
         }
     }
@@ -166,11 +173,13 @@ impl Harness {
             .get()
     }
 
+    /// Stops as the bridge does: the handlers of acked envelopes finish, then the sockets close.
     async fn stop(self) -> FakeSocketServer {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.socket_mode.join())
+        let drained = self.socket_mode.drain(Instant::now() + WAIT).await;
+        assert!(drained, "the handlers finished");
+        tokio::time::timeout(WAIT, self.socket_mode.close())
             .await
-            .expect("join returns after shutdown");
+            .expect("the sockets close");
         assert!(self.fake.reused_urls().is_empty(), "a URL was used twice");
         self.fake
     }
@@ -209,7 +218,7 @@ async fn opens_n_connections_and_closes_them_normally_on_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_envelope_type_is_acked_promptly_while_the_handler_is_slow() {
-    let handler = Recorder::slow(Duration::from_secs(60));
+    let handler = Recorder::held();
     let h = Harness::start(1, tuning(), Arc::new(handler.clone())).await;
     h.wait_open(1).await;
     let kinds = [
@@ -225,7 +234,7 @@ async fn every_envelope_type_is_acked_promptly_while_the_handler_is_slow() {
     for (id, _) in kinds {
         assert_eq!(h.wait_ack(id).await, 1);
     }
-    // Each handler sleeps a minute; the acks did not wait for any of them.
+    // Each handler waits to be released; the acks did not wait for any of them.
     assert!(sent.elapsed() < Duration::from_secs(2));
     wait_until("every envelope reached the handler", WAIT, async || {
         handler.handled().len() == 4
@@ -237,6 +246,49 @@ async fn every_envelope_type_is_acked_promptly_while_the_handler_is_slow() {
     assert_eq!(h.acked("other"), 1);
     // The ack is exactly {"envelope_id": …}: nothing else was sent as text.
     assert_eq!(h.fake.count(|s| matches!(s, Seen::Text(..))), 0);
+    handler.release();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_lets_acked_envelopes_finish_and_leaves_later_ones_unacked_before_closing() {
+    let handler = Recorder::held();
+    let h = Harness::start(1, tuning(), Arc::new(handler.clone())).await;
+    h.wait_open(1).await;
+    h.fake
+        .send_text(1, envelope("before", "interactive", block_actions()));
+    h.wait_ack("before").await;
+    wait_until("the acked envelope is being handled", WAIT, async || {
+        handler.count("before") == 1
+    })
+    .await;
+
+    let pongs = || h.fake.count(|s| *s == Seen::Pong(1));
+    let (drained, ()) = tokio::join!(h.socket_mode.drain(Instant::now() + WAIT), async {
+        // The drain has begun (join polls it first): what comes now is not taken.
+        h.fake
+            .send_text(1, envelope("during", "interactive", block_actions()));
+        // A ping after it: its pong says the envelope before it was read.
+        let before = pongs();
+        h.fake.cmd(1, Cmd::Send(Message::Ping("p".into())));
+        wait_until(
+            "the ping after the envelope is answered",
+            WAIT,
+            async || pongs() > before,
+        )
+        .await;
+        assert!(!h.fake.has_seen(&Seen::CloseFrame(1, Some(1000))));
+        handler.release();
+    });
+    assert!(drained, "the acked envelope's handler finished");
+    let acks: Vec<String> = h.fake.acks().into_iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        acks,
+        ["before"],
+        "an ack promises the work: none while stopping"
+    );
+    assert_eq!(handler.handled(), ["before"]);
+    // Only then are the sockets closed.
     h.stop().await;
 }
 
@@ -259,17 +311,22 @@ async fn a_redelivered_envelope_is_acked_twice_but_handled_once() {
         h.fake.acks().iter().filter(|(_, id)| id == "dup").count() == 2
     })
     .await;
+    h.wait_ack("after").await;
     let acks = h.fake.acks();
     assert!(acks.contains(&(1, "dup".into())) && acks.contains(&(2, "dup".into())));
-    wait_until("the later envelope was handled", WAIT, async || {
-        handler.count("after") == 1
-    })
-    .await;
-    // Give a wrongly spawned second handling time to show up.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(handler.count("dup"), 1, "{:?}", handler.handled());
-    assert_eq!(h.acked("interactive"), 3);
+    // Stopping waits for every handler the acks started: a second handling of the
+    // redelivery would have run by then.
+    let metrics = h.metrics.clone();
     h.stop().await;
+    let acked = EnvelopeLabels {
+        r#type: "interactive".to_owned(),
+    };
+    assert_eq!(
+        metrics.socket_envelopes_acked.get_or_create(&acked).get(),
+        3
+    );
+    assert_eq!(handler.count("after"), 1, "{:?}", handler.handled());
+    assert_eq!(handler.count("dup"), 1, "{:?}", handler.handled());
 }
 
 async fn replacement_opens_before_the_old_socket_closes(reason: &str) {
@@ -411,17 +468,15 @@ async fn a_failing_opener_is_retried_with_backoff() {
         h.opener.calls() >= 4
     })
     .await;
+    // A refused token is retried too, still backing off: ten more attempts take their waits.
     h.opener
         .auth_failing
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let window_start = h.opener.calls();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let in_window = h.opener.calls() - window_start;
-    // Ceilings 80, 160, 200, 200… ms: a handful of calls, not a busy loop.
-    assert!(in_window <= 30, "{in_window} calls in 600 ms");
-    let times = h.opener.call_times.lock().unwrap().clone();
-    let spread = *times.last().unwrap() - times[0];
-    assert!(spread >= Duration::from_millis(100), "{spread:?}");
+    let took = time_for_more(10, || h.opener.calls()).await;
+    // Ceilings 80, 160, then 200 ms, each wait drawn below its ceiling (full jitter): ten
+    // waits come to about 900 ms, and under 100 ms about once in ten million runs; a loop
+    // without backoff makes ten calls in a millisecond or two.
+    assert!(took >= Duration::from_millis(100), "10 calls in {took:?}");
 
     h.opener
         .auth_failing
@@ -479,7 +534,6 @@ async fn the_default_handler_counts_button_clicks() {
     let metrics_for_handler = Metrics::new();
     let fake = FakeSocketServer::start().await;
     let opener = FakeOpener::new(fake.addr);
-    let shutdown = CancellationToken::new();
     let socket_mode = SocketMode::spawn(
         opener,
         SocketModeConfig {
@@ -489,7 +543,6 @@ async fn the_default_handler_counts_button_clicks() {
         },
         Arc::new(DefaultHandler::new(metrics_for_handler.clone())),
         metrics_for_handler.clone(),
-        shutdown.clone(),
     );
     wait_until("connected", WAIT, async || {
         socket_mode.state().connections_open == 1
@@ -505,10 +558,10 @@ async fn the_default_handler_counts_button_clicks() {
     })
     .await;
     wait_until("both acked", WAIT, async || fake.acks().len() == 2).await;
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, socket_mode.join())
+    assert!(socket_mode.drain(Instant::now() + WAIT).await);
+    tokio::time::timeout(WAIT, socket_mode.close())
         .await
-        .expect("join returns after shutdown");
+        .expect("the sockets close");
     assert_eq!(metrics_for_handler.block_actions.get(), 1);
 }
 
@@ -620,12 +673,27 @@ async fn connections_ending_right_after_hello_back_off(what: AfterHello) {
     )
     .await;
     wait_until("a few connections", WAIT, async || h.fake.accepted() >= 3).await;
-    // An observation window, not a synchronisation: draws average 100 ms, so about 20
-    // connections fit in 2 s; a tight loop makes thousands.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let accepted = h.fake.accepted();
-    assert!(accepted < 100, "{accepted} connections in about 2 s");
+    let took = time_for_more(10, || h.fake.accepted()).await;
+    // Each replacement waits a draw below 200 ms: ten come to about a second, and under
+    // 200 ms about once in three million runs; a tight loop makes ten in milliseconds.
+    assert!(
+        took >= Duration::from_millis(200),
+        "10 connections in {took:?}"
+    );
     h.stop().await;
+}
+
+/// How long `count` takes to grow by `more` from now (each step waited for, with a deadline).
+async fn time_for_more(more: usize, count: impl Fn() -> usize) -> Duration {
+    let start = count();
+    let started = Instant::now();
+    wait_until(
+        &format!("{more} more"),
+        Duration::from_secs(20),
+        async || count() >= start + more,
+    )
+    .await;
+    started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

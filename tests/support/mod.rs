@@ -50,7 +50,9 @@ pub fn config(settings: Settings) -> Config {
         .validate(Needs::Serve)
         .expect("valid test settings");
     c.tuning.retry_base_delay = Duration::from_millis(20);
-    c.tuning.shutdown_grace = Duration::from_secs(5);
+    c.tuning.shutdown_budget = Duration::from_secs(5);
+    // Stopping at once: only the test of the grace itself waits it.
+    c.shutdown_grace = Duration::ZERO;
     // Each card edit at once, so a test sees the card as each notification leaves it;
     // tests/threads.rs tests the coalescing itself.
     c.tuning.card_edit_delay = Duration::ZERO;
@@ -202,6 +204,35 @@ pub async fn bridge_with_bobby(adjust: impl FnOnce(&mut Config)) -> (FakeSlack, 
     bridge.wait_ready(200).await;
     bridge.wait_for_directory(1).await;
     (slack, bridge)
+}
+
+/// A bridge on `slack` with Socket Mode on through `socket` (one connection), its config
+/// first adjusted; returned once the connection is open and the directory holds `users`.
+pub async fn bridge_with_socket_mode(
+    slack: &FakeSlack,
+    socket: &FakeSocketServer,
+    users: u64,
+    adjust: impl FnOnce(&mut Config),
+) -> Bridge {
+    slack.set_socket_url(&socket.url());
+    let mut s = settings(slack);
+    s.slack_app_token = Some(APP_TOKEN.into());
+    s.socket_mode_connections = "1".into();
+    let mut c = config(s);
+    adjust(&mut c);
+    let bridge = Bridge::start(c).await;
+    bridge.wait_for_socket_mode(1).await;
+    bridge.wait_for_directory(users).await;
+    bridge
+}
+
+/// The `app_home_opened` event Slack sends when `user` opens the app's Home tab.
+pub fn home_opened(envelope_id: &str, user: &str) -> String {
+    envelope(
+        envelope_id,
+        "events_api",
+        json!({"type": "event_callback", "event": {"type": "app_home_opened", "user": user, "tab": "home"}}),
+    )
 }
 
 /// A workspace-deleted notification for `email`, with a fresh msg_id.

@@ -100,11 +100,9 @@ impl PgServer {
             let initdbs = std::fs::read_to_string(&file).expect("read pg_hba.conf");
             std::fs::write(&file, lines + &initdbs).expect("write pg_hba.conf");
         }
-        let port = free_port();
-        server.port = port;
         // fsync off: the tests check the bridge, not the disk, and it saves seconds.
         let mut options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=60 \
+            "-c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=60 \
              -c min_wal_size=2MB -c max_wal_size=32MB",
             dir.display()
         );
@@ -128,12 +126,33 @@ impl PgServer {
                 key_file.display()
             );
         }
-        run(as_server_user(&bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.join("server.log"))
-            .args(["-w", "-t", "30", "start", "-o", &options]));
+        // The server binds its port itself: a port free when it was picked may be taken by
+        // the time the server binds it, so another is tried then.
+        for attempt in 1.. {
+            let port = free_port();
+            server.port = port;
+            let log = dir.join(format!("server-{attempt}.log"));
+            let started = as_server_user(&bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "30", "start", "-o"])
+                .arg(format!("{options} -p {port}"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("run pg_ctl");
+            if started.status.success() {
+                break;
+            }
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                attempt < 5 && said.contains("could not bind"),
+                "pg_ctl start failed: {}{}{said}",
+                String::from_utf8_lossy(&started.stdout),
+                String::from_utf8_lossy(&started.stderr)
+            );
+        }
         Some(server)
     }
 
@@ -261,6 +280,7 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
+/// A loopback port free when asked; whoever binds it later may find it taken (and retries).
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()

@@ -130,10 +130,23 @@ async fn proxy_one(
     Ok(())
 }
 
-/// A port on loopback where nothing listens (bound, then released).
-pub async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
+/// A port on loopback where nothing listens, for as long as it is held: bound but never
+/// listening, so a connection is refused there, and no other socket can take the port
+/// meanwhile (a port bound and released could be taken by another test before it is used).
+pub struct ClosedPort(tokio::net::TcpSocket);
+
+impl ClosedPort {
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().expect("a bound socket").port()
+    }
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("a free port");
+    ClosedPort(socket)
 }
 
 /// A TLS server on loopback whose certificate (for `localhost` and 127.0.0.1) comes from a CA

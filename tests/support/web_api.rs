@@ -81,6 +81,20 @@ struct State {
     /// Answer every call of a method this way until cleared.
     always: HashMap<String, Canned>,
     delay: HashMap<String, Duration>,
+    /// Delays for the next calls of a method, one each, before `delay`.
+    delay_next: HashMap<String, VecDeque<Duration>>,
+    /// Calls being answered (arrived, answer not sent yet), by method, and the most at once.
+    in_flight: HashMap<String, usize>,
+    max_in_flight: HashMap<String, usize>,
+    /// The same for `views.publish`, by the user whose Home it is.
+    publishing: HashMap<String, usize>,
+    max_publishing: HashMap<String, usize>,
+    /// Answers sent, by method.
+    answered: BTreeMap<String, u64>,
+    /// Each user's App Home as Slack holds it: its hash and the view published.
+    homes: HashMap<String, (String, Value)>,
+    /// Hashes handed out so far (each view gets a new one).
+    hashes: u64,
     revoked: bool,
     scopes: String,
     socket_url: Option<String>,
@@ -260,6 +274,51 @@ impl FakeSlack {
         self.lock().delay.insert(method.to_owned(), delay);
     }
 
+    /// The next call of `method` (after those already given one) is answered `delay` late.
+    pub fn delay_next(&self, method: &str, delay: Duration) {
+        self.lock()
+            .delay_next
+            .entry(method.to_owned())
+            .or_default()
+            .push_back(delay);
+    }
+
+    /// The most calls of `method` that were being answered at once.
+    pub fn max_in_flight(&self, method: &str) -> usize {
+        self.lock().max_in_flight.get(method).copied().unwrap_or(0)
+    }
+
+    /// The most `views.publish` calls for `user`'s Home that were being answered at once.
+    pub fn max_publishing(&self, user: &str) -> usize {
+        self.lock().max_publishing.get(user).copied().unwrap_or(0)
+    }
+
+    /// Answers sent to calls of `method` (a call is recorded on arrival, answered after its
+    /// delay).
+    pub fn answered(&self, method: &str) -> u64 {
+        self.lock().answered.get(method).copied().unwrap_or(0)
+    }
+
+    /// Waits until `n` calls of `method` were answered, or panics after 10 s.
+    pub async fn wait_answered(&self, method: &str, n: u64) {
+        let what = format!("{n} answers to {method}");
+        let seen = || format!("{} answered", self.answered(method));
+        super::wait::wait_signalled(&self.changed, &what, || self.answered(method) >= n, seen)
+            .await;
+    }
+
+    /// The view Slack shows as `user`'s App Home, if one was published.
+    pub fn home_view(&self, user: &str) -> Option<Value> {
+        self.lock().homes.get(user).map(|(_, view)| view.clone())
+    }
+
+    /// Someone else (another replica) publishes `user`'s Home: its hash changes.
+    pub fn publish_elsewhere(&self, user: &str, view: Value) {
+        let mut s = self.lock();
+        let hash = next_hash(&mut s);
+        s.homes.insert(user.to_owned(), (hash, view));
+    }
+
     pub fn revoke_token(&self) {
         self.lock().revoked = true;
     }
@@ -328,6 +387,8 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     // Recorded on arrival, so a test can see a request that Slack is still "working on".
+    let publishing_for = (method == "views.publish")
+        .then(|| args["user_id"].as_str().unwrap_or_default().to_owned());
     let delay = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         *s.counts.entry(method.clone()).or_default() += 1;
@@ -338,7 +399,19 @@ async fn answer(
                 authorization: authorization.clone(),
             });
         }
-        s.delay.get(&method).copied()
+        let State {
+            in_flight,
+            max_in_flight,
+            publishing,
+            max_publishing,
+            ..
+        } = &mut *s;
+        arrived(in_flight, max_in_flight, &method);
+        if let Some(user) = &publishing_for {
+            arrived(publishing, max_publishing, user);
+        }
+        let next = s.delay_next.get_mut(&method).and_then(VecDeque::pop_front);
+        next.or_else(|| s.delay.get(&method).copied())
     };
     changed.notify_waiters();
     if let Some(delay) = delay {
@@ -376,17 +449,57 @@ async fn answer(
             .headers_mut()
             .insert(name, value.parse().expect("header value"));
     }
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
     if method == "auth.test" {
-        let scopes = state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .scopes
-            .clone();
         response
             .headers_mut()
-            .insert("x-oauth-scopes", scopes.parse().expect("scopes"));
+            .insert("x-oauth-scopes", s.scopes.parse().expect("scopes"));
     }
+    if let Some(n) = s.in_flight.get_mut(&method) {
+        *n -= 1;
+    }
+    if let Some(n) = publishing_for.and_then(|user| s.publishing.get_mut(&user)) {
+        *n -= 1;
+    }
+    *s.answered.entry(method).or_default() += 1;
+    drop(s);
+    changed.notify_waiters();
     response
+}
+
+/// Counts a call of `key` as being answered, and the most at once.
+fn arrived(in_flight: &mut HashMap<String, usize>, max: &mut HashMap<String, usize>, key: &str) {
+    let now = in_flight.entry(key.to_owned()).or_default();
+    *now += 1;
+    let most = max.entry(key.to_owned()).or_default();
+    *most = (*most).max(*now);
+}
+
+/// A view hash Slack has not handed out before.
+fn next_hash(s: &mut State) -> String {
+    s.hashes += 1;
+    format!("{}.hash{:04}", 1_700_000_000 + s.hashes, s.hashes)
+}
+
+/// `views.publish`: `hash`, when sent, must be the hash of the view Slack holds for that
+/// user (`hash_conflict` otherwise: someone published since); each view gets a new hash.
+fn publish(s: &mut State, args: &Value) -> Value {
+    let Some(user) = args["user_id"].as_str().filter(|u| u.starts_with('U')) else {
+        return json!({"ok": false, "error": "invalid_arguments"});
+    };
+    match args.get("hash") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(hash)) => {
+            if s.homes.get(user).map(|(current, _)| current) != Some(hash) {
+                return json!({"ok": false, "error": "hash_conflict"});
+            }
+        }
+        Some(_) => return json!({"ok": false, "error": "invalid_arguments"}),
+    }
+    let hash = next_hash(s);
+    s.homes
+        .insert(user.to_owned(), (hash.clone(), args["view"].clone()));
+    json!({"ok": true, "view": {"id": "VHOME", "type": "home", "hash": hash, "blocks": args["view"]["blocks"]}})
 }
 
 use warp::Reply;
@@ -524,7 +637,7 @@ fn default_answer(
         }
         "chat.deleteScheduledMessage" => json!({"ok": true}),
         "chat.postEphemeral" => json!({"ok": true, "message_ts": "1.000001"}),
-        "views.publish" => json!({"ok": true, "view": {"id": "VHOME"}}),
+        "views.publish" => publish(s, args),
         "apps.connections.open" => match &s.socket_url {
             Some(url) => json!({"ok": true, "url": url}),
             None => json!({"ok": false, "error": "internal_error"}),

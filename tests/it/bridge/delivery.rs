@@ -368,3 +368,46 @@ async fn a_learned_address_expires_so_a_reassigned_one_reaches_its_new_owner() {
     .await;
     assert_eq!(slack.calls_to("users.lookupByEmail").len(), 2);
 }
+
+#[tokio::test]
+async fn a_passcode_for_someone_not_in_slack_leaves_only_a_note_in_the_fallback_channel() {
+    let slack = FakeSlack::start().await;
+    let mut s = settings(&slack);
+    s.fallback_channel = Some("C0FALLBACK".into());
+    let bridge = Bridge::start(config(s)).await;
+    bridge.wait_ready(200).await;
+
+    const CODE: &str = "7f3e9c1a-5b2d-4e8f-9a6c-0d1b2c3d4e5f";
+    let reset =
+        format!("http://test.com/reset-password/change?otp={CODE}&email=stranger%40coder.com");
+    let mut body = notification(
+        sample("TemplateUserRequestedOneTimePasscode.json.golden"),
+        &fresh_id(),
+        "stranger@coder.com",
+    );
+    body["payload"]["labels"]["one_time_passcode"] = CODE.into();
+    body["payload"]["actions"][0]["url"] = reset.clone().into();
+    let (status, _, answer) = bridge.post(&body).await;
+    assert_eq!((status, &answer["status"]), (200, &json!("undeliverable")));
+    assert_eq!(answer["fallback_channel"], "C0FALLBACK", "{answer}");
+
+    let posts = slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].args["channel"], "C0FALLBACK");
+    assert_eq!(
+        posts[0].args["text"],
+        "A one-time passcode for stranger@coder.com could not be delivered in Slack \
+         (users_not_found). It is not shown here: the code and its link let whoever has them \
+         reset the password."
+    );
+    assert!(posts[0].args.get("blocks").is_none(), "{}", posts[0].args);
+    for call in slack.calls() {
+        let sent = call.args.to_string();
+        assert!(
+            !sent.contains(CODE) && !sent.contains("reset-password"),
+            "{} carried the passcode: {sent}",
+            call.method
+        );
+    }
+    bridge.stop().await;
+}

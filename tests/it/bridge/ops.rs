@@ -523,9 +523,10 @@ async fn an_unusable_store_is_named_by_check_and_refused_by_serve() {
     assert!(stderr.contains("DATABASE_URL: the store"), "{stderr}");
 
     // A PostgreSQL server that is not there: the setting, the place (no password), the cause.
+    let closed = closed_port();
     let url = format!(
         "postgres://bridge:hunter2@127.0.0.1:{}/bridge",
-        closed_port().await
+        closed.port()
     );
     let (ok, out, _) = run_check(&slack, &socket, &[("DATABASE_URL", &url)]).await;
     assert!(!ok, "{out}");
