@@ -13,6 +13,7 @@ mod snooze;
 mod socket_mode;
 mod stack;
 mod store;
+mod store_failure;
 mod store_suite;
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,0 +1,80 @@
+//! PostgreSQL under failure: a path to the server that goes silent (a failover, a
+//! partition: `support/relay.rs` freezes it), a migration blocked by another session's
+//! lock, several hosts in one URL.
+
+use crate::support;
+
+use coder_slack_bridge::state::{Claim, Location, MsgKey, Store};
+use std::time::{Duration, Instant};
+use support::postgres::PgServer;
+use support::relay::Relay;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// What a frozen path may cost at most: a few operations failing, not the kernel's
+/// ~15 minutes of retransmits.
+const RECOVERY: Duration = Duration::from_secs(15);
+
+/// `url` with its port replaced by `port`.
+fn via(url: &str, from: u16, port: u16) -> String {
+    url.replace(&format!(":{from}/"), &format!(":{port}/"))
+}
+
+async fn open(url: &str) -> Store {
+    let location = Location::parse(url).expect("a PostgreSQL URL");
+    Store::open(&location).await.expect("opens")
+}
+
+/// A claim, a DM channel learned and read back, and the health check: each pool in use.
+async fn works(store: &Store, n: u32) -> bool {
+    let claimed = store.claim(&MsgKey::of(&format!("after-{n}")), LEASE).await;
+    let user = format!("U{n}");
+    let learned = store.learn_dm_channel(&user, &format!("D{n}")).await;
+    let read = store.dm_channel(&user).await;
+    let healthy = store.health().await;
+    matches!(claimed, Ok(Claim::Fresh(_)))
+        && learned.is_ok()
+        && read == Ok(Some(format!("D{n}")))
+        && healthy.is_ok()
+}
+
+#[tokio::test]
+async fn a_path_to_postgres_that_goes_silent_is_left_for_new_connections_within_seconds() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.new_database("frozen").await;
+    let relay = Relay::start(server.port).await;
+    let store = open(&via(&url, server.port, relay.port)).await;
+    // Several connections in each pool, all through the relay.
+    let busy = futures_util::future::join_all((0..8).map(|n| works(&store, n))).await;
+    assert!(
+        busy.iter().all(|ok| *ok),
+        "the store works through the relay"
+    );
+    let made_before = relay.accepted();
+
+    // The old path is a black hole; a new connection would work at once.
+    relay.freeze();
+    let frozen_at = Instant::now();
+    let mut n = 100;
+    let deadline = frozen_at + RECOVERY;
+    loop {
+        n += 1;
+        if works(&store, n).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store still fails {RECOVERY:?} after its path went silent"
+        );
+    }
+    let took = frozen_at.elapsed();
+    eprintln!("the store worked again {took:?} after its path went silent");
+    assert!(
+        relay.accepted() > made_before,
+        "it recovered on new connections"
+    );
+    // And keeps working, on connections of its own.
+    assert!(works(&store, 1000).await);
+}
