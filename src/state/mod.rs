@@ -278,21 +278,31 @@ impl Store {
         Store::open(&Location::SqliteMemory).await
     }
 
-    /// Whether the store answers and can write, with its schema version.
+    /// Whether the store answers and can write, with its schema version: on PostgreSQL
+    /// through each of its connection pools, since each serves its own operations.
     pub async fn health(&self) -> Result<Health, StoreError> {
         const OPERATION: &str = "answer a health check";
         // A write that changes nothing still needs a writable database (and, on SQLite,
         // the write lock); on PostgreSQL it fails on a read-only server or without privileges.
-        let done = self
-            .run(
+        let check = |commit| {
+            self.run(
                 OPERATION,
-                Commit::Durable,
+                commit,
                 vec![
                     statement(schema::HEALTH_WRITE, [Vec::new().into()]),
                     statement(schema::VERSION, []),
                 ],
             )
-            .await?;
+        };
+        let done = match &*self.backend {
+            Backend::Sqlite(_) => check(Commit::Durable).await?,
+            Backend::Postgres(_) => {
+                let relaxed = check(Commit::Relaxed);
+                futures_util::future::try_join(check(Commit::Durable), relaxed)
+                    .await?
+                    .0
+            }
+        };
         let version = done.get(1).and_then(Done::first).map(|row| row.int(0));
         let schema_version = match version {
             Some(version) => self.columns(OPERATION, version)?,
@@ -305,6 +315,16 @@ impl Store {
             },
             schema_version,
         })
+    }
+
+    /// A PostgreSQL setting as each connection pool's connections see it (durable, then
+    /// relaxed); nothing on SQLite. For tests of the settings made after connecting.
+    #[doc(hidden)]
+    pub async fn setting_on_each_pool(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(db) => db.setting_on_each_pool(name).await.map(Vec::from),
+        }
     }
 
     /// Runs `statements` in order, in one round trip to the backend.

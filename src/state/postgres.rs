@@ -9,6 +9,8 @@
 //! through connections with `synchronous_commit=off`: such a commit is not waited for on
 //! disk, which halves the fsyncs per notification, and losing one in a server crash is
 //! safe: the claim stays, its lease ends, and whoever takes it over reads the DM back.
+//! Connections make their settings with `SET` after connecting, never as startup options,
+//! which poolers such as PgBouncer refuse (session pooling: see the README).
 //!
 //! After a failover or a partition in which the old server vanished without a reset, every
 //! pooled connection leads nowhere while a new one would work at once: a connection that
@@ -129,7 +131,7 @@ impl Postgres {
     /// oldest reader, and whether the server takes writes.
     pub async fn inspect(location: &Location) -> Result<Found, StoreError> {
         let store = Postgres::connect_to(location).await?;
-        store
+        let found = store
             .with_client(
                 "read its schema",
                 Commit::Durable,
@@ -163,7 +165,31 @@ impl Postgres {
                     })
                 },
             )
+            .await?;
+        // The other pool's connections (their settings made after connecting) work too.
+        store
+            .setting_on_each_pool("synchronous_commit")
             .await
+            .map(|_| found)
+    }
+
+    /// `name`'s value as each pool's connections see it: durable first, then relaxed.
+    pub async fn setting_on_each_pool(&self, name: &str) -> Result<[String; 2], StoreError> {
+        let read = |commit| {
+            self.with_client(
+                "read a setting on each of its connection pools",
+                commit,
+                async |client: &mut Object| {
+                    let row = client
+                        .query_one("SELECT current_setting($1)", &[&name])
+                        .await?;
+                    Ok(row.get::<_, String>(0))
+                },
+            )
+        };
+        let (durable, relaxed) =
+            futures_util::future::try_join(read(Commit::Durable), read(Commit::Relaxed)).await?;
+        Ok([durable, relaxed])
     }
 
     /// The pools, with one connection made (so a failure names its step).
@@ -182,17 +208,21 @@ impl Postgres {
         };
         let config = connection_config(config);
         let tls = tls().await.map_err(|cause| fail("set up TLS", cause))?;
-        let mut relaxed = config.clone();
-        let options = relaxed.get_options().unwrap_or_default();
-        relaxed.options(format!("{options} -c synchronous_commit=off").trim_start());
         let last_failure = Arc::new(LastFailure::default());
-        let pool = |config, size| {
-            pool(config, tls.clone(), size, last_failure.clone())
-                .map_err(|e| fail("set up its connection pool", e))
+        let pool = |commit, size| {
+            let settings = session_settings(commit);
+            pool(
+                config.clone(),
+                tls.clone(),
+                size,
+                settings,
+                last_failure.clone(),
+            )
+            .map_err(|e| fail("set up its connection pool", e))
         };
         let store = Postgres {
-            durable: pool(config, CLAIM_POOL_SIZE)?,
-            relaxed: pool(relaxed, RELAXED_POOL_SIZE)?,
+            durable: pool(Commit::Durable, CLAIM_POOL_SIZE)?,
+            relaxed: pool(Commit::Relaxed, RELAXED_POOL_SIZE)?,
             tls: tls.clone(),
             last_failure,
             database,
@@ -447,16 +477,22 @@ fn connection_config(location: &tokio_postgres::Config) -> tokio_postgres::Confi
     config
 }
 
-/// What every new connection runs before its first use: settings made after connecting
-/// (never startup options, which connection poolers such as PgBouncer refuse).
-fn session_settings() -> String {
-    format!("SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+/// What each new connection of a pool runs before its first use: settings made after
+/// connecting, never startup options (`options=-c …`), which connection poolers such as
+/// PgBouncer refuse.
+fn session_settings(commit: Commit) -> String {
+    let timeout = format!("SET statement_timeout = '{STATEMENT_TIMEOUT}'");
+    match commit {
+        Commit::Durable => timeout,
+        Commit::Relaxed => format!("{timeout}; SET synchronous_commit = off"),
+    }
 }
 
 fn pool(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     size: usize,
+    settings: String,
     last_failure: Arc<LastFailure>,
 ) -> Result<Pool, String> {
     let manager = Manager::from_config(
@@ -467,7 +503,7 @@ fn pool(
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let settings: Arc<str> = session_settings().into();
+    let settings: Arc<str> = settings.into();
     Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -604,6 +640,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn synchronous_commit_is_set_after_connecting_never_as_a_startup_option() {
+        let url = "postgres://u@db/x?options=-c%20search_path%3Dbridge";
+        let config = connection_config(&url.parse().expect("a URL"));
+        // The one configuration both pools connect with keeps the URL's options as given.
+        assert_eq!(config.get_options(), Some("-c search_path=bridge"));
+        let plain = connection_config(&"postgres://u@db/x".parse().expect("a URL"));
+        assert_eq!(plain.get_options(), None);
+        assert!(!session_settings(Commit::Durable).contains("synchronous_commit"));
+        assert!(session_settings(Commit::Relaxed).contains("SET synchronous_commit = off"));
+    }
+
+    #[test]
     fn connections_find_a_dead_path_in_seconds_unless_the_url_says_otherwise() {
         let config: tokio_postgres::Config = "postgres://u@db/x".parse().expect("a URL");
         let config = connection_config(&config);
@@ -613,7 +661,7 @@ mod tests {
         assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
         assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVES_RETRIES));
         assert_eq!(config.get_connect_timeout(), Some(&TIMEOUT));
-        assert!(session_settings().contains("statement_timeout"));
+        assert!(session_settings(Commit::Durable).contains("statement_timeout"));
         let url = "postgres://u@db/x?keepalives_idle=30&tcp_user_timeout=20&connect_timeout=9";
         let config = connection_config(&url.parse().expect("a URL"));
         assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));

@@ -78,3 +78,41 @@ async fn a_path_to_postgres_that_goes_silent_is_left_for_new_connections_within_
     // And keeps working, on connections of its own.
     assert!(works(&store, 1000).await);
 }
+
+#[tokio::test]
+async fn done_marks_commit_without_waiting_for_disk_through_a_setting_made_after_connecting() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.new_database("relaxed").await;
+    let store = open(&url).await;
+    // Claims wait for the disk; the other pool (done marks, DM channels, cards) does not.
+    assert_eq!(
+        store.setting_on_each_pool("synchronous_commit").await,
+        Ok(vec!["on".to_owned(), "off".to_owned()])
+    );
+    assert_eq!(
+        store.setting_on_each_pool("statement_timeout").await,
+        Ok(vec!["4s".to_owned(), "4s".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn the_health_check_fails_when_one_connection_pool_cannot_connect() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.new_database("onepool").await;
+    // Opening uses one pool (claims, the schema); the other connects when first needed.
+    let store = open(&url).await;
+    // Connections already made keep working; no new one is let in (as a pooler refusing
+    // what one pool's connections ask for at start-up would do to that pool alone).
+    let admin = url.replace("/onepool?", "/postgres?");
+    PgServer::batch(&admin, "ALTER DATABASE onepool ALLOW_CONNECTIONS false").await;
+    let claimed = store.claim(&MsgKey::of("claims-still-work"), LEASE).await;
+    assert!(matches!(claimed, Ok(Claim::Fresh(_))), "{claimed:?}");
+    let Err(e) = store.health().await else {
+        panic!("healthy while marking done cannot work");
+    };
+    assert!(e.to_string().contains("onepool"), "{e}");
+}
