@@ -28,6 +28,7 @@ use deadpool_postgres::{
 };
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
 /// Connections per replica for claims and for the rest: statements are short, and
@@ -55,6 +56,9 @@ const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVES_RETRIES: u32 = 3;
 /// tokio-postgres's default idle time before keepalives (two hours): the URL set none.
 const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+/// How long a migration waits for a lock another session holds (below [`TIMEOUT`], so the
+/// bridge can still say who holds it).
+const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Serialises migrations of replicas starting together (any fixed number: "csb" + 1).
 const MIGRATION_LOCK: i64 = 0x0063_7362_0001;
 
@@ -305,47 +309,24 @@ impl Postgres {
 
     /// Brings the schema to `known` as [`schema::plan`] says, in one transaction under an
     /// advisory lock (replicas starting together migrate once); a newer database this bridge
-    /// can read is used as it is, and nothing is written then.
+    /// can read is used as it is, and nothing is written then. A lock another session holds
+    /// stops it within [`MIGRATION_LOCK_TIMEOUT`], naming that session, rather than leave
+    /// its request queued on the server with every replica's reads of the table behind it.
     async fn migrate(&self, known: i64) -> Result<(), StoreError> {
-        let planned = self
-            .with_client(
-                "migrate its schema",
-                Commit::Durable,
-                async |client: &mut Object| {
-                    let txn = client.transaction().await?;
-                    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                        .await?;
-                    txn.batch_execute(schema::VERSION_TABLE).await?;
-                    let found: i64 = txn.query_one(schema::VERSION, &[]).await?.get(0);
-                    let oldest_reader: Option<i64> = match found >= schema::RECORDS_OLDEST_READER {
-                        true => txn.query_one(schema::OLDEST_READER_OF, &[]).await?.get(0),
-                        false => None,
-                    };
-                    let planned = schema::plan(found, oldest_reader, known);
-                    if planned != Ok(schema::Plan::Migrate) {
-                        return Ok(planned);
+        const OPERATION: &str = "migrate its schema";
+        let planned =
+            self.with_client(OPERATION, Commit::Durable, async |client: &mut Object| {
+                match migrate_on(client, known).await {
+                    Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                        Ok(Err((OPERATION, lock_holders(client).await?)))
                     }
-                    let upto = usize::try_from(known).unwrap_or(0);
-                    for script in schema::POSTGRES[..upto].iter().skip(found as usize) {
-                        txn.batch_execute(script).await?;
-                    }
-                    txn.execute("DELETE FROM schema_version", &[]).await?;
-                    match known >= schema::RECORDS_OLDEST_READER {
-                        true => {
-                            let oldest = schema::oldest_reader(known);
-                            txn.execute(schema::RECORD_VERSION, &[&known, &oldest])
-                                .await?
-                        }
-                        false => txn.execute(schema::RECORD_VERSION_ONLY, &[&known]).await?,
-                    };
-                    txn.commit().await?;
-                    Ok(planned)
-                },
-            )
+                    planned => planned.map(|planned| planned.map_err(|why| ("open", why))),
+                }
+            })
             .await?;
-        planned.map(drop).map_err(|cause| StoreError {
+        planned.map(drop).map_err(|(operation, cause)| StoreError {
             database: self.database.clone(),
-            operation: "open",
+            operation,
             cause,
         })
     }
@@ -371,6 +352,94 @@ impl Postgres {
         })
         .await
     }
+}
+
+/// The migration itself, in one transaction (see [`Postgres::migrate`]).
+async fn migrate_on(
+    client: &mut Object,
+    known: i64,
+) -> Result<Result<schema::Plan, String>, tokio_postgres::Error> {
+    let txn = client.transaction().await?;
+    txn.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}s'; SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'",
+        MIGRATION_LOCK_TIMEOUT.as_secs()
+    ))
+    .await?;
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    txn.batch_execute(schema::VERSION_TABLE).await?;
+    let found: i64 = txn.query_one(schema::VERSION, &[]).await?.get(0);
+    let oldest_reader: Option<i64> = match found >= schema::RECORDS_OLDEST_READER {
+        true => txn.query_one(schema::OLDEST_READER_OF, &[]).await?.get(0),
+        false => None,
+    };
+    let planned = schema::plan(found, oldest_reader, known);
+    if planned != Ok(schema::Plan::Migrate) {
+        return Ok(planned);
+    }
+    let upto = usize::try_from(known).unwrap_or(0);
+    for script in schema::POSTGRES[..upto].iter().skip(found as usize) {
+        txn.batch_execute(script).await?;
+    }
+    txn.execute("DELETE FROM schema_version", &[]).await?;
+    match known >= schema::RECORDS_OLDEST_READER {
+        true => {
+            let oldest = schema::oldest_reader(known);
+            txn.execute(schema::RECORD_VERSION, &[&known, &oldest])
+                .await?
+        }
+        false => txn.execute(schema::RECORD_VERSION_ONLY, &[&known]).await?,
+    };
+    txn.commit().await?;
+    Ok(planned)
+}
+
+/// The sessions holding a lock on the bridge's tables (or its migration lock), oldest
+/// transaction first: who they are and what they do, never their query's text (it may
+/// hold data).
+const LOCK_HOLDERS: &str = "SELECT coalesce('table ' || c.relname, 'the bridge''s migration lock'),
+        a.pid, a.usename::text, a.application_name, a.state,
+        to_char(a.state_change AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"')
+    FROM pg_locks l
+    JOIN pg_stat_activity a ON a.pid = l.pid
+    LEFT JOIN pg_class c ON c.oid = l.relation
+    WHERE l.granted AND l.pid <> pg_backend_pid()
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND (l.locktype = 'advisory' OR c.relname::text = ANY($1::text[]))
+    ORDER BY a.xact_start NULLS LAST, a.pid
+    LIMIT 3";
+
+/// Why a migration gave up waiting for a lock: who holds it (see [`LOCK_HOLDERS`]).
+async fn lock_holders(client: &Object) -> Result<String, tokio_postgres::Error> {
+    let tables = schema::TABLES.to_vec();
+    let rows = client.query(LOCK_HOLDERS, &[&tables]).await?;
+    let holders: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let text = |i| row.get::<_, Option<String>>(i).unwrap_or_default();
+            let pid: i32 = row.get(1);
+            format!(
+                "another session (pid {pid}, user {:?}, application_name {:?}, {} since {}) holds a lock on {}",
+                text(2),
+                text(3),
+                text(4),
+                text(5),
+                text(0),
+            )
+        })
+        .collect();
+    let waited = MIGRATION_LOCK_TIMEOUT.as_secs();
+    Ok(match holders.is_empty() {
+        true => format!(
+            "the migration waited {waited}s for a lock another session held (it has let go since): start the bridge again"
+        ),
+        false => format!(
+            "the migration waited {waited}s for a lock and gave up (nothing was changed): {}; \
+             end that session or let it finish (a session idle in transaction holds its locks \
+             until it commits or rolls back), then start the bridge again",
+            holders.join("; ")
+        ),
+    })
 }
 
 /// One statement: its rows when it has columns (a query, or `RETURNING`), else the count.

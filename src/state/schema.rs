@@ -96,6 +96,15 @@ pub const POSTGRES: &[&str] = &[
     "ALTER TABLE schema_version ADD COLUMN oldest_reader BIGINT;",
 ];
 
+/// The bridge's tables, as every version has them by now.
+pub const TABLES: [&str; 5] = [
+    "schema_version",
+    "handled",
+    "dm_channels",
+    "threads",
+    "snoozes",
+];
+
 /// Each version's oldest reader: the oldest schema version a bridge must know to use a
 /// database at that version. Migrations only add (tables, nullable columns, indexes), so a
 /// bridge that knows an earlier version still reads and writes all it knows, and a rolling

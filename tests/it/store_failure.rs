@@ -116,3 +116,57 @@ async fn the_health_check_fails_when_one_connection_pool_cannot_connect() {
     };
     assert!(e.to_string().contains("onepool"), "{e}");
 }
+
+#[tokio::test]
+async fn a_migration_blocked_by_a_lock_gives_up_naming_the_holder_and_leaves_nothing_queued() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.new_database("locked").await;
+    // A database at schema version 1: opening it migrates, which alters schema_version.
+    PgServer::batch(&url, include_str!("../fixtures/schema/postgres-v1.sql")).await;
+    let holder_url = format!("{url}&application_name=lock-holder");
+    let (holder, connection) = tokio_postgres::connect(&holder_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect the other session");
+    let _connection = tokio::spawn(connection);
+    holder
+        .batch_execute("BEGIN; LOCK TABLE schema_version IN ACCESS SHARE MODE")
+        .await
+        .expect("hold a lock");
+
+    let started = Instant::now();
+    let location = Location::parse(&url).expect("a PostgreSQL URL");
+    let Err(e) = Store::open(&location).await else {
+        panic!("opened while the migration could not take its lock");
+    };
+    let text = e.to_string();
+    assert!(started.elapsed() < Duration::from_secs(6), "{text}");
+    assert!(
+        text.contains("failed to migrate its schema")
+            && text.contains("holds a lock on table schema_version")
+            && text.contains("application_name \"lock-holder\"")
+            && text.contains("idle in transaction since"),
+        "{text}"
+    );
+    // Nothing of the bridge's is left waiting on the server, queueing others behind it.
+    let admin = url.replace("/locked?", "/postgres?");
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect as postgres");
+    let _connection = tokio::spawn(connection);
+    let waiting: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+                WHERE application_name = 'coder-slack-bridge' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .expect("read pg_stat_activity")
+        .get(0);
+    assert_eq!(waiting, 0);
+    // Once the other session lets go, the migration goes through.
+    holder.batch_execute("COMMIT").await.expect("let go");
+    let store = Store::open(&location).await.expect("opens");
+    assert!(store.health().await.is_ok());
+}
