@@ -195,6 +195,23 @@ mod tests {
         assert_eq!(config.get_user(), Some("u"));
     }
 
+    #[test]
+    fn several_hosts_are_taken_and_shown_as_given_without_the_user() {
+        let location = Location::parse(
+            "postgres://bridge:hunter2@pg-a:5432,pg-b:5433/csb?target_session_attrs=read-write",
+        )
+        .expect("several hosts");
+        assert_eq!(location.shown(), "postgres://***@pg-a:5432,pg-b:5433/csb");
+        let config = location.postgres_config().expect("postgres");
+        assert_eq!(config.get_hosts().len(), 2);
+        assert_eq!(config.get_ports(), [5432, 5433]);
+        let location = Location::parse("postgres://a,b/db?target_session_attrs=read-write")
+            .expect("several hosts");
+        assert_eq!(location.shown(), "postgres://a,b/db");
+        let location = Location::parse("postgresql://u:p@[::1]:5432,b/db").expect("IPv6");
+        assert_eq!(location.shown(), "postgresql://***@[::1]:5432,b/db");
+    }
+
     /// Pieces of the passwords below: none may appear in any message.
     const PIECES: [&str; 7] = ["p@ss", "@ss", "ss#", "#word", "Sup3r", "Secret", "%zz"];
 

@@ -37,6 +37,8 @@ const CLAIM_POOL_SIZE: usize = 8;
 const RELAXED_POOL_SIZE: usize = 4;
 /// For connecting, for a free connection, and for one operation.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// The least time a host gets to accept a connection, however many the URL names.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The server ends a statement after this, before the bridge gives up on it ([`TIMEOUT`]),
 /// so nothing the bridge abandoned keeps running (or waiting for a lock) there.
 const STATEMENT_TIMEOUT: &str = "4s";
@@ -528,7 +530,11 @@ impl ToSql for Value {
 fn connection_config(location: &tokio_postgres::Config) -> tokio_postgres::Config {
     let mut config = location.clone();
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(TIMEOUT);
+        // Per host: with several (following a failover), one that vanished must leave time
+        // to try the next within the budget for a connection.
+        let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
+        let hosts = u32::try_from(hosts).unwrap_or(u32::MAX).max(1);
+        config.connect_timeout((TIMEOUT / hosts).max(MIN_CONNECT_TIMEOUT));
     }
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(TCP_USER_TIMEOUT);
@@ -739,6 +745,9 @@ mod tests {
             Some(&Duration::from_secs(20))
         );
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(9)));
+        // Several hosts share the budget for a connection, so the last is reached in time.
+        let config = connection_config(&"postgres://u@a,b/x".parse().expect("a URL"));
+        assert_eq!(config.get_connect_timeout(), Some(&(TIMEOUT / 2)));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::support;
 use coder_slack_bridge::state::{Claim, Location, MsgKey, Store};
 use std::time::{Duration, Instant};
 use support::postgres::PgServer;
-use support::relay::Relay;
+use support::relay::{Relay, SilentHost};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -169,4 +169,57 @@ async fn a_migration_blocked_by_a_lock_gives_up_naming_the_holder_and_leaves_not
     holder.batch_execute("COMMIT").await.expect("let go");
     let store = Store::open(&location).await.expect("opens");
     assert!(store.health().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_url_with_several_hosts_opens_on_the_first_that_answers_as_a_primary() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.new_database("hosts").await;
+    // The first host refuses connections (a primary that went away); the second answers.
+    let closed = support::closed_port().await;
+    let hosts = url
+        .replace(
+            &format!("@127.0.0.1:{}/", server.port),
+            &format!("@127.0.0.1:{closed},localhost:{}/", server.port),
+        )
+        .replace(
+            "?sslmode=disable",
+            "?sslmode=disable&target_session_attrs=read-write",
+        );
+    let location = Location::parse(&hosts).expect("several hosts are taken");
+    assert_eq!(
+        location.shown(),
+        format!(
+            "postgres://***@127.0.0.1:{closed},localhost:{}/hosts",
+            server.port
+        )
+    );
+    let store = Store::open(&location)
+        .await
+        .expect("opens on the second host");
+    assert!(store.health().await.is_ok());
+    let claimed = store.claim(&MsgKey::of("on-the-second"), LEASE).await;
+    assert!(matches!(claimed, Ok(Claim::Fresh(_))), "{claimed:?}");
+}
+
+#[tokio::test]
+async fn a_first_host_that_vanished_leaves_time_to_connect_to_the_next() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.new_database("vanished").await;
+    let silent = SilentHost::start().await;
+    let hosts = url.replace(
+        &format!("@127.0.0.1:{}/", server.port),
+        &format!("@127.0.0.1:{},127.0.0.1:{}/", silent.port, server.port),
+    );
+    let started = Instant::now();
+    let location = Location::parse(&hosts).expect("several hosts are taken");
+    let store = Store::open(&location)
+        .await
+        .expect("opens on the second host");
+    assert!(store.health().await.is_ok());
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

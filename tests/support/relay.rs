@@ -3,6 +3,8 @@
 //! then without closing any socket (the old path becomes a black hole, as after a failover
 //! or a partition where the old server vanished without a reset), while connections made
 //! after the freeze are forwarded as usual (a new connection would work at once).
+//! [`SilentHost`] is a host whose address no longer answers at all: a connection to it is
+//! never accepted, nor refused.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,5 +102,33 @@ async fn forward(
     };
     if froze {
         stop.cancelled().await;
+    }
+}
+
+/// A loopback port where a connection attempt gets no answer (its SYN is dropped), as when
+/// a server's address vanished: a listener whose accept queue is full and never accepted.
+pub struct SilentHost {
+    pub port: u16,
+    _listener: tokio::net::TcpListener,
+    _filling: TcpStream,
+}
+
+impl SilentHost {
+    pub async fn start() -> SilentHost {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("bind");
+        // A queue of one, filled at once: Linux drops every later SYN.
+        let listener = socket.listen(0).expect("listen");
+        let port = listener.local_addr().expect("its address").port();
+        let filling = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("fill the accept queue");
+        SilentHost {
+            port,
+            _listener: listener,
+            _filling: filling,
+        }
     }
 }
