@@ -2,7 +2,7 @@
 //! (tokio-postgres, asynchronous all the way), statements prepared once per connection.
 //! Claims are single `INSERT … ON CONFLICT` statements, so two replicas claiming one
 //! `msg_id` at the same instant cannot both win. TLS (`sslmode=require`) verifies the
-//! server's certificate against the system's roots.
+//! server's certificate against the system's roots, or the CAs `sslrootcert` names.
 //!
 //! Claims commit durably (they must survive a server crash: a lost claim could let a copy
 //! post again). Everything after a claim (done marks, releases, DM channels, pruning) goes
@@ -128,6 +128,9 @@ impl LastFailure {
 impl Postgres {
     /// Connects and migrates to `known` (see [`Postgres::migrate`]).
     pub async fn open(location: &Location, known: i64) -> Result<Postgres, StoreError> {
+        if let Some(warning) = location.tls_warning() {
+            tracing::warn!("{warning}");
+        }
         let store = Postgres::connect_to(location).await?;
         store.migrate(known).await?;
         Ok(store)
@@ -213,7 +216,9 @@ impl Postgres {
             ));
         };
         let config = connection_config(config);
-        let tls = tls().await.map_err(|cause| fail("set up TLS", cause))?;
+        let tls = tls(location.root_cert())
+            .await
+            .map_err(|cause| fail("set up TLS", cause))?;
         let last_failure = Arc::new(LastFailure::default());
         let pool = |commit, size| {
             let settings = session_settings(commit);
@@ -651,22 +656,56 @@ pub(super) fn libpq_sslmodes(url: &str) -> String {
         })
 }
 
-/// TLS for `sslmode=prefer|require`, verified against the platform's roots.
-async fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    let config = tokio::task::spawn_blocking(|| {
+/// TLS for `sslmode=prefer|require`: the server's certificate verified against the CAs in
+/// `root_cert` (`sslrootcert`, read now) when given, else the platform's roots.
+async fn tls(
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    let roots = match root_cert {
+        Some(path) => Some(read_roots(path).await?),
+        None => None,
+    };
+    let config = tokio::task::spawn_blocking(move || {
         use rustls_platform_verifier::BuilderVerifierExt as _;
         // Its own provider (ring, as the Slack side uses), so nothing global is assumed.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_platform_verifier()
-            .map(|builder| builder.with_no_client_auth())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        match roots {
+            Some(roots) => Ok(builder.with_root_certificates(roots)),
+            None => builder.with_platform_verifier().map_err(|e| e.to_string()),
+        }
+        .map(|builder| builder.with_no_client_auth())
     })
     .await
     .map_err(|e| format!("TLS setup task failed: {e}"))??;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The CA certificates in the PEM file `path` (`sslrootcert`); errors name the file.
+async fn read_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let named = |why: String| format!("sslrootcert {}: {why}", path.display());
+    let pem = tokio::fs::read(path).await.map_err(|e| {
+        named(format!(
+            "cannot read it ({})",
+            crate::error_text::describe_io(&e)
+        ))
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| named(format!("not a PEM certificate file ({e})")))?;
+        roots
+            .add(cert)
+            .map_err(|e| named(format!("holds a certificate rustls cannot use ({e})")))?;
+    }
+    if roots.is_empty() {
+        return Err(named(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(roots)
 }
 
 /// PostgreSQL's own message and code, or the connection failure with its cause.

@@ -448,6 +448,49 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
 }
 
 #[tokio::test]
+async fn postgres_over_tls_trusts_the_ca_that_sslrootcert_names() {
+    let Some((server, ca_pem)) = PgServer::start_with_tls().await else {
+        return;
+    };
+    let url = server.new_database("rootcert").await;
+    let slack = FakeSlack::start().await;
+    let dir = fresh_dir("pg-rootcert");
+    let ca_file = dir.join("test ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write the CA");
+    let check = |sslrootcert: &str| {
+        let url = url.replace(
+            "sslmode=disable",
+            &format!("sslmode=verify-full&sslrootcert={sslrootcert}"),
+        );
+        let mut command = bridge_binary(&dir);
+        command
+            .arg("check")
+            .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("SLACK_API_URL", slack.api_url())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", url);
+        command
+    };
+    // The CA in the file the URL names (percent-encoded, as a URL needs), in no trust store.
+    let encoded = ca_file.display().to_string().replace(' ', "%20");
+    let (ok, out, err) = run_for_text(&mut check(&encoded)).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("ok    DATABASE_URL") && !out.contains("warn  DATABASE_URL"),
+        "{out}"
+    );
+    // A file that cannot be read is named, at start-up.
+    let missing = dir.join("missing.pem").display().to_string();
+    let (ok, out, _) = run_for_text(&mut check(&missing)).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  DATABASE_URL")
+            && out.contains(&format!("sslrootcert {missing}: cannot read it")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn a_read_only_postgres_database_is_refused_naming_the_cause() {
     let Some((_server, url)) = postgres("readonly").await else {
         return;
