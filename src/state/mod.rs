@@ -207,6 +207,8 @@ pub struct Store {
     database: Arc<str>,
     /// Names this process in claim tokens, so a row shows which replica holds it.
     replica: Arc<str>,
+    /// Milliseconds this replica's clock is taken to be ahead (0; tests play a skewed host).
+    clock_ahead_ms: i64,
 }
 
 enum Backend {
@@ -235,7 +237,21 @@ impl Store {
             backend: Arc::new(backend),
             database: location.shown().into(),
             replica: replica_name().into(),
+            clock_ahead_ms: 0,
         })
+    }
+
+    /// The same store as a replica whose clock is `ahead_ms` milliseconds ahead of the
+    /// others' (behind when negative): for tests of what clock skew may not change.
+    #[doc(hidden)]
+    pub fn with_clock_ahead_ms(mut self, ahead_ms: i64) -> Store {
+        self.clock_ahead_ms = ahead_ms;
+        self
+    }
+
+    /// This replica's time, in Unix milliseconds.
+    fn now_ms(&self) -> i64 {
+        unix_ms(SystemTime::now()).saturating_add(self.clock_ahead_ms)
     }
 
     /// What `serve` would do with the store at `location`, found without creating,
@@ -345,7 +361,7 @@ impl Store {
         &self,
         operation: &'static str,
         commit: Commit,
-        sql: &'static str,
+        sql: impl Into<sql::Sql>,
         params: [Value; N],
     ) -> Result<Done, StoreError> {
         let mut done = self
@@ -428,6 +444,11 @@ fn key_and(key: &ThreadKey, fourth: Value) -> [Value; 4] {
 /// What a card shows last and when, when both are known.
 fn latest_of(latest: Option<String>, at: Option<i64>) -> Option<(String, SystemTime)> {
     latest.zip(at.map(from_unix_ms))
+}
+
+/// A lease's length in milliseconds, as the statements take it.
+fn lease_ms(lease: Duration) -> i64 {
+    lease.as_millis().try_into().unwrap_or(i64::MAX)
 }
 
 fn unix_ms(at: SystemTime) -> i64 {

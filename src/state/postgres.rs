@@ -451,7 +451,7 @@ async fn lock_holders(client: &Object) -> Result<String, tokio_postgres::Error> 
 
 /// One statement: its rows when it has columns (a query, or `RETURNING`), else the count.
 async fn run_one(client: &Object, statement: &Statement) -> Result<Done, tokio_postgres::Error> {
-    let prepared = client.prepare_cached(statement.sql).await?;
+    let prepared = client.prepare_cached(statement.sql.postgres).await?;
     let params: Vec<&(dyn ToSql + Sync)> = statement
         .params
         .iter()

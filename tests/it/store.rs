@@ -6,7 +6,7 @@ use crate::support;
 
 use coder_slack_bridge::config::Config;
 use coder_slack_bridge::state::{
-    Claim, Location, MsgKey, SnoozeMet, Store, ThreadKey, SCHEMA_VERSION,
+    Claim, Location, MsgKey, SnoozeMet, Store, ThreadClaim, ThreadKey, SCHEMA_VERSION,
 };
 use coder_slack_bridge::App;
 use serde_json::{json, Value};
@@ -204,6 +204,61 @@ async fn postgres_claims_have_one_winner_across_replicas_and_leases_hand_over() 
     assert_eq!(
         (health.backend, health.schema_version),
         ("postgres", SCHEMA_VERSION)
+    );
+}
+
+#[tokio::test]
+async fn postgres_leases_follow_the_database_clock_whatever_a_replica_clock_says() {
+    let Some((_server, url)) = postgres("skew").await else {
+        return;
+    };
+    const HOUR_MS: i64 = 3_600_000;
+    let on_time = open_postgres(&url).await;
+    let ahead = open_postgres(&url).await.with_clock_ahead_ms(HOUR_MS);
+    let behind = open_postgres(&url).await.with_clock_ahead_ms(-HOUR_MS);
+
+    // A replica an hour ahead cannot take over a claim whose lease has a minute to run.
+    let key = MsgKey::of("skew-live");
+    let Ok(Claim::Fresh(token)) = on_time.claim(&key, LEASE).await else {
+        panic!("fresh");
+    };
+    match ahead.claim(&key, LEASE).await {
+        Ok(Claim::Busy { lease_ends }) => {
+            let left = lease_ends.duration_since(std::time::SystemTime::now());
+            let left = left.unwrap_or_default();
+            assert!(
+                left > LEASE - Duration::from_secs(10) && left <= LEASE,
+                "{left:?}"
+            );
+        }
+        other => panic!("a replica whose clock is ahead took a live claim: {other:?}"),
+    }
+    on_time.finish(&key, &token).await.expect("finish");
+
+    // A replica an hour behind claims a lease that lasts its minute for everyone else.
+    let key = MsgKey::of("skew-behind");
+    assert!(matches!(
+        behind.claim(&key, LEASE).await,
+        Ok(Claim::Fresh(_))
+    ));
+    assert!(
+        matches!(on_time.claim(&key, LEASE).await, Ok(Claim::Busy { .. })),
+        "the claim of a replica whose clock is behind was already over"
+    );
+
+    // The same for the making of a thread's card.
+    let workspace = ThreadKey {
+        slack_user: "UBOBBY".into(),
+        owner: "bobby".into(),
+        workspace: "skew".into(),
+    };
+    assert!(matches!(
+        behind.claim_thread(&workspace, LEASE).await,
+        Ok(ThreadClaim::Ours(_))
+    ));
+    assert_eq!(
+        ahead.claim_thread(&workspace, LEASE).await,
+        Ok(ThreadClaim::Busy)
     );
 }
 
