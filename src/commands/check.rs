@@ -101,6 +101,9 @@ async fn check_store(database: &state::Location) -> Result<(), String> {
             return Err(format!("DATABASE_URL: {e}"));
         }
     };
+    if let Some(warning) = database.tls_warning() {
+        println!("warn  {warning}");
+    }
     let backend = inspection.backend;
     let Some(found) = inspection.found else {
         println!("ok    DATABASE_URL: {shown} ({backend}: no database yet; serve creates it at schema version {SCHEMA_VERSION})");

@@ -316,20 +316,28 @@ impl Poster {
 }
 
 /// A Slack call bounded by `deadline` as well as by the client's own call timeout: the
-/// webhook's answer never waits for a call started just before the budget ran out.
+/// webhook's answer never waits for a call started just before the budget ran out. Once
+/// the deadline has passed no call starts at all: the delivery's claim has a lease that
+/// ends a margin after the deadline, and a holder paused past it (its lease over, the id
+/// perhaps taken over by another replica reading the DM back) must not post then.
 pub async fn within<T>(
     deadline: Instant,
     method: &'static str,
     call: impl std::future::Future<Output = Result<T, SlackError>>,
 ) -> Result<T, SlackError> {
+    let out_of_time = || {
+        Err(SlackError::Transport {
+            method,
+            detail: "no answer before DELIVERY_TIMEOUT ran out".into(),
+        })
+    };
+    // `timeout_at` would poll the call once even past its deadline, which may send it.
+    if Instant::now() >= deadline {
+        return out_of_time();
+    }
     tokio::time::timeout_at(deadline, call)
         .await
-        .unwrap_or_else(|_| {
-            Err(SlackError::Transport {
-                method,
-                detail: "no answer before DELIVERY_TIMEOUT ran out".into(),
-            })
-        })
+        .unwrap_or_else(|_| out_of_time())
 }
 
 /// A Slack timestamp (`seconds.micros`) for a moment.
@@ -340,4 +348,28 @@ fn slack_ts(at: SystemTime) -> String {
         since_epoch.as_secs(),
         since_epoch.subsec_micros()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn no_slack_call_starts_once_the_deadline_has_passed() {
+        let started = AtomicBool::new(false);
+        let call = async {
+            started.store(true, Ordering::SeqCst);
+            Ok::<_, SlackError>(())
+        };
+        let passed = Instant::now() - std::time::Duration::from_millis(1);
+        let result = within(passed, "chat.postMessage", call).await;
+        assert!(result.is_err());
+        assert!(!started.load(Ordering::SeqCst), "the post was started");
+        // Before the deadline, it runs.
+        let later = Instant::now() + std::time::Duration::from_secs(5);
+        assert!(within(later, "chat.postMessage", async { Ok(()) })
+            .await
+            .is_ok());
+    }
 }

@@ -3,10 +3,10 @@
 
 use super::sql::{statement, Commit, Done, Row};
 use super::{
-    from_unix_ms, key_and, schema, sql, unix_ms, Claim, MsgKey, Pruned, Store, StoreError,
+    from_unix_ms, key_and, lease_ms, schema, sql, Claim, MsgKey, Pruned, Store, StoreError,
     ThreadKey, Token,
 };
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 impl Store {
     /// Claims `key` for a delivery that may take until `lease` from now. A claim that finds
@@ -14,8 +14,8 @@ impl Store {
     pub async fn claim(&self, key: &MsgKey, lease: Duration) -> Result<Claim, StoreError> {
         const OPERATION: &str = "claim a msg_id";
         let token = Token::new(&self.replica);
-        let now = unix_ms(SystemTime::now());
-        let lease_expires = now.saturating_add(lease.as_millis().try_into().unwrap_or(i64::MAX));
+        // Measured by the database's clock (see `schema::CLAIM`), not this replica's.
+        let lease_ms = lease_ms(lease);
         // A row that vanishes between the attempt and the look (given up by its holder,
         // or pruned) is claimed again; twice is plenty.
         for _ in 0..3 {
@@ -27,12 +27,7 @@ impl Store {
                     vec![
                         statement(
                             schema::CLAIM,
-                            [
-                                key.bytes().into(),
-                                token.0.as_str().into(),
-                                lease_expires.into(),
-                                now.into(),
-                            ],
+                            [key.bytes().into(), token.0.as_str().into(), lease_ms.into()],
                         ),
                         statement(schema::HOLDER, [key.bytes().into()]).unless_previous_found(),
                     ],
@@ -54,10 +49,11 @@ impl Store {
                     })
                 }
                 (None, Some(row)) => {
-                    let (done, lease_expires) = self.columns(OPERATION, read(row))?;
+                    let (done, lease_left_ms) = self.columns(OPERATION, read(row))?;
+                    let lease_left = Duration::from_millis(lease_left_ms.max(0).unsigned_abs());
                     Ok(match done {
                         0 => Claim::Busy {
-                            lease_ends: from_unix_ms(lease_expires),
+                            lease_ends: SystemTime::now() + lease_left,
                         },
                         _ => Claim::Done,
                     })
@@ -84,7 +80,7 @@ impl Store {
             [key.bytes().into(), token.0.as_str().into()],
         )];
         if let Some(shown) = snooze_shown {
-            let now = unix_ms(SystemTime::now());
+            let now = self.now_ms();
             statements.push(statement(schema::END_SNOOZE, key_and(shown, now.into())));
         }
         self.run("mark a msg_id handled", Commit::Relaxed, statements)
@@ -143,7 +139,7 @@ impl Store {
 
     /// Remembers a Slack user's DM channel, from a post's answer.
     pub async fn learn_dm_channel(&self, user: &str, channel: &str) -> Result<(), StoreError> {
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let params = [user.into(), channel.into(), now.into()];
         self.execute(
             "remember a DM channel",
@@ -158,7 +154,9 @@ impl Store {
     /// Forgets what is older than `window` (`RETENTION`): handled ids (and clicks) first
     /// claimed before it, snoozes that ended before it, and threads idle since before it.
     pub async fn prune(&self, window: Duration) -> Result<Pruned, StoreError> {
-        let cutoff = unix_ms(SystemTime::now().checked_sub(window).unwrap_or(UNIX_EPOCH));
+        let cutoff = self
+            .now_ms()
+            .saturating_sub(window.as_millis().try_into().unwrap_or(i64::MAX));
         Ok(Pruned {
             ids: self
                 .prune_all("prune old msg_ids", schema::PRUNE, cutoff)

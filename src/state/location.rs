@@ -16,6 +16,9 @@ pub enum Location {
         config: Box<tokio_postgres::Config>,
         /// The URL without its user, password and options, for logs and errors.
         shown: String,
+        /// `sslrootcert=PATH`: the CA certificates (PEM) the server's certificate must be
+        /// signed by, instead of the system's trust store, as with libpq.
+        root_cert: Option<PathBuf>,
     },
 }
 
@@ -85,6 +88,99 @@ impl Location {
             _ => None,
         }
     }
+
+    /// The file named by `sslrootcert`, if any.
+    pub(super) fn root_cert(&self) -> Option<&std::path::Path> {
+        match self {
+            Location::Postgres { root_cert, .. } => root_cert.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Why the connection to a server that is not on this host could be read or changed
+    /// on the way: without `sslmode=require` (or `verify-ca`, `verify-full`), TLS is
+    /// either off or, with `prefer` (the default), dropped by anyone in the path who
+    /// answers that the server offers none. `None` when TLS is required or every host is
+    /// this one (loopback, or a Unix socket).
+    pub fn tls_warning(&self) -> Option<String> {
+        use tokio_postgres::config::{Host, SslMode};
+        let config = self.postgres_config()?;
+        let remote = |host: &Host| match host {
+            Host::Tcp(name) => !is_loopback(name),
+            Host::Unix(_) => false,
+        };
+        let remote = config.get_hosts().iter().any(remote)
+            || config.get_hostaddrs().iter().any(|ip| !ip.is_loopback());
+        let mode = match config.get_ssl_mode() {
+            SslMode::Require => return None,
+            _ if !remote => return None,
+            SslMode::Disable => "sslmode=disable sends everything unencrypted",
+            _ => "sslmode=prefer (the default) lets anyone in the network path turn TLS off",
+        };
+        Some(format!(
+            "DATABASE_URL: {mode}, password included, to a host that is not this one: \
+             add sslmode=verify-full (or require, which verifies the certificate and name \
+             here too) and, for a private CA, sslrootcert=PATH"
+        ))
+    }
+}
+
+/// `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `raw` without its `sslrootcert` option (which tokio-postgres does not know), and the
+/// option's value, percent-decoded; `system` (libpq's word for the system's trust store,
+/// the default here) is no file.
+fn take_root_cert(raw: &str) -> (String, Option<PathBuf>) {
+    let Some((base, query)) = raw.split_once('?') else {
+        return (raw.to_owned(), None);
+    };
+    let mut root_cert = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|option| match option.strip_prefix("sslrootcert=") {
+            Some(value) => {
+                root_cert = Some(percent_decoded(value));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = match kept.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{}", kept.join("&")),
+    };
+    let root_cert = root_cert.filter(|path| path != "system").map(PathBuf::from);
+    (url, root_cert)
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A `postgres://` URL, `rest` being what follows `scheme://`. PostgreSQL's own parser
@@ -113,16 +209,17 @@ fn postgres(scheme: &str, raw: &str, rest: &str) -> Result<Location, String> {
     if after_user.contains('#') {
         return refuse("has a # (a URL fragment, which PostgreSQL has no use for)");
     }
-    let config = super::postgres::libpq_sslmodes(raw)
+    let (url, root_cert) = take_root_cert(raw);
+    let config = super::postgres::libpq_sslmodes(&url)
         .parse::<tokio_postgres::Config>()
         .map_err(|e| {
             // tokio-postgres names the option or the kind of fault, never a value.
             let e = crate::error_text::error_chain(&e);
             format!(
                 "DATABASE_URL cannot be read ({e}): it takes postgres://USER:PASSWORD@HOST:PORT/DATABASE \
-                 with the options sslmode=disable|prefer|require|verify-full, connect_timeout, \
-                 application_name and options; sslrootcert is not taken: add your CA to the \
-                 system's trust store; {ENCODE}"
+                 (several hosts: HOST1:PORT1,HOST2:PORT2) with the options \
+                 sslmode=disable|prefer|require|verify-ca|verify-full, sslrootcert=PATH, \
+                 target_session_attrs, connect_timeout, application_name and options; {ENCODE}"
             )
         })?;
     // Options (sslmode, options=…, password=…) are left out: one may carry a secret.
@@ -131,6 +228,7 @@ fn postgres(scheme: &str, raw: &str, rest: &str) -> Result<Location, String> {
     Ok(Location::Postgres {
         config: Box::new(config),
         shown: format!("{scheme}://{user}{place}"),
+        root_cert,
     })
 }
 
@@ -193,6 +291,71 @@ mod tests {
         let config = location.postgres_config().expect("postgres");
         assert_eq!(config.get_password(), Some(&b"Sup3r/Secret@#"[..]));
         assert_eq!(config.get_user(), Some("u"));
+    }
+
+    #[test]
+    fn several_hosts_are_taken_and_shown_as_given_without_the_user() {
+        let location = Location::parse(
+            "postgres://bridge:hunter2@pg-a:5432,pg-b:5433/csb?target_session_attrs=read-write",
+        )
+        .expect("several hosts");
+        assert_eq!(location.shown(), "postgres://***@pg-a:5432,pg-b:5433/csb");
+        let config = location.postgres_config().expect("postgres");
+        assert_eq!(config.get_hosts().len(), 2);
+        assert_eq!(config.get_ports(), [5432, 5433]);
+        let location = Location::parse("postgres://a,b/db?target_session_attrs=read-write")
+            .expect("several hosts");
+        assert_eq!(location.shown(), "postgres://a,b/db");
+        let location = Location::parse("postgresql://u:p@[::1]:5432,b/db").expect("IPv6");
+        assert_eq!(location.shown(), "postgresql://***@[::1]:5432,b/db");
+    }
+
+    #[test]
+    fn sslrootcert_names_a_file_kept_beside_the_driver_settings() {
+        let location = Location::parse(
+            "postgres://u:p@db/x?sslmode=verify-full&sslrootcert=%2Fetc%2Fpg%20ca.pem&connect_timeout=3",
+        )
+        .expect("sslrootcert is taken");
+        assert_eq!(
+            location.root_cert(),
+            Some(std::path::Path::new("/etc/pg ca.pem"))
+        );
+        let config = location.postgres_config().expect("postgres");
+        assert_eq!(
+            config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(3))
+        );
+        let location = Location::parse("postgres://db/x?sslrootcert=/ca.pem").expect("alone");
+        assert_eq!(location.root_cert(), Some(std::path::Path::new("/ca.pem")));
+        let location = Location::parse("postgres://db/x?sslrootcert=system").expect("system");
+        assert_eq!(location.root_cert(), None);
+    }
+
+    #[test]
+    fn a_remote_host_without_required_tls_is_warned_about() {
+        let warning = |url: &str| Location::parse(url).expect(url).tls_warning();
+        for url in [
+            "postgres://u:p@db.internal/x",
+            "postgres://u:p@db.internal/x?sslmode=prefer",
+            "postgres://u:p@localhost,db.internal/x",
+            "postgres://u:p@10.0.0.5/x?sslmode=disable",
+        ] {
+            let text = warning(url).unwrap_or_else(|| panic!("no warning for {url}"));
+            assert!(text.contains("sslmode=verify-full"), "{text}");
+            assert!(!text.contains("u:p"), "{text}");
+        }
+        for url in [
+            "postgres://u:p@db.internal/x?sslmode=require",
+            "postgres://u:p@db.internal/x?sslmode=verify-ca",
+            "postgres://u:p@db.internal/x?sslmode=verify-full",
+            "postgres://u:p@localhost/x",
+            "postgres://u:p@127.0.0.1:5432/x?sslmode=disable",
+            "postgres://u:p@[::1]/x",
+            "postgres://u:p@%2Frun%2Fpostgresql/x",
+        ] {
+            assert_eq!(warning(url), None, "{url}");
+        }
+        assert_eq!(Location::SqliteMemory.tls_warning(), None);
     }
 
     /// Pieces of the passwords below: none may appear in any message.

@@ -207,6 +207,8 @@ pub struct Store {
     database: Arc<str>,
     /// Names this process in claim tokens, so a row shows which replica holds it.
     replica: Arc<str>,
+    /// Milliseconds this replica's clock is taken to be ahead (0; tests play a skewed host).
+    clock_ahead_ms: i64,
 }
 
 enum Backend {
@@ -235,7 +237,21 @@ impl Store {
             backend: Arc::new(backend),
             database: location.shown().into(),
             replica: replica_name().into(),
+            clock_ahead_ms: 0,
         })
+    }
+
+    /// The same store as a replica whose clock is `ahead_ms` milliseconds ahead of the
+    /// others' (behind when negative): for tests of what clock skew may not change.
+    #[doc(hidden)]
+    pub fn with_clock_ahead_ms(mut self, ahead_ms: i64) -> Store {
+        self.clock_ahead_ms = ahead_ms;
+        self
+    }
+
+    /// This replica's time, in Unix milliseconds.
+    fn now_ms(&self) -> i64 {
+        unix_ms(SystemTime::now()).saturating_add(self.clock_ahead_ms)
     }
 
     /// What `serve` would do with the store at `location`, found without creating,
@@ -278,17 +294,18 @@ impl Store {
         Store::open(&Location::SqliteMemory).await
     }
 
-    /// Whether the store answers and can write, with its schema version.
+    /// Whether the store answers and can write, with its schema version: on PostgreSQL
+    /// through each of its connection pools, since each serves its own operations.
     pub async fn health(&self) -> Result<Health, StoreError> {
         const OPERATION: &str = "answer a health check";
         // A write that changes nothing still needs a writable database (and, on SQLite,
         // the write lock); on PostgreSQL it fails on a read-only server or without privileges.
         // A row added and removed changes a page, which SQLite must append to its WAL: on a
         // full disk that fails, as every claim does.
-        let done = self
-            .run(
+        let check = |commit| {
+            self.run(
                 OPERATION,
-                Commit::Durable,
+                commit,
                 vec![
                     statement(schema::HEALTH_WRITE, [Vec::new().into()]),
                     statement(schema::HEALTH_ROW_ADD, []),
@@ -296,7 +313,16 @@ impl Store {
                     statement(schema::VERSION, []),
                 ],
             )
-            .await?;
+        };
+        let done = match &*self.backend {
+            Backend::Sqlite(_) => check(Commit::Durable).await?,
+            Backend::Postgres(_) => {
+                let relaxed = check(Commit::Relaxed);
+                futures_util::future::try_join(check(Commit::Durable), relaxed)
+                    .await?
+                    .0
+            }
+        };
         let version = done.get(3).and_then(Done::first).map(|row| row.int(0));
         let schema_version = match version {
             Some(version) => self.columns(OPERATION, version)?,
@@ -309,6 +335,16 @@ impl Store {
             },
             schema_version,
         })
+    }
+
+    /// A PostgreSQL setting as each connection pool's connections see it (durable, then
+    /// relaxed); nothing on SQLite. For tests of the settings made after connecting.
+    #[doc(hidden)]
+    pub async fn setting_on_each_pool(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(db) => db.setting_on_each_pool(name).await.map(Vec::from),
+        }
     }
 
     /// Runs `statements` in order, in one round trip to the backend.
@@ -329,7 +365,7 @@ impl Store {
         &self,
         operation: &'static str,
         commit: Commit,
-        sql: &'static str,
+        sql: impl Into<sql::Sql>,
         params: [Value; N],
     ) -> Result<Done, StoreError> {
         let mut done = self
@@ -412,6 +448,11 @@ fn key_and(key: &ThreadKey, fourth: Value) -> [Value; 4] {
 /// What a card shows last and when, when both are known.
 fn latest_of(latest: Option<String>, at: Option<i64>) -> Option<(String, SystemTime)> {
     latest.zip(at.map(from_unix_ms))
+}
+
+/// A lease's length in milliseconds, as the statements take it.
+fn lease_ms(lease: Duration) -> i64 {
+    lease.as_millis().try_into().unwrap_or(i64::MAX)
 }
 
 fn unix_ms(at: SystemTime) -> i64 {

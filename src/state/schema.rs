@@ -2,6 +2,8 @@
 //! in order; a database records its version in `schema_version`. Each backend has its own
 //! spelling of the same tables, one script per version each.
 
+use super::sql::Sql;
+
 /// `handled`: one row per `msg_id` claimed in the dedupe window.
 /// - `owner`: the token of the claim that holds (or last held) it;
 /// - `done`: 1 once handled; 0 while in flight or after an attempt ended without outcome;
@@ -96,6 +98,15 @@ pub const POSTGRES: &[&str] = &[
     "ALTER TABLE schema_version ADD COLUMN oldest_reader BIGINT;",
 ];
 
+/// The bridge's tables, as every version has them by now.
+pub const TABLES: [&str; 5] = [
+    "schema_version",
+    "handled",
+    "dm_channels",
+    "threads",
+    "snoozes",
+];
+
 /// Each version's oldest reader: the oldest schema version a bridge must know to use a
 /// database at that version. Migrations only add (tables, nullable columns, indexes), so a
 /// bridge that knows an earlier version still reads and writes all it knows, and a rolling
@@ -168,20 +179,63 @@ pub const RECORD_VERSION_ONLY: &str = "INSERT INTO schema_version (version) VALU
 
 // Claims, shared by both backends (SQLite takes `$N` parameters as PostgreSQL does).
 
-/// Inserts a claim, or takes over one that is not done and whose lease ended; returns the
-/// row when the claim is ours.
-pub const CLAIM: &str =
+/// The time leases are decided by, in Unix milliseconds: on PostgreSQL the server's clock
+/// (the start of the statement), which every replica shares, so a replica whose clock is
+/// skewed can neither take a live claim over nor make one that others see as already
+/// over; on SQLite, one file on one host, the host's.
+macro_rules! now_ms {
+    (sqlite) => {
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+    };
+    (postgres) => {
+        "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// A statement that reads the clock, written once: each `NOW` among its pieces of text is
+/// [`now_ms`] as the backend spells it (see [`Sql`]).
+macro_rules! clocked {
+    (@piece $backend:ident NOW) => {
+        now_ms!($backend)
+    };
+    (@piece $backend:ident $text:literal) => {
+        $text
+    };
+    (@text $backend:ident $($piece:tt)*) => {
+        concat!($(clocked!(@piece $backend $piece)),*)
+    };
+    ($($piece:tt)*) => {
+        Sql {
+            sqlite: clocked!(@text sqlite $($piece)*),
+            postgres: clocked!(@text postgres $($piece)*),
+        }
+    };
+}
+
+/// Inserts a claim whose lease lasts `$3` ms, or takes over one that is not done and whose
+/// lease ended; returns the row when the claim is ours.
+pub const CLAIM: Sql = clocked!(
     "INSERT INTO handled (msg_id, owner, done, attempts, lease_expires, created_at)
-    VALUES ($1, $2, 0, 1, $3, $4)
+    VALUES ($1, $2, 0, 1, " NOW " + $3, " NOW ")
     ON CONFLICT (msg_id) DO UPDATE
         SET owner = excluded.owner, lease_expires = excluded.lease_expires,
             attempts = handled.attempts + 1
-        WHERE handled.done = 0 AND handled.lease_expires <= $4
-    RETURNING attempts, created_at";
+        WHERE handled.done = 0 AND handled.lease_expires <= " NOW "
+    RETURNING attempts, created_at"
+);
 
-/// What holds a `msg_id` that could not be claimed.
-pub const HOLDER: &str = "SELECT done, lease_expires FROM handled WHERE msg_id = $1";
+/// What holds a `msg_id` that could not be claimed: whether it is done, and how many ms
+/// its lease has left (by the same clock).
+pub const HOLDER: Sql =
+    clocked!("SELECT done, lease_expires - " NOW " FROM handled WHERE msg_id = $1");
 
+/// Only the claim's holder marks it done: once taken over (its lease ended and another
+/// claimed it), the owner is another. A holder whose lease ended while nobody took it over
+/// still may: it posted, nobody else acted, and the row then says what happened (else a copy
+/// would take it over only to find the post when it reads the DM back). What keeps a holder
+/// from posting after its lease ended is the delivery's deadline, checked before each
+/// Slack call: it ends a margin before the lease (measured on the database's clock from
+/// the claim, which comes after the deadline was set).
 pub const FINISH: &str = "UPDATE handled SET done = 1 WHERE msg_id = $1 AND owner = $2";
 
 /// Nothing was posted: the claim goes, and the next copy starts fresh.
@@ -213,15 +267,17 @@ pub const LEARN_DM_CHANNEL: &str = "INSERT INTO dm_channels (slack_user, channel
     VALUES ($1, $2, $3)
     ON CONFLICT (slack_user) DO UPDATE SET channel = excluded.channel, learned_at = excluded.learned_at";
 
-/// Claims the making of a thread's card, or takes over a claim whose lease ended without
-/// a card; returns the maker when the claim is ours.
-pub const CLAIM_THREAD: &str = "INSERT INTO threads
+/// Claims the making of a thread's card for `$5` ms, or takes over a claim whose lease
+/// ended without a card; returns the maker when the claim is ours.
+pub const CLAIM_THREAD: Sql = clocked!(
+    "INSERT INTO threads
         (slack_user, owner, workspace, channel, card_ts, maker, lease_expires, updated_at)
-    VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6)
+    VALUES ($1, $2, $3, NULL, NULL, $4, " NOW " + $5, " NOW ")
     ON CONFLICT (slack_user, owner, workspace) DO UPDATE
         SET maker = excluded.maker, lease_expires = excluded.lease_expires
-        WHERE threads.card_ts IS NULL AND threads.lease_expires <= $6
-    RETURNING maker";
+        WHERE threads.card_ts IS NULL AND threads.lease_expires <= " NOW "
+    RETURNING maker"
+);
 
 pub const THREAD: &str = "SELECT channel, card_ts FROM threads
     WHERE slack_user = $1 AND owner = $2 AND workspace = $3";

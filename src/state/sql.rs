@@ -2,7 +2,8 @@
 //! parameters, rows with typed columns, and how durable a write must be. SQLite and
 //! PostgreSQL each run a list of [`Statement`]s in one round trip to their connection and
 //! answer with one [`Done`] per statement; the statements themselves (`schema`) are shared,
-//! since SQLite takes PostgreSQL's `$N` placeholders and `ON CONFLICT` upserts.
+//! since SQLite takes PostgreSQL's `$N` placeholders and `ON CONFLICT` upserts. The one
+//! dialect difference is the clock leases are decided by ([`Sql`]).
 
 /// A parameter or a column's value: the four types the schema uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +44,28 @@ impl From<Vec<u8>> for Value {
     }
 }
 
+/// A statement's text on each backend: the same for most; a statement that reads the clock
+/// leases are decided by (`schema::clocked!`) differs only where it does, since on
+/// PostgreSQL that is the server's clock, the one every replica shares, and on SQLite (one
+/// file on one host) the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sql {
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+impl From<&'static str> for Sql {
+    fn from(text: &'static str) -> Self {
+        Sql {
+            sqlite: text,
+            postgres: text,
+        }
+    }
+}
+
 /// One statement and its parameters (`$1`, `$2`, … in order).
 pub struct Statement {
-    pub sql: &'static str,
+    pub sql: Sql,
     pub params: Vec<Value>,
     /// Run only when the statement before it returned no row (a claim's look at the row in
     /// its way, say): one round trip either way, and no second statement on the common path.
@@ -53,9 +73,9 @@ pub struct Statement {
 }
 
 /// `sql` with `params`.
-pub fn statement<const N: usize>(sql: &'static str, params: [Value; N]) -> Statement {
+pub fn statement<const N: usize>(sql: impl Into<Sql>, params: [Value; N]) -> Statement {
     Statement {
-        sql,
+        sql: sql.into(),
         params: params.into(),
         unless_previous_found: false,
     }

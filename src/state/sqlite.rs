@@ -129,7 +129,7 @@ impl Sqlite {
 
 /// One statement: its rows when it has columns (a query, or `RETURNING`), else the count.
 fn run_one(txn: &Connection, statement: &Statement) -> rusqlite::Result<Done> {
-    let mut prepared = txn.prepare_cached(statement.sql)?;
+    let mut prepared = txn.prepare_cached(statement.sql.sqlite)?;
     let params = rusqlite::params_from_iter(statement.params.iter());
     let columns = prepared.column_count();
     if columns == 0 {

@@ -3,8 +3,8 @@
 
 use super::sql::{statement, Commit};
 use super::{
-    from_unix_ms, key_and, key_params, latest_of, schema, sql, unix_ms, CardView, Home, Known,
-    SnoozeMet, Snoozed, Store, StoreError, Thread, ThreadClaim, ThreadKey, Token,
+    from_unix_ms, key_and, key_params, latest_of, lease_ms, schema, sql, unix_ms, CardView, Home,
+    Known, SnoozeMet, Snoozed, Store, StoreError, Thread, ThreadClaim, ThreadKey, Token,
 };
 use std::time::{Duration, SystemTime};
 
@@ -20,16 +20,14 @@ impl Store {
             return Ok(ThreadClaim::Found(thread));
         }
         let token = Token::new(&self.replica);
-        let now = unix_ms(SystemTime::now());
-        let lease_expires = now.saturating_add(lease.as_millis().try_into().unwrap_or(i64::MAX));
         let [user, owner, workspace] = key_params(key);
+        // Measured by the database's clock (see `schema::CLAIM_THREAD`).
         let params = [
             user,
             owner,
             workspace,
             token.0.as_str().into(),
-            lease_expires.into(),
-            now.into(),
+            lease_ms(lease).into(),
         ];
         let claimed = self
             .execute(
@@ -70,7 +68,7 @@ impl Store {
         token: &Token,
         thread: &Thread,
     ) -> Result<(), StoreError> {
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let [user, owner, workspace] = key_params(key);
         let params = [
             thread.channel.as_str().into(),
@@ -141,7 +139,7 @@ impl Store {
     /// `key`'s card as it should look now: what it shows last, and the snooze in force.
     pub async fn card(&self, key: &ThreadKey) -> Result<Option<CardView>, StoreError> {
         const OPERATION: &str = "read a card";
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let done = self
             .run(
                 OPERATION,
@@ -172,7 +170,7 @@ impl Store {
     /// What `slack_user`'s App Home shows: their snoozes and workspaces.
     pub async fn home(&self, slack_user: &str) -> Result<Home, StoreError> {
         const OPERATION: &str = "read an App Home";
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let done = self
             .run(
                 OPERATION,
@@ -219,7 +217,7 @@ impl Store {
 
     /// Ends `key`'s snooze now; whether one was in force.
     pub async fn unsnooze(&self, key: &ThreadKey) -> Result<bool, StoreError> {
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let [user, owner, workspace] = key_params(key);
         let params = [now.into(), user, owner, workspace];
         let done = self
@@ -232,7 +230,7 @@ impl Store {
     /// case), a snooze in force (counted as holding one more back), or one that ended (then
     /// removed, with how many it held back).
     pub async fn meet_snooze(&self, key: &ThreadKey) -> Result<SnoozeMet, StoreError> {
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let until = self
             .snooze_query("check a snooze", schema::SNOOZE_UNTIL, key, now)
             .await?;
@@ -247,7 +245,7 @@ impl Store {
         }
         // Ended: what it held back stays recorded until a notification that says so is
         // posted (`Store::finish_delivery`), so a failed post and Coder's retry lose nothing.
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let held = self
             .snooze_query("check a snooze", schema::ENDED_HELD, key, now)
             .await?;
@@ -262,7 +260,7 @@ impl Store {
 
     /// When `key` is snoozed now: counts one more notification held back and says until when.
     pub async fn hold_back(&self, key: &ThreadKey) -> Result<Option<SystemTime>, StoreError> {
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let until = self
             .snooze_query("check a snooze", schema::HOLD_BACK, key, now)
             .await?;
@@ -271,7 +269,7 @@ impl Store {
 
     /// Removes `key`'s snooze if it has ended; how many notifications it held back.
     pub async fn end_snooze(&self, key: &ThreadKey) -> Result<Option<u64>, StoreError> {
-        let now = unix_ms(SystemTime::now());
+        let now = self.now_ms();
         let held = self
             .snooze_query("end a snooze", schema::END_SNOOZE, key, now)
             .await?;

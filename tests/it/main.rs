@@ -15,6 +15,7 @@ mod snooze;
 mod socket_mode;
 mod stack;
 mod store;
+mod store_failure;
 mod store_files;
 mod store_suite;
 #[path = "../support/mod.rs"]

@@ -6,7 +6,7 @@ use crate::support;
 
 use coder_slack_bridge::config::Config;
 use coder_slack_bridge::state::{
-    Claim, Location, MsgKey, SnoozeMet, Store, ThreadKey, SCHEMA_VERSION,
+    Claim, Location, MsgKey, SnoozeMet, Store, ThreadClaim, ThreadKey, SCHEMA_VERSION,
 };
 use coder_slack_bridge::App;
 use serde_json::{json, Value};
@@ -204,6 +204,61 @@ async fn postgres_claims_have_one_winner_across_replicas_and_leases_hand_over() 
     assert_eq!(
         (health.backend, health.schema_version),
         ("postgres", SCHEMA_VERSION)
+    );
+}
+
+#[tokio::test]
+async fn postgres_leases_follow_the_database_clock_whatever_a_replica_clock_says() {
+    let Some((_server, url)) = postgres("skew").await else {
+        return;
+    };
+    const HOUR_MS: i64 = 3_600_000;
+    let on_time = open_postgres(&url).await;
+    let ahead = open_postgres(&url).await.with_clock_ahead_ms(HOUR_MS);
+    let behind = open_postgres(&url).await.with_clock_ahead_ms(-HOUR_MS);
+
+    // A replica an hour ahead cannot take over a claim whose lease has a minute to run.
+    let key = MsgKey::of("skew-live");
+    let Ok(Claim::Fresh(token)) = on_time.claim(&key, LEASE).await else {
+        panic!("fresh");
+    };
+    match ahead.claim(&key, LEASE).await {
+        Ok(Claim::Busy { lease_ends }) => {
+            let left = lease_ends.duration_since(std::time::SystemTime::now());
+            let left = left.unwrap_or_default();
+            assert!(
+                left > LEASE - Duration::from_secs(10) && left <= LEASE,
+                "{left:?}"
+            );
+        }
+        other => panic!("a replica whose clock is ahead took a live claim: {other:?}"),
+    }
+    on_time.finish(&key, &token).await.expect("finish");
+
+    // A replica an hour behind claims a lease that lasts its minute for everyone else.
+    let key = MsgKey::of("skew-behind");
+    assert!(matches!(
+        behind.claim(&key, LEASE).await,
+        Ok(Claim::Fresh(_))
+    ));
+    assert!(
+        matches!(on_time.claim(&key, LEASE).await, Ok(Claim::Busy { .. })),
+        "the claim of a replica whose clock is behind was already over"
+    );
+
+    // The same for the making of a thread's card.
+    let workspace = ThreadKey {
+        slack_user: "UBOBBY".into(),
+        owner: "bobby".into(),
+        workspace: "skew".into(),
+    };
+    assert!(matches!(
+        behind.claim_thread(&workspace, LEASE).await,
+        Ok(ThreadClaim::Ours(_))
+    ));
+    assert_eq!(
+        ahead.claim_thread(&workspace, LEASE).await,
+        Ok(ThreadClaim::Busy)
     );
 }
 
@@ -443,6 +498,49 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
             && out.contains(&format!(
                 "(postgres, empty: serve creates its tables at schema version {SCHEMA_VERSION})"
             )),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_over_tls_trusts_the_ca_that_sslrootcert_names() {
+    let Some((server, ca_pem)) = PgServer::start_with_tls().await else {
+        return;
+    };
+    let url = server.new_database("rootcert").await;
+    let slack = FakeSlack::start().await;
+    let dir = fresh_dir("pg-rootcert");
+    let ca_file = dir.join("test ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write the CA");
+    let check = |sslrootcert: &str| {
+        let url = url.replace(
+            "sslmode=disable",
+            &format!("sslmode=verify-full&sslrootcert={sslrootcert}"),
+        );
+        let mut command = bridge_binary(&dir);
+        command
+            .arg("check")
+            .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("SLACK_API_URL", slack.api_url())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", url);
+        command
+    };
+    // The CA in the file the URL names (percent-encoded, as a URL needs), in no trust store.
+    let encoded = ca_file.display().to_string().replace(' ', "%20");
+    let (ok, out, err) = run_for_text(&mut check(&encoded)).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("ok    DATABASE_URL") && !out.contains("warn  DATABASE_URL"),
+        "{out}"
+    );
+    // A file that cannot be read is named, at start-up.
+    let missing = dir.join("missing.pem").display().to_string();
+    let (ok, out, _) = run_for_text(&mut check(&missing)).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  DATABASE_URL")
+            && out.contains(&format!("sslrootcert {missing}: cannot read it")),
         "{out}"
     );
 }

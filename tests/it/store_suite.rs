@@ -45,6 +45,7 @@ async fn suite(store: &Store, backend: &str) {
     a_claim_is_fresh_then_busy_then_done(store).await;
     a_released_claim_starts_fresh_and_an_unsettled_one_is_taken_over(store).await;
     an_expired_lease_is_taken_over_and_a_live_one_is_not(store).await;
+    a_holder_whose_lease_was_taken_over_cannot_finish(store).await;
     claims_of_one_id_at_once_have_one_winner(store).await;
     dm_channels_are_remembered_and_replaced(store).await;
     a_thread_is_claimed_once_recorded_and_found(store).await;
@@ -122,6 +123,33 @@ async fn an_expired_lease_is_taken_over_and_a_live_one_is_not(store: &Store) {
         Ok(Claim::Busy { lease_ends }) => assert!(lease_ends > SystemTime::now()),
         other => panic!("a live lease is not taken over: {other:?}"),
     }
+}
+
+async fn a_holder_whose_lease_was_taken_over_cannot_finish(store: &Store) {
+    let key = MsgKey::of("paused-holder");
+    let Ok(Claim::Fresh(paused)) = store.claim(&key, Duration::ZERO).await else {
+        panic!("fresh")
+    };
+    let Ok(Claim::TakenOver { token: taker, .. }) = store.claim(&key, LEASE).await else {
+        panic!("its lease ended: taken over");
+    };
+    // The paused holder comes back and marks it done: nothing changes, the taker holds it.
+    store.finish(&key, &paused).await.expect("finish");
+    store
+        .finish_delivery(&key, &paused, None)
+        .await
+        .expect("finish");
+    assert!(matches!(
+        store.claim(&key, LEASE).await,
+        Ok(Claim::Busy { .. })
+    ));
+    store.release(&key, &paused, false).await.expect("release");
+    assert!(matches!(
+        store.claim(&key, LEASE).await,
+        Ok(Claim::Busy { .. })
+    ));
+    store.finish(&key, &taker).await.expect("finish");
+    assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
 }
 
 async fn claims_of_one_id_at_once_have_one_winner(store: &Store) {
@@ -358,7 +386,7 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
         store.claim_thread(&workspace_of("home"), LEASE).await,
         Ok(ThreadClaim::Ours(_))
     ));
-    // A cutoff of now forgets every id the suite claimed (seven keys) and the snooze that
+    // A cutoff of now forgets every id the suite claimed (eight keys) and the snooze that
     // ended (not the one in force, nor threads whose card is being made): ids are stamped in
     // milliseconds, and only those strictly older than the cutoff go, so the clock must
     // move past the last claim's millisecond first.
@@ -370,7 +398,7 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
     assert_eq!(
         pruned,
         Pruned {
-            ids: 7,
+            ids: 8,
             snoozes: 1,
             threads: 0
         }

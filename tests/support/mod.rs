@@ -8,6 +8,7 @@
 pub mod coder_api;
 pub mod postgres;
 pub mod proxy;
+pub mod relay;
 pub mod samples;
 pub mod socket_mode;
 pub mod wait;
