@@ -57,6 +57,16 @@ impl Location {
                 "must be sqlite://PATH (two slashes; three before an absolute path)",
             ));
         }
+        // libpq's key=value form: say how to write it as a URL, showing none of it.
+        if raw.split_whitespace().any(|pair| {
+            pair.split_once('=').is_some_and(|(key, _)| {
+                matches!(key, "host" | "hostaddr" | "dbname" | "user" | "port")
+            })
+        }) {
+            return Err(bad(
+                "looks like libpq's key=value form, which the bridge does not take: write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require, with @ : / # ? % in the user or password percent-encoded",
+            ));
+        }
         // Only a scheme as URLs spell one is named: anything else may be a user or password.
         match raw.split_once("://") {
             Some((scheme, _))
@@ -392,6 +402,18 @@ mod tests {
         // No scheme: the user and password are not taken for one.
         let e = Location::parse("Sup3r:Secret@host/db").unwrap_err();
         assert!(!e.contains("Sup3r") && !e.contains("Secret"), "{e}");
+        // A typo in the scheme's slashes: nothing of it is echoed either.
+        let e = Location::parse("postgres//bridge:Secret@db/x").unwrap_err();
+        assert!(!e.contains("bridge:") && !e.contains("Secret"), "{e}");
+        // libpq's key=value form: told how to write it as a URL, without its values.
+        let e = Location::parse("host=dbhost user=ops password=Secret dbname=xdb").unwrap_err();
+        assert!(
+            e.contains("key=value form") && e.contains("postgres://USER:PASSWORD@HOST"),
+            "{e}"
+        );
+        for value in ["dbhost", "ops", "Secret", "xdb"] {
+            assert!(!e.contains(value), "{value} in {e}");
+        }
     }
 
     #[test]
