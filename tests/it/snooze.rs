@@ -29,13 +29,25 @@ async fn start_for(
     dir: &std::path::Path,
     users: u64,
 ) -> Bridge {
+    let on_file = |c: &mut Config| c.database = Location::Sqlite(dir.join("state.db"));
+    start_with(slack, socket, users, on_file).await
+}
+
+/// A bridge with Socket Mode on (one connection), threads on, `adjust`ed, once the
+/// directory holds the fake's `users`.
+async fn start_with(
+    slack: &FakeSlack,
+    socket: &FakeSocketServer,
+    users: u64,
+    adjust: impl FnOnce(&mut Config),
+) -> Bridge {
     slack.set_socket_url(&socket.url());
     let mut s = settings(slack);
     s.slack_app_token = Some(APP_TOKEN.into());
     s.socket_mode_connections = "1".into();
     let mut c: Config = config(s);
     c.threads = Threads::Workspace;
-    c.database = Location::Sqlite(dir.join("state.db"));
+    adjust(&mut c);
     let bridge = Bridge::start(c).await;
     bridge.wait_for_socket_mode(1).await;
     bridge.wait_for_directory(users).await;
@@ -314,17 +326,10 @@ async fn a_snooze_during_a_pending_card_edit_stays_on_the_card() {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     let socket = FakeSocketServer::start().await;
-    slack.set_socket_url(&socket.url());
-    let mut s = settings(&slack);
-    s.slack_app_token = Some(APP_TOKEN.into());
-    s.socket_mode_connections = "1".into();
-    let mut c: Config = config(s);
-    c.threads = Threads::Workspace;
     // A notification's edit of the card waits a moment for others.
-    c.tuning.card_edit_delay = std::time::Duration::from_millis(1500);
-    let bridge = Bridge::start(c).await;
-    bridge.wait_for_socket_mode(1).await;
-    bridge.wait_for_directory(1).await;
+    let waiting_edits =
+        |c: &mut Config| c.tuning.card_edit_delay = std::time::Duration::from_millis(1500);
+    let bridge = start_with(&slack, &socket, 1, waiting_edits).await;
 
     bridge.deliver(&about(AUTOSTOP, "dev")).await;
     let (card_ts, reply_ts) = first_thread(&slack);
@@ -595,15 +600,7 @@ async fn with_threads_off_the_app_home_shows_snoozes_and_how_notifications_arriv
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     let socket = FakeSocketServer::start().await;
-    slack.set_socket_url(&socket.url());
-    let mut s = settings(&slack);
-    s.slack_app_token = Some(APP_TOKEN.into());
-    s.socket_mode_connections = "1".into();
-    let mut c: Config = config(s);
-    c.threads = Threads::Off;
-    let bridge = Bridge::start(c).await;
-    bridge.wait_for_socket_mode(1).await;
-    bridge.wait_for_directory(1).await;
+    let bridge = start_with(&slack, &socket, 1, |c| c.threads = Threads::Off).await;
 
     let answer = bridge.deliver(&about(AUTOSTOP, "dev")).await;
     let ts = answer["ts"].as_str().expect("ts").to_owned();
