@@ -33,25 +33,18 @@ async fn start_for(
     start_with(slack, socket, users, on_file).await
 }
 
-/// A bridge with Socket Mode on (one connection), threads on, `adjust`ed, once the
-/// directory holds the fake's `users`.
+/// [`bridge_with_socket_mode`] with threads on, then `adjust`ed.
 async fn start_with(
     slack: &FakeSlack,
     socket: &FakeSocketServer,
     users: u64,
     adjust: impl FnOnce(&mut Config),
 ) -> Bridge {
-    slack.set_socket_url(&socket.url());
-    let mut s = settings(slack);
-    s.slack_app_token = Some(APP_TOKEN.into());
-    s.socket_mode_connections = "1".into();
-    let mut c: Config = config(s);
-    c.threads = Threads::Workspace;
-    adjust(&mut c);
-    let bridge = Bridge::start(c).await;
-    bridge.wait_for_socket_mode(1).await;
-    bridge.wait_for_directory(users).await;
-    bridge
+    bridge_with_socket_mode(slack, socket, users, |c| {
+        c.threads = Threads::Workspace;
+        adjust(c);
+    })
+    .await
 }
 
 /// The `ts` of the first card in Bobby's DM, and of its first reply.
