@@ -6,6 +6,7 @@
 //! connections are read from its status, reported but never required (DMs go out without
 //! it, so a Socket Mode outage must not take the only replica out of its Service).
 
+use crate::delivery::{Outbox, OutboxReport};
 use crate::socket_mode::{SocketModeState, Status};
 use crate::state::Store;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,8 @@ pub struct Readiness {
     /// would not have started).
     store_answers: Arc<AtomicBool>,
     socket_mode: OnceLock<Status>,
+    /// Store and forward, when on: Slack's trouble no longer makes the bridge unready.
+    outbox: OnceLock<Arc<Outbox>>,
     /// Cancelled when a shutdown begins.
     shutdown: CancellationToken,
 }
@@ -38,6 +41,9 @@ pub struct Report {
     pub reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_mode: Option<SocketModeState>,
+    /// Store and forward's outbox, when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxReport>,
 }
 
 impl Default for Readiness {
@@ -47,6 +53,7 @@ impl Default for Readiness {
             slack_verified: Arc::default(),
             store_answers: Arc::new(AtomicBool::new(true)),
             socket_mode: OnceLock::new(),
+            outbox: OnceLock::new(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -105,6 +112,14 @@ impl Readiness {
         })
     }
 
+    /// Reports the outbox from now on: with store and forward on, a notification Slack
+    /// cannot take waits there, so Slack's trouble (a token not verified yet, an outage)
+    /// is reported, never a reason to be taken out of the load balancer (Coder would then
+    /// give up on every notification).
+    pub fn report_outbox(&self, outbox: Arc<Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
     /// Reports Socket Mode's connections from now on.
     pub fn report_socket_mode(&self, status: Status) {
         let _ = self.socket_mode.set(status);
@@ -119,6 +134,11 @@ impl Readiness {
             (false, "the store (DATABASE_URL) does not answer")
         } else if self.slack_verified.load(Ordering::Acquire) {
             (true, "ok")
+        } else if self.outbox.get().is_some() {
+            (
+                true,
+                "SLACK_BOT_TOKEN not verified yet (auth.test): notifications wait in the outbox",
+            )
         } else {
             (false, "SLACK_BOT_TOKEN not verified yet (auth.test)")
         };
@@ -126,6 +146,7 @@ impl Readiness {
             ready,
             reason,
             socket_mode: self.socket_mode.get().map(Status::state),
+            outbox: self.outbox.get().map(|outbox| outbox.report()),
         }
     }
 }

@@ -8,7 +8,7 @@
 use crate::cards::CardEdits;
 use crate::coder_api::CoderApi;
 use crate::config::Config;
-use crate::delivery::{self, Delivery};
+use crate::delivery::{self, Delivery, Outbox};
 use crate::interact::Interact;
 use crate::proxy::ProxyConfig;
 use crate::readiness::Readiness;
@@ -55,6 +55,8 @@ struct Background {
     cards: Option<Arc<CardEdits>>,
     /// The directory's refresher and the bot token check.
     tasks: Vec<JoinHandle<()>>,
+    /// The outbox's sender (store and forward); shutdown lets its sends in flight finish.
+    sender: Option<JoinHandle<()>>,
 }
 
 impl App {
@@ -84,9 +86,14 @@ impl App {
         background
             .tasks
             .push(readiness.watch_store(store, stop.clone()));
+        let delivery = Arc::new(delivery);
+        if let Some(outbox) = delivery.outbox() {
+            readiness.report_outbox(outbox.clone());
+            background.sender = Some(tokio::spawn(delivery.clone().drain_outbox(stop.clone())));
+        }
         let state = http::State::new(
             metrics,
-            Arc::new(delivery),
+            delivery,
             config.webhook_secret.clone(),
             config.tuning.max_concurrent_requests,
             config.tuning.body_read_timeout,
@@ -160,6 +167,11 @@ impl App {
         if let Some(socket_mode) = &self.background.socket_mode {
             socket_mode.drain(deadline).await;
         }
+        if let Some(sender) = self.background.sender {
+            if tokio::time::timeout_at(deadline, sender).await.is_err() {
+                tracing::warn!("sends from the outbox still in flight after the shutdown budget were abandoned; they stay in the outbox, and the next start reads Slack back before sending them again");
+            }
+        }
         if let Some(cards) = &self.background.cards {
             if !cards.drain(deadline).await {
                 tracing::warn!("edits of workspaces' cards still pending after the shutdown budget were abandoned; each card catches up with its next change");
@@ -193,6 +205,13 @@ fn start_slack(
     let api = Arc::new(SlackApi::from_config(config, &proxies, metrics.clone())?);
     let (mut delivery, directory, cards) =
         slack_delivery(api.clone(), store.clone(), config, metrics, stop);
+    match config.queue {
+        Some(limits) => {
+            let outbox = Outbox::new(limits, config.tuning.outbox.clone(), metrics.clone());
+            delivery = delivery.with_outbox(Arc::new(outbox));
+        }
+        None => tracing::warn!("QUEUE_MAX_AGE is 0: store and forward is off, so notifications that meet a Slack outage rely on Coder's retries (about 20 minutes)"),
+    }
     let coder = coder_api(config, &proxies, api.has_app_token())?;
     if let Some(coder) = &coder {
         delivery = delivery.with_coder(coder.clone());
@@ -239,6 +258,7 @@ fn start_slack(
         socket_mode,
         cards: Some(cards),
         tasks,
+        sender: None,
     };
     Ok((delivery, background))
 }

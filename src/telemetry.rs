@@ -80,6 +80,12 @@ pub struct SweepLabels {
     pub result: &'static str,
 }
 
+/// Where a notification that waited past QUEUE_MAX_AGE went: `fallback` or `dropped`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiredLabels {
+    pub to: &'static str,
+}
+
 /// A click on a button that acts on Coder: which act, and what came of it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CoderActionLabels {
@@ -156,6 +162,18 @@ metrics! {
         => "store_errors", "Store operations that failed (claims, marks, reads); the log says which and why";
     plain_text_fallbacks: Counter = Counter::default()
         => "plain_text_fallbacks", "Messages Slack refused as built (invalid_blocks, msg_too_long, …) and sent again as plain text";
+    outbox_depth: Gauge = Gauge::default()
+        => "outbox_depth", "Notifications waiting in the outbox for Slack (store and forward; every replica reports the shared outbox)";
+    outbox_oldest: Gauge = Gauge::default()
+        => "outbox_oldest_seconds", "How long the oldest notification in the outbox has waited since Coder sent it (0 when none waits)";
+    outbox_queued: Counter = Counter::default()
+        => "outbox_queued", "Notifications put in the outbox because Slack could not take them (or an earlier one for the same person waited)";
+    outbox_sent: Counter = Counter::default()
+        => "outbox_sent", "Notifications taken out of the outbox with an outcome (delivered, undeliverable, snoozed)";
+    outbox_expired: Family<ExpiredLabels, Counter> = Family::default()
+        => "outbox_expired", "Notifications older than QUEUE_MAX_AGE taken out of the outbox, by where they went (fallback: FALLBACK_CHANNEL, dropped: nowhere, logged)";
+    slack_trouble: Gauge = Gauge::default()
+        => "slack_unavailable", "1 while Slack's last answer to a delivery was an outage, a timeout or a refused token (notifications wait in the outbox), else 0";
     card_edits_failed: Counter = Counter::default()
         => "card_edits_failed", "Edits of a workspace's card given up after retries (rate limits past a few attempts, outages): the card shows an older state until its next change; the log says why";
 }

@@ -70,7 +70,7 @@ pub async fn send_test(settings: Settings, email: &str) -> Result<(), String> {
     let store = Store::in_memory().await.map_err(|e| e.to_string())?;
     let (delivery, _, _) = slack_delivery(api, store, &config, &metrics, &CancellationToken::new());
     // One attempt, nothing retries it: each failure says so and what to do.
-    match delivery.deliver(&notification).await {
+    match delivery.deliver(&notification, &bytes).await {
         Ok(Answer::Fresh(Outcome::Delivered { channel, ts })) => {
             println!("delivered to {email}: channel {channel}, ts {ts}");
             Ok(())

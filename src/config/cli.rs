@@ -154,6 +154,28 @@ pub struct Settings {
         global = true
     )]
     pub retention: String,
+    /// How long a notification may wait in the outbox for Slack to come back (store and
+    /// forward); past it, it goes to FALLBACK_CHANNEL or is dropped (logged). 0 turns store
+    /// and forward off: Slack trouble answers 503, and Coder's retries (about 20 minutes)
+    /// are all there is.
+    #[arg(
+        long,
+        env = "QUEUE_MAX_AGE",
+        hide_env_values = true,
+        default_value = "24h",
+        global = true
+    )]
+    pub queue_max_age: String,
+    /// How many notifications the outbox holds at most; past it, new ones are answered 503
+    /// (Coder retries), so a long outage cannot fill the disk.
+    #[arg(
+        long,
+        env = "QUEUE_MAX_DEPTH",
+        hide_env_values = true,
+        default_value = "100000",
+        global = true
+    )]
+    pub queue_max_depth: String,
     /// After SIGTERM, how long webhooks are still taken while /readyz answers 503, so load
     /// balancers stop sending first (0s–10s); then deliveries in flight finish.
     #[arg(

@@ -15,11 +15,12 @@ mod secrets;
 
 pub use cli::{explain_clap_error, Cli, Command, Settings};
 pub use dotenv::read_dotenv;
-pub use parse::parse_duration;
+pub use parse::{human as human_duration, parse_duration};
 
 use crate::state::Location;
 use parse::{
-    bounded_duration, coder_url, fallback_channel, http_url, listen_addr, socket_mode_connections,
+    bounded_duration, coder_url, fallback_channel, http_url, listen_addr, queue_limits,
+    socket_mode_connections,
 };
 use secrecy::{ExposeSecret, SecretString};
 use secrets::{app_token, bot_token, coder_token, webhook_secret};
@@ -57,11 +58,22 @@ pub struct Config {
     pub threads: Threads,
     /// How long handled ids, ended snoozes and idle threads are kept (`RETENTION`).
     pub retention: Duration,
+    /// Store and forward (`QUEUE_MAX_AGE`, `QUEUE_MAX_DEPTH`): `None` when off.
+    pub queue: Option<QueueLimits>,
     /// After SIGTERM, how long the listener keeps taking webhooks while `/readyz` answers
     /// 503, so load balancers stop sending before it closes (`SHUTDOWN_GRACE`).
     pub shutdown_grace: Duration,
     /// Tuning that operators never need but tests shorten.
     pub tuning: Tuning,
+}
+
+/// How long and how many notifications may wait in the outbox for Slack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `QUEUE_MAX_AGE`: past it, FALLBACK_CHANNEL or dropped.
+    pub max_age: Duration,
+    /// `QUEUE_MAX_DEPTH`: past it, new notifications are answered 503.
+    pub max_depth: u64,
 }
 
 /// Intervals and limits with production defaults; tests shorten them.
@@ -101,6 +113,32 @@ pub struct Tuning {
     /// frames get 3 s more, so a stop stays under 25 s (Kubernetes and systemd kill at 30 s).
     pub shutdown_budget: Duration,
     pub socket_mode: crate::socket_mode::Timing,
+    pub outbox: OutboxTiming,
+}
+
+/// How the outbox's sender paces itself.
+#[derive(Debug, Clone)]
+pub struct OutboxTiming {
+    /// First wait after a failed try (doubles, full jitter).
+    pub retry_base: Duration,
+    /// The longest wait between tries: delivery resumes this soon after Slack's return.
+    pub retry_cap: Duration,
+    /// How often the outbox is looked at when nothing woke the sender (another replica's
+    /// notifications; the depth and age metrics).
+    pub poll: Duration,
+    /// Notifications taken at once.
+    pub batch: u32,
+}
+
+impl Default for OutboxTiming {
+    fn default() -> Self {
+        OutboxTiming {
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(30),
+            poll: Duration::from_secs(5),
+            batch: 16,
+        }
+    }
 }
 
 impl Default for Tuning {
@@ -119,6 +157,7 @@ impl Default for Tuning {
             coder_lookup_timeout: Duration::from_secs(3),
             card_edit_delay: Duration::from_secs(1),
             retry_base_delay: Duration::from_millis(250),
+            outbox: OutboxTiming::default(),
             shutdown_budget: Duration::from_secs(20),
             socket_mode: crate::socket_mode::Timing::default(),
         }
@@ -203,6 +242,7 @@ impl Settings {
                 Duration::from_secs(24 * 3600)..=Duration::from_secs(365 * 24 * 3600),
                 "a day outlasts Coder's retries, and a year of handled ids is plenty",
             )?,
+            queue: queue_limits(&self.queue_max_age, &self.queue_max_depth, &self.retention)?,
             shutdown_grace: bounded_duration(
                 "SHUTDOWN_GRACE",
                 &self.shutdown_grace,

@@ -27,6 +27,35 @@ pub(super) fn socket_mode_connections(raw: &str) -> Result<usize, ConfigError> {
     }
 }
 
+/// `QUEUE_MAX_AGE` and `QUEUE_MAX_DEPTH`: `None` (store and forward off) for an age of 0.
+/// A notification must not outwait its handled `msg_id`, or a retry of Coder's after the id
+/// was pruned could deliver it twice: so no longer than `RETENTION`.
+pub(super) fn queue_limits(
+    max_age: &str,
+    max_depth: &str,
+    retention: &str,
+) -> Result<Option<super::QueueLimits>, ConfigError> {
+    if parse_duration(max_age) == Some(Duration::ZERO) {
+        return Ok(None);
+    }
+    let retention = parse_duration(retention).unwrap_or(Duration::MAX);
+    let max_age = bounded_duration(
+        "QUEUE_MAX_AGE",
+        max_age,
+        Duration::from_secs(60)..=retention.min(Duration::from_secs(365 * 86_400)),
+        "0 turns store and forward off; a notification may not wait longer than RETENTION keeps its msg_id",
+    )?;
+    let max_depth = match max_depth.trim().replace('_', "").parse::<u64>() {
+        Ok(n) if (1..=100_000_000).contains(&n) => n,
+        _ => {
+            return err(format!(
+                "QUEUE_MAX_DEPTH must be a whole number from 1 to 100000000, not {max_depth:?}"
+            ))
+        }
+    };
+    Ok(Some(super::QueueLimits { max_age, max_depth }))
+}
+
 /// A channel ID: it survives the channel being renamed, and `.env` reads `#name` as a comment.
 pub(super) fn fallback_channel(raw: Option<&str>) -> Result<Option<String>, ConfigError> {
     let Some(channel) = raw.map(str::trim).filter(|c| !c.is_empty()) else {
@@ -129,7 +158,7 @@ pub(super) fn bounded_duration(
 }
 
 /// `1s`, `55s`, `1m`, `24h`: a bound as a person would write it.
-fn human(d: Duration) -> String {
+pub fn human(d: Duration) -> String {
     match d.as_secs() {
         // Days from two on: a day reads better as 24h.
         s if s >= 2 * 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),

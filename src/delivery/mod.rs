@@ -4,8 +4,10 @@
 //! 5 minutes apart), so an answer is either final (2xx) or "try again" (503 with `Retry-After`).
 
 mod offer;
+mod outbox;
 mod poster;
 mod route;
+mod sender;
 mod thread;
 
 use crate::cards::CardEdits;
@@ -17,6 +19,7 @@ use crate::slack::directory::Directory;
 use crate::slack::SlackApi;
 use crate::state::{Claim, MsgKey, Store, StoreError, Token};
 use crate::telemetry::Metrics;
+pub use outbox::{Outbox, OutboxReport};
 pub use poster::Posted;
 use poster::{Attempt, Part, Post, Poster};
 use serde::Serialize;
@@ -45,6 +48,8 @@ pub enum Outcome {
     DryRun,
     /// The person snoozed this workspace's notifications in Slack; held back.
     Snoozed,
+    /// Slack cannot take it now: it waits in the outbox (store and forward).
+    Queued,
 }
 
 /// What the webhook answers.
@@ -62,6 +67,30 @@ pub enum Answer {
 pub struct RetryLater {
     pub reason: String,
     pub retry_after: Duration,
+    /// What kept it from Slack, when waiting can cure it (store and forward waits it out);
+    /// `None` for what the outbox cannot help with (the store failing, a copy in flight).
+    pub trouble: Option<Trouble>,
+}
+
+/// What kept a notification from Slack that waiting can cure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// Slack is down or slow, or refuses the bot token: every delivery meets it.
+    SlackDown,
+    /// This delivery had to wait its turn: a rate limit past the budget, too many at once,
+    /// or earlier notifications for the same person waiting in the outbox.
+    Busy,
+}
+
+impl RetryLater {
+    /// Waiting behind the outbox: `reason` says why.
+    fn waiting(reason: String) -> Self {
+        RetryLater {
+            reason,
+            retry_after: DEFAULT_RETRY_AFTER,
+            trouble: Some(Trouble::Busy),
+        }
+    }
 }
 
 /// Retry-After suggested when Slack gave none; Coder waits 5 minutes between attempts anyway.
@@ -126,6 +155,8 @@ pub struct Delivery {
     metrics: Metrics,
     /// Once cancelled, deliveries stop retrying: a call in flight finishes, no new wait starts.
     shutdown: CancellationToken,
+    /// Store and forward (`QUEUE_MAX_AGE`), when on.
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl Delivery {
@@ -182,7 +213,20 @@ impl Delivery {
             policy,
             metrics,
             shutdown,
+            outbox: None,
         }
+    }
+
+    /// Keeps what Slack cannot take now in the outbox (store and forward), for the sender
+    /// ([`Delivery::drain_outbox`]) to deliver.
+    pub fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// The outbox, when store and forward is on.
+    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
+        self.outbox.as_ref()
     }
 
     /// The one path that edits workspaces' cards (Slack only).
@@ -199,19 +243,41 @@ impl Delivery {
         self
     }
 
-    /// Delivers once per `msg_id`: the id is claimed in the store first; a copy that finds
-    /// it held waits for the holder's outcome; a failure gives the claim up, so Coder's retry
-    /// tries again (reading the DM back first when a post's outcome is unknown).
-    pub async fn deliver(&self, notification: &Notification) -> Result<Answer, RetryLater> {
+    /// Delivers once per `msg_id` (`body` is the webhook as Coder sent it): the id is
+    /// claimed in the store first; a copy that finds it held waits for the holder's outcome.
+    /// What Slack cannot take now waits in the outbox when store and forward is on; else
+    /// the claim is given up, so Coder's retry tries again (reading the DM back first when
+    /// a post's outcome is unknown).
+    pub async fn deliver(
+        &self,
+        notification: &Notification,
+        body: &[u8],
+    ) -> Result<Answer, RetryLater> {
         let deadline = Instant::now() + self.policy.budget;
         let key = MsgKey::of(&notification.msg_id);
         let Some((token, unsettled_since)) = self.claim(&key, deadline).await? else {
             return Ok(Answer::Duplicate);
         };
         let attempt = Attempt::after(unsettled_since);
-        let outcome = self.deliver_once(notification, deadline, &attempt).await;
+        let outcome = match self.must_wait(notification).await {
+            Some(wait) => Err(wait),
+            None => self.deliver_once(notification, deadline, &attempt).await,
+        };
+        let outcome = match outcome {
+            Err(later) if later.trouble.is_some() && self.outbox.is_some() => {
+                let unsettled = attempt.unsettled_since();
+                let claim = (&key, &token);
+                self.queue(claim, notification, body, unsettled, later)
+                    .await
+            }
+            outcome => outcome,
+        };
         let settled = match &outcome {
+            Ok(Outcome::Queued) => Ok(()),
             Ok(_) => {
+                if let Some(outbox) = &self.outbox {
+                    outbox.slack_answered();
+                }
                 let shown = attempt.snooze_shown();
                 let finish = self.store.finish_delivery(&key, &token, shown.as_ref());
                 finish.await
@@ -254,6 +320,7 @@ impl Delivery {
                         return Err(RetryLater {
                             reason: "another delivery of this msg_id is in flight".into(),
                             retry_after: left.unwrap_or_default().max(Duration::from_secs(1)),
+                            trouble: None,
                         });
                     }
                     tokio::select! {
@@ -271,6 +338,7 @@ impl Delivery {
         RetryLater {
             reason: format!("store: {e}"),
             retry_after: DEFAULT_RETRY_AFTER,
+            trouble: None,
         }
     }
 
@@ -291,6 +359,7 @@ impl Delivery {
             .ok_or_else(|| RetryLater {
                 reason: "too many deliveries in flight".into(),
                 retry_after: DEFAULT_RETRY_AFTER,
+                trouble: Some(Trouble::Busy),
             })?;
         match &self.destination {
             Destination::DryRun => {
@@ -402,18 +471,18 @@ mod tests {
     async fn every_id_is_handled_once_and_copies_are_duplicates() {
         let delivery = dry_run().await;
         for n in 0..1_000 {
-            let answer = delivery.deliver(&notification(&uuid(n))).await;
+            let answer = delivery.deliver(&notification(&uuid(n)), b"").await;
             assert_eq!(answer, Ok(Answer::Fresh(Outcome::DryRun)));
         }
         // Nothing is forgotten for want of room: the store holds the whole window.
         for n in 0..1_000 {
-            let answer = delivery.deliver(&notification(&uuid(n))).await;
+            let answer = delivery.deliver(&notification(&uuid(n)), b"").await;
             assert_eq!(answer, Ok(Answer::Duplicate), "id {n}");
         }
         // The same UUID in capitals is the same id.
         let upper = uuid(7).to_uppercase();
         assert_eq!(
-            delivery.deliver(&notification(&upper)).await,
+            delivery.deliver(&notification(&upper), b"").await,
             Ok(Answer::Duplicate)
         );
     }
@@ -423,7 +492,7 @@ mod tests {
         let delivery = dry_run().await;
         let copies = (0..8).map(|_| notification(&uuid(42))).collect::<Vec<_>>();
         let answers =
-            futures_util::future::join_all(copies.iter().map(|n| delivery.deliver(n))).await;
+            futures_util::future::join_all(copies.iter().map(|n| delivery.deliver(n, b""))).await;
         let fresh = answers
             .iter()
             .filter(|a| matches!(a, Ok(Answer::Fresh(_))))

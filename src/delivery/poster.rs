@@ -93,6 +93,9 @@ pub struct Attempt {
     /// The workspace whose ended snooze's count the message shows: forgotten with the
     /// delivery's done mark, not before.
     snooze_shown: Mutex<Option<ThreadKey>>,
+    /// When Coder sent the notification, for one that waited in the outbox: its message
+    /// and its card say so.
+    waited_since: Option<SystemTime>,
 }
 
 impl Attempt {
@@ -101,7 +104,26 @@ impl Attempt {
         Attempt {
             unsettled_since: Mutex::new(since),
             snooze_shown: Mutex::new(None),
+            waited_since: None,
         }
+    }
+
+    /// An attempt at a notification Coder sent at `sent_at` that waited in the outbox.
+    pub fn from_outbox(since: Option<SystemTime>, sent_at: SystemTime) -> Self {
+        Attempt {
+            waited_since: Some(sent_at),
+            ..Attempt::after(since)
+        }
+    }
+
+    /// When Coder sent a notification that waited in the outbox.
+    pub fn waited_since(&self) -> Option<SystemTime> {
+        self.waited_since
+    }
+
+    /// When what this notification tells happened, as its card shows it: when Coder sent it.
+    pub fn happened_at(&self) -> SystemTime {
+        self.waited_since.unwrap_or_else(SystemTime::now)
     }
 
     pub fn show_snooze(&self, key: &ThreadKey) {

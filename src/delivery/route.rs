@@ -4,7 +4,7 @@
 
 use super::poster::{Part, Post, Posted};
 use super::thread::{Failed, Place, Snooze};
-use super::{Delivery, Outcome, Recipient, RetryLater, Threads, DEFAULT_RETRY_AFTER};
+use super::{Delivery, Outcome, Recipient, RetryLater, Threads, Trouble, DEFAULT_RETRY_AFTER};
 use crate::coder::Notification;
 use crate::kinds::{self, Secret};
 use crate::render;
@@ -49,6 +49,7 @@ impl Delivery {
             None => None,
         };
         let offer = self.offer_for(notification).await;
+        let note = late_note(to.attempt.waited_since(), note);
         let rendered = render::render_offering(
             notification,
             &self.policy.render,
@@ -80,8 +81,7 @@ impl Delivery {
         match placed {
             Ok((place, posted, refusal)) => {
                 if let (Ok(_), Some(key), Some(_)) = (&posted, thread, &place.thread) {
-                    self.show_on_card(key, to.notification, place.card_is_new)
-                        .await;
+                    self.show_on_card(key, to, place.card_is_new).await;
                 }
                 self.outcome(to, posted, refusal).await
             }
@@ -160,22 +160,36 @@ impl Delivery {
     async fn undeliverable(&self, to: &Recipient<'_>, reason: &str) -> Result<Outcome, RetryLater> {
         let notification = to.notification;
         tracing::warn!(msg_id = %notification.msg_id, template = %notification.notification_name, reason, "notification is undeliverable");
+        let code = reason.split(':').next().unwrap_or(reason);
+        let note = format!(
+            "Intended for {}, who could not be reached in Slack ({code}).",
+            notification.user_email,
+        );
+        self.to_fallback(to, reason, code, &note).await
+    }
+
+    /// Posts a notification that cannot reach its person to `FALLBACK_CHANNEL`, when set,
+    /// with `note` saying why (`code`, in short, when it carries a secret and only a note
+    /// goes); `reason` is what Coder is told.
+    pub(super) async fn to_fallback(
+        &self,
+        to: &Recipient<'_>,
+        reason: &str,
+        code: &str,
+        note: &str,
+    ) -> Result<Outcome, RetryLater> {
+        let notification = to.notification;
         let Some(channel) = &self.policy.fallback_channel else {
             return Ok(Outcome::Undeliverable {
                 reason: reason.to_owned(),
                 fallback_channel: None,
             });
         };
-        let code = reason.split(':').next().unwrap_or(reason);
         let content = match kinds::secret_of(notification) {
             // Anyone in the channel could use the code or the link: a note, no more.
             Some(secret) => secret_withheld(notification, secret, code),
             None => {
-                let note = format!(
-                    "Intended for {}, who could not be reached in Slack ({code}).",
-                    notification.user_email,
-                );
-                render::render_for_channel(notification, &self.policy.render, Some(&note)).content
+                render::render_for_channel(notification, &self.policy.render, Some(note)).content
             }
         };
         let post = Post {
@@ -219,6 +233,22 @@ fn secret_withheld(notification: &Notification, secret: Secret, code: &str) -> S
     SlackMessageContent::new().with_text(text)
 }
 
+/// The note a notification that waited in the outbox carries (when Coder sent it), before
+/// any other.
+fn late_note(waited_since: Option<std::time::SystemTime>, note: Option<String>) -> Option<String> {
+    let Some(sent_at) = waited_since else {
+        return note;
+    };
+    let late = format!(
+        "Sent by Coder at {}; it waited in the bridge's outbox while Slack was unavailable.",
+        render::utc_time(sent_at)
+    );
+    Some(match note {
+        Some(note) => format!("{late} {note}"),
+        None => late,
+    })
+}
+
 fn log_skipped(notification: &Notification, skipped: &[render::SkippedAction]) {
     for s in skipped {
         tracing::warn!(msg_id = %notification.msg_id, template = %notification.notification_name, action = s.index, reason = s.reason, "button left out");
@@ -237,8 +267,13 @@ fn retry_later(error: &SlackError) -> RetryLater {
         }
         _ => tracing::warn!(error = %error, "Slack call failed"),
     }
+    let trouble = match error.class() {
+        ErrorClass::RateLimited(_) => Trouble::Busy,
+        _ => Trouble::SlackDown,
+    };
     RetryLater {
         reason: format!("slack: {error}"),
         retry_after,
+        trouble: Some(trouble),
     }
 }

@@ -108,6 +108,7 @@ impl Delivery {
                     return Err(Failed::Later(RetryLater {
                         reason: "another delivery is starting this workspace's thread".into(),
                         retry_after: Duration::from_secs(5),
+                        trouble: Some(super::Trouble::Busy),
                     }))
                 }
             };
@@ -157,7 +158,8 @@ impl Delivery {
             channel: SlackChannelId(user.0.clone()),
             thread: None,
         };
-        match to.post(&post, fresh_card(key, to.notification)).await {
+        let card = fresh_card(key, to.notification, to.attempt.happened_at());
+        match to.post(&post, card).await {
             Ok(posted) => {
                 let thread = Thread {
                     channel: posted.channel,
@@ -185,11 +187,12 @@ impl Delivery {
     pub(super) async fn show_on_card(
         &self,
         key: &ThreadKey,
-        notification: &Notification,
+        to: &Recipient<'_>,
         card_is_new: bool,
     ) {
-        let latest = render::latest_of(notification);
-        if let Err(e) = self.store.set_latest(key, &latest, SystemTime::now()).await {
+        let latest = render::latest_of(to.notification);
+        let at = to.attempt.happened_at();
+        if let Err(e) = self.store.set_latest(key, &latest, at).await {
             self.note_store_error(&e);
         }
         if let (false, Some(cards)) = (card_is_new, self.cards()) {
@@ -206,14 +209,14 @@ impl Delivery {
     }
 }
 
-/// The card for `key` showing `notification`, which arrives now (a workspace being posted to
-/// is not snoozed).
-fn fresh_card(key: &ThreadKey, notification: &Notification) -> SlackMessageContent {
+/// The card for `key` showing `notification`, which Coder sent `at` (a workspace being
+/// posted to is not snoozed).
+fn fresh_card(key: &ThreadKey, notification: &Notification, at: SystemTime) -> SlackMessageContent {
     render::card(&render::CardState {
         workspace: &key.workspace,
         owner: &key.owner,
         latest: &render::latest_of(notification),
-        at: SystemTime::now(),
+        at,
         snoozed_until: None,
     })
 }

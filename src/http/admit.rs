@@ -37,6 +37,8 @@ pub struct Arrival {
 pub struct Admitted {
     pub started: Instant,
     pub notification: Notification,
+    /// The body as Coder sent it: what the outbox keeps when Slack cannot take it now.
+    pub body: bytes::Bytes,
     pub(super) permit: OwnedSemaphorePermit,
 }
 
@@ -183,6 +185,7 @@ async fn receive(state: &State, mut arrival: Arrival) -> Result<Admitted, Reject
         Ok(notification) => Ok(Admitted {
             started: arrival.started,
             notification,
+            body,
             permit,
         }),
         Err(e) => Err(arrival.refuse(Refusal::Invalid, Some(e.0))),

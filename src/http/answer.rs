@@ -48,10 +48,11 @@ pub enum Label {
     Undeliverable,
     DryRun,
     Snoozed,
+    Queued,
 }
 
 impl Label {
-    pub const ALL: [Label; 8] = [
+    pub const ALL: [Label; 9] = [
         Label::Unauthorized,
         Label::Rejected,
         Label::Retry,
@@ -60,6 +61,7 @@ impl Label {
         Label::Undeliverable,
         Label::DryRun,
         Label::Snoozed,
+        Label::Queued,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +74,7 @@ impl Label {
             Label::Undeliverable => "undeliverable",
             Label::DryRun => "dry_run",
             Label::Snoozed => "snoozed",
+            Label::Queued => "queued",
         }
     }
 
@@ -146,11 +149,12 @@ async fn deliver(state: &State, admitted: Admitted) -> (Label, Response) {
     let Admitted {
         started,
         notification,
+        body,
         permit: _permit,
     } = admitted;
     let task = state
         .tasks
-        .spawn(async move { (delivery.deliver(&notification).await, notification) });
+        .spawn(async move { (delivery.deliver(&notification, &body).await, notification) });
     let Ok((result, notification)) = task.await else {
         return (
             Label::Retry,
@@ -185,6 +189,7 @@ fn answer(result: Result<Answer, RetryLater>) -> (Label, Response) {
                 Outcome::Undeliverable { .. } => Label::Undeliverable,
                 Outcome::DryRun => Label::DryRun,
                 Outcome::Snoozed => Label::Snoozed,
+                Outcome::Queued => Label::Queued,
             };
             (label, json_reply(StatusCode::OK, &outcome))
         }
@@ -279,7 +284,8 @@ mod tests {
                 "delivered",
                 "undeliverable",
                 "dry_run",
-                "snoozed"
+                "snoozed",
+                "queued"
             ]
         );
         assert_eq!(Label::of_refusal(Refusal::WrongSecret), Label::Unauthorized);

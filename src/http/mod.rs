@@ -174,5 +174,8 @@ fn readyz(state: &State) -> Response {
     if let Some(socket_mode) = readiness.socket_mode {
         body["socket_mode"] = json!(socket_mode);
     }
+    if let Some(outbox) = readiness.outbox {
+        body["outbox"] = json!(outbox);
+    }
     json_reply(status, body)
 }

@@ -10,6 +10,7 @@
 
 mod claims;
 mod location;
+mod outbox;
 mod postgres;
 mod schema;
 mod sql;
@@ -17,6 +18,7 @@ mod sqlite;
 mod threads;
 
 pub use location::Location;
+pub use outbox::{OutboxState, Queued, Taken, ToQueue};
 pub use schema::Plan;
 
 /// The schema version this build migrates a database to.
@@ -355,8 +357,20 @@ impl Store {
         statements: Vec<Statement>,
     ) -> Result<Vec<Done>, StoreError> {
         match &*self.backend {
-            Backend::Sqlite(db) => db.run(operation, statements).await,
-            Backend::Postgres(db) => db.run(operation, commit, statements).await,
+            Backend::Sqlite(db) => db.run(operation, false, statements).await,
+            Backend::Postgres(db) => db.run(operation, commit, false, statements).await,
+        }
+    }
+
+    /// Runs `statements` in order, all or none, durably.
+    async fn run_atomically(
+        &self,
+        operation: &'static str,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<Done>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.run(operation, true, statements).await,
+            Backend::Postgres(db) => db.run(operation, Commit::Durable, true, statements).await,
         }
     }
 

@@ -24,7 +24,8 @@ use super::sql::{Commit, Done, Row, Statement, Value};
 use super::{schema, Found, Location, StoreError};
 use bytes::BytesMut;
 use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    GenericClient, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
+    RecyclingMethod, Runtime,
 };
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -338,27 +339,42 @@ impl Postgres {
         })
     }
 
-    /// Runs `statements` in order on one pooled connection (as separate statements: each
-    /// is atomic on its own, which is all the operations need); what each did.
+    /// Runs `statements` in order on one pooled connection; what each did. As separate
+    /// statements (each atomic on its own, which is all most operations need), or, when
+    /// `atomic`, in one transaction: all of them or none.
     pub async fn run(
         &self,
         operation: &'static str,
         commit: Commit,
+        atomic: bool,
         statements: Vec<Statement>,
     ) -> Result<Vec<Done>, StoreError> {
         self.with_client(operation, commit, async move |client: &mut Object| {
-            let mut done = Vec::with_capacity(statements.len());
-            for statement in &statements {
-                let this = match statement.runs_after(&done) {
-                    true => run_one(client, statement).await?,
-                    false => Done::default(),
-                };
-                done.push(this);
+            if !atomic {
+                return run_all(&*client, &statements).await;
             }
+            let txn = client.transaction().await?;
+            let done = run_all(&txn, &statements).await?;
+            txn.commit().await?;
             Ok(done)
         })
         .await
     }
+}
+
+async fn run_all(
+    client: &impl GenericClient,
+    statements: &[Statement],
+) -> Result<Vec<Done>, tokio_postgres::Error> {
+    let mut done = Vec::with_capacity(statements.len());
+    for statement in statements {
+        let this = match statement.runs_after(&done) {
+            true => run_one(client, statement).await?,
+            false => Done::default(),
+        };
+        done.push(this);
+    }
+    Ok(done)
 }
 
 /// The migration itself, in one transaction (see [`Postgres::migrate`]).
@@ -450,7 +466,10 @@ async fn lock_holders(client: &Object) -> Result<String, tokio_postgres::Error> 
 }
 
 /// One statement: its rows when it has columns (a query, or `RETURNING`), else the count.
-async fn run_one(client: &Object, statement: &Statement) -> Result<Done, tokio_postgres::Error> {
+async fn run_one(
+    client: &impl GenericClient,
+    statement: &Statement,
+) -> Result<Done, tokio_postgres::Error> {
     let prepared = client.prepare_cached(statement.sql.postgres).await?;
     let params: Vec<&(dyn ToSql + Sync)> = statement
         .params

@@ -20,6 +20,13 @@ use super::sql::Sql;
 ///
 /// `snoozes`: a person's snooze of one workspace (`until`, Unix ms; 0 once undone) and how
 /// many notifications it `held_back`, reported with the first after it ends.
+///
+/// `outbox` (version 7): notifications Slack could not take yet, each as Coder sent it
+/// (`body`, `msg_id`), kept for store and forward: `seq` is arrival order, `recipient` (the e-mail
+/// address, lowercased) keeps each person's in that order, `sent_at` is when Coder first
+/// sent it (the claim's `created_at`), `next_at` the earliest next try, `holder` and
+/// `lease_expires` the sender trying it now, `unsettled_since` when an attempt whose outcome
+/// is unknown began (the next reads the conversation back first).
 pub const SQLITE: &[&str] = &[
     "CREATE TABLE handled (
         msg_id BLOB PRIMARY KEY,
@@ -57,6 +64,22 @@ pub const SQLITE: &[&str] = &[
     "ALTER TABLE threads ADD COLUMN latest TEXT;
     ALTER TABLE threads ADD COLUMN latest_at BIGINT;",
     "ALTER TABLE schema_version ADD COLUMN oldest_reader BIGINT;",
+    "CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY,
+        msg_id TEXT NOT NULL UNIQUE,
+        recipient TEXT NOT NULL,
+        body BLOB NOT NULL,
+        template TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,
+        queued_at INTEGER NOT NULL,
+        next_at INTEGER NOT NULL,
+        tries INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        holder TEXT,
+        lease_expires INTEGER NOT NULL,
+        unsettled_since INTEGER
+    );
+    CREATE INDEX outbox_recipient ON outbox (recipient, seq);",
 ];
 
 pub const POSTGRES: &[&str] = &[
@@ -96,15 +119,32 @@ pub const POSTGRES: &[&str] = &[
     "ALTER TABLE threads ADD COLUMN latest TEXT;
     ALTER TABLE threads ADD COLUMN latest_at BIGINT;",
     "ALTER TABLE schema_version ADD COLUMN oldest_reader BIGINT;",
+    "CREATE TABLE outbox (
+        seq BIGSERIAL PRIMARY KEY,
+        msg_id TEXT NOT NULL UNIQUE,
+        recipient TEXT NOT NULL,
+        body BYTEA NOT NULL,
+        template TEXT NOT NULL,
+        sent_at BIGINT NOT NULL,
+        queued_at BIGINT NOT NULL,
+        next_at BIGINT NOT NULL,
+        tries INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        holder TEXT,
+        lease_expires BIGINT NOT NULL,
+        unsettled_since BIGINT
+    );
+    CREATE INDEX outbox_recipient ON outbox (recipient, seq);",
 ];
 
 /// The bridge's tables, as every version has them by now.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 6] = [
     "schema_version",
     "handled",
     "dm_channels",
     "threads",
     "snoozes",
+    "outbox",
 ];
 
 /// Each version's oldest reader: the oldest schema version a bridge must know to use a
@@ -112,7 +152,7 @@ pub const TABLES: [&str; 5] = [
 /// bridge that knows an earlier version still reads and writes all it knows, and a rolling
 /// update or a rollback runs old and new replicas on one database; only a migration that
 /// changed what an older bridge relies on would raise this.
-const OLDEST_READER: &[i64] = &[1, 1, 1, 1, 1, 1];
+const OLDEST_READER: &[i64] = &[1, 1, 1, 1, 1, 1, 1];
 
 /// From this version on, the database records its oldest reader (`schema_version.oldest_reader`).
 pub const RECORDS_OLDEST_READER: i64 = 6;
@@ -193,10 +233,19 @@ macro_rules! now_ms {
 }
 
 /// A statement that reads the clock, written once: each `NOW` among its pieces of text is
-/// [`now_ms`] as the backend spells it (see [`Sql`]).
+/// [`now_ms`] as the backend spells it, and `SKIP_LOCKED` PostgreSQL's row-lock clause for
+/// a queue's consumers (see [`Sql`]).
 macro_rules! clocked {
     (@piece $backend:ident NOW) => {
         now_ms!($backend)
+    };
+    // Rows other replicas' senders hold are passed over, not waited for; SQLite has one
+    // writer at a time, so nothing to pass over.
+    (@piece sqlite SKIP_LOCKED) => {
+        ""
+    };
+    (@piece postgres SKIP_LOCKED) => {
+        " FOR UPDATE SKIP LOCKED"
     };
     (@piece $backend:ident $text:literal) => {
         $text
@@ -346,6 +395,61 @@ pub const HEALTH_WRITE: &str = "DELETE FROM handled WHERE msg_id = $1";
 /// is negative, so the row is never taken for one (`VERSION` reads the greatest).
 pub const HEALTH_ROW_ADD: &str = "INSERT INTO schema_version (version) VALUES (-1)";
 pub const HEALTH_ROW_REMOVE: &str = "DELETE FROM schema_version WHERE version = -1";
+
+// Store and forward (`outbox`).
+
+/// Marks a claimed `msg_id` handled for the outbox to deliver, when its claim is still held
+/// and the outbox has room for less than `$3` rows; returns the claim's first time. The
+/// insert that follows runs only when this found its row, in the same transaction.
+pub const QUEUE_CLAIM: &str = "UPDATE handled SET done = 1
+    WHERE msg_id = $1 AND owner = $2 AND done = 0 AND (SELECT count(*) FROM outbox) < $3
+    RETURNING created_at";
+
+/// Puts a notification (`$1`: its `msg_id` as Coder sent it) in the outbox, sent by Coder
+/// when its claim (`$5`: the `handled` key) was first made.
+pub const QUEUE: Sql = clocked!(
+    "INSERT INTO outbox (msg_id, recipient, body, template, sent_at, queued_at, next_at,
+        tries, reason, holder, lease_expires, unsettled_since)
+    VALUES ($1, $2, $3, $4, (SELECT created_at FROM handled WHERE msg_id = $5), " NOW ",
+        " NOW " + $6, 0, $7, NULL, 0, $8)
+    RETURNING seq"
+);
+
+/// How many notifications wait (when a queue found no room).
+pub const OUTBOX_DEPTH: &str = "SELECT count(*) FROM outbox";
+
+/// Whether `$1` has anything waiting: what comes for them now waits behind it.
+pub const QUEUED_FOR: &str = "SELECT 1 FROM outbox WHERE recipient = $1 LIMIT 1";
+
+/// Takes up to `$3` notifications for sender `$1` for `$2` ms: each recipient's first in
+/// arrival order, whose try is due and that no live sender holds. One a sender held when
+/// its lease ended may have been posted: it is read back since it was queued.
+pub const TAKE: Sql = clocked!(
+    "UPDATE outbox SET holder = $1, lease_expires = " NOW " + $2, tries = tries + 1,
+        unsettled_since = CASE WHEN holder IS NULL THEN unsettled_since
+            ELSE coalesce(unsettled_since, queued_at) END
+    WHERE seq IN (SELECT o.seq FROM outbox o
+        WHERE o.next_at <= " NOW " AND o.lease_expires <= " NOW "
+            AND NOT EXISTS (SELECT 1 FROM outbox e
+                WHERE e.recipient = o.recipient AND e.seq < o.seq)
+        ORDER BY o.seq LIMIT $3" SKIP_LOCKED ")
+    RETURNING seq, msg_id, body, template, sent_at, " NOW " - sent_at, tries, unsettled_since,
+        reason"
+);
+
+/// A notification the sender `$2` delivered (or gave up on): gone from the outbox.
+pub const UNQUEUE: &str = "DELETE FROM outbox WHERE seq = $1 AND holder = $2";
+
+/// A try that failed: free again from `$1` ms on, with why, and when an attempt whose
+/// outcome is unknown began (the first such is kept).
+pub const RETRY_QUEUED: Sql = clocked!(
+    "UPDATE outbox SET holder = NULL, lease_expires = 0, next_at = " NOW " + $1,
+        reason = $2, unsettled_since = coalesce(unsettled_since, $3)
+    WHERE seq = $4 AND holder = $5"
+);
+
+/// How many wait, and how long the oldest has waited since Coder sent it (ms).
+pub const OUTBOX_STATE: Sql = clocked!("SELECT count(*), " NOW " - min(sent_at) FROM outbox");
 
 /// A person's snoozes in force at `$2`, soonest end first.
 pub const SNOOZES_OF: &str = "SELECT owner, workspace, until FROM snoozes

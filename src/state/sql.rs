@@ -38,6 +38,12 @@ impl From<&String> for Value {
     }
 }
 
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Value::Null, Value::Int)
+    }
+}
+
 impl From<Vec<u8>> for Value {
     fn from(v: Vec<u8>) -> Self {
         Value::Blob(v)
@@ -67,9 +73,20 @@ impl From<&'static str> for Sql {
 pub struct Statement {
     pub sql: Sql,
     pub params: Vec<Value>,
-    /// Run only when the statement before it returned no row (a claim's look at the row in
-    /// its way, say): one round trip either way, and no second statement on the common path.
-    pub unless_previous_found: bool,
+    /// When it runs, after what the statement before it returned.
+    pub runs_if: RunsIf,
+}
+
+/// Whether a statement runs, by what the one before it returned: one round trip either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsIf {
+    Always,
+    /// Only when the statement before returned no row (a claim's look at the row in its
+    /// way, say): no second statement on the common path.
+    PreviousEmpty,
+    /// Only when the statement before returned a row (a mark that follows an insert that
+    /// may find no room).
+    PreviousFound,
 }
 
 /// `sql` with `params`.
@@ -77,21 +94,32 @@ pub fn statement<const N: usize>(sql: impl Into<Sql>, params: [Value; N]) -> Sta
     Statement {
         sql: sql.into(),
         params: params.into(),
-        unless_previous_found: false,
+        runs_if: RunsIf::Always,
     }
 }
 
 impl Statement {
     /// This statement only when the one before it found nothing.
     pub fn unless_previous_found(mut self) -> Self {
-        self.unless_previous_found = true;
+        self.runs_if = RunsIf::PreviousEmpty;
+        self
+    }
+
+    /// This statement only when the one before it returned a row.
+    pub fn if_previous_found(mut self) -> Self {
+        self.runs_if = RunsIf::PreviousFound;
         self
     }
 
     /// Whether to run, after what the statements before it did (a skipped one answers as
     /// having found nothing).
     pub fn runs_after(&self, done: &[Done]) -> bool {
-        !self.unless_previous_found || done.last().is_none_or(|d| d.rows.is_empty())
+        let found = done.last().is_some_and(|d| !d.rows.is_empty());
+        match self.runs_if {
+            RunsIf::Always => true,
+            RunsIf::PreviousEmpty => !found,
+            RunsIf::PreviousFound => found,
+        }
     }
 }
 
@@ -136,6 +164,13 @@ impl Row {
             other => Err(ColumnError(format!(
                 "column {index} is {other:?}, not a number"
             ))),
+        }
+    }
+
+    pub fn blob(&self, index: usize) -> Result<Vec<u8>, ColumnError> {
+        match self.column(index)? {
+            Value::Blob(v) => Ok(v.clone()),
+            _ => Err(ColumnError(format!("column {index} is not bytes"))),
         }
     }
 
@@ -203,5 +238,17 @@ mod tests {
             rows: vec![Row(vec![])],
             changed: 1
         }]));
+    }
+
+    #[test]
+    fn a_statement_if_the_previous_found_runs_only_after_a_row() {
+        let mark = statement("SELECT 1", []).if_previous_found();
+        let found = Done {
+            rows: vec![Row(vec![Value::Int(1)])],
+            changed: 1,
+        };
+        assert!(!mark.runs_after(&[]));
+        assert!(!mark.runs_after(&[Done::default()]));
+        assert!(mark.runs_after(&[found]));
     }
 }

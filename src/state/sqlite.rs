@@ -106,25 +106,40 @@ impl Sqlite {
     }
 
     /// Runs `statements` in order in the next batch's transaction; what each did, once
-    /// that commits.
+    /// that commits. When `atomic`, under a savepoint of their own: a failing statement
+    /// undoes the ones before it (the batch's other operations stay).
     pub async fn run(
         &self,
         operation: &'static str,
+        atomic: bool,
         statements: Vec<Statement>,
     ) -> Result<Vec<Done>, StoreError> {
         self.call(operation, move |txn| {
-            let mut done = Vec::with_capacity(statements.len());
-            for statement in &statements {
-                let this = match statement.runs_after(&done) {
-                    true => run_one(txn, statement)?,
-                    false => Done::default(),
-                };
-                done.push(this);
+            if !atomic {
+                return run_all(txn, &statements);
             }
-            Ok(done)
+            execute_cached(txn, "SAVEPOINT atomic")?;
+            let done = run_all(txn, &statements);
+            if done.is_err() {
+                execute_cached(txn, "ROLLBACK TO atomic")?;
+            }
+            execute_cached(txn, "RELEASE atomic")?;
+            done
         })
         .await
     }
+}
+
+fn run_all(txn: &Connection, statements: &[Statement]) -> rusqlite::Result<Vec<Done>> {
+    let mut done = Vec::with_capacity(statements.len());
+    for statement in statements {
+        let this = match statement.runs_after(&done) {
+            true => run_one(txn, statement)?,
+            false => Done::default(),
+        };
+        done.push(this);
+    }
+    Ok(done)
 }
 
 /// One statement: its rows when it has columns (a query, or `RETURNING`), else the count.

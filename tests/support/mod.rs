@@ -19,7 +19,7 @@ pub use samples::{sample, sample_bytes, sample_path, samples, SAMPLE_COUNT};
 pub use socket_mode::{
     disconnect, envelope, hello, AfterHello, Cmd, FakeOpener, FakeSocketServer, Seen,
 };
-pub use wait::{wait_until, WAIT};
+pub use wait::{wait_for_value, wait_until, WAIT};
 pub use web_api::{Call, Canned, FakeSlack, Lost, APP_TOKEN, BOT_TOKEN};
 
 use coder_slack_bridge::config::{Config, Needs, Settings};
@@ -61,6 +61,11 @@ pub fn config(settings: Settings) -> Config {
     c.database = Location::SqliteMemory;
     // One message per notification, so posts can be counted; tests/threads.rs turns them on.
     c.threads = Threads::Off;
+    // The outbox's sender at a test's pace: tries 50 ms apart at first, at most 1 s apart
+    // (30 s in production), and a look every 200 ms when nothing woke it.
+    c.tuning.outbox.retry_base = Duration::from_millis(50);
+    c.tuning.outbox.retry_cap = Duration::from_secs(1);
+    c.tuning.outbox.poll = Duration::from_millis(200);
     c
 }
 

@@ -26,6 +26,25 @@ pub async fn wait_until(what: &str, within: Duration, mut condition: impl AsyncF
     }
 }
 
+/// Polls `find` until it finds something, and gives that; panics naming `what` once
+/// `within` has passed.
+pub async fn wait_for_value<T>(
+    what: &str,
+    within: Duration,
+    mut find: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = find().await {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Waits until `holds` is true, looking again each time `changed` is signalled; panics after
 /// [`WAIT`] naming `what` and what `seen` describes. For fakes that signal each request.
 pub async fn wait_signalled(

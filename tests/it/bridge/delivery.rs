@@ -71,11 +71,13 @@ async fn a_429_is_waited_out_and_delivered_once() {
 }
 
 #[tokio::test]
-async fn a_failing_slack_gets_503_within_the_budget_and_the_retry_posts_once() {
+async fn with_store_and_forward_off_a_failing_slack_gets_503_within_the_budget_and_the_retry_posts_once(
+) {
     let slack = FakeSlack::start().await;
     slack.add_user("bobby@coder.com", "UBOBBY");
     let mut s = settings(&slack);
     s.delivery_timeout = "1s".into();
+    s.queue_max_age = "0".into();
     let bridge = Bridge::start(config(s)).await;
     bridge.wait_ready(200).await;
     // Bobby known already, so the whole budget goes to chat.postMessage.
@@ -113,8 +115,8 @@ async fn a_failing_slack_gets_503_within_the_budget_and_the_retry_posts_once() {
 }
 
 #[tokio::test]
-async fn a_revoked_token_gets_503_and_nothing_is_posted() {
-    let (slack, bridge) = bridge_with_bobby(|_| {}).await;
+async fn with_store_and_forward_off_a_revoked_token_gets_503_and_nothing_is_posted() {
+    let (slack, bridge) = bridge_with_bobby(|c| c.queue = None).await;
     slack.revoke_token();
     let (status, retry_after, answer) = bridge
         .post(&workspace_deleted("someone.new@coder.com"))

@@ -201,6 +201,8 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
     slack.set_socket_url(&socket.url());
     let mut s = settings(&slack);
     s.slack_app_token = Some(APP_TOKEN.into());
+    // Readiness as it waits for the bot token (store and forward would not wait).
+    s.queue_max_age = "0".into();
     let mut c = config(s);
     c.tuning.socket_mode.backoff_base = Duration::from_millis(10);
     c.tuning.socket_mode.backoff_max = Duration::from_millis(100);
@@ -256,10 +258,12 @@ async fn readiness_reports_socket_mode_but_does_not_depend_on_it() {
 }
 
 #[tokio::test]
-async fn readiness_waits_for_a_verified_bot_token() {
+async fn with_store_and_forward_off_readiness_waits_for_a_verified_bot_token() {
     let slack = FakeSlack::start().await;
     slack.revoke_token();
-    let bridge = Bridge::start(config(settings(&slack))).await;
+    let mut s = settings(&slack);
+    s.queue_max_age = "0".into();
+    let bridge = Bridge::start(config(s)).await;
     slack
         .wait_for("auth.test", |calls| {
             calls.iter().any(|c| c.method == "auth.test")
