@@ -20,7 +20,7 @@ pub use socket_mode::{
     disconnect, envelope, hello, AfterHello, Cmd, FakeOpener, FakeSocketServer, Seen,
 };
 pub use wait::{wait_for_value, wait_until, WAIT};
-pub use web_api::{Call, Canned, FakeSlack, Lost, APP_TOKEN, BOT_TOKEN};
+pub use web_api::{Call, Canned, FakeSlack, Lost, Outage, APP_TOKEN, BOT_TOKEN};
 
 use coder_slack_bridge::config::{Config, Needs, Settings};
 use coder_slack_bridge::delivery::Threads;
@@ -127,6 +127,15 @@ impl Bridge {
         for line in expected {
             assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
         }
+    }
+
+    /// Waits until `/metrics` has every one of `expected` in it, or panics after [`WAIT`].
+    pub async fn wait_metrics(&self, what: &str, expected: &[&str]) {
+        wait_until(what, WAIT, async || {
+            let (_, metrics) = self.get("/metrics").await;
+            expected.iter().all(|line| metrics.contains(line))
+        })
+        .await;
     }
 
     /// Waits for `/readyz` to answer `status`, or panics after [`WAIT`].

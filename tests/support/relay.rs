@@ -2,7 +2,9 @@
 //! forwards both ways, and on [`Relay::freeze`] stops forwarding on every connection open
 //! then without closing any socket (the old path becomes a black hole, as after a failover
 //! or a partition where the old server vanished without a reset), while connections made
-//! after the freeze are forwarded as usual (a new connection would work at once).
+//! after the freeze are forwarded as usual (a new connection would work at once). On
+//! [`Relay::refuse`] it stops listening and cuts every connection (a host that went down:
+//! connections are refused) until [`Relay::admit`].
 //! [`SilentHost`] is a host whose address no longer answers at all: a connection to it is
 //! never accepted, nor refused.
 
@@ -17,6 +19,10 @@ pub struct Relay {
     /// Connections numbered below this are frozen.
     frozen_below: watch::Sender<u64>,
     accepted: Arc<AtomicU64>,
+    /// Whether it listens; connections are refused while not.
+    listening: watch::Sender<bool>,
+    /// Cut on `refuse`: every connection open then.
+    cut: Arc<std::sync::Mutex<CancellationToken>>,
     /// Ends every task (and closes every socket) when the relay drops.
     stop: CancellationToken,
 }
@@ -29,21 +35,42 @@ impl Relay {
             .expect("bind a relay");
         let port = listener.local_addr().expect("its address").port();
         let (frozen_below, _) = watch::channel(0);
+        let (listening, _) = watch::channel(true);
         let accepted = Arc::new(AtomicU64::new(0));
+        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
         tokio::spawn(accept(
             listener,
-            target,
-            frozen_below.clone(),
-            accepted.clone(),
+            Paths {
+                target,
+                frozen_below: frozen_below.clone(),
+                listening: listening.subscribe(),
+                cut: cut.clone(),
+                accepted: accepted.clone(),
+            },
             stop.clone(),
         ));
         Relay {
             port,
             frozen_below,
             accepted,
+            listening,
+            cut,
             stop,
         }
+    }
+
+    /// Stops listening (new connections are refused) and cuts every open connection.
+    pub fn refuse(&self) {
+        self.listening.send_replace(false);
+        let mut cut = self.cut.lock().unwrap_or_else(|e| e.into_inner());
+        cut.cancel();
+        *cut = CancellationToken::new();
+    }
+
+    /// Listens again, on the same port.
+    pub fn admit(&self) {
+        self.listening.send_replace(true);
     }
 
     /// Stops forwarding on every connection open now; their sockets stay open, silent.
@@ -64,23 +91,62 @@ impl Drop for Relay {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
+/// What the accept loop hands each connection.
+struct Paths {
     target: u16,
     frozen_below: watch::Sender<u64>,
+    listening: watch::Receiver<bool>,
+    cut: Arc<std::sync::Mutex<CancellationToken>>,
     accepted: Arc<AtomicU64>,
-    stop: CancellationToken,
-) {
+}
+
+async fn accept(listener: TcpListener, mut paths: Paths, stop: CancellationToken) {
+    let port = listener.local_addr().expect("its address").port();
+    let mut listener = Some(listener);
     loop {
+        let Some(open) = &listener else {
+            // Refusing: nothing listens until admitted again.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = paths.listening.wait_for(|on| *on) => if changed.is_err() { return },
+            }
+            listener = rebind(port).await;
+            continue;
+        };
         let client = tokio::select! {
             _ = stop.cancelled() => return,
-            client = listener.accept() => client,
+            changed = paths.listening.wait_for(|on| !*on) => {
+                if changed.is_err() { return }
+                listener = None;
+                continue;
+            }
+            client = open.accept() => client,
         };
         let Ok((client, _)) = client else { continue };
-        let number = accepted.fetch_add(1, Ordering::SeqCst);
-        let frozen = frozen_below.subscribe();
-        tokio::spawn(forward(client, target, number, frozen, stop.clone()));
+        let number = paths.accepted.fetch_add(1, Ordering::SeqCst);
+        let frozen = paths.frozen_below.subscribe();
+        let cut = paths.cut.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tokio::spawn(forward(
+            client,
+            paths.target,
+            number,
+            frozen,
+            cut,
+            stop.clone(),
+        ));
     }
+}
+
+/// The relay's port again, once the old socket is gone (a few tries: the kernel may hold it
+/// a moment).
+async fn rebind(port: u16) -> Option<TcpListener> {
+    for _ in 0..100 {
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+            return Some(listener);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("cannot listen on the relay's port {port} again");
 }
 
 /// Forwards one connection until either side closes, or, once frozen, holds both sockets
@@ -90,6 +156,7 @@ async fn forward(
     target: u16,
     number: u64,
     mut frozen: watch::Receiver<u64>,
+    cut: CancellationToken,
     stop: CancellationToken,
 ) {
     let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await else {
@@ -97,6 +164,7 @@ async fn forward(
     };
     let froze = tokio::select! {
         _ = stop.cancelled() => false,
+        _ = cut.cancelled() => false,
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
         waited = frozen.wait_for(|below| number < *below) => waited.is_ok(),
     };

@@ -54,6 +54,15 @@ impl Canned {
     }
 }
 
+/// Slack down as a whole: every method answers this way, and nothing is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// An edge's error status (503, 502, …) at once.
+    Status(u16),
+    /// No answer at all, for longer than any call waits.
+    Hang,
+}
+
 /// How the fake loses the answer to a call it carried out.
 #[derive(Debug, Clone, Copy)]
 pub enum Lost {
@@ -96,6 +105,9 @@ struct State {
     /// Hashes handed out so far (each view gets a new one).
     hashes: u64,
     revoked: bool,
+    /// Slack down as a whole (see [`Outage`]); calls then are counted in `outage_calls` only.
+    outage: Option<Outage>,
+    outage_calls: u64,
     scopes: String,
     socket_url: Option<String>,
     posts: u64,
@@ -319,6 +331,25 @@ impl FakeSlack {
         s.homes.insert(user.to_owned(), (hash, view));
     }
 
+    /// Takes Slack down as a whole (`None`: back up). Calls meanwhile carry nothing out and
+    /// are not recorded as calls; [`FakeSlack::outage_calls`] counts them.
+    pub fn outage(&self, outage: Option<Outage>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).outage = outage;
+    }
+
+    /// Calls that met an outage.
+    pub fn outage_calls(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .outage_calls
+    }
+
+    /// Gives the bot token back after [`FakeSlack::revoke_token`].
+    pub fn restore_token(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).revoked = false;
+    }
+
     pub fn revoke_token(&self) {
         self.lock().revoked = true;
     }
@@ -387,6 +418,9 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     // Recorded on arrival, so a test can see a request that Slack is still "working on".
+    if let Some(response) = outage_answer(&state).await {
+        return response;
+    }
     let publishing_for = (method == "views.publish")
         .then(|| args["user_id"].as_str().unwrap_or_default().to_owned());
     let delay = {
@@ -465,6 +499,27 @@ async fn answer(
     drop(s);
     changed.notify_waiters();
     response
+}
+
+/// The answer while Slack is down as a whole, if it is.
+async fn outage_answer(state: &Mutex<State>) -> Option<warp::reply::Response> {
+    let outage = {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let outage = s.outage?;
+        s.outage_calls += 1;
+        outage
+    };
+    let status = match outage {
+        Outage::Status(status) => status,
+        Outage::Hang => {
+            // Longer than any call of the bridge waits; the answer then goes nowhere.
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            503
+        }
+    };
+    let reply = json!({"ok": false, "error": "service_unavailable"});
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Some(warp::reply::with_status(warp::reply::json(&reply), status).into_response())
 }
 
 /// Counts a call of `key` as being answered, and the most at once.
