@@ -5,8 +5,8 @@
 
 use crate::support;
 use coder_slack_bridge::state::{
-    Claim, Known, Location, MsgKey, Pruned, SnoozeMet, Snoozed, Store, Thread, ThreadClaim,
-    ThreadKey, SCHEMA_VERSION,
+    Claim, Known, Location, MsgKey, Pruned, Queued, SnoozeMet, Snoozed, Store, Taken, Thread,
+    ThreadClaim, ThreadKey, ToQueue, Token, SCHEMA_VERSION,
 };
 use std::time::{Duration, SystemTime};
 use support::postgres::PgServer;
@@ -51,6 +51,8 @@ async fn suite(store: &Store, backend: &str) {
     a_thread_is_claimed_once_recorded_and_found(store).await;
     a_card_shows_its_latest_and_the_home_lists_it(store).await;
     a_snooze_holds_back_counts_and_reports_once_it_ends(store).await;
+    the_outbox_takes_a_claimed_notification_with_its_done_mark_or_not_at_all(store).await;
+    the_outbox_gives_each_persons_first_to_one_sender_in_arrival_order(store).await;
     old_ids_are_pruned_and_recent_ones_kept(store).await;
 }
 
@@ -386,7 +388,7 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
         store.claim_thread(&workspace_of("home"), LEASE).await,
         Ok(ThreadClaim::Ours(_))
     ));
-    // A cutoff of now forgets every id the suite claimed (eight keys) and the snooze that
+    // A cutoff of now forgets every id the suite claimed (fifteen keys) and the snooze that
     // ended (not the one in force, nor threads whose card is being made): ids are stamped in
     // milliseconds, and only those strictly older than the cutoff go, so the clock must
     // move past the last claim's millisecond first.
@@ -398,7 +400,7 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
     assert_eq!(
         pruned,
         Pruned {
-            ids: 8,
+            ids: 15,
             snoozes: 1,
             threads: 0
         }
@@ -412,4 +414,195 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
         ..workspace_of("snooze")
     };
     assert!(matches!(store.hold_back(&in_force).await, Ok(Some(_))));
+}
+
+/// Claims `msg_id` and queues it for `recipient` in an outbox of at most `max_depth`.
+async fn claim_and_queue(store: &Store, msg_id: &str, recipient: &str, max_depth: u64) -> Queued {
+    let key = MsgKey::of(msg_id);
+    let Ok(Claim::Fresh(token)) = store.claim(&key, LEASE).await else {
+        panic!("{msg_id} claimed");
+    };
+    queue(store, &key, &token, msg_id, recipient, max_depth).await
+}
+
+async fn queue(
+    store: &Store,
+    key: &MsgKey,
+    token: &Token,
+    msg_id: &str,
+    recipient: &str,
+    max_depth: u64,
+) -> Queued {
+    let body = format!("{{\"msg_id\": \"{msg_id}\"}}");
+    let item = ToQueue {
+        key,
+        token,
+        msg_id,
+        recipient,
+        body: body.as_bytes(),
+        template: "Workspace Deleted",
+        reason: "slack: chat.postMessage: HTTP status 503",
+        unsettled_since: None,
+        first_try_in: Duration::ZERO,
+        max_depth,
+    };
+    store.queue(&item).await.expect("queued or not")
+}
+
+async fn the_outbox_takes_a_claimed_notification_with_its_done_mark_or_not_at_all(store: &Store) {
+    assert_eq!(
+        claim_and_queue(store, "q-one", "Ann@Coder.com", 10).await,
+        Queued::Yes
+    );
+    // Handled from then on: Coder's retries are duplicates.
+    let key = MsgKey::of("q-one");
+    assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
+    assert_eq!(store.queued_for("ann@coder.com").await, Ok(true));
+    assert_eq!(store.queued_for("bob@coder.com").await, Ok(false));
+    // A full outbox takes nothing, and the claim stays this delivery's to give up.
+    let full = MsgKey::of("q-full");
+    let Ok(Claim::Fresh(token)) = store.claim(&full, LEASE).await else {
+        panic!("claimed");
+    };
+    assert_eq!(
+        queue(store, &full, &token, "q-full", "bob@coder.com", 1).await,
+        Queued::Full { depth: 1 }
+    );
+    assert!(matches!(
+        store.claim(&full, LEASE).await,
+        Ok(Claim::Busy { .. })
+    ));
+    // A claim taken over by another is not queued by its old holder.
+    store.release(&full, &token, true).await.expect("released");
+    let Ok(Claim::TakenOver { .. }) = store.claim(&full, LEASE).await else {
+        panic!("taken over");
+    };
+    assert_eq!(
+        queue(store, &full, &token, "q-full", "bob@coder.com", 10).await,
+        Queued::ClaimLost
+    );
+    // All or nothing: an insert that fails (here, a msg_id the outbox holds already)
+    // leaves the claim as it was, not done with nothing queued.
+    let other = MsgKey::of("q-other");
+    let Ok(Claim::Fresh(token)) = store.claim(&other, LEASE).await else {
+        panic!("claimed");
+    };
+    let item = ToQueue {
+        key: &other,
+        token: &token,
+        msg_id: "q-one",
+        recipient: "bob@coder.com",
+        body: b"{}",
+        template: "T",
+        reason: "r",
+        unsettled_since: None,
+        first_try_in: Duration::ZERO,
+        max_depth: 10,
+    };
+    assert!(store.queue(&item).await.is_err());
+    assert!(matches!(
+        store.claim(&other, LEASE).await,
+        Ok(Claim::Busy { .. })
+    ));
+    let state = store.outbox_state().await.expect("state");
+    assert_eq!(state.depth, 1);
+    assert!(state
+        .oldest
+        .is_some_and(|age| age < Duration::from_secs(60)));
+    let sender = store.sender_token();
+    let taken = store.take_queued(&sender, LEASE, 10).await.expect("taken");
+    assert_eq!(ids(&taken), ["q-one"]);
+    assert_eq!(taken[0].body, br#"{"msg_id": "q-one"}"#);
+    assert_eq!((taken[0].tries, taken[0].unsettled_since), (1, None));
+    store
+        .unqueue(taken[0].seq, &sender, None)
+        .await
+        .expect("out");
+    assert_eq!(store.outbox_state().await.expect("state").depth, 0);
+}
+
+fn ids(taken: &[Taken]) -> Vec<&str> {
+    taken.iter().map(|t| t.msg_id.as_str()).collect()
+}
+
+async fn the_outbox_gives_each_persons_first_to_one_sender_in_arrival_order(store: &Store) {
+    for (msg_id, recipient) in [
+        ("o-ann-1", "ann@coder.com"),
+        ("o-ann-2", "ann@coder.com"),
+        ("o-bob-1", "bob@coder.com"),
+        ("o-cat-1", "cat@coder.com"),
+    ] {
+        assert_eq!(
+            claim_and_queue(store, msg_id, recipient, 100).await,
+            Queued::Yes
+        );
+    }
+    // Two senders at once: each person's first goes to one of them, Ann's second to none.
+    let (one, two) = (store.sender_token(), store.sender_token());
+    let (a, b) = futures_util::future::join(
+        store.take_queued(&one, LEASE, 10),
+        store.take_queued(&two, LEASE, 10),
+    )
+    .await;
+    let (a, b) = (a.expect("taken"), b.expect("taken"));
+    let mut both: Vec<&str> = ids(&a).into_iter().chain(ids(&b)).collect();
+    both.sort_unstable();
+    assert_eq!(both, ["o-ann-1", "o-bob-1", "o-cat-1"]);
+    let holder = |msg_id: &str| match a.iter().any(|t| t.msg_id == msg_id) {
+        true => (&one, a.iter().find(|t| t.msg_id == msg_id)),
+        false => (&two, b.iter().find(|t| t.msg_id == msg_id)),
+    };
+    // A failed try gives Ann's first back, due at once, remembering an unknown outcome.
+    let (ann_sender, ann_first) = holder("o-ann-1");
+    let ann_first = ann_first.expect("Ann's first");
+    let since = SystemTime::now();
+    let wrong = store.sender_token();
+    store
+        .retry_queued(ann_first.seq, &wrong, Duration::ZERO, "not mine", None)
+        .await
+        .expect("a no-op");
+    store
+        .retry_queued(
+            ann_first.seq,
+            ann_sender,
+            Duration::ZERO,
+            "slack: timeout",
+            Some(since),
+        )
+        .await
+        .expect("given back");
+    let third = store.sender_token();
+    let again = store.take_queued(&third, LEASE, 10).await.expect("taken");
+    assert_eq!(
+        ids(&again),
+        ["o-ann-1"],
+        "Ann's first again, not her second"
+    );
+    assert_eq!(again[0].tries, 2);
+    assert_eq!(again[0].reason, "slack: timeout");
+    let unsettled = again[0].unsettled_since.expect("unsettled");
+    let off = unsettled
+        .duration_since(since)
+        .unwrap_or_else(|e| e.duration());
+    assert!(off < Duration::from_millis(2), "{off:?}");
+    // Delivered: Ann's second is next.
+    store
+        .unqueue(again[0].seq, &third, None)
+        .await
+        .expect("out");
+    let next = store
+        .take_queued(&third, Duration::from_millis(1), 10)
+        .await;
+    assert_eq!(ids(&next.expect("taken")), ["o-ann-2"]);
+    // Its sender died (the lease ran out): the next reads back since it was queued.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken_over = store.take_queued(&third, LEASE, 10).await.expect("taken");
+    assert_eq!(ids(&taken_over), ["o-ann-2"]);
+    assert!(taken_over[0].unsettled_since.is_some(), "read back first");
+    for (sender, taken) in [(&third, &taken_over), (&one, &a), (&two, &b)] {
+        for t in taken.iter().filter(|t| t.msg_id != "o-ann-1") {
+            store.unqueue(t.seq, sender, None).await.expect("out");
+        }
+    }
+    assert_eq!(store.outbox_state().await.expect("state").depth, 0);
 }
