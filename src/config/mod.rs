@@ -128,6 +128,10 @@ pub struct OutboxTiming {
     pub poll: Duration,
     /// Notifications taken at once.
     pub batch: u32,
+    /// How long a webhook tries Slack itself before its notification waits in the outbox:
+    /// a blip is retried at once, an outage does not hold each of Coder's requests for all
+    /// of DELIVERY_TIMEOUT.
+    pub direct_budget: Duration,
 }
 
 impl Default for OutboxTiming {
@@ -137,6 +141,7 @@ impl Default for OutboxTiming {
             retry_cap: Duration::from_secs(30),
             poll: Duration::from_secs(5),
             batch: 16,
+            direct_budget: Duration::from_secs(5),
         }
     }
 }

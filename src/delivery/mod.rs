@@ -259,9 +259,17 @@ impl Delivery {
             return Ok(Answer::Duplicate);
         };
         let attempt = Attempt::after(unsettled_since);
+        // With the outbox to fall back on, Slack gets a few seconds, not the whole budget.
+        let slack_deadline = match &self.outbox {
+            Some(outbox) => deadline.min(Instant::now() + outbox.timing.direct_budget),
+            None => deadline,
+        };
         let outcome = match self.must_wait(notification).await {
             Some(wait) => Err(wait),
-            None => self.deliver_once(notification, deadline, &attempt).await,
+            None => {
+                self.deliver_once(notification, slack_deadline, &attempt)
+                    .await
+            }
         };
         let outcome = match outcome {
             Err(later) if later.trouble.is_some() && self.outbox.is_some() => {

@@ -51,6 +51,11 @@ impl Sqlite {
             .name("sqlite-store".into())
             .spawn(move || match connect(path.as_deref(), known) {
                 Ok(conn) => {
+                    // Held while the store's thread runs; the kernel lets it go when the
+                    // process ends, however it ends.
+                    let _alone = path
+                        .as_deref()
+                        .and_then(|path| take_over_if_alone(&conn, path, known));
                     let _ = opened.send(Ok(()));
                     run(conn, queue, &writer_name);
                 }
@@ -234,6 +239,49 @@ fn connect(path: Option<&std::path::Path>, known: i64) -> Result<Connection, Str
     setup(&mut conn).map_err(|e| describe(&e))?;
     migrate(&mut conn, known)?;
     Ok(conn)
+}
+
+/// When this process is the only bridge on the file (it holds an exclusive lock on
+/// `FILE.lock`, kept until the process ends), whatever a claim, a card's making or an
+/// outbox send holds under a live lease was left by a bridge that died (a SIGKILL, a crash,
+/// a lost host): its leases end now, so Coder's next retry takes the notification over at
+/// once (reading the DM back first) instead of waiting out a lease nobody will release.
+/// With another process on the file, leases end as they would.
+fn take_over_if_alone(
+    conn: &Connection,
+    path: &std::path::Path,
+    known: i64,
+) -> Option<std::fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let lock = options.open(&lock_path).ok()?;
+    lock.try_lock().ok()?;
+    let mut statements = vec![
+        "UPDATE handled SET lease_expires = 0 WHERE done = 0 AND lease_expires > 0",
+        "UPDATE threads SET lease_expires = 0 WHERE card_ts IS NULL AND lease_expires > 0",
+    ];
+    if known >= 7 {
+        statements.push(
+            "UPDATE outbox SET lease_expires = 0 WHERE holder IS NOT NULL AND lease_expires > 0",
+        );
+    }
+    let mut ended = 0;
+    for sql in statements {
+        match conn.execute(sql, []) {
+            Ok(n) => ended += n,
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "cannot end the leases a stopped bridge left")
+            }
+        }
+    }
+    if ended > 0 {
+        tracing::info!(leases = ended, "the previous bridge on this file stopped in the middle of its work: what it held is taken over (read back before anything is posted again)");
+    }
+    Some(lock)
 }
 
 /// Creates the database file (empty: SQLite takes that as a new database) readable and

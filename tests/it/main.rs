@@ -8,6 +8,7 @@ mod bridge;
 mod directory;
 mod exactly_once;
 mod operator_kit;
+mod outage;
 mod outbox;
 mod prometheus;
 mod proxy_paths;

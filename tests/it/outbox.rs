@@ -78,7 +78,7 @@ async fn outbox_report(bridge: &Bridge) -> Value {
 async fn an_outage_of_each_kind_is_waited_out_and_each_person_gets_theirs_once_in_order() {
     let (slack, relay, bridge) = three_people(|_| {}).await;
     let mut sent: Vec<Vec<Value>> = vec![Vec::new(); PEOPLE.len()];
-    let mut send_round = async |sent: &mut Vec<Vec<Value>>| {
+    let send_round = async |sent: &mut Vec<Vec<Value>>| {
         for (i, (email, _)) in PEOPLE.iter().enumerate() {
             let body = workspace_deleted(email);
             assert_queued(&bridge, &body).await;

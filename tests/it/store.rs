@@ -8,9 +8,7 @@ use coder_slack_bridge::config::Config;
 use coder_slack_bridge::state::{
     Claim, Location, MsgKey, SnoozeMet, Store, ThreadClaim, ThreadKey, SCHEMA_VERSION,
 };
-use coder_slack_bridge::App;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Duration;
 use support::postgres::PgServer;
 use support::*;
@@ -325,49 +323,6 @@ async fn two_replicas_on_one_database_post_each_notification_once() {
     assert_eq!(posted.len(), 100, "each notification once in Bobby's DM");
     a.stop().await;
     b.stop().await;
-}
-
-/// A bridge in a runtime of its own, so the test can kill it as the kernel would a
-/// process: every task dropped where it stands, nothing released, nothing flushed.
-struct KillableReplica {
-    addr: SocketAddr,
-    kill: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl KillableReplica {
-    fn start(config: Config) -> KillableReplica {
-        let (started, addr) = std::sync::mpsc::channel();
-        let (kill, killed) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            let app = runtime
-                .block_on(App::build(config))
-                .expect("replica starts");
-            let _ = started.send(app.local_addr());
-            let _app = app;
-            // Serve until killed; then drop every task at once.
-            let _ = killed.recv();
-            runtime.shutdown_background();
-        });
-        let addr = addr.recv_timeout(DEADLINE).expect("the replica started");
-        KillableReplica {
-            addr,
-            kill: Some(kill),
-            thread: Some(thread),
-        }
-    }
-
-    fn kill(&mut self) {
-        drop(self.kill.take());
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the replica's thread");
-        }
-    }
 }
 
 #[tokio::test]

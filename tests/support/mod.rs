@@ -9,12 +9,14 @@ pub mod coder_api;
 pub mod postgres;
 pub mod proxy;
 pub mod relay;
+pub mod replica;
 pub mod samples;
 pub mod socket_mode;
 pub mod wait;
 pub mod web_api;
 
 pub use proxy::{closed_port, FakeProxy, UntrustedTls};
+pub use replica::KillableReplica;
 pub use samples::{sample, sample_bytes, sample_path, samples, SAMPLE_COUNT};
 pub use socket_mode::{
     disconnect, envelope, hello, AfterHello, Cmd, FakeOpener, FakeSocketServer, Seen,
