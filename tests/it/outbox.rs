@@ -324,3 +324,40 @@ async fn with_store_and_forward_a_revoked_token_keeps_the_bridge_ready_and_its_n
     .await;
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_card_made_from_the_outbox_shows_when_coder_sent_it_not_when_it_arrived() {
+    let slack = FakeSlack::start().await;
+    slack.add_user("bobby@coder.com", "UBOBBY");
+    let mut c = config(settings(&slack));
+    c.threads = coder_slack_bridge::config::Threads::Workspace;
+    let bridge = Bridge::start(c).await;
+    bridge.wait_ready(200).await;
+    bridge.wait_for_directory(1).await;
+    slack.outage(Some(Outage::Status(503)));
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let body = about("TemplateWorkspaceAutostopReminder.json.golden", "dev");
+    assert_queued(&bridge, &body).await;
+    // Slack comes back well after Coder sent it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    slack.outage(None);
+    let card = wait_for_value("the card", WAIT, async || {
+        slack.top_level("DBOBBY").first().cloned()
+    })
+    .await;
+    let text = card.to_string();
+    let shown = text
+        .split("<!date^")
+        .nth(1)
+        .and_then(|rest| rest.split('^').next())
+        .and_then(|secs| secs.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("a date on the card: {text}"));
+    assert!(
+        (sent_at..sent_at + 2).contains(&shown),
+        "the card shows {shown}, Coder sent it at {sent_at}: {text}"
+    );
+    bridge.stop().await;
+}
