@@ -167,6 +167,9 @@ impl Store {
             threads: self
                 .prune_all("prune idle threads", schema::PRUNE_THREADS, cutoff)
                 .await?,
+            events: self
+                .prune_all("prune ended events", schema::PRUNE_COLLAPSES, self.now_ms())
+                .await?,
         })
     }
 

@@ -9,6 +9,7 @@
 //! [`Claim`]), each person's DM channel, each workspace's thread and card, and snoozes.
 
 mod claims;
+mod collapses;
 mod location;
 mod outbox;
 mod postgres;
@@ -17,6 +18,7 @@ mod sql;
 mod sqlite;
 mod threads;
 
+pub use collapses::{CollapseClaim, Event};
 pub use location::Location;
 pub use outbox::{OutboxState, Queued, Taken, ToQueue};
 pub use schema::Plan;
@@ -162,6 +164,8 @@ pub struct Pruned {
     pub ids: u64,
     pub snoozes: u64,
     pub threads: u64,
+    /// Collapsed events whose window ended.
+    pub events: u64,
 }
 
 /// A database's schema as found, before anything is done to it (see [`Store::inspect`]).

@@ -21,6 +21,12 @@ use super::sql::Sql;
 /// `snoozes`: a person's snooze of one workspace (`until`, Unix ms; 0 once undone) and how
 /// many notifications it `held_back`, reported with the first after it ends.
 ///
+/// `collapses` (version 8): one event Coder sent to several people (a role broadcast)
+/// that a route posts once to `channel`, keyed by the copies' `digest` (what they share):
+/// the post (`ts`), or, while it is NULL, the claim (`maker`, `lease_expires`) of the
+/// delivery posting it; copies arriving until `expires_at` (the collapse window) join it
+/// (`copies`).
+///
 /// `outbox` (version 7): notifications Slack could not take yet, each as Coder sent it
 /// (`body`, `msg_id`), kept for store and forward: `seq` is arrival order, `recipient` (the e-mail
 /// address, lowercased) keeps each person's in that order, `sent_at` is when Coder first
@@ -80,6 +86,16 @@ pub const SQLITE: &[&str] = &[
         unsettled_since INTEGER
     );
     CREATE INDEX outbox_recipient ON outbox (recipient, seq);",
+    "CREATE TABLE collapses (
+        channel TEXT NOT NULL,
+        digest BLOB NOT NULL,
+        maker TEXT NOT NULL,
+        lease_expires INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        ts TEXT,
+        copies INTEGER NOT NULL,
+        PRIMARY KEY (channel, digest)
+    ) WITHOUT ROWID;",
 ];
 
 pub const POSTGRES: &[&str] = &[
@@ -135,16 +151,27 @@ pub const POSTGRES: &[&str] = &[
         unsettled_since BIGINT
     );
     CREATE INDEX outbox_recipient ON outbox (recipient, seq);",
+    "CREATE TABLE collapses (
+        channel TEXT NOT NULL,
+        digest BYTEA NOT NULL,
+        maker TEXT NOT NULL,
+        lease_expires BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        ts TEXT,
+        copies INTEGER NOT NULL,
+        PRIMARY KEY (channel, digest)
+    );",
 ];
 
 /// The bridge's tables, as every version has them by now.
-pub const TABLES: [&str; 6] = [
+pub const TABLES: [&str; 7] = [
     "schema_version",
     "handled",
     "dm_channels",
     "threads",
     "snoozes",
     "outbox",
+    "collapses",
 ];
 
 /// Each version's oldest reader: the oldest schema version a bridge must know to use a
@@ -152,7 +179,7 @@ pub const TABLES: [&str; 6] = [
 /// bridge that knows an earlier version still reads and writes all it knows, and a rolling
 /// update or a rollback runs old and new replicas on one database; only a migration that
 /// changed what an older bridge relies on would raise this.
-const OLDEST_READER: &[i64] = &[1, 1, 1, 1, 1, 1, 1];
+const OLDEST_READER: &[i64] = &[1, 1, 1, 1, 1, 1, 1, 1];
 
 /// From this version on, the database records its oldest reader (`schema_version.oldest_reader`).
 pub const RECORDS_OLDEST_READER: i64 = 6;
@@ -450,6 +477,42 @@ pub const RETRY_QUEUED: Sql = clocked!(
 
 /// How many wait, and how long the oldest has waited since Coder sent it (ms).
 pub const OUTBOX_STATE: Sql = clocked!("SELECT count(*), " NOW " - min(sent_at) FROM outbox");
+
+// Collapse of the copies of one event (`collapses`).
+
+/// Claims the post of the event `$2` in channel `$1` for maker `$3` for `$4` ms, with a
+/// window of `$5` ms: a new event, one whose window ended, or one whose maker's lease ended
+/// without a post. Returns the maker when the claim is ours.
+pub const CLAIM_COLLAPSE: Sql = clocked!(
+    "INSERT INTO collapses (channel, digest, maker, lease_expires, expires_at, ts, copies)
+    VALUES ($1, $2, $3, " NOW " + $4, " NOW " + $5, NULL, 1)
+    ON CONFLICT (channel, digest) DO UPDATE
+        SET maker = excluded.maker, lease_expires = excluded.lease_expires,
+            expires_at = excluded.expires_at, ts = NULL, copies = 1
+        WHERE collapses.expires_at <= " NOW "
+            OR (collapses.ts IS NULL AND collapses.lease_expires <= " NOW ")
+    RETURNING maker"
+);
+
+/// Joins a copy to the event's post, within its window: the post and the copies so far.
+pub const JOIN_COLLAPSE: Sql = clocked!(
+    "UPDATE collapses SET copies = copies + 1
+    WHERE channel = $1 AND digest = $2 AND ts IS NOT NULL AND expires_at > " NOW "
+    RETURNING ts, copies"
+);
+
+/// Records the event's post (its maker only).
+pub const SET_COLLAPSE_POST: &str = "UPDATE collapses SET ts = $1
+    WHERE channel = $2 AND digest = $3 AND maker = $4";
+
+/// Gives up the making of an event's post that failed: the next copy tries.
+pub const RELEASE_COLLAPSE: &str = "DELETE FROM collapses
+    WHERE channel = $1 AND digest = $2 AND maker = $3 AND ts IS NULL";
+
+/// Events whose window ended before `$1` (and that nobody is posting).
+pub const PRUNE_COLLAPSES: &str = "DELETE FROM collapses WHERE (channel, digest) IN
+    (SELECT channel, digest FROM collapses
+        WHERE expires_at < $1 AND (ts IS NOT NULL OR lease_expires < $1) LIMIT 5000)";
 
 /// A person's snoozes in force at `$2`, soonest end first.
 pub const SNOOZES_OF: &str = "SELECT owner, workspace, until FROM snoozes

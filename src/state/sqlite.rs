@@ -269,6 +269,10 @@ fn take_over_if_alone(
             "UPDATE outbox SET lease_expires = 0 WHERE holder IS NOT NULL AND lease_expires > 0",
         );
     }
+    if known >= 8 {
+        statements
+            .push("UPDATE collapses SET lease_expires = 0 WHERE ts IS NULL AND lease_expires > 0");
+    }
     let mut ended = 0;
     for sql in statements {
         match conn.execute(sql, []) {

@@ -5,8 +5,8 @@
 
 use crate::support;
 use coder_slack_bridge::state::{
-    Claim, Known, Location, MsgKey, Pruned, Queued, SnoozeMet, Snoozed, Store, Taken, Thread,
-    ThreadClaim, ThreadKey, ToQueue, Token, SCHEMA_VERSION,
+    Claim, CollapseClaim, Event, Known, Location, MsgKey, Pruned, Queued, SnoozeMet, Snoozed,
+    Store, Taken, Thread, ThreadClaim, ThreadKey, ToQueue, Token, SCHEMA_VERSION,
 };
 use std::time::{Duration, SystemTime};
 use support::postgres::PgServer;
@@ -53,6 +53,7 @@ async fn suite(store: &Store, backend: &str) {
     a_snooze_holds_back_counts_and_reports_once_it_ends(store).await;
     the_outbox_takes_a_claimed_notification_with_its_done_mark_or_not_at_all(store).await;
     the_outbox_gives_each_persons_first_to_one_sender_in_arrival_order(store).await;
+    the_copies_of_an_event_collapse_into_one_post_within_its_window(store).await;
     old_ids_are_pruned_and_recent_ones_kept(store).await;
 }
 
@@ -378,7 +379,8 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
         Pruned {
             ids: 0,
             snoozes: 0,
-            threads: 2
+            threads: 2,
+            events: 1,
         }
     );
     assert_eq!(store.claim(&key, LEASE).await, Ok(Claim::Done));
@@ -402,7 +404,8 @@ async fn old_ids_are_pruned_and_recent_ones_kept(store: &Store) {
         Pruned {
             ids: 15,
             snoozes: 1,
-            threads: 0
+            threads: 0,
+            events: 0,
         }
     );
     assert!(matches!(
@@ -605,4 +608,93 @@ async fn the_outbox_gives_each_persons_first_to_one_sender_in_arrival_order(stor
         }
     }
     assert_eq!(store.outbox_state().await.expect("state").depth, 0);
+}
+
+fn event(digest: &[u8]) -> Event<'_> {
+    Event {
+        channel: "CADMINS",
+        digest,
+    }
+}
+
+async fn the_copies_of_an_event_collapse_into_one_post_within_its_window(store: &Store) {
+    const WINDOW: Duration = Duration::from_secs(600);
+    let claim =
+        |digest: &'static [u8], window, lease| store.claim_collapse(event(digest), window, lease);
+    let Ok(CollapseClaim::Ours(maker)) = claim(b"one", WINDOW, LEASE).await else {
+        panic!("the first copy posts");
+    };
+    assert_eq!(claim(b"one", WINDOW, LEASE).await, Ok(CollapseClaim::Busy));
+    store
+        .set_collapse_post(event(b"one"), &maker, "1.0001")
+        .await
+        .expect("recorded");
+    for copies in 2..=3 {
+        assert_eq!(
+            claim(b"one", WINDOW, LEASE).await,
+            Ok(CollapseClaim::Joined {
+                ts: "1.0001".into(),
+                copies
+            })
+        );
+    }
+    // Another event, and another channel, are events of their own.
+    assert!(matches!(
+        claim(b"two", WINDOW, LEASE).await,
+        Ok(CollapseClaim::Ours(_))
+    ));
+    let elsewhere = Event {
+        channel: "COTHER",
+        digest: b"one",
+    };
+    let other_channel = store.claim_collapse(elsewhere, WINDOW, LEASE).await;
+    assert!(matches!(other_channel, Ok(CollapseClaim::Ours(_))));
+    // Copies at once: one posts.
+    let at_once =
+        futures_util::future::join_all((0..10).map(|_| claim(b"at-once", WINDOW, LEASE))).await;
+    let ours: Vec<&Token> = at_once
+        .iter()
+        .filter_map(|c| match c {
+            Ok(CollapseClaim::Ours(token)) => Some(token),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "{at_once:?}");
+    // A failed post gives the event to the next copy.
+    store
+        .release_collapse(event(b"at-once"), ours[0])
+        .await
+        .expect("released");
+    assert!(matches!(
+        claim(b"at-once", WINDOW, LEASE).await,
+        Ok(CollapseClaim::Ours(_))
+    ));
+    // A maker that died (its lease ended) and a window that ended: a copy posts anew.
+    assert!(matches!(
+        claim(b"dead", WINDOW, Duration::from_millis(1)).await,
+        Ok(CollapseClaim::Ours(_))
+    ));
+    let Ok(CollapseClaim::Ours(maker)) = claim(b"ended", Duration::from_millis(1), LEASE).await
+    else {
+        panic!("ours");
+    };
+    store
+        .set_collapse_post(event(b"ended"), &maker, "2.0001")
+        .await
+        .expect("recorded");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(matches!(
+        claim(b"dead", WINDOW, LEASE).await,
+        Ok(CollapseClaim::Ours(_))
+    ));
+    let Ok(CollapseClaim::Ours(maker)) =
+        claim(b"ended", Duration::from_millis(1), Duration::from_millis(1)).await
+    else {
+        panic!("a new event once the window ended");
+    };
+    store
+        .set_collapse_post(event(b"ended"), &maker, "3.0001")
+        .await
+        .expect("recorded");
+    tokio::time::sleep(Duration::from_millis(5)).await;
 }
