@@ -147,7 +147,7 @@ metrics! {
     slack_rate_limited: Family<MethodLabels, Counter> = Family::default()
         => "slack_rate_limited", "Slack Web API answers of 429, by method";
     ready: Gauge = Gauge::default()
-        => "ready", "1 while the bridge can deliver DMs (what /readyz says: bot token verified, store answers), else 0";
+        => "ready", "1 while the bridge can take notifications without losing them (what /readyz says: the store answers, and the bot token is verified or store and forward is on), else 0";
     directory_sweeps: Family<SweepLabels, Counter> = Family::default()
         => "directory_sweeps", "Sweeps of users.list into the e-mail → user directory, by result (ok, failed)";
     directory_last_sweep: Gauge = Gauge::default()
