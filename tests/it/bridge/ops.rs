@@ -621,6 +621,11 @@ async fn check_verifies_the_app_can_post_in_the_fallback_channel() {
     let (ok, out, _) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS1234")]).await;
     assert!(ok, "{out}");
     assert!(out.contains("ok    FALLBACK_CHANNEL"), "{out}");
+    // And it is where what waited past QUEUE_MAX_AGE goes.
+    assert!(
+        out.contains("older than QUEUE_MAX_AGE go to FALLBACK_CHANNEL C0OPS1234"),
+        "{out}"
+    );
     // Checked without posting: the scheduled message was deleted again.
     let scheduled = slack.calls_to("chat.scheduleMessage");
     let deleted = slack.calls_to("chat.deleteScheduledMessage");
