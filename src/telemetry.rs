@@ -86,6 +86,20 @@ pub struct ExpiredLabels {
     pub to: &'static str,
 }
 
+impl ExpiredLabels {
+    const ALL: [&'static str; 2] = ["fallback", "dropped"];
+
+    /// Both destinations at 0 from the start: `increase()` over a series needs a sample
+    /// before the first expiry, or the alert on expiries misses it.
+    fn family() -> Family<ExpiredLabels, Counter> {
+        let family = Family::<ExpiredLabels, Counter>::default();
+        for to in ExpiredLabels::ALL {
+            let _ = family.get_or_create(&ExpiredLabels { to });
+        }
+        family
+    }
+}
+
 /// A click on a button that acts on Coder: which act, and what came of it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CoderActionLabels {
@@ -133,7 +147,7 @@ metrics! {
     slack_rate_limited: Family<MethodLabels, Counter> = Family::default()
         => "slack_rate_limited", "Slack Web API answers of 429, by method";
     ready: Gauge = Gauge::default()
-        => "ready", "1 while the bridge can deliver DMs (what /readyz says: bot token verified, store answers), else 0";
+        => "ready", "1 while the bridge can take notifications without losing them (what /readyz says: the store answers, and the bot token is verified or store and forward is on), else 0";
     directory_sweeps: Family<SweepLabels, Counter> = Family::default()
         => "directory_sweeps", "Sweeps of users.list into the e-mail → user directory, by result (ok, failed)";
     directory_last_sweep: Gauge = Gauge::default()
@@ -170,7 +184,7 @@ metrics! {
         => "outbox_queued", "Notifications put in the outbox because Slack could not take them (or an earlier one for the same person waited)";
     outbox_sent: Counter = Counter::default()
         => "outbox_sent", "Notifications taken out of the outbox with an outcome (delivered, undeliverable, snoozed)";
-    outbox_expired: Family<ExpiredLabels, Counter> = Family::default()
+    outbox_expired: Family<ExpiredLabels, Counter> = ExpiredLabels::family()
         => "outbox_expired", "Notifications older than QUEUE_MAX_AGE taken out of the outbox, by where they went (fallback: FALLBACK_CHANNEL, dropped: nowhere, logged)";
     slack_trouble: Gauge = Gauge::default()
         => "slack_unavailable", "1 while Slack's last answer to a delivery was an outage, a timeout or a refused token (notifications wait in the outbox), else 0";
@@ -202,8 +216,17 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{log_filter, Metrics};
     use tracing::Level;
+
+    #[test]
+    fn expiries_show_at_zero_from_the_start_so_the_first_one_is_an_increase() {
+        let exposition = Metrics::new().encode();
+        for to in ["fallback", "dropped"] {
+            let line = format!("coder_slack_bridge_outbox_expired_total{{to=\"{to}\"}} 0\n");
+            assert!(exposition.contains(&line), "{exposition}");
+        }
+    }
 
     #[test]
     fn rust_log_takes_a_level_and_per_target_levels_and_refuses_nonsense() {

@@ -29,6 +29,8 @@ pub async fn check(settings: Settings) -> Result<(), String> {
         problems.extend(check_fallback_channel(&api, channel).await.err());
     }
     problems.extend(check_store(&config.database).await.err());
+    let (level, store_and_forward) = super::store_and_forward(&config);
+    println!("{level:<6}{store_and_forward}");
     problems.extend(super::check_coder::check_coder(&config, &proxies).await);
     match &config.slack_app_token {
         None => println!(

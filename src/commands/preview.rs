@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 pub fn preview(settings: Settings, files: &[PathBuf], thread: bool) -> Result<(), String> {
     // CODER_URL from the environment, `.env` or `--coder-url`, like every other setting.
     let config = settings.validate(Needs::Nothing).map_err(|e| e.0)?;
+    // On standard error, so standard output stays the JSON.
+    eprintln!("note: {}", super::store_and_forward(&config).1);
     let options = RenderOptions {
         snooze: config.slack_app_token.is_some(),
         coder_url: config.coder_url,

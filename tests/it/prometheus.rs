@@ -189,7 +189,7 @@ async fn a_real_prometheus_scrapes_the_traffic_and_loads_the_alert_rules() {
             .flatten()
             .flat_map(|g| g["rules"].as_array().into_iter().flatten())
             .collect();
-        all.len() == 10
+        all.len() == 12
             && all
                 .iter()
                 .all(|r| r["health"] == "ok" && r["lastEvaluation"] != "0001-01-01T00:00:00Z")

@@ -430,6 +430,36 @@ async fn check_passes_against_a_healthy_slack() {
         out.contains(&format!("ok    DATABASE_URL: sqlite://coder-slack-bridge.db (sqlite: no database yet; serve creates it at schema version {SCHEMA_VERSION})")),
         "{out}"
     );
+    // Store and forward, on by default, with what happens to what waits too long.
+    assert!(
+        out.contains("ok    store and forward: on (QUEUE_MAX_AGE 24h, QUEUE_MAX_DEPTH 100000): ")
+            && out.contains("older than QUEUE_MAX_AGE are dropped, with an error log (set FALLBACK_CHANNEL to keep them)"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn check_warns_that_store_and_forward_is_off_and_what_that_risks() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocketServer::start().await;
+    let env = [("QUEUE_MAX_AGE", "0"), ("QUEUE_MAX_DEPTH", "50")];
+    let (ok, out, err) = run_check(&slack, &socket, &env).await;
+    assert!(
+        ok,
+        "a warning, not a failure:\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        out.contains("warn  store and forward: off (QUEUE_MAX_AGE=0): a Slack outage longer than Coder's retries (about 20 minutes) loses notifications"),
+        "{out}"
+    );
+    // Set otherwise, it says how.
+    let env = [("QUEUE_MAX_AGE", "2h"), ("QUEUE_MAX_DEPTH", "50")];
+    let (ok, out, err) = run_check(&slack, &socket, &env).await;
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("ok    store and forward: on (QUEUE_MAX_AGE 2h, QUEUE_MAX_DEPTH 50)"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -591,6 +621,11 @@ async fn check_verifies_the_app_can_post_in_the_fallback_channel() {
     let (ok, out, _) = run_check(&slack, &socket, &[("FALLBACK_CHANNEL", "C0OPS1234")]).await;
     assert!(ok, "{out}");
     assert!(out.contains("ok    FALLBACK_CHANNEL"), "{out}");
+    // And it is where what waited past QUEUE_MAX_AGE goes.
+    assert!(
+        out.contains("older than QUEUE_MAX_AGE go to FALLBACK_CHANNEL C0OPS1234"),
+        "{out}"
+    );
     // Checked without posting: the scheduled message was deleted again.
     let scheduled = slack.calls_to("chat.scheduleMessage");
     let deleted = slack.calls_to("chat.deleteScheduledMessage");

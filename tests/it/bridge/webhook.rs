@@ -301,6 +301,33 @@ async fn preview_prints_the_message_without_slack() {
 }
 
 #[tokio::test]
+async fn preview_notes_whether_store_and_forward_is_on_on_standard_error_only() {
+    let path = sample_path("TemplateWorkspaceDeleted.json.golden");
+    let run = |queue_max_age: &str| {
+        let mut command = bridge_binary(&fresh_dir("preview"));
+        command
+            .arg("preview")
+            .arg(&path)
+            .env("QUEUE_MAX_AGE", queue_max_age);
+        command
+    };
+    let (ok, stdout, stderr) = run_for_text(&mut run("24h")).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("note: store and forward: on (QUEUE_MAX_AGE 24h, QUEUE_MAX_DEPTH 100000)"),
+        "{stderr}"
+    );
+    let printed: Value = serde_json::from_str(&stdout).expect("standard output is the JSON alone");
+    assert_eq!(printed["channel"], "<Slack user ID of bobby@coder.com>");
+    let (ok, _, stderr) = run_for_text(&mut run("0")).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("note: store and forward: off (QUEUE_MAX_AGE=0): a Slack outage longer than Coder's retries (about 20 minutes) loses notifications"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn preview_resolves_relative_buttons_with_the_coder_url_flag() {
     let path = sample_path("TemplateChangelog.json.golden");
     let printed = preview(
