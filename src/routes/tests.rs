@@ -167,11 +167,29 @@ fn a_route_the_routes_above_take_everything_of_is_refused_naming_both() {
 }
 
 #[test]
-fn the_example_file_loads() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.example.toml");
-    let routes = Routes::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!routes.is_empty());
-    assert_eq!(routes.path(), path);
+fn the_shipped_routes_files_and_the_readme_s_example_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in [
+        "routes.example.toml",
+        "deploy/kubernetes/components/routes/routes.toml",
+    ] {
+        let path = root.join(file);
+        let routes = Routes::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!routes.is_empty(), "{file}");
+        assert_eq!(routes.path(), path);
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = readme
+        .split("## Routes")
+        .nth(1)
+        .expect("README.md has a Routes section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the Routes section shows a routes file");
+    let routes = Routes::parse(Path::new("README.md"), example).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(routes.len(), 2);
 }
 
 #[test]

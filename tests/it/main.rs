@@ -10,6 +10,7 @@ mod exactly_once;
 mod operator_kit;
 mod prometheus;
 mod proxy_paths;
+mod routes;
 mod shutdown;
 mod snooze;
 mod socket_mode;
