@@ -2,7 +2,7 @@
 //! can see (Slack's `conversations.list`, see `slack::SlackApi::channel_ids`), and a name
 //! not among them stops start-up naming the file, the route's line and the name.
 
-use super::{Routes, RoutesError};
+use super::{Channel, Routes, RoutesError};
 use std::collections::HashMap;
 
 impl Routes {
@@ -27,7 +27,7 @@ impl Routes {
             match ids.get(&name) {
                 Some(id) => route.channel.id = Some(id.clone()),
                 None => {
-                    let reason = format!("{} names no channel the app can see: no public channel has that name, and no private one the app was invited to (archived channels do not count); check the name, or write the channel's ID", route.channel.written);
+                    let reason = route.channel.not_seen();
                     return Err(RoutesError::new(&self.path, Some(route.line), reason));
                 }
             }
@@ -38,5 +38,12 @@ impl Routes {
     /// Whether every route's channel is known by its ID.
     pub fn is_resolved(&self) -> bool {
         self.routes.iter().all(|r| r.channel.id().is_some())
+    }
+}
+
+impl Channel {
+    /// Why a `#name` no channel the app can see has is refused.
+    pub fn not_seen(&self) -> String {
+        format!("{} names no channel the app can see: no public channel has that name, and no private one the app was invited to (archived channels do not count); check the name, or write the channel's ID", self.written)
     }
 }
