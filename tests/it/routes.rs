@@ -248,3 +248,32 @@ async fn check_needs_the_route_scopes_only_with_a_routes_file() {
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("warn  ROUTES_FILE: bot scopes missing channels:history: a channel post whose answer Slack loses cannot be checked and may be posted twice"), "{out}");
 }
+
+#[tokio::test]
+async fn preview_says_which_route_a_payload_takes() {
+    let path = routes_file(
+        "[[route]]\nnotifications = [\"@admin\"]\nchannel = \"#coder-admins\"\ndm = true\n",
+    );
+    let preview = |sample: &str| {
+        let mut command = bridge_binary(&fresh_dir("preview"));
+        command
+            .arg("preview")
+            .arg(sample_path(sample))
+            .env("ROUTES_FILE", &path);
+        command
+    };
+    let (ok, out, err) = run_for_text(&mut preview("TemplateUserAccountCreated.json.golden")).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("chat.postMessage") || out.contains("\"channel\""),
+        "{out}"
+    );
+    let expected = format!("note: \"User account created\" takes route 1 (line 1) of {}: to #coder-admins and the recipient's DM", path.display());
+    assert!(err.contains(&expected), "{err}");
+    let (ok, _, err) = run_for_text(&mut preview("TemplateWorkspaceDeleted.json.golden")).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("note: \"Workspace Deleted\" takes no route: to the recipient's DM"),
+        "{err}"
+    );
+}
