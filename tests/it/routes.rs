@@ -264,8 +264,9 @@ async fn preview_says_which_route_a_payload_takes() {
     };
     let (ok, out, err) = run_for_text(&mut preview("TemplateUserAccountCreated.json.golden")).await;
     assert!(ok, "{err}");
+    // The message shown is still the DM's.
     assert!(
-        out.contains("chat.postMessage") || out.contains("\"channel\""),
+        out.contains("\"channel\": \"<Slack user ID of bobby@coder.com>\""),
         "{out}"
     );
     let expected = format!("note: \"User account created\" takes route 1 (line 1) of {}: to #coder-admins and the recipient's DM", path.display());
