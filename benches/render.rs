@@ -120,6 +120,7 @@ fn bench_pathological(c: &mut Criterion) {
     for (name, markdown) in pathological_bodies() {
         let notification = Notification {
             labels: Default::default(),
+            data: serde_json::Value::Null,
             msg_id: "00000000-0000-0000-0000-000000000000".into(),
             notification_name: "Pathological".into(),
             template_id: None,

@@ -149,6 +149,7 @@ fn markdown_cases() -> Vec<MarkdownCase> {
 fn notification(body_markdown: Option<String>, body: String) -> Notification {
     Notification {
         labels: Default::default(),
+        data: serde_json::Value::Null,
         msg_id: "00000000-0000-0000-0000-000000000000".into(),
         notification_name: "Worst case".into(),
         template_id: None,

@@ -63,6 +63,10 @@ pub struct Notification {
     /// `payload.labels` that are text; which of them name a workspace and its owner is
     /// [`crate::kinds`]' table.
     pub labels: Labels,
+    /// `payload.data` as Coder sent it (`null` when absent): never shown to anyone, only
+    /// compared, so the copies Coder sends every admin can be told to be one event
+    /// (`routes::collapse_digest`).
+    pub data: Value,
 }
 
 /// `payload.labels` whose values are strings (trimmed, cleaned, non-empty); labels of other
@@ -117,8 +121,8 @@ impl fmt::Debug for Notification {
 pub struct PayloadError(pub String);
 
 /// The body as Coder sends it. Every field is optional here: what is required is checked in
-/// [`Wire::validate`], so the error can name it. Fields not listed (`data`,
-/// anything new) are skipped without being built.
+/// [`Wire::validate`], so the error can name it. Fields not listed (anything new) are
+/// skipped without being built.
 #[derive(Deserialize)]
 struct Wire {
     msg_id: Option<String>,
@@ -143,6 +147,8 @@ struct WirePayload {
     actions: Option<Vec<WireAction>>,
     /// Any JSON: only its string values are taken.
     labels: Option<Value>,
+    /// Any JSON, kept as it is.
+    data: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +191,7 @@ impl Wire {
             user_email: user_email(payload.user_email)?,
             actions: actions(payload.actions)?,
             labels: Labels::from_wire(payload.labels.as_ref()),
+            data: payload.data.unwrap_or(Value::Null),
             msg_id,
             notification_name: clean(payload.notification_name).unwrap_or_default(),
             template_id: payload.notification_template_id,

@@ -1,7 +1,9 @@
 //! Coder's notification kinds, in one table: which are about a workspace (so they can gather
 //! in that workspace's thread) and which are urgent (so they are never hidden in a thread);
 //! and, in one more, the labels that name a workspace and its owner; and which notifications
-//! carry a secret (so they go to their recipient alone, never to a shared channel).
+//! carry a secret (so they go to their recipient alone, never to a shared channel); and who
+//! Coder sends each kind to (a role broadcast reaches every admin, one identical copy each,
+//! which a route can gather in one channel).
 //! A kind is known by its template ID, fixed in Coder's source (`coderd/notifications/events.go`
 //! and the migrations that insert `notification_templates`); its name is the fallback, since
 //! Coder renames templates but keeps their IDs, and its test fixtures zero the ID.
@@ -22,6 +24,21 @@ pub struct Kind {
     /// Whether it asks for attention now (a build failed, resources ran out, the workspace is
     /// about to stop or go away).
     pub urgent: bool,
+    /// Who Coder sends it to.
+    pub audience: Audience,
+}
+
+/// Who Coder sends a kind of notification to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The person it is about, or who asked for it.
+    Person,
+    /// Every holder of a role (owners, user admins, template admins), one identical copy
+    /// each: a role broadcast.
+    Role,
+    /// The workspace's owner, and a copy to every template admin that names the owner in its
+    /// labels: the admins' copies are a role broadcast, the owner's is not.
+    AdminCopies,
 }
 
 const fn kind(
@@ -29,12 +46,14 @@ const fn kind(
     names: &'static [&'static str],
     about_workspace: bool,
     urgent: bool,
+    audience: Audience,
 ) -> Kind {
     Kind {
         template_id,
         names,
         about_workspace,
         urgent,
+        audience,
     }
 }
 
@@ -42,6 +61,9 @@ const WORKSPACE: bool = true;
 const OTHER: bool = false;
 const URGENT: bool = true;
 const ROUTINE: bool = false;
+const PERSON: Audience = Audience::Person;
+const ROLE: Audience = Audience::Role;
+const ADMIN_COPIES: Audience = Audience::AdminCopies;
 
 /// Coder's One-Time Passcode (a password reset someone asked for): its label and its button's
 /// URL carry the passcode, and whoever has them can set the account's password.
@@ -50,50 +72,50 @@ pub const ONE_TIME_PASSCODE: &str = "62f86a30-2330-4b61-a26d-311ff3b608cf";
 /// Every template Coder ships, by its ID in Coder's source.
 #[rustfmt::skip]
 pub const KINDS: &[Kind] = &[
-    kind("281fdf73-c6d6-4cbb-8ff5-888baf8a2fff", &["Workspace Created"], WORKSPACE, ROUTINE),
-    kind("d089fe7b-d5c5-4c0c-aaf5-689859f7d392", &["Workspace Manually Updated"], WORKSPACE, ROUTINE),
-    kind("f517da0b-cdc9-410f-ab89-a86107c420ed", &["Workspace Deleted"], WORKSPACE, URGENT),
-    kind("381df2a9-c0c0-4749-420f-80a9280c66f9", &["Workspace Autobuild Failed"], WORKSPACE, URGENT),
-    kind("0ea69165-ec14-4314-91f1-69566ac3c5a0", &["Workspace Marked as Dormant"], WORKSPACE, URGENT),
-    kind("c34a0c09-0704-4cac-bd1c-0c0146811c2b", &["Workspace Updated Automatically"], WORKSPACE, ROUTINE),
-    kind("51ce2fdf-c9ca-4be1-8d70-628674f9bc42", &["Workspace Marked for Deletion"], WORKSPACE, URGENT),
-    kind("6f6cb984-c167-4fa5-bb87-1058dd642779", &["Workspace Autostop Reminder"], WORKSPACE, URGENT),
-    kind("2faeee0f-26cb-4e96-821c-85ccb9f71513", &["Workspace Manual Build Failed"], WORKSPACE, URGENT),
-    kind("a9d027b4-ac49-4fb1-9f6d-45af15f64e7a", &["Workspace Out Of Memory", "Workspace Reached Resource Threshold"], WORKSPACE, URGENT),
-    kind("f047f6a3-5713-40f7-85aa-0394cce9fa3a", &["Workspace Out Of Disk"], WORKSPACE, URGENT),
-    kind("bb2bb51b-5d40-4e33-ae8b-f40f13bfcd24", &["Workspace Agent Restarted"], WORKSPACE, ROUTINE),
-    kind("89d9745a-816e-4695-a17f-3d0a229e2b8d", &["Prebuilt Workspace Resource Replaced"], WORKSPACE, ROUTINE),
-    kind("8c5a4d12-9f7e-4b3a-a1c8-6e4f2d9b5a7c", &["Task Completed"], WORKSPACE, ROUTINE),
-    kind("3b7e8f1a-4c2d-49a6-b5e9-7f3a1c8d6b4e", &["Task Failed"], WORKSPACE, ROUTINE),
-    kind("d4a6271c-cced-4ed0-84ad-afd02a9c7799", &["Task Idle"], WORKSPACE, ROUTINE),
-    kind("bd4b7168-d05e-4e19-ad0f-3593b77aa90f", &["Task Working"], WORKSPACE, ROUTINE),
-    kind("2a74f3d3-ab09-4123-a4a5-ca238f4f65a1", &["Task Paused"], WORKSPACE, ROUTINE),
-    kind("843ee9c3-a8fb-4846-afa9-977bec578649", &["Task Resumed"], WORKSPACE, ROUTINE),
-    kind("4e19c0ac-94e1-4532-9515-d1801aa283b2", &["User account created"], OTHER, ROUTINE),
-    kind("f44d9314-ad03-4bc8-95d0-5cad491da6b6", &["User account deleted"], OTHER, ROUTINE),
-    kind("b02ddd82-4733-4d02-a2d7-c36f3598997d", &["User account suspended"], OTHER, ROUTINE),
-    kind("9f5af851-8408-4e73-a7a1-c6502ba46689", &["User account activated"], OTHER, ROUTINE),
-    kind("6a2f0609-9b69-4d36-a989-9f5925b6cbff", &["Your account has been suspended"], OTHER, ROUTINE),
-    kind("1a6a6bea-ee0a-43e2-9e7c-eabdb53730e4", &["Your account has been activated"], OTHER, ROUTINE),
-    kind(ONE_TIME_PASSCODE, &["One-Time Passcode"], OTHER, ROUTINE),
+    kind("281fdf73-c6d6-4cbb-8ff5-888baf8a2fff", &["Workspace Created"], WORKSPACE, ROUTINE, ADMIN_COPIES),
+    kind("d089fe7b-d5c5-4c0c-aaf5-689859f7d392", &["Workspace Manually Updated"], WORKSPACE, ROUTINE, ADMIN_COPIES),
+    kind("f517da0b-cdc9-410f-ab89-a86107c420ed", &["Workspace Deleted"], WORKSPACE, URGENT, PERSON),
+    kind("381df2a9-c0c0-4749-420f-80a9280c66f9", &["Workspace Autobuild Failed"], WORKSPACE, URGENT, PERSON),
+    kind("0ea69165-ec14-4314-91f1-69566ac3c5a0", &["Workspace Marked as Dormant"], WORKSPACE, URGENT, PERSON),
+    kind("c34a0c09-0704-4cac-bd1c-0c0146811c2b", &["Workspace Updated Automatically"], WORKSPACE, ROUTINE, PERSON),
+    kind("51ce2fdf-c9ca-4be1-8d70-628674f9bc42", &["Workspace Marked for Deletion"], WORKSPACE, URGENT, PERSON),
+    kind("6f6cb984-c167-4fa5-bb87-1058dd642779", &["Workspace Autostop Reminder"], WORKSPACE, URGENT, PERSON),
+    kind("2faeee0f-26cb-4e96-821c-85ccb9f71513", &["Workspace Manual Build Failed"], WORKSPACE, URGENT, ADMIN_COPIES),
+    kind("a9d027b4-ac49-4fb1-9f6d-45af15f64e7a", &["Workspace Out Of Memory", "Workspace Reached Resource Threshold"], WORKSPACE, URGENT, PERSON),
+    kind("f047f6a3-5713-40f7-85aa-0394cce9fa3a", &["Workspace Out Of Disk"], WORKSPACE, URGENT, PERSON),
+    kind("bb2bb51b-5d40-4e33-ae8b-f40f13bfcd24", &["Workspace Agent Restarted"], WORKSPACE, ROUTINE, PERSON),
+    kind("89d9745a-816e-4695-a17f-3d0a229e2b8d", &["Prebuilt Workspace Resource Replaced"], WORKSPACE, ROUTINE, ROLE),
+    kind("8c5a4d12-9f7e-4b3a-a1c8-6e4f2d9b5a7c", &["Task Completed"], WORKSPACE, ROUTINE, PERSON),
+    kind("3b7e8f1a-4c2d-49a6-b5e9-7f3a1c8d6b4e", &["Task Failed"], WORKSPACE, ROUTINE, PERSON),
+    kind("d4a6271c-cced-4ed0-84ad-afd02a9c7799", &["Task Idle"], WORKSPACE, ROUTINE, PERSON),
+    kind("bd4b7168-d05e-4e19-ad0f-3593b77aa90f", &["Task Working"], WORKSPACE, ROUTINE, PERSON),
+    kind("2a74f3d3-ab09-4123-a4a5-ca238f4f65a1", &["Task Paused"], WORKSPACE, ROUTINE, PERSON),
+    kind("843ee9c3-a8fb-4846-afa9-977bec578649", &["Task Resumed"], WORKSPACE, ROUTINE, PERSON),
+    kind("4e19c0ac-94e1-4532-9515-d1801aa283b2", &["User account created"], OTHER, ROUTINE, ROLE),
+    kind("f44d9314-ad03-4bc8-95d0-5cad491da6b6", &["User account deleted"], OTHER, ROUTINE, ROLE),
+    kind("b02ddd82-4733-4d02-a2d7-c36f3598997d", &["User account suspended"], OTHER, ROUTINE, ROLE),
+    kind("9f5af851-8408-4e73-a7a1-c6502ba46689", &["User account activated"], OTHER, ROUTINE, ROLE),
+    kind("6a2f0609-9b69-4d36-a989-9f5925b6cbff", &["Your account has been suspended"], OTHER, ROUTINE, PERSON),
+    kind("1a6a6bea-ee0a-43e2-9e7c-eabdb53730e4", &["Your account has been activated"], OTHER, ROUTINE, PERSON),
+    kind(ONE_TIME_PASSCODE, &["One-Time Passcode"], OTHER, ROUTINE, PERSON),
     // `labels.name` here is the template's name, not a workspace's.
-    kind("29a09665-2a4c-403f-9648-54301670e7be", &["Template Deleted"], OTHER, ROUTINE),
-    kind("f40fae84-55a2-42cd-99fa-b41c1ca64894", &["Template Deprecated"], OTHER, ROUTINE),
-    kind("34a20db2-e9cc-4a93-b0e4-8569699d7a00", &["Report: Workspace Builds Failed", "Report: Workspace Builds Failed For Template"], OTHER, ROUTINE),
-    kind("414d9331-c1fc-4761-b40c-d1f4702279eb", &["Prebuild Failure Limit Reached"], OTHER, ROUTINE),
-    kind("c425f63e-716a-4bf4-ae24-78348f706c3f", &["Troubleshooting Notification", "Test Notification"], OTHER, ROUTINE),
-    kind("39b1e189-c857-4b0c-877a-511144c18516", &["Custom Notification"], OTHER, ROUTINE),
-    kind("764031be-4863-4220-867b-6ce1a1b7a5f5", &["Chats Auto-Archived"], OTHER, ROUTINE),
-    kind("b789bd75-d7c6-4cab-9757-1147ab184903", &["Chat Shared"], OTHER, ROUTINE),
-    kind("3f1c6d8a-5b2e-4f7a-9c0d-7e8b2a4c6d1f", &["Chat Project Shared"], OTHER, ROUTINE),
-    kind("b5db9597-de2a-4dea-87e9-25cee6906b86", &["AI Budget Warning"], OTHER, ROUTINE),
-    kind("cdcf2ecd-f003-4169-9800-abb2661ea522", &["AI Budget Limit Reached"], OTHER, ROUTINE),
-    kind("2a7b0ac1-00e1-4625-9cd5-1e5933972c77", &["User Approaching AI Budget Limit"], OTHER, ROUTINE),
-    kind("0bafe0ea-a78b-4217-ad05-1ef12e92e025", &["User Reached AI Budget Limit"], OTHER, ROUTINE),
-    kind("1b7d9fa7-f5a8-4e46-8078-5cf53abfed94", &["Missing AI Model Prices", "Report: Unpriced AI Models"], OTHER, ROUTINE),
-    kind("b02d53fd-477d-4a65-8d42-1b7e4b38f8c3", &["Changelog"], OTHER, ROUTINE),
+    kind("29a09665-2a4c-403f-9648-54301670e7be", &["Template Deleted"], OTHER, ROUTINE, ROLE),
+    kind("f40fae84-55a2-42cd-99fa-b41c1ca64894", &["Template Deprecated"], OTHER, ROUTINE, PERSON),
+    kind("34a20db2-e9cc-4a93-b0e4-8569699d7a00", &["Report: Workspace Builds Failed", "Report: Workspace Builds Failed For Template"], OTHER, ROUTINE, ROLE),
+    kind("414d9331-c1fc-4761-b40c-d1f4702279eb", &["Prebuild Failure Limit Reached"], OTHER, ROUTINE, ROLE),
+    kind("c425f63e-716a-4bf4-ae24-78348f706c3f", &["Troubleshooting Notification", "Test Notification"], OTHER, ROUTINE, PERSON),
+    kind("39b1e189-c857-4b0c-877a-511144c18516", &["Custom Notification"], OTHER, ROUTINE, PERSON),
+    kind("764031be-4863-4220-867b-6ce1a1b7a5f5", &["Chats Auto-Archived"], OTHER, ROUTINE, PERSON),
+    kind("b789bd75-d7c6-4cab-9757-1147ab184903", &["Chat Shared"], OTHER, ROUTINE, PERSON),
+    kind("3f1c6d8a-5b2e-4f7a-9c0d-7e8b2a4c6d1f", &["Chat Project Shared"], OTHER, ROUTINE, PERSON),
+    kind("b5db9597-de2a-4dea-87e9-25cee6906b86", &["AI Budget Warning"], OTHER, ROUTINE, PERSON),
+    kind("cdcf2ecd-f003-4169-9800-abb2661ea522", &["AI Budget Limit Reached"], OTHER, ROUTINE, PERSON),
+    kind("2a7b0ac1-00e1-4625-9cd5-1e5933972c77", &["User Approaching AI Budget Limit"], OTHER, ROUTINE, ROLE),
+    kind("0bafe0ea-a78b-4217-ad05-1ef12e92e025", &["User Reached AI Budget Limit"], OTHER, ROUTINE, ROLE),
+    kind("1b7d9fa7-f5a8-4e46-8078-5cf53abfed94", &["Missing AI Model Prices", "Report: Unpriced AI Models"], OTHER, ROUTINE, ROLE),
+    kind("b02d53fd-477d-4a65-8d42-1b7e4b38f8c3", &["Changelog"], OTHER, ROUTINE, PERSON),
     // A tool call in the workspace (`labels.workspace_name`) waits for the person's approval.
-    kind("d2209b6a-3ac7-4560-8de3-cc9024cc5708", &["MCP Tool Call Awaiting Approval"], WORKSPACE, ROUTINE),
+    kind("d2209b6a-3ac7-4560-8de3-cc9024cc5708", &["MCP Tool Call Awaiting Approval"], WORKSPACE, ROUTINE, PERSON),
 ];
 
 /// What makes a notification one that nobody but its recipient may see.
@@ -223,6 +245,17 @@ pub fn workspace_of(notification: &Notification) -> Option<Workspace<'_>> {
         owner,
         recipients,
     })
+}
+
+/// Whether `notification` is a copy of a role broadcast (one of the identical copies Coder
+/// sends every admin): a kind sent to a role, or an admin's copy of an event about someone
+/// else's workspace. The owner's own copy of such an event is not one.
+pub fn is_role_broadcast(notification: &Notification) -> bool {
+    match Kind::of(notification).map(|k| k.audience) {
+        Some(Audience::Role) => true,
+        Some(Audience::AdminCopies) => workspace_of(notification).is_some_and(|w| !w.recipients),
+        Some(Audience::Person) | None => false,
+    }
 }
 
 /// The recipient's own workspace `notification` is about: the one its thread, card, snooze
@@ -473,6 +506,65 @@ mod tests {
             secret_of(&parse(body.to_string().as_bytes())),
             Some(Secret::Labelled)
         );
+    }
+
+    /// The samples that are copies of a role broadcast; every other sample is not one.
+    const ROLE_BROADCASTS: &[&str] = &[
+        "PrebuildFailureLimitReached.json.golden",
+        "TemplateAIBudgetLimitReachedAdmin.json.golden",
+        "TemplateAIBudgetWarningAdmin.json.golden",
+        "TemplateAIModelsUnpricedReport.json.golden",
+        "TemplateServiceAccountCreated.json.golden",
+        "TemplateTemplateDeleted.golden.json",
+        "TemplateTemplateDeleted.json.golden",
+        "TemplateUserAccountActivated.golden.json",
+        "TemplateUserAccountActivated.json.golden",
+        "TemplateUserAccountActivatedServiceAccount.json.golden",
+        "TemplateUserAccountCreated.golden.json",
+        "TemplateUserAccountCreated.json.golden",
+        "TemplateUserAccountCreatedServiceAccount.json.golden",
+        "TemplateUserAccountDeleted.golden.json",
+        "TemplateUserAccountDeleted.json.golden",
+        "TemplateUserAccountDeletedServiceAccount.json.golden",
+        "TemplateUserAccountSuspended.golden.json",
+        "TemplateUserAccountSuspended.json.golden",
+        "TemplateUserAccountSuspendedServiceAccount.json.golden",
+        "TemplateWorkspaceBuildsFailedReport.golden.json",
+        "TemplateWorkspaceBuildsFailedReport.json.golden",
+        // A template admin's copy of mrbobby's failed build.
+        "TemplateWorkspaceManualBuildFailed.json.golden",
+        // Sent to template admins; `claimant` owns the workspace.
+        "TemplateWorkspaceResourceReplaced.json.golden",
+    ];
+
+    #[test]
+    fn role_broadcasts_are_the_kinds_sent_to_a_role_and_the_admins_copies_about_others() {
+        let samples = sample_bytes();
+        for file in ROLE_BROADCASTS {
+            assert!(
+                samples.iter().any(|(name, _)| name == file),
+                "{file} is gone"
+            );
+        }
+        for (name, bytes) in &samples {
+            let expected = ROLE_BROADCASTS.contains(&name.as_str());
+            assert_eq!(is_role_broadcast(&parse(bytes)), expected, "{name}");
+        }
+        // The owner's own copy of a manual build failure is not a broadcast; an admin's is.
+        let build_failed = |owner: &str| {
+            let body = serde_json::json!({
+                "msg_id": "m",
+                "payload": {
+                    "notification_name": "Workspace Manual Build Failed",
+                    "user_email": "alice@example.com",
+                    "user_username": "alice",
+                    "labels": {"name": "dev", "workspace_owner_username": owner},
+                },
+            });
+            parse(body.to_string().as_bytes())
+        };
+        assert!(!is_role_broadcast(&build_failed("Alice")));
+        assert!(is_role_broadcast(&build_failed("bob")));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::interact::Interact;
 use crate::proxy::ProxyConfig;
 use crate::readiness::Readiness;
 use crate::retry::{Retry, Verdict};
+use crate::routes::Routes;
 use crate::slack::directory::Directory;
 use crate::slack::{ErrorClass, SlackApi, SlackError};
 use crate::socket_mode::{SocketMode, SocketModeConfig};
@@ -69,6 +70,7 @@ impl App {
         if config.coder_url.is_none() {
             tracing::warn!("CODER_URL is not set: buttons with relative URLs are left out");
         }
+        let config = resolve_routes(config, &metrics).await?;
         let store = open_store(&config).await?;
         let (delivery, mut background) = if config.dry_run {
             tracing::warn!("DRY_RUN is on: notifications are rendered, not sent to Slack (the log shows their shape; `preview` shows a whole message)");
@@ -323,6 +325,49 @@ pub(crate) fn slack_delivery(
         shutdown.clone(),
     );
     (delivery, directory, cards)
+}
+
+/// `ROUTES_FILE`'s `#name`s turned into channel IDs through Slack, once, before any webhook
+/// is taken: a name that is no channel the app can see stops start-up, naming the file, the
+/// line and the name. A dry run calls no Slack, so its names stay unresolved.
+async fn resolve_routes(mut config: Config, metrics: &Metrics) -> Result<Config, String> {
+    let Some(routes) = config.routes.take() else {
+        return Ok(config);
+    };
+    let names = routes.channel_names();
+    let routes = if names.is_empty() {
+        routes
+    } else if config.dry_run {
+        tracing::info!(
+            ?names,
+            "DRY_RUN is on: the routes' #names are not looked up in Slack"
+        );
+        routes
+    } else {
+        let api = SlackApi::from_config(&config, &ProxyConfig::from_env()?, metrics.clone())?;
+        let ids = api.channel_ids(&names).await.map_err(|e| {
+            let remedy = e.remedy().map(|r| format!(": {r}")).unwrap_or_default();
+            let path = routes.path().display();
+            format!("ROUTES_FILE {path}: cannot look its #names up in Slack ({e}){remedy}")
+        })?;
+        Arc::new(
+            Routes::clone(&routes)
+                .resolved(&ids)
+                .map_err(|e| e.to_string())?,
+        )
+    };
+    for route in routes.iter() {
+        tracing::info!(
+            file = %routes.path().display(),
+            route = %route,
+            channel = %route.channel,
+            dm = route.dm,
+            collapse = %crate::duration::human(route.collapse),
+            "route"
+        );
+    }
+    config.routes = Some(routes);
+    Ok(config)
 }
 
 /// Opens `DATABASE_URL` (an in-memory database when nothing needs one: a dry run).

@@ -1,5 +1,7 @@
 //! `check`: verifies that `LISTEN_ADDR` can be bound (`check_listen`), the tokens, their
-//! scopes, the fallback channel, the store, Coder (`check_coder`) and Socket Mode through the firewall and proxy; prints one line per check and fails naming what to fix.
+//! scopes, the fallback channel, the routes' channels (`check_routes`), the store, Coder
+//! (`check_coder`) and Socket Mode through the firewall and proxy; prints one line per check
+//! and fails naming what to fix.
 
 use crate::config::{Config, Needs, Settings};
 use crate::proxy::ProxyConfig;
@@ -24,10 +26,12 @@ pub async fn check(settings: Settings) -> Result<(), String> {
             .await
             .err(),
     );
-    problems.extend(check_bot_token(&api).await.err());
+    let scopes = check_bot_token(&api, &mut problems).await;
     if let Some(channel) = &config.fallback_channel {
         problems.extend(check_fallback_channel(&api, channel).await.err());
     }
+    let routes = config.routes.as_deref();
+    problems.extend(super::check_routes::check_routes(&api, routes, scopes.as_deref()).await);
     problems.extend(check_store(&config.database).await.err());
     let (level, store_and_forward) = super::store_and_forward(&config);
     println!("{level:<6}{store_and_forward}");
@@ -50,15 +54,18 @@ pub async fn check(settings: Settings) -> Result<(), String> {
     }
 }
 
-/// `auth.test`, and the scopes Slack reports for the token.
-async fn check_bot_token(api: &SlackApi) -> Result<(), String> {
+/// `auth.test`, and the scopes Slack reports for the token: returned when it reports them;
+/// what is wrong goes to `problems`.
+async fn check_bot_token(api: &SlackApi, problems: &mut Vec<String>) -> Option<Vec<String>> {
     let info = match api.auth_test().await {
         Ok(info) => info,
         Err(e) => {
             println!("FAIL  SLACK_BOT_TOKEN: {e}");
-            return Err(e
-                .remedy()
-                .unwrap_or_else(|| format!("SLACK_BOT_TOKEN could not be verified: {e}")));
+            problems.push(
+                e.remedy()
+                    .unwrap_or_else(|| format!("SLACK_BOT_TOKEN could not be verified: {e}")),
+            );
+            return None;
         }
     };
     println!(
@@ -67,7 +74,7 @@ async fn check_bot_token(api: &SlackApi) -> Result<(), String> {
     );
     let Some(scopes) = info.scopes else {
         println!("warn  bot scopes: Slack did not report them");
-        return Ok(());
+        return None;
     };
     let missing = |wanted: &[&str]| -> String {
         let missing: Vec<&str> = wanted
@@ -84,11 +91,11 @@ async fn check_bot_token(api: &SlackApi) -> Result<(), String> {
     let missing_required = missing(&REQUIRED_SCOPES);
     if missing_required.is_empty() {
         println!("ok    bot scopes: {}", REQUIRED_SCOPES.join(", "));
-        Ok(())
     } else {
         println!("FAIL  bot scopes: missing {missing_required}");
-        Err(format!("SLACK_BOT_TOKEN lacks the scopes {missing_required}: add them under OAuth & Permissions and reinstall the app"))
+        problems.push(format!("SLACK_BOT_TOKEN lacks the scopes {missing_required}: add them under OAuth & Permissions and reinstall the app"));
     }
+    Some(scopes)
 }
 
 /// What `serve` would do with the store, found without writing to it: `check` never

@@ -3,6 +3,7 @@
 mod check;
 mod check_coder;
 mod check_listen;
+mod check_routes;
 mod preview;
 mod send_test;
 

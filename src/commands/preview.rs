@@ -5,6 +5,7 @@ use crate::coder::Notification;
 use crate::config::{Needs, Settings};
 use crate::kinds::{self, Kind};
 use crate::render::{self, RenderOptions};
+use crate::routes::Routes;
 use serde_json::{json, Value};
 use slack_morphism::prelude::{SlackChannelId, SlackTs};
 use std::io::Read;
@@ -23,6 +24,11 @@ pub fn preview(settings: Settings, files: &[PathBuf], thread: bool) -> Result<()
         .iter()
         .map(|f| read(f))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(routes) = &config.routes {
+        for notification in &notifications {
+            eprintln!("note: {}", route_taken(routes, notification));
+        }
+    }
     let json = match (thread, notifications.as_slice()) {
         (false, [notification]) => message(notification, &options, None),
         (false, _) => {
@@ -33,6 +39,24 @@ pub fn preview(settings: Settings, files: &[PathBuf], thread: bool) -> Result<()
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
     println!("{text}");
     Ok(())
+}
+
+/// Which route of `ROUTES_FILE` `notification` would take (the message shown is the DM's).
+fn route_taken(routes: &Routes, notification: &Notification) -> String {
+    let what = &notification.notification_name;
+    match routes.route_for(notification) {
+        Some(route) => format!(
+            "{what:?} takes {route} of {}: to {}{}",
+            routes.path().display(),
+            route.channel,
+            if route.dm {
+                " and the recipient's DM"
+            } else {
+                ""
+            }
+        ),
+        None => format!("{what:?} takes no route: to the recipient's DM"),
+    }
 }
 
 fn read(file: &Path) -> Result<Notification, String> {

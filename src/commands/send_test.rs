@@ -57,8 +57,10 @@ pub async fn send_test(settings: Settings, email: &str) -> Result<(), String> {
     // No app-level token: a test send needs no Socket Mode.
     let config = Config {
         slack_app_token: None,
-        // To the person or nowhere: a test send must not land in the fallback channel.
+        // To the person or nowhere: a test send must not land in the fallback channel, nor in
+        // a channel of ROUTES_FILE (an `@all` route would take the test notification).
         fallback_channel: None,
+        routes: None,
         ..config
     };
     let api = Arc::new(SlackApi::from_config(

@@ -186,6 +186,10 @@ pub struct Settings {
         global = true
     )]
     pub shutdown_grace: String,
+    /// A TOML file of routes: which notifications go to a channel (and whether the DM too);
+    /// unset, every notification goes to its recipient's DM (see routes.example.toml).
+    #[arg(long, env = "ROUTES_FILE", hide_env_values = true, global = true)]
+    pub routes_file: Option<PathBuf>,
     /// Allow a non-loopback LISTEN_ADDR without WEBHOOK_SECRET.
     #[arg(long, env = "ALLOW_UNAUTHENTICATED", hide_env_values = true, global = true, value_parser = clap::builder::FalseyValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     pub allow_unauthenticated: bool,

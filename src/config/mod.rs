@@ -13,10 +13,11 @@ mod dotenv;
 mod parse;
 mod secrets;
 
+pub use crate::duration::{human as human_duration, parse_duration};
 pub use cli::{explain_clap_error, Cli, Command, Settings};
 pub use dotenv::read_dotenv;
-pub use parse::{human as human_duration, parse_duration};
 
+use crate::routes::Routes;
 use crate::state::Location;
 use parse::{
     bounded_duration, coder_url, fallback_channel, http_url, listen_addr, queue_limits,
@@ -25,6 +26,8 @@ use parse::{
 use secrecy::{ExposeSecret, SecretString};
 use secrets::{app_token, bot_token, coder_token, webhook_secret};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -63,6 +66,10 @@ pub struct Config {
     /// After SIGTERM, how long the listener keeps taking webhooks while `/readyz` answers
     /// 503, so load balancers stop sending before it closes (`SHUTDOWN_GRACE`).
     pub shutdown_grace: Duration,
+    /// `ROUTES_FILE`, read and checked: which notifications go to a channel. Its `#name`s
+    /// are resolved by `serve` at start-up (`App::build`), before any webhook is taken;
+    /// unresolved until then, and in a dry run.
+    pub routes: Option<Arc<Routes>>,
     /// Tuning that operators never need but tests shorten.
     pub tuning: Tuning,
 }
@@ -254,9 +261,19 @@ impl Settings {
                 Duration::ZERO..=MAX_SHUTDOWN_GRACE,
                 "deliveries in flight need the rest of the 25 s a stop may take",
             )?,
+            routes: routes(self.routes_file.as_deref())?,
             tuning: Tuning::default(),
         })
     }
+}
+
+/// `ROUTES_FILE`, read and checked when set (its errors name the file, the line and why).
+fn routes(path: Option<&Path>) -> Result<Option<Arc<Routes>>, ConfigError> {
+    let Some(path) = path.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    let routes = Routes::load(path).map_err(|e| ConfigError(e.to_string()))?;
+    Ok(Some(Arc::new(routes)))
 }
 
 /// A listener other hosts can reach takes webhooks only with a secret, unless

@@ -2,6 +2,7 @@
 //! channel and the number of Socket Mode connections. Each message names the setting.
 
 use super::{err, ConfigError};
+use crate::duration::{human, parse_duration};
 use std::net::SocketAddr;
 use std::time::Duration;
 use url::Url;
@@ -118,23 +119,6 @@ fn is_example_domain(host: &str) -> bool {
         .any(|domain| host == *domain || host.ends_with(&format!(".{domain}")))
 }
 
-/// Parses `30s`, `1500ms`, `5m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(raw: &str) -> Option<Duration> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let seconds = |factor: u64| n.checked_mul(factor).map(Duration::from_secs);
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => seconds(1),
-        "m" => seconds(60),
-        "h" => seconds(3600),
-        "d" => seconds(24 * 3600),
-        _ => None,
-    }
-}
-
 /// A duration within `range`; the message says why the bounds are what they are.
 pub(super) fn bounded_duration(
     name: &str,
@@ -155,17 +139,6 @@ pub(super) fn bounded_duration(
         human(*range.start()),
         human(*range.end())
     ))
-}
-
-/// `1s`, `55s`, `1m`, `24h`: a bound as a person would write it.
-pub fn human(d: Duration) -> String {
-    match d.as_secs() {
-        // Days from two on: a day reads better as 24h.
-        s if s >= 2 * 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }
 
 #[cfg(test)]
@@ -220,21 +193,6 @@ mod tests {
             let c = s.validate(Needs::Serve).expect(real);
             assert!(c.coder_url.is_some());
         }
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("12"), Some(Duration::from_secs(12)));
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(
-            parse_duration("30d"),
-            Some(Duration::from_secs(30 * 86_400))
-        );
-        assert_eq!(parse_duration("1w"), None);
     }
 
     #[test]

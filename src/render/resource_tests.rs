@@ -23,6 +23,7 @@ const MAX_PREFIX: usize = 2 + (MAX_LIST_INDENT - 1) * 12 + 12;
 fn notification(body_markdown: Option<String>, body: String) -> Notification {
     Notification {
         labels: Default::default(),
+        data: serde_json::Value::Null,
         msg_id: "m".into(),
         notification_name: "Worst case".into(),
         template_id: None,

@@ -6,6 +6,7 @@ use super::*;
 fn notification(title: &str, body: &str, body_markdown: Option<&str>) -> Notification {
     Notification {
         labels: Default::default(),
+        data: serde_json::Value::Null,
         msg_id: "m".into(),
         notification_name: "Test Notification".into(),
         template_id: None,

@@ -94,7 +94,7 @@ impl SlackApi {
 
     /// A read method with the bot token: Slack takes its arguments as a query, not as JSON
     /// (as slack-morphism's own read methods send them); counted and logged like every call.
-    async fn read<T: serde::de::DeserializeOwned + Send, const N: usize>(
+    pub(super) async fn read<T: serde::de::DeserializeOwned + Send, const N: usize>(
         &self,
         method: &'static str,
         params: &[(&str, Option<&str>); N],

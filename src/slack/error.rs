@@ -65,6 +65,9 @@ pub enum SlackError {
 enum Meaning {
     /// The message can never reach that person.
     Unreachable,
+    /// No channel the app can see has that ID: there is none, or it is private and the app
+    /// is not in it. A post there can never arrive either.
+    NoChannel,
     /// The bridge built a message Slack will not take.
     BadMessage,
     /// The token itself is refused: reinstall the app, copy the new token.
@@ -86,7 +89,7 @@ enum Meaning {
 const CODES: &[(&str, Meaning)] = &[
     ("users_not_found", Meaning::Unreachable),
     ("user_not_found", Meaning::Unreachable),
-    ("channel_not_found", Meaning::Unreachable),
+    ("channel_not_found", Meaning::NoChannel),
     ("cannot_dm_bot", Meaning::Unreachable),
     ("user_disabled", Meaning::Unreachable),
     ("is_archived", Meaning::Unreachable),
@@ -128,9 +131,9 @@ impl SlackError {
     pub fn class(&self) -> ErrorClass {
         match self {
             SlackError::Api { code, .. } => match meaning(code) {
-                Some(Meaning::Unreachable | Meaning::Gone | Meaning::StaleView) => {
-                    ErrorClass::Permanent
-                }
+                Some(
+                    Meaning::Unreachable | Meaning::NoChannel | Meaning::Gone | Meaning::StaleView,
+                ) => ErrorClass::Permanent,
                 Some(Meaning::BadMessage) => ErrorClass::BadMessage,
                 Some(_) => ErrorClass::Configuration,
                 None => ErrorClass::Transient,
@@ -144,6 +147,12 @@ impl SlackError {
     /// Whether the message or thread the call named is gone (or can no longer be edited).
     pub fn is_gone(&self) -> bool {
         matches!(self, SlackError::Api { code, .. } if meaning(code) == Some(Meaning::Gone))
+    }
+
+    /// Whether the channel named does not exist for the app (none has that ID, or it is
+    /// private and the app is not in it).
+    pub fn is_no_channel(&self) -> bool {
+        matches!(self, SlackError::Api { code, .. } if meaning(code) == Some(Meaning::NoChannel))
     }
 
     /// Whether a view was published with a hash Slack no longer holds (`views.publish`).
@@ -213,9 +222,11 @@ impl SlackError {
             Meaning::NotAllowed => {
                 "the Slack workspace does not let this app do that: check the app's installation".into()
             }
-            Meaning::Unreachable | Meaning::BadMessage | Meaning::Gone | Meaning::StaleView => {
-                return None
-            }
+            Meaning::Unreachable
+            | Meaning::NoChannel
+            | Meaning::BadMessage
+            | Meaning::Gone
+            | Meaning::StaleView => return None,
         })
     }
 }

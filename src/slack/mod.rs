@@ -2,15 +2,17 @@
 //! reqwest client, each counted in metrics, each error classified for the delivery code.
 //!
 //! The rooms: the client and its calls (`client`), what a failure means (`error`), the
-//! answers' shapes as the bridge reads them (`wire`), the HTTP connector (`connector`) and the
-//! e-mail → user directory ([`directory`]).
+//! answers' shapes as the bridge reads them (`wire`), the HTTP connector (`connector`), the
+//! e-mail → user directory ([`directory`]) and the channels routes post to (`channels`).
 
+mod channels;
 mod client;
 mod connector;
 pub mod directory;
 mod error;
 mod wire;
 
+pub use channels::ChannelInfo;
 pub use client::{AuthInfo, SlackApi};
 pub use connector::{ReqwestConnector, MAX_RETRY_AFTER, MIN_RETRY_AFTER};
 pub use error::{ErrorClass, SlackError};

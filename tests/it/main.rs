@@ -12,6 +12,7 @@ mod outage;
 mod outbox;
 mod prometheus;
 mod proxy_paths;
+mod routes;
 mod shutdown;
 mod snooze;
 mod socket_mode;

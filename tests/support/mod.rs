@@ -22,7 +22,7 @@ pub use socket_mode::{
     disconnect, envelope, hello, AfterHello, Cmd, FakeOpener, FakeSocketServer, Seen,
 };
 pub use wait::{wait_for_value, wait_until, WAIT};
-pub use web_api::{Call, Canned, FakeSlack, Lost, Outage, APP_TOKEN, BOT_TOKEN};
+pub use web_api::{Call, Canned, FakeChannel, FakeSlack, Lost, Outage, APP_TOKEN, BOT_TOKEN};
 
 use coder_slack_bridge::config::{Config, Needs, Settings};
 use coder_slack_bridge::delivery::Threads;

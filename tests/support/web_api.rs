@@ -13,6 +13,9 @@ use warp::Filter;
 pub const BOT_TOKEN: &str = "xoxb-test-bot-token-0123456789";
 pub const APP_TOKEN: &str = "xapp-test-app-token-0123456789";
 
+/// The scopes the README's manifest grants (`chat:write.public` is optional, so left out).
+pub const DEFAULT_SCOPES: &str = "chat:write,users:read,users:read.email,im:write,im:history,channels:read,groups:read,channels:history,groups:history";
+
 /// One request the fake received.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -63,6 +66,61 @@ pub enum Outage {
     Hang,
 }
 
+/// A channel of the fake workspace, as `conversations.list` and `conversations.info` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeChannel {
+    pub id: String,
+    pub name: String,
+    pub private: bool,
+    /// Whether the app is in it.
+    pub is_member: bool,
+    pub archived: bool,
+}
+
+impl FakeChannel {
+    /// A public channel the app is not in.
+    pub fn public(id: &str, name: &str) -> Self {
+        FakeChannel {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            private: false,
+            is_member: false,
+            archived: false,
+        }
+    }
+
+    /// A private channel the app is not in (so it cannot see it).
+    pub fn private(id: &str, name: &str) -> Self {
+        FakeChannel {
+            private: true,
+            ..Self::public(id, name)
+        }
+    }
+
+    /// The app is in it.
+    pub fn member(mut self) -> Self {
+        self.is_member = true;
+        self
+    }
+
+    pub fn archived(mut self) -> Self {
+        self.archived = true;
+        self
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "is_channel": !self.private,
+            "is_group": self.private,
+            "is_private": self.private,
+            "is_member": self.is_member,
+            "is_archived": self.archived,
+        })
+    }
+}
+
 /// How the fake loses the answer to a call it carried out.
 #[derive(Debug, Clone, Copy)]
 pub enum Lost {
@@ -78,6 +136,11 @@ struct State {
     messages: HashMap<String, Vec<Value>>,
     /// Channels the app is a member of.
     channels: Vec<String>,
+    /// The workspace's channels, for `conversations.list` and `conversations.info`.
+    conversations: Vec<FakeChannel>,
+    /// The most channels a `conversations.list` page holds, whatever `limit` asks (Slack may
+    /// send fewer than asked).
+    channel_page_size: Option<usize>,
     scheduled: u64,
     /// Calls carried out whose answers are then lost, by method.
     lost: HashMap<String, VecDeque<Lost>>,
@@ -146,7 +209,7 @@ impl FakeSlack {
     pub async fn start_with(options: Options) -> FakeSlack {
         super::install_crypto_provider();
         let state = Arc::new(Mutex::new(State {
-            scopes: "chat:write,users:read,users:read.email,im:write,im:history".into(),
+            scopes: DEFAULT_SCOPES.into(),
             lean: options.lean,
             profile_bytes: options.profile_bytes,
             ..State::default()
@@ -238,6 +301,20 @@ impl FakeSlack {
     /// The app becomes a member of `channel`.
     pub fn join_channel(&self, channel: &str) {
         self.lock().channels.push(channel.to_owned());
+    }
+
+    /// A channel of the workspace; the app is a member of it if it says so.
+    pub fn add_channel(&self, channel: FakeChannel) {
+        let mut s = self.lock();
+        if channel.is_member {
+            s.channels.push(channel.id.clone());
+        }
+        s.conversations.push(channel);
+    }
+
+    /// `conversations.list` pages hold at most `size` channels.
+    pub fn set_channel_page_size(&self, size: usize) {
+        self.lock().channel_page_size = Some(size);
     }
 
     /// The next call of `method` is carried out, but its answer is lost this way.
@@ -665,6 +742,8 @@ fn default_answer(
             }
         }
         "conversations.history" => history(s, args),
+        "conversations.list" => list_channels(s, args),
+        "conversations.info" => channel_info(s, args),
         "conversations.replies" => replies(s, args),
         "chat.update" => {
             let channel = args["channel"].as_str().unwrap_or_default().to_owned();
@@ -700,6 +779,82 @@ fn default_answer(
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
     (200, vec![], body)
+}
+
+/// Whether the token has `scope`; `missing_scope` as Slack words it when not.
+fn lacks_scope(s: &State, scope: &str) -> Option<Value> {
+    let has = s.scopes.split(',').any(|have| have.trim() == scope);
+    (!has).then(|| json!({"ok": false, "error": "missing_scope", "needed": scope}))
+}
+
+/// `conversations.list` (a GET): the `types` asked for (each needs its read scope), archived
+/// ones left out on request, private channels only those the app is in; paged by `limit`
+/// (capped by the page size set) with a cursor.
+fn list_channels(s: &State, args: &Value) -> Value {
+    let types = args["types"].as_str().unwrap_or("public_channel");
+    let public = types.split(',').any(|t| t == "public_channel");
+    let private = types.split(',').any(|t| t == "private_channel");
+    let needed = [(public, "channels:read"), (private, "groups:read")];
+    if let Some(refusal) = needed
+        .iter()
+        .filter(|(asked, _)| *asked)
+        .find_map(|(_, scope)| lacks_scope(s, scope))
+    {
+        return refusal;
+    }
+    let exclude_archived = args["exclude_archived"] == "true";
+    let visible: Vec<&FakeChannel> = s
+        .conversations
+        .iter()
+        .filter(|c| {
+            if c.private {
+                private && c.is_member
+            } else {
+                public
+            }
+        })
+        .filter(|c| !(exclude_archived && c.archived))
+        .collect();
+    let limit: usize = args["limit"]
+        .as_str()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100)
+        .min(s.channel_page_size.unwrap_or(usize::MAX));
+    let start: usize = args["cursor"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("chan-"))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let channels: Vec<Value> = visible
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|c| c.json())
+        .collect();
+    let next = if start + limit < visible.len() {
+        format!("chan-{}", start + limit)
+    } else {
+        String::new()
+    };
+    json!({"ok": true, "channels": channels, "response_metadata": {"next_cursor": next}})
+}
+
+/// `conversations.info` (a GET): a private channel the app is not in is not found, as at
+/// Slack; reading one needs `channels:read` (public) or `groups:read` (private).
+fn channel_info(s: &State, args: &Value) -> Value {
+    let id = args["channel"].as_str().unwrap_or_default();
+    let found = s.conversations.iter().find(|c| c.id == id);
+    match found {
+        Some(c) if !c.private || c.is_member => {
+            let scope = if c.private {
+                "groups:read"
+            } else {
+                "channels:read"
+            };
+            lacks_scope(s, scope).unwrap_or_else(|| json!({"ok": true, "channel": c.json()}))
+        }
+        _ => json!({"ok": false, "error": "channel_not_found"}),
+    }
 }
 
 /// The app's DM with a user: `U…` → `D…`; channels stay as they are.
