@@ -80,6 +80,12 @@ pub struct SweepLabels {
     pub result: &'static str,
 }
 
+/// A route of `ROUTES_FILE`, by its place in the file (from 1).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
 /// Where a notification that waited past QUEUE_MAX_AGE went: `fallback` or `dropped`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExpiredLabels {
@@ -188,6 +194,12 @@ metrics! {
         => "outbox_expired", "Notifications older than QUEUE_MAX_AGE taken out of the outbox, by where they went (fallback: FALLBACK_CHANNEL, dropped: nowhere, logged)";
     slack_trouble: Gauge = Gauge::default()
         => "slack_unavailable", "1 while Slack's last answer to a delivery was an outage, a timeout or a refused token (notifications wait in the outbox), else 0";
+    routed: Family<RouteLabels, Counter> = Family::default()
+        => "routed", "Notifications that took a route of ROUTES_FILE, by route (its place in the file, from 1)";
+    route_posts: Family<RouteLabels, Counter> = Family::default()
+        => "route_posts", "Posts made in a route's channel, by route (one per event when copies collapse)";
+    collapsed: Family<RouteLabels, Counter> = Family::default()
+        => "collapsed", "Copies of an event that joined its post in a route's channel instead of posting, by route";
     card_edits_failed: Counter = Counter::default()
         => "card_edits_failed", "Edits of a workspace's card given up after retries (rate limits past a few attempts, outages): the card shows an older state until its next change; the log says why";
 }

@@ -7,6 +7,7 @@ mod offer;
 mod outbox;
 mod poster;
 mod route;
+mod routed;
 mod sender;
 mod thread;
 
@@ -50,6 +51,12 @@ pub enum Outcome {
     Snoozed,
     /// Slack cannot take it now: it waits in the outbox (store and forward).
     Queued,
+    /// A copy of an event a route posted to its channel already (`ROUTES_FILE`'s collapse):
+    /// nothing was posted for it.
+    Collapsed {
+        channel: String,
+        ts: String,
+    },
 }
 
 /// What the webhook answers.
@@ -108,6 +115,8 @@ pub struct Policy {
     pub lease: Duration,
     /// Whether notifications about a workspace gather in its thread (`THREADS`).
     pub threads: Threads,
+    /// Which notifications go to a channel (`ROUTES_FILE`, names resolved).
+    pub routes: Option<Arc<crate::routes::Routes>>,
 }
 
 impl Policy {
@@ -124,6 +133,7 @@ impl Policy {
             max_concurrent: config.tuning.max_concurrent_deliveries,
             lease: config.delivery_timeout + config.tuning.lease_margin,
             threads: config.threads,
+            routes: config.routes.clone(),
         }
     }
 }
@@ -456,6 +466,7 @@ mod tests {
             max_concurrent: 4,
             lease: Duration::from_secs(10),
             threads: Threads::Off,
+            routes: None,
         };
         let store = Store::in_memory().await.expect("an in-memory store");
         Delivery::dry_run(store, policy, Metrics::new(), CancellationToken::new())

@@ -145,7 +145,7 @@ impl Attempt {
     }
 
     /// The earliest such post bounds the read-back.
-    fn note_unsettled(&self, started: SystemTime) {
+    pub fn note_unsettled(&self, started: SystemTime) {
         let mut since = self
             .unsettled_since
             .lock()

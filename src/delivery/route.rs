@@ -14,7 +14,23 @@ use crate::state::ThreadKey;
 use slack_morphism::prelude::*;
 
 impl Delivery {
+    /// Delivers `to`'s notification where it goes: a route's channel (`ROUTES_FILE`), else
+    /// (and also, with `dm = true`) the person's DM.
     pub(super) async fn deliver_to_slack(
+        &self,
+        directory: &Directory,
+        to: &Recipient<'_>,
+    ) -> Result<Outcome, RetryLater> {
+        let routes = self.policy.routes.as_deref();
+        let route = routes.and_then(|routes| routes.route_for(to.notification));
+        match route.and_then(|route| Some((route, route.channel.id()?))) {
+            Some((route, channel)) => self.deliver_routed(directory, to, route, channel).await,
+            None => self.deliver_to_person(directory, to).await,
+        }
+    }
+
+    /// Delivers `to`'s notification to the person: their workspace's thread or their DM.
+    pub(super) async fn deliver_to_person(
         &self,
         directory: &Directory,
         to: &Recipient<'_>,
@@ -256,7 +272,7 @@ fn log_skipped(notification: &Notification, skipped: &[render::SkippedAction]) {
 }
 
 /// A Slack failure that retrying later may fix; configuration errors are logged with the fix.
-fn retry_later(error: &SlackError) -> RetryLater {
+pub(super) fn retry_later(error: &SlackError) -> RetryLater {
     let retry_after = match error.class() {
         ErrorClass::RateLimited(Some(after)) => after,
         _ => DEFAULT_RETRY_AFTER,

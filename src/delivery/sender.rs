@@ -270,5 +270,6 @@ fn outcome_name(outcome: &Outcome) -> &'static str {
         Outcome::DryRun => "dry_run",
         Outcome::Snoozed => "snoozed",
         Outcome::Queued => "queued",
+        Outcome::Collapsed { .. } => "collapsed",
     }
 }

@@ -49,10 +49,11 @@ pub enum Label {
     DryRun,
     Snoozed,
     Queued,
+    Collapsed,
 }
 
 impl Label {
-    pub const ALL: [Label; 9] = [
+    pub const ALL: [Label; 10] = [
         Label::Unauthorized,
         Label::Rejected,
         Label::Retry,
@@ -62,6 +63,7 @@ impl Label {
         Label::DryRun,
         Label::Snoozed,
         Label::Queued,
+        Label::Collapsed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +77,7 @@ impl Label {
             Label::DryRun => "dry_run",
             Label::Snoozed => "snoozed",
             Label::Queued => "queued",
+            Label::Collapsed => "collapsed",
         }
     }
 
@@ -167,7 +170,7 @@ async fn deliver(state: &State, admitted: Admitted) -> (Label, Response) {
     // Routine outcomes are counted in webhooks_total and logged at debug (a line per webhook
     // at info cost ~10% of the CPU per DM); the ones an operator acts on stay at info.
     match label {
-        Label::Delivered | Label::Duplicate | Label::Snoozed | Label::DryRun => {
+        Label::Delivered | Label::Duplicate | Label::Snoozed | Label::DryRun | Label::Collapsed => {
             tracing::debug!(%msg_id, %template, outcome = label.as_str(), elapsed_ms, "webhook answered")
         }
         _ => {
@@ -190,6 +193,7 @@ fn answer(result: Result<Answer, RetryLater>) -> (Label, Response) {
                 Outcome::DryRun => Label::DryRun,
                 Outcome::Snoozed => Label::Snoozed,
                 Outcome::Queued => Label::Queued,
+                Outcome::Collapsed { .. } => Label::Collapsed,
             };
             (label, json_reply(StatusCode::OK, &outcome))
         }
@@ -285,7 +289,8 @@ mod tests {
                 "undeliverable",
                 "dry_run",
                 "snoozed",
-                "queued"
+                "queued",
+                "collapsed"
             ]
         );
         assert_eq!(Label::of_refusal(Refusal::WrongSecret), Label::Unauthorized);

@@ -12,6 +12,7 @@ mod outage;
 mod outbox;
 mod prometheus;
 mod proxy_paths;
+mod routed;
 mod routes;
 mod shutdown;
 mod snooze;
