@@ -27,7 +27,7 @@ use serde::Serialize;
 use slack_morphism::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -370,15 +370,7 @@ impl Delivery {
         deadline: Instant,
         attempt: &Attempt,
     ) -> Result<Outcome, RetryLater> {
-        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| RetryLater {
-                reason: "too many deliveries in flight".into(),
-                retry_after: DEFAULT_RETRY_AFTER,
-                trouble: Some(Trouble::Busy),
-            })?;
+        let _permit = self.permit(deadline).await?;
         match &self.destination {
             Destination::DryRun => {
                 let rendered = render::render(notification, &self.policy.render, None);
@@ -405,6 +397,18 @@ impl Delivery {
                 self.deliver_to_slack(directory, &to).await
             }
         }
+    }
+}
+
+impl Delivery {
+    /// A turn among the deliveries talking to Slack at once (webhooks and the outbox's
+    /// sender alike), waited for until `deadline`.
+    async fn permit(&self, deadline: Instant) -> Result<SemaphorePermit<'_>, RetryLater> {
+        tokio::time::timeout_at(deadline, self.permits.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| RetryLater::waiting("too many deliveries in flight".into()))
     }
 }
 

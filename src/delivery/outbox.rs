@@ -212,7 +212,6 @@ impl Delivery {
             template: &notification.notification_name,
             reason: &later.reason,
             unsettled_since,
-            first_try_in: Duration::ZERO,
             max_depth: outbox.limits.max_depth,
         };
         match self.store.queue(&item).await {

@@ -122,18 +122,10 @@ impl Delivery {
             Some(key) => self.thread_place(to, user, key).await?,
             None => Place::dm(user),
         };
-        let notification = to.notification;
-        let post = place.post(notification);
-        let (posted, refusal) = match to.post(&post, content.clone()).await {
-            // The bridge's fault, not the person's: they get the same notification as
-            // plain text rather than being called unreachable.
-            Err(refused) if refused.class() == ErrorClass::BadMessage => {
-                self.note_refused_message(notification, &refused);
-                let plain = render::plain_text(notification, &self.policy.render);
-                let posted = to.post(&post, plain).await;
-                (posted, "Slack refused this message, even as plain text")
-            }
-            posted => (posted, "Slack will not deliver this message to the user"),
+        let post = place.post(to.notification);
+        let (posted, refusal) = match self.post_or_plain_text(to, &post, content.clone()).await {
+            (posted, true) => (posted, "Slack refused this message, even as plain text"),
+            (posted, false) => (posted, "Slack will not deliver this message to the user"),
         };
         if let (Err(e), Some(key), Some(card)) = (&posted, thread, &place.thread) {
             if e.is_gone() {
@@ -142,6 +134,25 @@ impl Delivery {
             }
         }
         Ok((place, posted, refusal))
+    }
+
+    /// Posts `content` as `post`; when Slack refuses the message as built (the bridge's
+    /// fault, not the reader's), the same notification as plain text rather than nothing.
+    /// With whether it came to plain text.
+    pub(super) async fn post_or_plain_text(
+        &self,
+        to: &Recipient<'_>,
+        post: &Post<'_>,
+        content: SlackMessageContent,
+    ) -> (Result<Posted, SlackError>, bool) {
+        match to.post(post, content).await {
+            Err(refused) if refused.class() == ErrorClass::BadMessage => {
+                self.note_refused_message(to.notification, &refused);
+                let plain = render::plain_text(to.notification, &self.policy.render);
+                (to.post(post, plain).await, true)
+            }
+            posted => (posted, false),
+        }
     }
 
     fn note_refused_message(&self, notification: &Notification, refused: &SlackError) {

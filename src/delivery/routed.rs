@@ -7,7 +7,7 @@
 //! refuses the post for good gives the notification to the person's DM instead.
 
 use super::poster::{Part, Post, Posted};
-use super::{Delivery, Outcome, Recipient, RetryLater, Trouble};
+use super::{Delivery, Outcome, Recipient, RetryLater, Trouble, BUSY_POLL, MAX_BUSY_POLL};
 use crate::render;
 use crate::routes::{collapse_digest, Route};
 use crate::slack::directory::Directory;
@@ -17,9 +17,6 @@ use crate::telemetry::RouteLabels;
 use slack_morphism::prelude::*;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
-
-/// A copy that finds its event being posted looks again after this (doubling to 1 s).
-const BUSY_POLL: Duration = Duration::from_millis(50);
 
 /// What posting to a route's channel came to.
 enum ChannelPost {
@@ -110,7 +107,7 @@ impl Delivery {
                 }
                 CollapseClaim::Busy if Instant::now() + poll <= to.deadline => {
                     tokio::time::sleep(poll).await;
-                    poll = (poll * 2).min(Duration::from_secs(1));
+                    poll = (poll * 2).min(MAX_BUSY_POLL);
                 }
                 CollapseClaim::Busy => {
                     return Err(RetryLater {
@@ -139,13 +136,7 @@ impl Delivery {
             thread: None,
         };
         let content = render::render_for_channel(notification, &self.policy.render, None).content;
-        let posted = match to.post(&post, content).await {
-            Err(refused) if refused.class() == ErrorClass::BadMessage => {
-                let plain = render::plain_text(notification, &self.policy.render);
-                to.post(&post, plain).await
-            }
-            posted => posted,
-        };
+        let (posted, _) = self.post_or_plain_text(to, &post, content).await;
         match posted {
             Ok(Posted { channel, ts }) => {
                 self.metrics.route_posts.get_or_create(labels).inc();

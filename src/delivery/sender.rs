@@ -182,11 +182,7 @@ impl Delivery {
             unsettled_since: attempt.unsettled_since(),
         };
         let deadline = Instant::now() + self.policy.budget;
-        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| failed(RetryLater::waiting("too many deliveries in flight".into())))?;
+        let _permit = self.permit(deadline).await.map_err(failed)?;
         let to = Recipient {
             poster,
             notification: &notification,
