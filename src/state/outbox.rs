@@ -25,8 +25,6 @@ pub struct ToQueue<'a> {
     pub reason: &'a str,
     /// When an attempt whose outcome is unknown began, if one did.
     pub unsettled_since: Option<SystemTime>,
-    /// Its first try is not before this long from now.
-    pub first_try_in: Duration,
     /// The outbox takes no more once it holds this many.
     pub max_depth: u64,
 }
@@ -96,7 +94,6 @@ impl Store {
                     item.body.to_vec().into(),
                     item.template.into(),
                     key.into(),
-                    lease_ms(item.first_try_in).into(),
                     item.reason.into(),
                     unsettled.into(),
                 ],

@@ -423,6 +423,28 @@ pub const HEALTH_WRITE: &str = "DELETE FROM handled WHERE msg_id = $1";
 pub const HEALTH_ROW_ADD: &str = "INSERT INTO schema_version (version) VALUES (-1)";
 pub const HEALTH_ROW_REMOVE: &str = "DELETE FROM schema_version WHERE version = -1";
 
+/// What a bridge that is alone on its SQLite file ends at start-up: the leases a killed
+/// bridge left (a claim, a card being made, an outbox send, an event's post), each from the
+/// schema version that has its table; the next taker reads back before posting.
+pub const END_DEAD_LEASES: [(i64, &str); 4] = [
+    (
+        1,
+        "UPDATE handled SET lease_expires = 0 WHERE done = 0 AND lease_expires > 0",
+    ),
+    (
+        3,
+        "UPDATE threads SET lease_expires = 0 WHERE card_ts IS NULL AND lease_expires > 0",
+    ),
+    (
+        7,
+        "UPDATE outbox SET lease_expires = 0 WHERE holder IS NOT NULL AND lease_expires > 0",
+    ),
+    (
+        8,
+        "UPDATE collapses SET lease_expires = 0 WHERE ts IS NULL AND lease_expires > 0",
+    ),
+];
+
 // Store and forward (`outbox`).
 
 /// Marks a claimed `msg_id` handled for the outbox to deliver, when its claim is still held
@@ -432,13 +454,13 @@ pub const QUEUE_CLAIM: &str = "UPDATE handled SET done = 1
     WHERE msg_id = $1 AND owner = $2 AND done = 0 AND (SELECT count(*) FROM outbox) < $3
     RETURNING created_at";
 
-/// Puts a notification (`$1`: its `msg_id` as Coder sent it) in the outbox, sent by Coder
-/// when its claim (`$5`: the `handled` key) was first made.
+/// Puts a notification (`$1`: its `msg_id` as Coder sent it) in the outbox, due at once,
+/// sent by Coder when its claim (`$5`: the `handled` key) was first made.
 pub const QUEUE: Sql = clocked!(
     "INSERT INTO outbox (msg_id, recipient, body, template, sent_at, queued_at, next_at,
         tries, reason, holder, lease_expires, unsettled_since)
     VALUES ($1, $2, $3, $4, (SELECT created_at FROM handled WHERE msg_id = $5), " NOW ",
-        " NOW " + $6, 0, $7, NULL, 0, $8)
+        " NOW ", 0, $6, NULL, 0, $7)
     RETURNING seq"
 );
 

@@ -260,21 +260,11 @@ fn take_over_if_alone(
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let lock = options.open(&lock_path).ok()?;
     lock.try_lock().ok()?;
-    let mut statements = vec![
-        "UPDATE handled SET lease_expires = 0 WHERE done = 0 AND lease_expires > 0",
-        "UPDATE threads SET lease_expires = 0 WHERE card_ts IS NULL AND lease_expires > 0",
-    ];
-    if known >= 7 {
-        statements.push(
-            "UPDATE outbox SET lease_expires = 0 WHERE holder IS NOT NULL AND lease_expires > 0",
-        );
-    }
-    if known >= 8 {
-        statements
-            .push("UPDATE collapses SET lease_expires = 0 WHERE ts IS NULL AND lease_expires > 0");
-    }
     let mut ended = 0;
-    for sql in statements {
+    let statements = schema::END_DEAD_LEASES
+        .iter()
+        .filter(|(from, _)| known >= *from);
+    for (_, sql) in statements {
         match conn.execute(sql, []) {
             Ok(n) => ended += n,
             Err(e) => {

@@ -446,7 +446,6 @@ async fn queue(
         template: "Workspace Deleted",
         reason: "slack: chat.postMessage: HTTP status 503",
         unsettled_since: None,
-        first_try_in: Duration::ZERO,
         max_depth,
     };
     store.queue(&item).await.expect("queued or not")
@@ -499,7 +498,6 @@ async fn the_outbox_takes_a_claimed_notification_with_its_done_mark_or_not_at_al
         template: "T",
         reason: "r",
         unsettled_since: None,
-        first_try_in: Duration::ZERO,
         max_depth: 10,
     };
     assert!(store.queue(&item).await.is_err());
