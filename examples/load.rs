@@ -27,7 +27,8 @@
 //! PostgreSQL database serves many runs), `--floor-bin`/`FLOOR_BIN` the bare relay to measure
 //! against, `--profile-bytes`/`PROFILE_BYTES` Slack-sized member profiles in `users.list`, and
 //! `--bridge-env KEY=VALUE` (repeatable) one more setting for the bridge binary, to measure what
-//! a feature costs (e.g. `--bridge-env RUST_LOG=warn`).
+//! a feature costs (e.g. `--bridge-env RUST_LOG=warn`), and `--routes false`/`ROUTES=false` runs it
+//! without the routes file it otherwise loads (none of its routes takes the load's notification).
 //!
 //! The fake Slack is the tests' own (tests/support), in lean mode: it counts calls per method
 //! and keeps nothing else, so it is not the bottleneck.
@@ -120,7 +121,26 @@ struct Options {
     /// Repeatable; set after the load example's own, so it wins.
     #[arg(long = "bridge-env", value_parser = key_value, requires = "bridge_bin")]
     bridge_env: Vec<(String, String)>,
+    /// Whether the bridge runs with a routes file (`ROUTES_FILE`, [`ROUTES`]: the admins'
+    /// broadcasts to a channel and two kinds copied to another) that the load's own
+    /// notification passes through to its DM, as a deployment with routes does.
+    #[arg(long, env = "ROUTES", default_value_t = true, action = clap::ArgAction::Set)]
+    routes: bool,
 }
+
+/// The routes file the bridge loads unless `--routes false`: none of them takes the load's
+/// notification (Workspace Automatically Updated), so each DM pays for looking them up.
+const ROUTES: &str = r#"
+[[route]]
+notifications = ["@admin"]
+channel = "C0ADMINS01"
+collapse = "10m"
+
+[[route]]
+notifications = ["Workspace Autobuild Failed", "Workspace Marked as Dormant"]
+channel = "C0PLATFORM"
+dm = true
+"#;
 
 fn key_value(pair: &str) -> Result<(String, String), String> {
     match pair.split_once('=') {
@@ -171,6 +191,14 @@ impl Store {
         self.temp_dir
             .as_deref()
             .unwrap_or(std::path::Path::new("."))
+    }
+
+    /// Writes [`ROUTES`] into the store's folder; its path.
+    fn routes_file(&self) -> Result<PathBuf, String> {
+        let path = self.dir().join("routes.toml");
+        std::fs::write(&path, ROUTES)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
     }
 
     /// The URL without a password, for the report.
@@ -548,7 +576,7 @@ fn start_child(
     api_url: &str,
     (users, threads): (usize, coder_slack_bridge::config::Threads),
     store: &Store,
-    extra_env: &[(String, String)],
+    (routes, extra_env): (bool, &[(String, String)]),
     driver: &tokio::runtime::Runtime,
 ) -> Result<Bridge, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -557,9 +585,13 @@ fn start_child(
         .port();
     // Absolute: the child works in the store's folder.
     let bin = std::fs::canonicalize(bin).map_err(|e| format!("{}: {e}", bin.display()))?;
-    let process = std::process::Command::new(&bin)
+    let mut command = std::process::Command::new(&bin);
+    command.env_clear();
+    if routes {
+        command.env("ROUTES_FILE", store.routes_file()?);
+    }
+    let process = command
         .arg("serve")
-        .env_clear()
         .env("SLACK_BOT_TOKEN", BOT_TOKEN)
         .env("SLACK_API_URL", api_url)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -602,7 +634,7 @@ fn start_child(
 fn start_in_process(
     slack: &FakeSlack,
     (users, threads): (usize, coder_slack_bridge::config::Threads),
-    store: &Store,
+    (store, routes): (&Store, bool),
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Bridge, String> {
     let mut settings = Settings::defaults();
@@ -617,6 +649,11 @@ fn start_in_process(
     settings.fallback_channel = None;
     settings.database_url = store.url.clone().into();
     settings.threads = threads;
+    settings.routes_file = if routes {
+        Some(store.routes_file()?)
+    } else {
+        None
+    };
     let config = settings
         .validate(Needs::Serve)
         .map_err(|e| format!("settings: {e}"))?;
@@ -746,10 +783,15 @@ fn run(o: Options) -> Result<bool, String> {
             &slack.api_url(),
             (o.members(), o.threads),
             &store,
-            &o.bridge_env,
+            (o.routes, &o.bridge_env),
             &driver,
         )?,
-        None => start_in_process(&slack, (o.members(), o.threads), &store, &bridge_rt)?,
+        None => start_in_process(
+            &slack,
+            (o.members(), o.threads),
+            (&store, o.routes),
+            &bridge_rt,
+        )?,
     };
     let idle_rss = bridge.memory("VmRSS");
     let idle_hwm = bridge.memory("VmHWM");
@@ -775,9 +817,10 @@ fn run(o: Options) -> Result<bool, String> {
         report_floor(floor, floor_memory, &measured, &memory, in_child);
     }
     println!(
-        "  store:       {}; THREADS={}",
+        "  store:       {}; THREADS={}; routes file: {}",
         store.shown(),
-        threads_value(o.threads)
+        threads_value(o.threads),
+        if o.routes { "loaded" } else { "none" }
     );
     if !o.bridge_env.is_empty() {
         let settings: Vec<String> = o
@@ -834,7 +877,7 @@ fn baseline_memory(
         &slack.api_url(),
         (o.u, o.threads),
         &store,
-        &o.bridge_env,
+        (o.routes, &o.bridge_env),
         driver,
     )?;
     let idle = (bridge.memory("VmRSS"), bridge.memory("VmHWM"));
