@@ -163,6 +163,7 @@ fn notification(body_markdown: Option<String>, body: String) -> Notification {
         body,
         title_markdown: None,
         body_markdown,
+        kind: Default::default(),
     }
 }
 

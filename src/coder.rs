@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Longest `msg_id` accepted: Coder sends UUIDs; anything far longer is not from Coder.
 const MAX_MSG_ID_LEN: usize = 256;
@@ -67,7 +68,30 @@ pub struct Notification {
     /// compared, so the copies Coder sends every admin can be told to be one event
     /// (`routes::collapse_digest`).
     pub data: Value,
+    /// Which of `kinds::KINDS` it is, looked up once (`kinds::Kind::of`): every step of a
+    /// delivery asks, and the lookup compares its ID or name with the whole table.
+    pub kind: KindSlot,
 }
+
+/// Where a notification keeps the index of its kind once looked up. Only a cache: it takes no
+/// part in comparing notifications.
+#[derive(Clone, Default)]
+pub struct KindSlot(OnceLock<Option<u8>>);
+
+impl KindSlot {
+    /// The index, looked up with `lookup` the first time.
+    pub fn get_or_init(&self, lookup: impl FnOnce() -> Option<u8>) -> Option<u8> {
+        *self.0.get_or_init(lookup)
+    }
+}
+
+impl PartialEq for KindSlot {
+    fn eq(&self, _: &KindSlot) -> bool {
+        true
+    }
+}
+
+impl Eq for KindSlot {}
 
 /// `payload.labels` whose values are strings (trimmed, cleaned, non-empty); labels of other
 /// types are ignored, as Coder may add labels at any time. Values can be secret (the one-time
@@ -207,6 +231,7 @@ impl Wire {
             body: clean(self.body).unwrap_or_default(),
             title_markdown: clean(self.title_markdown),
             body_markdown: clean(self.body_markdown),
+            kind: KindSlot::default(),
         })
     }
 }

@@ -118,6 +118,9 @@ pub const KINDS: &[Kind] = &[
     kind("d2209b6a-3ac7-4560-8de3-cc9024cc5708", &["MCP Tool Call Awaiting Approval"], WORKSPACE, ROUTINE, PERSON),
 ];
 
+// A notification keeps its kind's index in a byte (`coder::KindSlot`).
+const _: () = assert!(KINDS.len() <= u8::MAX as usize);
+
 /// What makes a notification one that nobody but its recipient may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secret {
@@ -192,18 +195,26 @@ impl Kind {
     /// The kind of `notification`: by template ID, else by name; `None` for a kind this
     /// build does not know (a newer Coder's), which is then treated as about no workspace.
     pub fn of(notification: &Notification) -> Option<&'static Kind> {
+        let index = notification
+            .kind
+            .get_or_init(|| Self::index_of(notification));
+        index.and_then(|i| KINDS.get(usize::from(i)))
+    }
+
+    fn index_of(notification: &Notification) -> Option<u8> {
         let id = notification.template_id.as_deref().map(str::trim);
         let by_id = id.and_then(|id| {
             KINDS
                 .iter()
-                .find(|k| k.template_id.eq_ignore_ascii_case(id))
+                .position(|k| k.template_id.eq_ignore_ascii_case(id))
         });
-        by_id.or_else(|| {
+        let index = by_id.or_else(|| {
             let name = notification.notification_name.trim();
             KINDS
                 .iter()
-                .find(|k| k.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
-        })
+                .position(|k| k.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        });
+        index.and_then(|i| u8::try_from(i).ok())
     }
 
     /// The act its notifications offer on their workspace (with `CODER_TOKEN`): extend on

@@ -37,6 +37,7 @@ fn notification(body_markdown: Option<String>, body: String) -> Notification {
         body,
         title_markdown: None,
         body_markdown,
+        kind: Default::default(),
     }
 }
 

@@ -20,6 +20,7 @@ fn notification(title: &str, body: &str, body_markdown: Option<&str>) -> Notific
         body: body.into(),
         title_markdown: None,
         body_markdown: body_markdown.map(str::to_owned),
+        kind: Default::default(),
     }
 }
 
