@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use slack_morphism::errors::*;
 use slack_morphism::multipart_form::FileMultipartData;
 use slack_morphism::prelude::*;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 
@@ -17,6 +18,8 @@ use url::Url;
 pub struct ReqwestConnector {
     client: reqwest::Client,
     api_url: String,
+    /// Each method's URL, parsed once: slack-morphism asks for it on every call.
+    method_urls: Arc<Mutex<HashMap<String, Url>>>,
     /// The decision the client was built with, to say which proxy a failure went through.
     proxies: Arc<ProxyConfig>,
 }
@@ -26,6 +29,7 @@ impl ReqwestConnector {
         ReqwestConnector {
             client,
             api_url: api_url.as_str().trim_end_matches('/').to_owned(),
+            method_urls: Arc::default(),
             proxies,
         }
     }
@@ -130,7 +134,16 @@ fn unsupported<'a, RS: Send + 'a>(what: &str) -> BoxFuture<'a, ClientResult<RS>>
 
 impl SlackClientHttpConnector for ReqwestConnector {
     fn create_method_uri_path(&self, method_relative_uri: &str) -> ClientResult<Url> {
-        Ok(format!("{}/{}", self.api_url, method_relative_uri).parse()?)
+        let mut urls = self.method_urls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(url) = urls.get(method_relative_uri) {
+            return Ok(url.clone());
+        }
+        let url: Url = format!("{}/{}", self.api_url, method_relative_uri).parse()?;
+        // The bridge calls a handful of methods; the bound only guards against a surprise.
+        if urls.len() < 64 {
+            urls.insert(method_relative_uri.to_owned(), url.clone());
+        }
+        Ok(url)
     }
 
     fn http_get_uri<'a, RS>(
