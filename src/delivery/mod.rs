@@ -18,7 +18,7 @@ pub use crate::config::Threads;
 use crate::render::{self, RenderOptions};
 use crate::slack::directory::Directory;
 use crate::slack::SlackApi;
-use crate::state::{Claim, MsgKey, Store, StoreError, Token};
+use crate::state::{Claim, Looked, MsgKey, Store, StoreError, ThreadKey, Token};
 use crate::telemetry::Metrics;
 pub use outbox::{Outbox, OutboxReport};
 pub use poster::Posted;
@@ -247,6 +247,14 @@ impl Delivery {
         }
     }
 
+    /// Who is who in Slack (Slack only).
+    fn directory(&self) -> Option<&Directory> {
+        match &self.destination {
+            Destination::Slack { directory, .. } => Some(directory),
+            Destination::DryRun => None,
+        }
+    }
+
     /// Offers buttons that act on the workspace through `coder`.
     pub fn with_coder(mut self, coder: Arc<CoderApi>) -> Self {
         self.coder = Some(coder);
@@ -265,10 +273,13 @@ impl Delivery {
     ) -> Result<Answer, RetryLater> {
         let deadline = Instant::now() + self.policy.budget;
         let key = MsgKey::of(&notification.msg_id);
-        let Some((token, unsettled_since)) = self.claim(&key, deadline).await? else {
+        let look = self.look_ahead(notification).await;
+        let Some((token, unsettled_since, looked)) =
+            self.claim(&key, look.as_ref(), deadline).await?
+        else {
             return Ok(Answer::Duplicate);
         };
-        let attempt = Attempt::after(unsettled_since);
+        let attempt = Attempt::after(unsettled_since).with_looked(looked);
         // With the outbox to fall back on, Slack gets a few seconds, not the whole budget.
         let slack_deadline = match &self.outbox {
             Some(outbox) => deadline.min(Instant::now() + outbox.timing.direct_budget),
@@ -296,9 +307,10 @@ impl Delivery {
                 if let Some(outbox) = &self.outbox {
                     outbox.slack_answered();
                 }
-                let shown = attempt.snooze_shown();
-                let finish = self.store.finish_delivery(&key, &token, shown.as_ref());
-                finish.await
+                let shown = attempt.shown();
+                let finished = self.store.finish_delivery(&key, &token, &shown).await;
+                self.edit_card(&attempt).await;
+                finished
             }
             Err(_) => {
                 let maybe_posted = attempt.unsettled_since().is_some();
@@ -314,22 +326,25 @@ impl Delivery {
     }
 
     /// Claims `key`: `None` when it is handled already (a duplicate); otherwise the claim,
-    /// with when the first attempt began if an earlier one ended without outcome. A claim
-    /// held by another delivery is waited for until `deadline`.
+    /// with when the first attempt began if an earlier one ended without outcome, and what
+    /// it read about `look`'s workspace. A claim held by another delivery is waited for
+    /// until `deadline`.
     async fn claim(
         &self,
         key: &MsgKey,
+        look: Option<&ThreadKey>,
         deadline: Instant,
-    ) -> Result<Option<(Token, Option<SystemTime>)>, RetryLater> {
+    ) -> Result<Option<(Token, Option<SystemTime>, Option<Looked>)>, RetryLater> {
         let mut poll = BUSY_POLL;
         loop {
-            let claim = self.store.claim(key, self.policy.lease).await;
-            match claim.map_err(|e| self.store_failed(&e))? {
-                Claim::Fresh(token) => return Ok(Some((token, None))),
+            let claim = self.store.claim_looking(key, self.policy.lease, look).await;
+            let (claim, looked) = claim.map_err(|e| self.store_failed(&e))?;
+            match claim {
+                Claim::Fresh(token) => return Ok(Some((token, None, looked))),
                 Claim::TakenOver {
                     token,
                     first_claimed,
-                } => return Ok(Some((token, Some(first_claimed)))),
+                } => return Ok(Some((token, Some(first_claimed), looked))),
                 Claim::Done => return Ok(None),
                 Claim::Busy { lease_ends } => {
                     let wait = tokio::time::sleep(poll);

@@ -9,7 +9,7 @@
 use crate::coder::Notification;
 use crate::retry::Retry;
 use crate::slack::{SlackApi, SlackError, METADATA_EVENT_TYPE, NOTIFICATION_PART};
-use crate::state::{Store, ThreadKey};
+use crate::state::{Looked, Shown, Store, Thread, ThreadKey};
 use crate::telemetry::Metrics;
 use moka::future::Cache;
 use slack_morphism::prelude::*;
@@ -83,19 +83,28 @@ impl Post<'_> {
     }
 }
 
-/// What one delivery learns as it goes: whether a post's outcome is unknown, and whether
-/// its message says what an ended snooze held back.
+/// What one delivery learns as it goes: whether a post's outcome is unknown, what the claim
+/// read about the workspace, and what its message showed (recorded with its done mark).
 #[derive(Default)]
 pub struct Attempt {
     /// When the first post whose outcome is unknown began (in this delivery, or in an
     /// earlier one whose claim this took over): from then on every post reads back first.
     unsettled_since: Mutex<Option<SystemTime>>,
-    /// The workspace whose ended snooze's count the message shows: forgotten with the
-    /// delivery's done mark, not before.
-    snooze_shown: Mutex<Option<ThreadKey>>,
+    /// What the claim read about the workspace (its snooze, its thread), used once.
+    looked: Mutex<Option<Looked>>,
+    /// What the message showed: an ended snooze's count, the card's latest.
+    shown: Mutex<Shown>,
+    /// The card to edit once the done mark records what it shows (not one made for this
+    /// notification: that shows it already).
+    card_to_edit: Mutex<Option<ThreadKey>>,
     /// When Coder sent the notification, for one that waited in the outbox: its message
     /// and its card say so.
     waited_since: Option<SystemTime>,
+}
+
+/// A lock on a delivery's own state; a panic elsewhere in it leaves nothing half-done here.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Attempt {
@@ -103,8 +112,7 @@ impl Attempt {
     pub fn after(since: Option<SystemTime>) -> Self {
         Attempt {
             unsettled_since: Mutex::new(since),
-            snooze_shown: Mutex::new(None),
-            waited_since: None,
+            ..Attempt::default()
         }
     }
 
@@ -114,6 +122,24 @@ impl Attempt {
             waited_since: Some(sent_at),
             ..Attempt::after(since)
         }
+    }
+
+    /// With what the claim read about the workspace.
+    pub fn with_looked(self, looked: Option<Looked>) -> Self {
+        *lock(&self.looked) = looked;
+        self
+    }
+
+    /// Whether the claim found `key`'s workspace snoozed; `None` when it did not look.
+    pub fn looked_snoozed(&self, key: &ThreadKey) -> Option<bool> {
+        let looked = lock(&self.looked);
+        looked.as_ref().filter(|l| l.key == *key).map(|l| l.snoozed)
+    }
+
+    /// The thread the claim found for `key`, once: a card found gone is looked up again.
+    pub fn take_looked_thread(&self, key: &ThreadKey) -> Option<Thread> {
+        let mut looked = lock(&self.looked);
+        looked.as_mut().filter(|l| l.key == *key)?.thread.take()
     }
 
     /// When Coder sent a notification that waited in the outbox.
@@ -127,30 +153,35 @@ impl Attempt {
     }
 
     pub fn show_snooze(&self, key: &ThreadKey) {
-        *self.snooze_shown.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+        lock(&self.shown).snooze_ended = Some(key.clone());
     }
 
-    pub fn snooze_shown(&self) -> Option<ThreadKey> {
-        self.snooze_shown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The message is the latest on `key`'s card, which is edited to say so unless it was
+    /// made for this notification (`card_is_new`).
+    pub fn show_on_card(&self, key: &ThreadKey, latest: String, card_is_new: bool) {
+        lock(&self.shown).on_card = Some((key.clone(), latest, self.happened_at()));
+        if !card_is_new {
+            *lock(&self.card_to_edit) = Some(key.clone());
+        }
+    }
+
+    /// What the message showed, for the done mark.
+    pub fn shown(&self) -> Shown {
+        lock(&self.shown).clone()
+    }
+
+    /// The card to edit once the done mark is recorded.
+    pub fn card_to_edit(&self) -> Option<ThreadKey> {
+        lock(&self.card_to_edit).clone()
     }
 
     pub fn unsettled_since(&self) -> Option<SystemTime> {
-        *self
-            .unsettled_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        *lock(&self.unsettled_since)
     }
 
     /// The earliest such post bounds the read-back.
     pub fn note_unsettled(&self, started: SystemTime) {
-        let mut since = self
-            .unsettled_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        since.get_or_insert(started);
+        lock(&self.unsettled_since).get_or_insert(started);
     }
 }
 

@@ -54,7 +54,7 @@ impl Delivery {
         };
         let workspace = self.workspace_key(notification, &user);
         let note = match &workspace {
-            Some(key) => match self.snooze_check(key).await? {
+            Some(key) => match self.snooze_check(key, to.attempt).await? {
                 Snooze::On => return Ok(Outcome::Snoozed),
                 Snooze::Ended(Some(note)) => {
                     to.attempt.show_snooze(key);
@@ -97,7 +97,7 @@ impl Delivery {
         match placed {
             Ok((place, posted, refusal)) => {
                 if let (Ok(_), Some(key), Some(_)) = (&posted, thread, &place.thread) {
-                    self.show_on_card(key, to, place.card_is_new).await;
+                    self.show_on_card(key, to, place.card_is_new);
                 }
                 self.outcome(to, posted, refusal).await
             }

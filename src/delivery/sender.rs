@@ -200,8 +200,7 @@ impl Delivery {
         self.metrics.outbox_sent.inc();
         let waited = taken.age.as_secs();
         tracing::info!(msg_id = %notification.msg_id, template = %notification.notification_name, outcome = ?outcome_name(&outcome), waited_seconds = waited, tries = taken.tries, "a notification from the outbox reached Slack");
-        self.unqueue(taken, token, attempt.snooze_shown().as_ref())
-            .await;
+        self.unqueue(taken, token, Some(&attempt)).await;
         Ok(())
     }
 
@@ -246,15 +245,15 @@ impl Delivery {
         Ok(())
     }
 
-    async fn unqueue(
-        &self,
-        taken: &Taken,
-        token: &Token,
-        snooze_shown: Option<&crate::state::ThreadKey>,
-    ) {
-        if let Err(e) = self.store.unqueue(taken.seq, token, snooze_shown).await {
+    /// Takes `taken` out of the outbox; for one `delivered`, with what its message showed.
+    async fn unqueue(&self, taken: &Taken, token: &Token, delivered: Option<&Attempt>) {
+        let shown = delivered.map(Attempt::shown).unwrap_or_default();
+        if let Err(e) = self.store.unqueue(taken.seq, token, &shown).await {
             // Its lease ends and it is tried again: the read-back then finds the post.
             self.note_store_error(&e);
+        }
+        if let Some(attempt) = delivered {
+            self.edit_card(attempt).await;
         }
     }
 }

@@ -2,7 +2,7 @@
 //! once per (recipient, owner, workspace) and edited to show the latest notification, or the
 //! DM itself. Urgent kinds in a thread are broadcast to the conversation too.
 
-use super::poster::{Part, Post};
+use super::poster::{Attempt, Part, Post};
 use super::{Delivery, Recipient, RetryLater, BUSY_POLL, MAX_BUSY_POLL};
 use crate::coder::Notification;
 use crate::kinds::{self, Kind};
@@ -82,6 +82,15 @@ impl Delivery {
         })
     }
 
+    /// The workspace a delivery of `notification` will read the snooze and thread of, when
+    /// its person is known without asking Slack: the claim reads them in its round trip.
+    pub(super) async fn look_ahead(&self, notification: &Notification) -> Option<ThreadKey> {
+        let directory = self.directory()?;
+        kinds::own_workspace_of(notification)?;
+        let user = directory.cached(&notification.user_email).await?;
+        self.workspace_key(notification, &user)
+    }
+
     /// The thread for `key`: known to the store, or its card posted now. A card another
     /// delivery is posting is waited for, so notifications at once share one thread.
     pub(super) async fn thread_place(
@@ -91,6 +100,14 @@ impl Delivery {
         key: &ThreadKey,
     ) -> Result<Place, Failed> {
         let broadcast = Kind::of(to.notification).is_some_and(|k| k.urgent);
+        if let Some(thread) = to.attempt.take_looked_thread(key) {
+            return Ok(Place {
+                channel: SlackChannelId(thread.channel.clone()),
+                thread: Some(thread),
+                broadcast,
+                card_is_new: false,
+            });
+        }
         let mut poll = BUSY_POLL;
         loop {
             let claim = self.store.claim_thread(key, self.policy.lease).await;
@@ -123,7 +140,14 @@ impl Delivery {
 
     /// Whether `key`'s recipient snoozed the workspace: counts a held-back notification, or
     /// ends a snooze that ran out and says what it held back.
-    pub(super) async fn snooze_check(&self, key: &ThreadKey) -> Result<Snooze, RetryLater> {
+    pub(super) async fn snooze_check(
+        &self,
+        key: &ThreadKey,
+        attempt: &Attempt,
+    ) -> Result<Snooze, RetryLater> {
+        if attempt.looked_snoozed(key) == Some(false) {
+            return Ok(Snooze::Ended(None)); // the claim found none: nothing to meet
+        }
         let met = self.store.meet_snooze(key).await;
         let held = match met.map_err(|e| self.store_failed(&e))? {
             SnoozeMet::On(until) => {
@@ -181,22 +205,19 @@ impl Delivery {
         }
     }
 
-    /// Records what the workspace's card now shows (for the card and the App Home) and,
-    /// unless the card was made for this notification, has the card show it (soon: the
-    /// one path that edits cards coalesces a burst, see `cards`).
-    pub(super) async fn show_on_card(
-        &self,
-        key: &ThreadKey,
-        to: &Recipient<'_>,
-        card_is_new: bool,
-    ) {
+    /// Notes that the workspace's card now shows this notification: recorded with the done
+    /// mark (for the card and the App Home), after which the card is edited to show it
+    /// ([`Delivery::edit_card`]) unless it was made for this notification.
+    pub(super) fn show_on_card(&self, key: &ThreadKey, to: &Recipient<'_>, card_is_new: bool) {
         let latest = render::latest_of(to.notification);
-        let at = to.attempt.happened_at();
-        if let Err(e) = self.store.set_latest(key, &latest, at).await {
-            self.note_store_error(&e);
-        }
-        if let (false, Some(cards)) = (card_is_new, self.cards()) {
-            cards.refresh(key).await;
+        to.attempt.show_on_card(key, latest, card_is_new);
+    }
+
+    /// Has the card `attempt` showed its notification on show it (soon: the one path that
+    /// edits cards coalesces a burst, see `cards`), once the store records what it shows.
+    pub(super) async fn edit_card(&self, attempt: &Attempt) {
+        if let (Some(key), Some(cards)) = (attempt.card_to_edit(), self.cards()) {
+            cards.refresh(&key).await;
         }
     }
 

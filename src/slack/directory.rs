@@ -84,6 +84,15 @@ impl Directory {
         }
     }
 
+    /// The Slack user with this address when it is known without asking Slack.
+    pub async fn cached(&self, email: &str) -> Option<SlackUserId> {
+        let key = email.to_lowercase();
+        match self.swept_id(&key) {
+            Some(id) => Some(id),
+            None => self.learned.get(&key).await,
+        }
+    }
+
     /// The Slack user with this address; `Ok(None)` when Slack has nobody active with it.
     /// Concurrent lookups of one address share one Slack call.
     pub async fn resolve(&self, email: &str) -> Result<Option<SlackUserId>, SlackError> {

@@ -3,8 +3,8 @@
 
 use super::sql::{statement, Commit, Done, Row};
 use super::{
-    from_unix_ms, key_and, lease_ms, schema, sql, Claim, MsgKey, Pruned, Store, StoreError,
-    ThreadKey, Token,
+    from_unix_ms, key_and, key_params, lease_ms, schema, sql, unix_ms, Claim, Looked, MsgKey,
+    Pruned, Shown, Store, StoreError, ThreadKey, Token,
 };
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +12,18 @@ impl Store {
     /// Claims `key` for a delivery that may take until `lease` from now. A claim that finds
     /// the id done, or held under a live lease, says so instead.
     pub async fn claim(&self, key: &MsgKey, lease: Duration) -> Result<Claim, StoreError> {
+        let (claim, _) = self.claim_looking(key, lease, None).await?;
+        Ok(claim)
+    }
+
+    /// [`Store::claim`], reading in the same round trip what a delivery to `look`'s
+    /// workspace needs before it posts: its snooze and its thread.
+    pub async fn claim_looking(
+        &self,
+        key: &MsgKey,
+        lease: Duration,
+        look: Option<&ThreadKey>,
+    ) -> Result<(Claim, Option<Looked>), StoreError> {
         const OPERATION: &str = "claim a msg_id";
         let token = Token::new(&self.replica);
         // Measured by the database's clock (see `schema::CLAIM`), not this replica's.
@@ -20,72 +32,114 @@ impl Store {
         // or pruned) is claimed again; twice is plenty.
         for _ in 0..3 {
             // The claim and, should it lose, the row in its way: one round trip.
-            let done = self
-                .run(
-                    OPERATION,
-                    Commit::Durable,
-                    vec![
-                        statement(
-                            schema::CLAIM,
-                            [key.bytes().into(), token.0.as_str().into(), lease_ms.into()],
-                        ),
-                        statement(schema::HOLDER, [key.bytes().into()]).unless_previous_found(),
-                    ],
-                )
-                .await?;
+            let mut statements = vec![
+                statement(
+                    schema::CLAIM,
+                    [key.bytes().into(), token.0.as_str().into(), lease_ms.into()],
+                ),
+                statement(schema::HOLDER, [key.bytes().into()]).unless_previous_found(),
+            ];
+            if let Some(look) = look {
+                let now = self.now_ms();
+                statements.push(statement(schema::SNOOZE_UNTIL, key_and(look, now.into())));
+                statements.push(statement(schema::THREAD, key_params(look)));
+            }
+            let done = self.run(OPERATION, Commit::Durable, statements).await?;
+            let looked = match look {
+                Some(look) => Some(self.looked(look, done.get(2), done.get(3))?),
+                None => None,
+            };
             let read =
                 |row: &Row| -> Result<_, sql::ColumnError> { Ok((row.int(0)?, row.int(1)?)) };
             let claimed = done.first().and_then(Done::first);
             let holder = done.get(1).and_then(Done::first);
-            return match (claimed, holder) {
+            let claim = match (claimed, holder) {
                 (Some(row), _) => {
                     let (attempts, first_claimed) = self.columns(OPERATION, read(row))?;
-                    Ok(match attempts {
+                    match attempts {
                         1 => Claim::Fresh(token),
                         _ => Claim::TakenOver {
                             token,
                             first_claimed: from_unix_ms(first_claimed),
                         },
-                    })
+                    }
                 }
                 (None, Some(row)) => {
                     let (done, lease_left_ms) = self.columns(OPERATION, read(row))?;
                     let lease_left = Duration::from_millis(lease_left_ms.max(0).unsigned_abs());
-                    Ok(match done {
+                    match done {
                         0 => Claim::Busy {
                             lease_ends: SystemTime::now() + lease_left,
                         },
                         _ => Claim::Done,
-                    })
+                    }
                 }
                 (None, None) => continue,
             };
+            return Ok((claim, looked));
         }
-        Ok(Claim::Busy {
+        let busy = Claim::Busy {
             lease_ends: SystemTime::now(),
+        };
+        Ok((busy, None))
+    }
+
+    /// What the claim's reads found about `look`'s workspace.
+    fn looked(
+        &self,
+        look: &ThreadKey,
+        snooze: Option<&Done>,
+        thread: Option<&Done>,
+    ) -> Result<Looked, StoreError> {
+        let thread = match thread.and_then(Done::first) {
+            Some(row) => self.columns("read a thread", super::thread_of(row))?,
+            None => None,
+        };
+        Ok(Looked {
+            key: look.clone(),
+            snoozed: snooze.and_then(Done::first).is_some(),
+            thread,
         })
     }
 
-    /// Marks a delivered `msg_id` handled and, when its message said what `snooze_shown`'s
-    /// ended snooze held back, forgets that snooze: both in one round trip, so the count is
-    /// gone only once a message shows it.
+    /// Marks a delivered `msg_id` handled and records what its message showed (see
+    /// [`Shown`]): all in one round trip, so an ended snooze's count is gone only once a
+    /// message shows it.
     pub async fn finish_delivery(
         &self,
         key: &MsgKey,
         token: &Token,
-        snooze_shown: Option<&ThreadKey>,
+        shown: &Shown,
     ) -> Result<(), StoreError> {
         let mut statements = vec![statement(
             schema::FINISH,
             [key.bytes().into(), token.0.as_str().into()],
         )];
-        if let Some(shown) = snooze_shown {
-            let now = self.now_ms();
-            statements.push(statement(schema::END_SNOOZE, key_and(shown, now.into())));
-        }
+        statements.extend(self.shown_statements(shown));
         self.run("mark a msg_id handled", Commit::Relaxed, statements)
             .await
             .map(drop)
+    }
+
+    /// What records `shown`: the ended snooze forgotten, the card's latest set.
+    pub(super) fn shown_statements(&self, shown: &Shown) -> Vec<super::sql::Statement> {
+        let mut statements = Vec::new();
+        if let Some(ended) = &shown.snooze_ended {
+            let now = self.now_ms();
+            statements.push(statement(schema::END_SNOOZE, key_and(ended, now.into())));
+        }
+        if let Some((key, latest, at)) = &shown.on_card {
+            let [user, owner, workspace] = key_params(key);
+            let params = [
+                latest.as_str().into(),
+                unix_ms(*at).into(),
+                user,
+                owner,
+                workspace,
+            ];
+            statements.push(statement(schema::SET_LATEST, params));
+        }
+        statements
     }
 
     /// Marks a claimed `msg_id` handled: copies and retries are answered `duplicate`.

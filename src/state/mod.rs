@@ -146,6 +146,28 @@ pub struct Known {
     pub latest: Option<(String, SystemTime)>,
 }
 
+/// What a claim read besides, in its round trip, about the workspace its notification is
+/// about (see [`Store::claim_looking`]): most deliveries need nothing more before posting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Looked {
+    pub key: ThreadKey,
+    /// Whether the workspace has a snooze (on, or ended with a count still to show); when
+    /// not, [`Store::meet_snooze`] has nothing to do.
+    pub snoozed: bool,
+    /// Its thread's card, when it has one.
+    pub thread: Option<Thread>,
+}
+
+/// What a delivered notification's message showed, recorded with its done mark in one round
+/// trip ([`Store::finish_delivery`], [`Store::unqueue`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shown {
+    /// The workspace whose ended snooze's count it told: that snooze is forgotten.
+    pub snooze_ended: Option<ThreadKey>,
+    /// The workspace whose card now shows it: what it says, and when that happened.
+    pub on_card: Option<(ThreadKey, String, SystemTime)>,
+}
+
 /// What a notification about a workspace meets: see [`Store::meet_snooze`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnoozeMet {
@@ -461,6 +483,14 @@ fn key_params(key: &ThreadKey) -> [Value; 3] {
 fn key_and(key: &ThreadKey, fourth: Value) -> [Value; 4] {
     let [user, owner, workspace] = key_params(key);
     [user, owner, workspace, fourth]
+}
+
+/// A `schema::THREAD` row's card: none while its card is being made.
+fn thread_of(row: &sql::Row) -> Result<Option<Thread>, sql::ColumnError> {
+    let (channel, card_ts) = (row.opt_text(0)?, row.opt_text(1)?);
+    Ok(channel
+        .zip(card_ts)
+        .map(|(channel, card_ts)| Thread { channel, card_ts }))
 }
 
 /// What a card shows last and when, when both are known.

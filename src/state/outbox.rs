@@ -5,8 +5,7 @@
 
 use super::sql::{statement, Done, Row, Statement};
 use super::{
-    from_unix_ms, key_and, lease_ms, schema, sql, unix_ms, MsgKey, Store, StoreError, ThreadKey,
-    Token,
+    from_unix_ms, lease_ms, schema, sql, unix_ms, MsgKey, Shown, Store, StoreError, Token,
 };
 use std::time::{Duration, SystemTime};
 
@@ -157,22 +156,14 @@ impl Store {
         Ok(taken)
     }
 
-    /// Takes a notification out of the outbox for good (delivered, or given up), with the
-    /// ended snooze its message reported (see [`Store::finish_delivery`]).
-    pub async fn unqueue(
-        &self,
-        seq: i64,
-        token: &Token,
-        snooze_shown: Option<&ThreadKey>,
-    ) -> Result<(), StoreError> {
+    /// Takes a notification out of the outbox for good (delivered, or given up), with what
+    /// its message showed (see [`Store::finish_delivery`]).
+    pub async fn unqueue(&self, seq: i64, token: &Token, shown: &Shown) -> Result<(), StoreError> {
         let mut statements: Vec<Statement> = vec![statement(
             schema::UNQUEUE,
             [seq.into(), token.0.as_str().into()],
         )];
-        if let Some(shown) = snooze_shown {
-            let now = self.now_ms();
-            statements.push(statement(schema::END_SNOOZE, key_and(shown, now.into())));
-        }
+        statements.extend(self.shown_statements(shown));
         self.run_atomically("take a notification out of the outbox", statements)
             .await
             .map(drop)

@@ -49,16 +49,10 @@ impl Store {
         let done = self
             .execute(OPERATION, Commit::Durable, schema::THREAD, key_params(key))
             .await?;
-        let Some(row) = done.first() else {
-            return Ok(None);
-        };
-        let (channel, card_ts) = self.columns(
-            OPERATION,
-            row.opt_text(0).and_then(|c| Ok((c, row.opt_text(1)?))),
-        )?;
-        Ok(channel
-            .zip(card_ts)
-            .map(|(channel, card_ts)| Thread { channel, card_ts }))
+        match done.first() {
+            Some(row) => self.columns(OPERATION, super::thread_of(row)),
+            None => Ok(None),
+        }
     }
 
     /// Records the card the holder of `token` made for `key`.

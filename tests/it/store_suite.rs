@@ -5,8 +5,8 @@
 
 use crate::support;
 use coder_slack_bridge::state::{
-    Claim, CollapseClaim, Event, Known, Location, MsgKey, Pruned, Queued, SnoozeMet, Snoozed,
-    Store, Taken, Thread, ThreadClaim, ThreadKey, ToQueue, Token, SCHEMA_VERSION,
+    Claim, CollapseClaim, Event, Known, Location, MsgKey, Pruned, Queued, Shown, SnoozeMet,
+    Snoozed, Store, Taken, Thread, ThreadClaim, ThreadKey, ToQueue, Token, SCHEMA_VERSION,
 };
 use std::time::{Duration, SystemTime};
 use support::postgres::PgServer;
@@ -55,6 +55,7 @@ async fn suite(store: &Store, backend: &str) {
     the_outbox_gives_each_persons_first_to_one_sender_in_arrival_order(store).await;
     the_copies_of_an_event_collapse_into_one_post_within_its_window(store).await;
     old_ids_are_pruned_and_recent_ones_kept(store).await;
+    a_claim_reads_the_workspace_and_the_done_mark_records_what_was_shown(store).await;
 }
 
 fn workspace_of(name: &str) -> ThreadKey {
@@ -139,7 +140,7 @@ async fn a_holder_whose_lease_was_taken_over_cannot_finish(store: &Store) {
     // The paused holder comes back and marks it done: nothing changes, the taker holds it.
     store.finish(&key, &paused).await.expect("finish");
     store
-        .finish_delivery(&key, &paused, None)
+        .finish_delivery(&key, &paused, &Shown::default())
         .await
         .expect("finish");
     assert!(matches!(
@@ -313,6 +314,64 @@ async fn a_card_shows_its_latest_and_the_home_lists_it(store: &Store) {
         .is_empty());
 }
 
+/// A delivery's two round trips: the claim with the workspace's snooze and thread, and the
+/// done mark with the ended snooze and the card's latest.
+async fn a_claim_reads_the_workspace_and_the_done_mark_records_what_was_shown(store: &Store) {
+    let key = workspace_of("looked");
+    let msg = MsgKey::of("look-1");
+    let claim = |_: &str| store.claim_looking(&msg, LEASE, Some(&key));
+    let Ok((Claim::Fresh(token), Some(looked))) = claim("look-1").await else {
+        panic!("a fresh claim that looked");
+    };
+    assert_eq!(
+        (looked.key.clone(), looked.snoozed, looked.thread),
+        (key.clone(), false, None)
+    );
+    let Ok(ThreadClaim::Ours(maker)) = store.claim_thread(&key, LEASE).await else {
+        panic!("ours");
+    };
+    // A card being made is no thread yet.
+    let Ok((Claim::Busy { .. }, Some(looked))) = claim("look-1").await else {
+        panic!("busy, and looked");
+    };
+    assert_eq!(looked.thread, None);
+    let thread = Thread {
+        channel: "DLOOK".into(),
+        card_ts: "2.000001".into(),
+    };
+    store.set_thread(&key, &maker, &thread).await.expect("set");
+    let until = SystemTime::now() + Duration::from_secs(3600);
+    store.snooze(&key, until).await.expect("snooze");
+    let Ok((Claim::Busy { .. }, Some(looked))) = claim("look-1").await else {
+        panic!("busy, and looked");
+    };
+    assert_eq!((looked.snoozed, looked.thread), (true, Some(thread)));
+    store.unsnooze(&key).await.expect("unsnooze");
+
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let shown = Shown {
+        snooze_ended: Some(key.clone()),
+        on_card: Some((key.clone(), "Autobuild failed".into(), at)),
+    };
+    let msg = MsgKey::of("look-1");
+    store
+        .finish_delivery(&msg, &token, &shown)
+        .await
+        .expect("done");
+    assert_eq!(store.claim(&msg, LEASE).await, Ok(Claim::Done));
+    let view = store.card(&key).await.expect("read").expect("a card");
+    assert_eq!(view.latest, Some(("Autobuild failed".into(), at)));
+    let Ok((Claim::Done, Some(looked))) = claim("look-1").await else {
+        panic!("done, and looked");
+    };
+    assert!(!looked.snoozed, "the ended snooze is forgotten");
+    // Without a workspace to look at, the claim reads nothing more.
+    assert_eq!(
+        store.claim_looking(&msg, LEASE, None).await,
+        Ok((Claim::Done, None))
+    );
+}
+
 async fn a_snooze_holds_back_counts_and_reports_once_it_ends(store: &Store) {
     let key = workspace_of("snooze");
     assert_eq!(store.hold_back(&key).await, Ok(None));
@@ -346,7 +405,14 @@ async fn a_snooze_holds_back_counts_and_reports_once_it_ends(store: &Store) {
         panic!("fresh")
     };
     store
-        .finish_delivery(&msg, &token, Some(&key))
+        .finish_delivery(
+            &msg,
+            &token,
+            &Shown {
+                snooze_ended: Some(key.clone()),
+                ..Shown::default()
+            },
+        )
         .await
         .expect("finish");
     assert_eq!(store.claim(&msg, LEASE).await, Ok(Claim::Done));
@@ -516,7 +582,7 @@ async fn the_outbox_takes_a_claimed_notification_with_its_done_mark_or_not_at_al
     assert_eq!(taken[0].body, br#"{"msg_id": "q-one"}"#);
     assert_eq!((taken[0].tries, taken[0].unsettled_since), (1, None));
     store
-        .unqueue(taken[0].seq, &sender, None)
+        .unqueue(taken[0].seq, &sender, &Shown::default())
         .await
         .expect("out");
     assert_eq!(store.outbox_state().await.expect("state").depth, 0);
@@ -588,7 +654,7 @@ async fn the_outbox_gives_each_persons_first_to_one_sender_in_arrival_order(stor
     assert!(off < Duration::from_millis(2), "{off:?}");
     // Delivered: Ann's second is next.
     store
-        .unqueue(again[0].seq, &third, None)
+        .unqueue(again[0].seq, &third, &Shown::default())
         .await
         .expect("out");
     let next = store
@@ -602,7 +668,10 @@ async fn the_outbox_gives_each_persons_first_to_one_sender_in_arrival_order(stor
     assert!(taken_over[0].unsettled_since.is_some(), "read back first");
     for (sender, taken) in [(&third, &taken_over), (&one, &a), (&two, &b)] {
         for t in taken.iter().filter(|t| t.msg_id != "o-ann-1") {
-            store.unqueue(t.seq, sender, None).await.expect("out");
+            store
+                .unqueue(t.seq, sender, &Shown::default())
+                .await
+                .expect("out");
         }
     }
     assert_eq!(store.outbox_state().await.expect("state").depth, 0);
