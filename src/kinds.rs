@@ -202,17 +202,14 @@ impl Kind {
     }
 
     fn index_of(notification: &Notification) -> Option<u8> {
+        // The table's IDs are lowercase: the ID lowercased once, then plain comparisons.
         let id = notification.template_id.as_deref().map(str::trim);
-        let by_id = id.and_then(|id| {
-            KINDS
-                .iter()
-                .position(|k| k.template_id.eq_ignore_ascii_case(id))
-        });
+        let id = id.map(str::to_ascii_lowercase).unwrap_or_default();
+        let by_id = KINDS.iter().position(|k| k.template_id == id);
         let index = by_id.or_else(|| {
             let name = notification.notification_name.trim();
-            KINDS
-                .iter()
-                .position(|k| k.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+            let same = |n: &&str| n.len() == name.len() && n.eq_ignore_ascii_case(name);
+            KINDS.iter().position(|k| k.names.iter().any(same))
         });
         index.and_then(|i| u8::try_from(i).ok())
     }
@@ -283,6 +280,19 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Notification {
         Notification::parse(bytes, None).expect("a valid sample")
+    }
+
+    #[test]
+    fn a_kind_is_found_by_its_id_in_any_case_and_the_table_is_lowercase() {
+        for kind in KINDS {
+            assert_eq!(kind.template_id, kind.template_id.to_ascii_lowercase());
+        }
+        let path = sample_path("TemplateWorkspaceAutobuildFailed.json.golden");
+        let mut notification = parse(&std::fs::read(path).expect("a sample"));
+        notification.template_id = Some(" 381DF2A9-C0C0-4749-420F-80A9280C66F9 ".into());
+        notification.notification_name = "renamed".into();
+        let kind = Kind::of(&notification).map(|k| k.names[0]);
+        assert_eq!(kind, Some("Workspace Autobuild Failed"));
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub fn clean(text: &str) -> Cow<'_, str> {
 
 /// Whether [`clean`] would leave `text` as it is.
 pub fn is_clean(text: &str) -> bool {
+    // Most text is ASCII, where only the C0 controls (but newline and tab) and DEL are
+    // removed: a byte scan, without decoding characters.
+    if text.is_ascii() {
+        return !text
+            .bytes()
+            .any(|b| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f);
+    }
     !text.chars().any(is_removed)
 }
 
@@ -155,6 +162,14 @@ mod tests {
             assert_eq!(cleaned(input.to_owned()), expected, "{input:?}");
         }
         assert!(matches!(clean("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_ascii_fast_path_agrees_with_the_rule_for_every_ascii_char() {
+        for c in (0..0x80u8).map(char::from) {
+            let text = format!("a{c}b");
+            assert_eq!(is_clean(&text), !is_removed(c), "{c:?}");
+        }
     }
 
     #[test]
