@@ -134,6 +134,7 @@ fn bench_pathological(c: &mut Criterion) {
             body: "b".into(),
             title_markdown: None,
             body_markdown: Some(markdown),
+            kind: Default::default(),
         };
         group.bench_with_input(
             BenchmarkId::new("render 1 MiB", name),

@@ -28,6 +28,10 @@ type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Completion + Send
 /// The writer's page cache, in KiB.
 const CACHE_KIB: i64 = 512;
 
+/// A WAL longer than this many frames (4 KiB pages: 16 MiB) is started over at the next
+/// checkpoint, however busy the writer is.
+const RESTART_WAL_FRAMES: i64 = 4096;
+
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -237,6 +241,8 @@ fn connect(path: Option<&std::path::Path>, known: i64) -> Result<Connection, Str
         // Checkpoints (and their fsync) run on a thread of their own, not in a commit that
         // every queued claim waits for; see `spawn_checkpointer`.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A WAL started over is cut back to this size, so a burst leaves no large file.
+        conn.pragma_update(None, "journal_size_limit", RESTART_WAL_FRAMES * 4096)?;
         conn.set_prepared_statement_cache_capacity(32);
         // A smaller page cache than SQLite's 2 MiB: the pages a claim touches stay in the
         // kernel's cache anyway, and the bridge's peak memory is what operators watch.
@@ -431,8 +437,18 @@ fn spawn_checkpointer(
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
+            // Passive: copies what it can without waiting. Under a steady stream of writes
+            // it never catches up, and the WAL would grow as long as the stream lasts (to
+            // hundreds of MB in minutes of a load test): past a bound, a restart checkpoint
+            // waits its turn between two batches, so the next write starts the WAL over.
             let checkpoint = || {
-                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    row.get::<_, i64>(1)
+                })?;
+                if frames > RESTART_WAL_FRAMES {
+                    conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+                }
+                Ok::<(), rusqlite::Error>(())
             };
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stop.recv_timeout(CHECKPOINT_EVERY)
