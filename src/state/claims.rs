@@ -31,28 +31,30 @@ impl Store {
         // A row that vanishes between the attempt and the look (given up by its holder,
         // or pruned) is claimed again; twice is plenty.
         for _ in 0..3 {
-            // The claim and, should it lose, the row in its way: one round trip.
-            let mut statements = vec![
-                statement(
-                    schema::CLAIM,
-                    [key.bytes().into(), token.0.as_str().into(), lease_ms.into()],
-                ),
-                statement(schema::HOLDER, [key.bytes().into()]).unless_previous_found(),
-            ];
+            // The reads, the claim and, should it lose, the row in its way: one round trip
+            // (the reads go first, so PostgreSQL gets them pipelined with the claim).
+            let mut statements = Vec::with_capacity(4);
             if let Some(look) = look {
                 let now = self.now_ms();
                 statements.push(statement(schema::SNOOZE_UNTIL, key_and(look, now.into())));
                 statements.push(statement(schema::THREAD, key_params(look)));
             }
+            let reads = statements.len();
+            statements.push(statement(
+                schema::CLAIM,
+                [key.bytes().into(), token.0.as_str().into(), lease_ms.into()],
+            ));
+            statements
+                .push(statement(schema::HOLDER, [key.bytes().into()]).unless_previous_found());
             let done = self.run(OPERATION, Commit::Durable, statements).await?;
             let looked = match look {
-                Some(look) => Some(self.looked(look, done.get(2), done.get(3))?),
+                Some(look) => Some(self.looked(look, done.first(), done.get(1))?),
                 None => None,
             };
             let read =
                 |row: &Row| -> Result<_, sql::ColumnError> { Ok((row.int(0)?, row.int(1)?)) };
-            let claimed = done.first().and_then(Done::first);
-            let holder = done.get(1).and_then(Done::first);
+            let claimed = done.get(reads).and_then(Done::first);
+            let holder = done.get(reads + 1).and_then(Done::first);
             let claim = match (claimed, holder) {
                 (Some(row), _) => {
                     let (attempts, first_claimed) = self.columns(OPERATION, read(row))?;

@@ -20,13 +20,14 @@
 //! keepalives) rather than minutes. The server ends a statement before the bridge would
 //! give up on it (`statement_timeout`).
 
-use super::sql::{Commit, Done, Row, Statement, Value};
+use super::sql::{Commit, Done, Row, RunsIf, Statement, Value};
 use super::{schema, Found, Location, StoreError};
 use bytes::BytesMut;
 use deadpool_postgres::{
     GenericClient, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
     RecyclingMethod, Runtime,
 };
+use futures_util::future::try_join_all;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
@@ -362,17 +363,31 @@ impl Postgres {
     }
 }
 
+/// Runs `statements` in order. A statement that always runs needs nothing from the ones
+/// before it, so it goes out with them: they are pipelined on the connection, one round trip
+/// to the server for the lot (a delivery's claim and its reads, its done mark and what its
+/// message showed). Outside a transaction, one that fails does not stop those sent with it
+/// (each is atomic on its own, as [`Postgres::run`] says); inside one, the server refuses
+/// the rest, and nothing is committed.
 async fn run_all(
     client: &impl GenericClient,
     statements: &[Statement],
 ) -> Result<Vec<Done>, tokio_postgres::Error> {
     let mut done = Vec::with_capacity(statements.len());
-    for statement in statements {
-        let this = match statement.runs_after(&done) {
-            true => run_one(client, statement).await?,
-            false => Done::default(),
+    let mut rest = statements;
+    while let Some(first) = rest.first() {
+        let always = rest[1..].iter().take_while(|s| s.runs_if == RunsIf::Always);
+        let (group, after) = rest.split_at(1 + always.count());
+        let sent = match first.runs_after(&done) {
+            true => group,
+            false => {
+                done.push(Done::default());
+                &group[1..]
+            }
         };
-        done.push(this);
+        let answers = try_join_all(sent.iter().map(|s| run_one(client, s))).await?;
+        done.extend(answers);
+        rest = after;
     }
     Ok(done)
 }
