@@ -437,19 +437,7 @@ fn spawn_checkpointer(
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            // Passive: copies what it can without waiting. Under a steady stream of writes
-            // it never catches up, and the WAL would grow as long as the stream lasts (to
-            // hundreds of MB in minutes of a load test): past a bound, a restart checkpoint
-            // waits its turn between two batches, so the next write starts the WAL over.
-            let checkpoint = || {
-                let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                    row.get::<_, i64>(1)
-                })?;
-                if frames > RESTART_WAL_FRAMES {
-                    conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
-                }
-                Ok::<(), rusqlite::Error>(())
-            };
+            let checkpoint = || checkpoint(&conn, RESTART_WAL_FRAMES);
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stop.recv_timeout(CHECKPOINT_EVERY)
             {
@@ -461,6 +449,21 @@ fn spawn_checkpointer(
         })
         .map_err(|e| error(&database, "start its checkpointer", e.to_string()))?;
     Ok(keep)
+}
+
+/// Copies the WAL back into the database. Passive: what it can without waiting. Under a
+/// steady stream of writes that never catches up, and the WAL would grow as long as the
+/// stream lasts (to hundreds of MB in minutes of a load test): past `restart_frames`, a
+/// restart checkpoint holds the writer off until it is done, so the next write starts the
+/// WAL over (the writer's batches begin IMMEDIATE, so they wait for it, see [`run`]).
+pub(super) fn checkpoint(conn: &Connection, restart_frames: i64) -> rusqlite::Result<()> {
+    let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        row.get::<_, i64>(1)
+    })?;
+    if frames > restart_frames {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 /// The store's thread: batches of queued jobs, each batch one transaction.
@@ -475,8 +478,10 @@ fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, database: &Arc<str>) {
             }
         }
         // BEGIN and COMMIT as cached statements: rusqlite's Transaction parses both again
-        // for every batch.
-        if let Err(e) = execute_cached(&conn, "BEGIN") {
+        // for every batch. IMMEDIATE: the write lock is taken (or waited for, within the
+        // busy timeout) before the first read; a batch that read first and then found the
+        // checkpointer holding the lock would fail at once, as SQLite does not wait there.
+        if let Err(e) = execute_cached(&conn, "BEGIN IMMEDIATE") {
             let failed = error(database, "begin a transaction", describe(&e));
             for job in batch.drain(..) {
                 job(Err(&failed))(Err(&failed));
