@@ -16,6 +16,7 @@ mod postgres;
 mod schema;
 mod sql;
 mod sqlite;
+use sqlite::Synced;
 mod threads;
 
 pub use collapses::{CollapseClaim, Event};
@@ -383,19 +384,21 @@ impl Store {
         statements: Vec<Statement>,
     ) -> Result<Vec<Done>, StoreError> {
         match &*self.backend {
-            Backend::Sqlite(db) => db.run(operation, false, statements).await,
+            Backend::Sqlite(db) => db.run(operation, (false, Synced::No), statements).await,
             Backend::Postgres(db) => db.run(operation, commit, false, statements).await,
         }
     }
 
-    /// Runs `statements` in order, all or none, durably.
+    /// Runs `statements` in order, all or none, durably; when `synced`, on disk before the
+    /// answer on SQLite too (see `sqlite`'s note; PostgreSQL's durable commits always are).
     async fn run_atomically(
         &self,
         operation: &'static str,
+        synced: Synced,
         statements: Vec<Statement>,
     ) -> Result<Vec<Done>, StoreError> {
         match &*self.backend {
-            Backend::Sqlite(db) => db.run(operation, true, statements).await,
+            Backend::Sqlite(db) => db.run(operation, (true, synced), statements).await,
             Backend::Postgres(db) => db.run(operation, Commit::Durable, true, statements).await,
         }
     }

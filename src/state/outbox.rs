@@ -5,7 +5,7 @@
 
 use super::sql::{statement, Done, Row, Statement};
 use super::{
-    from_unix_ms, lease_ms, schema, sql, unix_ms, MsgKey, Shown, Store, StoreError, Token,
+    from_unix_ms, lease_ms, schema, sql, unix_ms, MsgKey, Shown, Store, StoreError, Synced, Token,
 };
 use std::time::{Duration, SystemTime};
 
@@ -100,7 +100,11 @@ impl Store {
             .if_previous_found(),
             statement(schema::OUTBOX_DEPTH, []).unless_previous_found(),
         ];
-        let done = self.run_atomically(OPERATION, statements).await?;
+        // On disk before the answer, even on SQLite: Coder is told the notification is
+        // taken and never sends it again, so a power cut must not undo this.
+        let done = self
+            .run_atomically(OPERATION, Synced::Yes, statements)
+            .await?;
         if done.get(1).and_then(Done::first).is_some() {
             return Ok(Queued::Yes);
         }
@@ -164,7 +168,9 @@ impl Store {
             [seq.into(), token.0.as_str().into()],
         )];
         statements.extend(self.shown_statements(shown));
-        self.run_atomically("take a notification out of the outbox", statements)
+        // Undone by a power cut, it is sent again and its read-back finds the post.
+        let out = "take a notification out of the outbox";
+        self.run_atomically(out, Synced::No, statements)
             .await
             .map(drop)
     }

@@ -2,7 +2,9 @@
 //! stay off the async runtime). Operations queue to it and are run in batches, one
 //! transaction per batch, and answered only after the commit: under load many claims share
 //! one commit (WAL, `synchronous=NORMAL`: durable against a killed process, which is what a
-//! claim needs; a power loss may undo the last commits, as for any SQLite file so set up).
+//! claim needs; a power loss may undo the last commits, as for any SQLite file so set up). A
+//! batch that puts a notification in the outbox commits with `synchronous=FULL`: the WAL is on
+//! disk before Coder is told the notification is taken, since Coder never sends it again.
 
 use super::sql::{Done, Row, Statement, Value};
 use super::{schema, Found, Location, StoreError};
@@ -35,8 +37,18 @@ const RESTART_WAL_FRAMES: i64 = 4096;
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// A job, and whether its batch's commit must reach the disk before it is answered.
+type Queued = (Job, Synced);
+
+/// Whether a commit waits for the disk (`synchronous=FULL` for its batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    No,
+    Yes,
+}
+
 pub struct Sqlite {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Queued>,
     database: Arc<str>,
     /// Dropped with the store: the checkpointer then stops.
     _checkpointer: Option<std::sync::mpsc::Sender<()>>,
@@ -90,6 +102,7 @@ impl Sqlite {
     async fn call<T: Send + 'static>(
         &self,
         operation: &'static str,
+        synced: Synced,
         work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (answer, answered) = oneshot::channel();
@@ -114,7 +127,7 @@ impl Sqlite {
                 "the store's thread stopped".into(),
             )
         };
-        self.jobs.send(job).await.map_err(|_| stopped())?;
+        self.jobs.send((job, synced)).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
 
@@ -124,10 +137,10 @@ impl Sqlite {
     pub async fn run(
         &self,
         operation: &'static str,
-        atomic: bool,
+        (atomic, synced): (bool, Synced),
         statements: Vec<Statement>,
     ) -> Result<Vec<Done>, StoreError> {
-        self.call(operation, move |txn| {
+        self.call(operation, synced, move |txn| {
             if !atomic {
                 return run_all(txn, &statements);
             }
@@ -467,7 +480,7 @@ pub(super) fn checkpoint(conn: &Connection, restart_frames: i64) -> rusqlite::Re
 }
 
 /// The store's thread: batches of queued jobs, each batch one transaction.
-fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, database: &Arc<str>) {
+fn run(conn: Connection, mut queue: mpsc::Receiver<Queued>, database: &Arc<str>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -477,27 +490,59 @@ fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, database: &Arc<str>) {
                 Err(_) => break,
             }
         }
-        // BEGIN and COMMIT as cached statements: rusqlite's Transaction parses both again
-        // for every batch. IMMEDIATE: the write lock is taken (or waited for, within the
-        // busy timeout) before the first read; a batch that read first and then found the
-        // checkpointer holding the lock would fail at once, as SQLite does not wait there.
-        if let Err(e) = execute_cached(&conn, "BEGIN IMMEDIATE") {
-            let failed = error(database, "begin a transaction", describe(&e));
-            for job in batch.drain(..) {
-                job(Err(&failed))(Err(&failed));
-            }
-            continue;
-        }
-        let completions: Vec<Completion> = batch.drain(..).map(|job| job(Ok(&conn))).collect();
-        let committed = execute_cached(&conn, "COMMIT").map_err(|e| {
-            // A failed COMMIT leaves the transaction open: end it, so the next batch begins.
-            let _ = conn.execute_batch("ROLLBACK");
-            error(database, "commit", describe(&e))
-        });
-        for complete in completions {
-            complete(committed.as_ref().map(drop));
+        let synced = batch.iter().any(|(_, synced)| *synced == Synced::Yes);
+        let committed = run_batch(&conn, batch.drain(..).map(|(job, _)| job), synced, database);
+        for complete in committed.completions {
+            complete(committed.result.as_ref().map(drop));
         }
     }
+}
+
+/// What one batch's jobs await, and how its commit went.
+struct Committed {
+    completions: Vec<Completion>,
+    result: Result<(), StoreError>,
+}
+
+/// One batch: one transaction, `synchronous=FULL` for its commit when `synced`.
+fn run_batch(
+    conn: &Connection,
+    jobs: impl Iterator<Item = Job>,
+    synced: bool,
+    database: &Arc<str>,
+) -> Committed {
+    let level = |level: &str| execute_cached(conn, &format!("PRAGMA synchronous = {level}"));
+    let synced = synced && level("FULL").is_ok();
+    // BEGIN and COMMIT as cached statements: rusqlite's Transaction parses both again
+    // for every batch. IMMEDIATE: the write lock is taken (or waited for, within the
+    // busy timeout) before the first read; a batch that read first and then found the
+    // checkpointer holding the lock would fail at once, as SQLite does not wait there.
+    let committed = match execute_cached(conn, "BEGIN IMMEDIATE") {
+        Err(e) => {
+            let failed = error(database, "begin a transaction", describe(&e));
+            let completions = jobs.map(|job| job(Err(&failed))).collect();
+            Committed {
+                completions,
+                result: Err(failed),
+            }
+        }
+        Ok(()) => {
+            let completions = jobs.map(|job| job(Ok(conn))).collect();
+            let result = execute_cached(conn, "COMMIT").map_err(|e| {
+                // A failed COMMIT leaves the transaction open: end it, so the next batch begins.
+                let _ = conn.execute_batch("ROLLBACK");
+                error(database, "commit", describe(&e))
+            });
+            Committed {
+                completions,
+                result,
+            }
+        }
+    };
+    if synced {
+        let _ = level("NORMAL");
+    }
+    committed
 }
 
 fn execute_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {

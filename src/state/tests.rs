@@ -309,3 +309,23 @@ async fn a_batch_waits_for_the_write_lock_rather_than_failing() {
         "{claimed:?}"
     );
 }
+
+/// What `Store::queue` answers for is on disk before the answer: its batch commits with
+/// `synchronous=FULL` (Coder never resends a notification it was told is taken); the other
+/// batches keep `NORMAL`, durable against a killed process without an fsync each.
+#[tokio::test]
+async fn a_synced_batch_commits_with_full_sync_and_the_others_with_normal() {
+    let db = temp_db("synced");
+    let store = open(&db.path).await;
+    let look = || vec![statement("PRAGMA synchronous", [])];
+    let level = |done: Result<Vec<Done>, StoreError>| {
+        let done = done.expect("runs");
+        done.first().and_then(Done::first).and_then(|r| r.int(0).ok())
+    };
+    let synced = store.run_atomically("look", Synced::Yes, look()).await;
+    assert_eq!(level(synced), Some(2), "FULL");
+    let after = store.run("look", Commit::Durable, look()).await;
+    assert_eq!(level(after), Some(1), "NORMAL again");
+    let atomic = store.run_atomically("look", Synced::No, look()).await;
+    assert_eq!(level(atomic), Some(1), "NORMAL");
+}
