@@ -320,7 +320,9 @@ async fn a_synced_batch_commits_with_full_sync_and_the_others_with_normal() {
     let look = || vec![statement("PRAGMA synchronous", [])];
     let level = |done: Result<Vec<Done>, StoreError>| {
         let done = done.expect("runs");
-        done.first().and_then(Done::first).and_then(|r| r.int(0).ok())
+        done.first()
+            .and_then(Done::first)
+            .and_then(|r| r.int(0).ok())
     };
     let synced = store.run_atomically("look", Synced::Yes, look()).await;
     assert_eq!(level(synced), Some(2), "FULL");
