@@ -91,50 +91,52 @@ impl Delivery {
         self.workspace_key(notification, &user)
     }
 
-    /// The thread for `key`: known to the store, or its card posted now. A card another
-    /// delivery is posting is waited for, so notifications at once share one thread.
+    /// The thread for `key`: found by the claim, known to the store, or its card posted now.
     pub(super) async fn thread_place(
         &self,
         to: &Recipient<'_>,
         user: &SlackUserId,
         key: &ThreadKey,
     ) -> Result<Place, Failed> {
-        let broadcast = Kind::of(to.notification).is_some_and(|k| k.urgent);
-        if let Some(thread) = to.attempt.take_looked_thread(key) {
-            return Ok(Place {
-                channel: SlackChannelId(thread.channel.clone()),
-                thread: Some(thread),
-                broadcast,
-                card_is_new: false,
-            });
-        }
+        let (thread, card_is_new) = match to.attempt.take_looked_thread(key) {
+            Some(thread) => (thread, false),
+            None => self.claim_thread(to, user, key).await?,
+        };
+        Ok(Place {
+            channel: SlackChannelId(thread.channel.clone()),
+            thread: Some(thread),
+            broadcast: Kind::of(to.notification).is_some_and(|k| k.urgent),
+            card_is_new,
+        })
+    }
+
+    /// `key`'s thread as the store has it, or its card posted now (with `true`). A card
+    /// another delivery is posting is waited for, so notifications at once share one thread.
+    async fn claim_thread(
+        &self,
+        to: &Recipient<'_>,
+        user: &SlackUserId,
+        key: &ThreadKey,
+    ) -> Result<(Thread, bool), Failed> {
         let mut poll = BUSY_POLL;
         loop {
             let claim = self.store.claim_thread(key, self.policy.lease).await;
-            let (thread, card_is_new) = match claim
-                .map_err(|e| Failed::Later(self.store_failed(&e)))?
-            {
-                ThreadClaim::Found(thread) => (thread, false),
-                ThreadClaim::Ours(token) => (self.make_card(to, user, key, &token).await?, true),
+            return match claim.map_err(|e| Failed::Later(self.store_failed(&e)))? {
+                ThreadClaim::Found(thread) => Ok((thread, false)),
+                ThreadClaim::Ours(token) => {
+                    Ok((self.make_card(to, user, key, &token).await?, true))
+                }
                 ThreadClaim::Busy if Instant::now() + poll <= to.deadline => {
                     tokio::time::sleep(poll).await;
                     poll = (poll * 2).min(MAX_BUSY_POLL);
                     continue;
                 }
-                ThreadClaim::Busy => {
-                    return Err(Failed::Later(RetryLater {
-                        reason: "another delivery is starting this workspace's thread".into(),
-                        retry_after: Duration::from_secs(5),
-                        trouble: Some(super::Trouble::Busy),
-                    }))
-                }
+                ThreadClaim::Busy => Err(Failed::Later(RetryLater {
+                    reason: "another delivery is starting this workspace's thread".into(),
+                    retry_after: Duration::from_secs(5),
+                    trouble: Some(super::Trouble::Busy),
+                })),
             };
-            return Ok(Place {
-                channel: SlackChannelId(thread.channel.clone()),
-                thread: Some(thread),
-                broadcast,
-                card_is_new,
-            });
         }
     }
 

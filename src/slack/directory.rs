@@ -86,10 +86,14 @@ impl Directory {
 
     /// The Slack user with this address when it is known without asking Slack.
     pub async fn cached(&self, email: &str) -> Option<SlackUserId> {
-        let key = email.to_lowercase();
-        match self.swept_id(&key) {
+        self.known(&email.to_lowercase()).await
+    }
+
+    /// The last sweep's answer, else a lookup learned since: `key` is a lowercased address.
+    async fn known(&self, key: &str) -> Option<SlackUserId> {
+        match self.swept_id(key) {
             Some(id) => Some(id),
-            None => self.learned.get(&key).await,
+            None => self.learned.get(key).await,
         }
     }
 
@@ -97,11 +101,7 @@ impl Directory {
     /// Concurrent lookups of one address share one Slack call.
     pub async fn resolve(&self, email: &str) -> Result<Option<SlackUserId>, SlackError> {
         let key = email.to_lowercase();
-        if let Some(id) = self.swept_id(&key) {
-            self.count("hit");
-            return Ok(Some(id));
-        }
-        if let Some(id) = self.learned.get(&key).await {
+        if let Some(id) = self.known(&key).await {
             self.count("hit");
             return Ok(Some(id));
         }

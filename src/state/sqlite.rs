@@ -511,8 +511,7 @@ fn run_batch(
     synced: bool,
     database: &Arc<str>,
 ) -> Committed {
-    let level = |level: &str| execute_cached(conn, &format!("PRAGMA synchronous = {level}"));
-    let synced = synced && level("FULL").is_ok();
+    let synced = synced && execute_cached(conn, "PRAGMA synchronous = FULL").is_ok();
     // BEGIN and COMMIT as cached statements: rusqlite's Transaction parses both again
     // for every batch. IMMEDIATE: the write lock is taken (or waited for, within the
     // busy timeout) before the first read; a batch that read first and then found the
@@ -540,7 +539,7 @@ fn run_batch(
         }
     };
     if synced {
-        let _ = level("NORMAL");
+        let _ = execute_cached(conn, "PRAGMA synchronous = NORMAL");
     }
     committed
 }
