@@ -248,7 +248,13 @@ async fn past_queue_max_age_without_a_fallback_channel_a_notification_is_dropped
     let (slack, _relay, bridge) = three_people(limits(Duration::from_secs(1), 100)).await;
     slack.outage(Some(Outage::Status(503)));
     assert_queued(&bridge, &workspace_deleted("ann@coder.com")).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Slack stays down until the sender has given the notification up: a try it began
+    // before QUEUE_MAX_AGE could otherwise still be retrying when Slack comes back, and
+    // deliver it (seen under load, 6 runs in 25, when this test slept 1.5 s instead).
+    let dropped = r#"coder_slack_bridge_outbox_expired_total{to="dropped"} 1"#;
+    bridge
+        .wait_metrics("the notification dropped", &[dropped])
+        .await;
     slack.outage(None);
     wait_until("the outbox is empty", WAIT, async || {
         outbox_report(&bridge).await["depth"] == 0
